@@ -1,0 +1,73 @@
+//! Criterion benchmarks on seeded synthetic data: the loss kernels per decision, and the whole
+//! pass (read + all strategies) against reading alone, at several dump sizes.
+//!
+//! Run with `cargo bench --bench pass`; see docs/benchmarks.md for the figures and the
+//! whole-CLI recipe.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rayon::prelude::*;
+
+use hardmine::analysis;
+use hardmine::config::AnalysisParams;
+use hardmine::input::Dump;
+use hardmine::loss::Decision;
+use hardmine::synth::{self, Rng, SynthConfig};
+
+fn kernels(c: &mut Criterion) {
+    let mut rng = Rng::new(1, 1);
+    let n = 1 << 16;
+    let xs: Vec<f64> = (0..n).map(|_| rng.normal() * 4.0 - 4.0).collect();
+    let ys: Vec<f64> = (0..n).map(|i| if i % 100 == 0 { 1.0 } else { 0.0 }).collect();
+    let soft: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
+    let mut g = c.benchmark_group("kernel");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("from_logit/hard", |b| {
+        b.iter(|| xs.iter().zip(&ys).map(|(&x, &y)| Decision::from_logit(x, y).ce).sum::<f64>())
+    });
+    g.bench_function("from_logit/soft", |b| {
+        b.iter(|| xs.iter().zip(&soft).map(|(&x, &y)| Decision::from_logit(x, y).ce).sum::<f64>())
+    });
+    for gamma in [2.0, 1.5] {
+        let ds: Vec<Decision> = xs.iter().zip(&ys).map(|(&x, &y)| Decision::from_logit(x, y)).collect();
+        g.bench_with_input(BenchmarkId::new("focal+grad", gamma), &gamma, |b, &gamma| {
+            b.iter(|| {
+                ds.iter()
+                    .map(|d| d.focal(black_box(gamma), Some(0.25)) + d.focal_grad(gamma, Some(0.25)))
+                    .sum::<f64>()
+            })
+        });
+    }
+    let k = 21;
+    let rows: Vec<f64> = (0..n).map(|_| rng.normal() * 3.0).collect();
+    g.throughput(Throughput::Elements((n / k) as u64));
+    g.bench_function("softmax/K=21", |b| {
+        b.iter(|| rows.chunks_exact(k).map(|r| Decision::from_softmax_logits(r, 0, 0.0).ce).sum::<f64>())
+    });
+    g.finish();
+}
+
+fn pass(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pass");
+    g.sample_size(10);
+    let config = AnalysisParams::default().check().unwrap();
+    for images in [4usize, 16] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SynthConfig { images, anchors_per_image: 20_000, classes: 20, ..Default::default() };
+        synth::generate(dir.path(), &cfg).unwrap();
+        let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
+        let decisions = (images * cfg.anchors_per_image * cfg.classes) as u64;
+        g.throughput(Throughput::Elements(decisions));
+        g.bench_with_input(BenchmarkId::new("read", decisions), &dump, |b, dump| {
+            b.iter(|| dump.units().par_iter().map(|&u| dump.read(u).unwrap().rows).sum::<usize>())
+        });
+        g.bench_with_input(BenchmarkId::new("analyze", decisions), &dump, |b, dump| {
+            b.iter(|| analysis::analyze(dump, &config).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, pass);
+criterion_main!(benches);

@@ -1,0 +1,84 @@
+//! Dataset counts: anchors, decisions, positives, negatives, ignored anchors, per image.
+//!
+//! Every image seen is recorded, including images whose anchors are all ignored: they count in
+//! the mean over images of the normalised loss, as in torchvision's RetinaNet head.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::decisions::DecisionChunk;
+use super::Accumulator;
+use crate::input::{Batch, ImageKey, Targets};
+
+/// Counts for one image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageCounts {
+    /// Rows of the image (anchors in a dense dump, decisions in a binary one).
+    pub rows: u64,
+    /// Ignored anchors (label -2).
+    pub ignored: u64,
+    /// Valid decisions.
+    pub decisions: u64,
+    /// Positive decisions (= positive anchors in dense dumps): the per-image normaliser.
+    pub positives: u64,
+}
+
+impl ImageCounts {
+    fn merge(&mut self, o: &ImageCounts) {
+        self.rows += o.rows;
+        self.ignored += o.ignored;
+        self.decisions += o.decisions;
+        self.positives += o.positives;
+    }
+}
+
+/// Mergeable dataset counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetAcc {
+    /// Counts per image, keyed by image id.
+    pub images: BTreeMap<ImageKey, ImageCounts>,
+}
+
+impl Accumulator for DatasetAcc {
+    fn observe_batch(&mut self, batch: &Batch) {
+        for run in &batch.images {
+            let ignored = match &batch.targets {
+                Targets::Labels(l) => l[run.start..run.end].iter().filter(|&&l| l == -2).count() as u64,
+                Targets::Binary(_) => 0,
+            };
+            let e = self.images.entry(run.key.clone()).or_default();
+            e.rows += (run.end - run.start) as u64;
+            e.ignored += ignored;
+        }
+    }
+
+    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        for run in chunk.runs {
+            let positives =
+                chunk.meta[run.start..run.end].iter().filter(|m| m.bucket.is_positive()).count() as u64;
+            let key = &chunk.batch.images[run.image].key;
+            // The entry exists: observe_batch saw every run of the batch first.
+            let e = self.images.entry(key.clone()).or_default();
+            e.decisions += (run.end - run.start) as u64;
+            e.positives += positives;
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (k, v) in other.images {
+            self.images.entry(k).or_default().merge(&v);
+        }
+    }
+}
+
+impl DatasetAcc {
+    /// Totals over all images.
+    pub fn totals(&self) -> ImageCounts {
+        let mut t = ImageCounts::default();
+        for c in self.images.values() {
+            t.merge(c);
+        }
+        t
+    }
+}

@@ -1,0 +1,215 @@
+//! Expands a [`Batch`] of rows into chunks of [`Decision`]s, computed once and observed by every
+//! accumulator.
+//!
+//! Dense sigmoid: an anchor with label c gives C decisions (target 1 for class c, 0 for the rest),
+//! a background anchor (-1) C negatives, an ignored anchor (-2) none. Dense softmax: one decision
+//! per non-ignored anchor, positive unless its label is the background class. Binary: one
+//! decision per row. Chunks never split an anchor's decisions, and each chunk lists the image
+//! runs it covers.
+
+use crate::config::{Activation, ScoreKind};
+use crate::input::{Batch, DumpShape, ScoreValues, Targets};
+use crate::loss::Decision;
+
+/// What the expansion needs to know about a dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expansion {
+    /// Layout, score kind and activation.
+    pub shape: DumpShape,
+    /// Scores per row (C, K or 1).
+    pub width: usize,
+    /// Softmax background class.
+    pub background_class: u32,
+}
+
+/// Decisions per chunk: large enough to amortise per-chunk work, small enough to stay in cache.
+pub const CHUNK: usize = 4096;
+
+/// The four buckets of the easy/hard x positive/negative split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Bucket {
+    /// Negative with p_t >= tau.
+    EasyNegative = 0,
+    /// Negative with p_t < tau.
+    HardNegative = 1,
+    /// Positive with p_t >= tau.
+    EasyPositive = 2,
+    /// Positive with p_t < tau.
+    HardPositive = 3,
+}
+
+impl Bucket {
+    /// All buckets, in report order.
+    pub const ALL: [Bucket; 4] =
+        [Bucket::EasyNegative, Bucket::HardNegative, Bucket::EasyPositive, Bucket::HardPositive];
+
+    /// The bucket of a decision.
+    #[inline]
+    pub fn of(positive: bool, p_t: f64, tau: f64) -> Bucket {
+        match (positive, p_t >= tau) {
+            (false, true) => Bucket::EasyNegative,
+            (false, false) => Bucket::HardNegative,
+            (true, true) => Bucket::EasyPositive,
+            (true, false) => Bucket::HardPositive,
+        }
+    }
+
+    /// Whether the bucket holds positives.
+    pub fn is_positive(self) -> bool {
+        matches!(self, Bucket::EasyPositive | Bucket::HardPositive)
+    }
+
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bucket::EasyNegative => "easy_negative",
+            Bucket::HardNegative => "hard_negative",
+            Bucket::EasyPositive => "easy_positive",
+            Bucket::HardPositive => "hard_positive",
+        }
+    }
+}
+
+/// Where a decision came from, and its bucket and sample weight.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Meta {
+    /// Row within the batch.
+    pub row: u32,
+    /// Class index (dense sigmoid: the decision's class; softmax: the label; binary: the `class`
+    /// column or 0).
+    pub class: u32,
+    /// Easy/hard x positive/negative.
+    pub bucket: Bucket,
+    /// Per-decision loss weight (binary `weight` column; 1 otherwise).
+    pub weight: f64,
+}
+
+/// A run of decisions of one image within a chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRun {
+    /// Index into the batch's image runs.
+    pub image: usize,
+    /// First decision of the run within the chunk.
+    pub start: usize,
+    /// One past the last decision.
+    pub end: usize,
+}
+
+/// A slice of decisions, with their metadata and image runs.
+#[derive(Clone, Copy, Debug)]
+pub struct DecisionChunk<'a> {
+    /// The batch the decisions came from.
+    pub batch: &'a Batch,
+    /// The decisions.
+    pub decisions: &'a [Decision],
+    /// Per-decision metadata, parallel to `decisions`.
+    pub meta: &'a [Meta],
+    /// Image runs covering all decisions, in order.
+    pub runs: &'a [ChunkRun],
+}
+
+/// Reusable buffers for one thread.
+#[derive(Default)]
+struct Buffers {
+    decisions: Vec<Decision>,
+    meta: Vec<Meta>,
+    runs: Vec<ChunkRun>,
+    row: Vec<f64>,
+}
+
+impl Buffers {
+    fn push(&mut self, image: usize, d: Decision, m: Meta) {
+        match self.runs.last_mut() {
+            Some(r) if r.image == image => r.end += 1,
+            _ => {
+                let n = self.decisions.len();
+                self.runs.push(ChunkRun { image, start: n, end: n + 1 });
+            }
+        }
+        self.decisions.push(d);
+        self.meta.push(m);
+    }
+
+    fn flush(&mut self, batch: &Batch, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
+        if !self.decisions.is_empty() {
+            sink(&DecisionChunk { batch, decisions: &self.decisions, meta: &self.meta, runs: &self.runs });
+        }
+        self.decisions.clear();
+        self.meta.clear();
+        self.runs.clear();
+    }
+}
+
+/// Expands a batch into decision chunks and hands each to `sink`.
+pub fn for_each_chunk(exp: &Expansion, batch: &Batch, tau: f64, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
+    match &batch.scores {
+        ScoreValues::F32(a) => expand(exp, batch, a.values().as_slice(), tau, sink),
+        ScoreValues::F64(a) => expand(exp, batch, a.values().as_slice(), tau, sink),
+    }
+}
+
+fn expand<T: Copy + Into<f64>>(
+    exp: &Expansion,
+    batch: &Batch,
+    scores: &[T],
+    tau: f64,
+    sink: &mut dyn FnMut(&DecisionChunk<'_>),
+) {
+    let shape = exp.shape;
+    let width = exp.width;
+    let logits = shape.scores == ScoreKind::Logits;
+    let mut buf = Buffers::default();
+    buf.decisions.reserve(CHUNK + width);
+    buf.meta.reserve(CHUNK + width);
+    for (image, run) in batch.images.iter().enumerate() {
+        for row in run.start..run.end {
+            match (&batch.targets, shape.activation) {
+                (Targets::Labels(labels), Activation::Sigmoid) => {
+                    let label = labels[row];
+                    if label == -2 {
+                        continue;
+                    }
+                    let xs = &scores[row * width..(row + 1) * width];
+                    for (c, &x) in xs.iter().enumerate() {
+                        let y = if label == c as i32 { 1.0 } else { 0.0 };
+                        let x: f64 = x.into();
+                        let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
+                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                        buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                    }
+                }
+                (Targets::Labels(labels), Activation::Softmax) => {
+                    let label = labels[row];
+                    if label == -2 {
+                        continue;
+                    }
+                    let t = label as usize;
+                    buf.row.clear();
+                    buf.row.extend(scores[row * width..(row + 1) * width].iter().map(|&x| x.into()));
+                    let y = if t as u32 == exp.background_class { 0.0 } else { 1.0 };
+                    let d = if logits {
+                        Decision::from_softmax_logits(&buf.row, t, y)
+                    } else {
+                        Decision::from_softmax_probs(&buf.row, t, y)
+                    };
+                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                    buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket, weight: 1.0 });
+                }
+                (Targets::Binary(targets), _) => {
+                    let y = targets[row];
+                    let x: f64 = scores[row].into();
+                    let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
+                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                    let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
+                    let weight = batch.weight.as_ref().map_or(1.0, |w| w[row]);
+                    buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                }
+            }
+            if buf.decisions.len() >= CHUNK {
+                buf.flush(batch, sink);
+            }
+        }
+    }
+    buf.flush(batch, sink);
+}

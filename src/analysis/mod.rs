@@ -1,0 +1,339 @@
+//! The single parallel pass.
+//!
+//! Every statistic is a mergeable accumulator ([`Accumulator`]): it observes decision chunks,
+//! merges with another accumulator of the same kind, and is finished into a report entry. The
+//! pass reads row groups in parallel (rayon), folds each into a fresh [`Pass`], and merges the
+//! results in row-group order. Because every sum is an [`sum::ExactSum`], the result does not
+//! depend on the thread count, the row-group sizes or the merge order: same input, same bytes.
+//!
+//! Rows of one image may be spread over row groups and files: per-image sums are merged by
+//! image id. Image ids must therefore identify an image across all inputs of a run.
+
+pub mod dataset;
+pub mod decisions;
+pub mod sum;
+pub mod weighted;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AnalysisConfig, Layout};
+use crate::error::{Error, InputError};
+use crate::input::{Batch, Dump};
+use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
+use dataset::DatasetAcc;
+use decisions::{DecisionChunk, Expansion};
+use weighted::WeightedAcc;
+
+/// A statistic computed in one pass: observe batches and decision chunks, merge partial results.
+///
+/// `merge` must be associative and commutative up to exact equality of the finished result, so
+/// that any split of the input gives the same answer as one sequential pass.
+pub trait Accumulator {
+    /// Sees a batch before its decision chunks (for per-row facts such as ignored anchors).
+    fn observe_batch(&mut self, _batch: &Batch) {}
+    /// Sees one chunk of decisions.
+    fn observe(&mut self, chunk: &DecisionChunk<'_>);
+    /// Absorbs another accumulator that observed a disjoint part of the input.
+    fn merge(&mut self, other: Self)
+    where
+        Self: Sized;
+}
+
+/// One strategy's accumulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StrategyAcc {
+    /// `ce`, `alpha_ce` or `focal`.
+    Weighted(WeightedAcc),
+}
+
+impl Accumulator for StrategyAcc {
+    fn observe_batch(&mut self, batch: &Batch) {
+        match self {
+            StrategyAcc::Weighted(a) => a.observe_batch(batch),
+        }
+    }
+
+    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        match self {
+            StrategyAcc::Weighted(a) => a.observe(chunk),
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        match (self, other) {
+            (StrategyAcc::Weighted(a), StrategyAcc::Weighted(b)) => a.merge(b),
+        }
+    }
+}
+
+/// Everything one pass accumulates.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pass {
+    /// Dataset and per-image counts.
+    pub dataset: DatasetAcc,
+    /// One accumulator per requested strategy, in order.
+    pub strategies: Vec<StrategyAcc>,
+}
+
+impl Pass {
+    /// Empty accumulators for `config`.
+    pub fn new(config: &AnalysisConfig) -> Pass {
+        let strategies = config
+            .strategies()
+            .iter()
+            .map(|&k| StrategyAcc::Weighted(WeightedAcc::new(k, config.gamma(), config.alpha())))
+            .collect();
+        Pass { dataset: DatasetAcc::default(), strategies }
+    }
+
+    /// Folds one batch into the accumulators.
+    pub fn observe_batch(&mut self, exp: &Expansion, batch: &Batch, tau: f64) {
+        self.dataset.observe_batch(batch);
+        for s in &mut self.strategies {
+            s.observe_batch(batch);
+        }
+        let Pass { dataset, strategies } = self;
+        decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
+            dataset.observe(chunk);
+            for s in strategies.iter_mut() {
+                s.observe(chunk);
+            }
+        });
+    }
+
+    /// Absorbs a pass over a disjoint part of the input.
+    pub fn merge(&mut self, other: Pass) {
+        self.dataset.merge(other.dataset);
+        for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
+            a.merge(b);
+        }
+    }
+
+    /// Dataset counts for the report.
+    pub fn dataset_summary(&self, layout: Layout, files: usize) -> DatasetSummary {
+        let totals = self.dataset.totals();
+        DatasetSummary {
+            files,
+            images: self.dataset.images.len() as u64,
+            anchors: (layout == Layout::Dense).then_some(totals.rows),
+            decisions: totals.decisions,
+            positives: totals.positives,
+            negatives: totals.decisions - totals.positives,
+            ignored: totals.ignored,
+        }
+    }
+
+    /// The strategies' report entries, in order.
+    pub fn strategy_reports(&self) -> Vec<StrategyReport> {
+        self.strategies
+            .iter()
+            .map(|s| match s {
+                StrategyAcc::Weighted(a) => a.finish(&self.dataset.images),
+            })
+            .collect()
+    }
+
+    /// Builds the report.
+    pub fn finish(&self, dump: &Dump, config: &AnalysisConfig, command: &str) -> Report {
+        let shape = dump.shape();
+        let dataset = self.dataset_summary(shape.layout, dump.files().len());
+        let strategies = self.strategy_reports();
+        Report {
+            schema_version: SCHEMA_VERSION,
+            metadata: Metadata {
+                tool: "hardmine".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                command: command.into(),
+                inputs: dump.files().iter().map(|f| f.input.path.display().to_string()).collect(),
+                layout: shape.layout,
+                scores: shape.scores,
+                activation: shape.activation,
+                classes: dump.width(),
+                columns: config.dump().columns().renames().clone(),
+                parameters: Parameters {
+                    strategies: config.strategies().iter().map(|s| s.name().to_string()).collect(),
+                    gamma: config.gamma(),
+                    alpha: config.alpha(),
+                    easy_threshold: config.easy_threshold(),
+                    background_class: (shape.activation == crate::config::Activation::Softmax)
+                        .then_some(dump.background_class()),
+                },
+            },
+            dataset,
+            strategies,
+        }
+    }
+}
+
+/// Hooks into a running pass: progress reporting and cancellation.
+pub trait Observer: Sync {
+    /// Called after each row group with the rows it held.
+    fn rows_done(&self, _rows: usize) {}
+    /// Polled between row groups; returning true stops the pass with [`InputError::Interrupted`].
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that does nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// A flag that an interrupt handler can set.
+impl Observer for AtomicBool {
+    fn cancelled(&self) -> bool {
+        self.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the pass over the whole dump and builds the report.
+pub fn analyze(dump: &Dump, config: &AnalysisConfig) -> Result<Report, Error> {
+    let pass = run(dump, config, &Quiet)?;
+    Ok(pass.finish(dump, config, "analyze"))
+}
+
+/// Runs the pass and returns the merged accumulators.
+pub fn run(dump: &Dump, config: &AnalysisConfig, observer: &dyn Observer) -> Result<Pass, Error> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(config.threads().unwrap_or(0)).build();
+    match pool {
+        Ok(pool) => pool.install(|| run_in_pool(dump, config, observer)),
+        // Building a pool only fails when threads cannot be spawned; the global pool may still work.
+        Err(_) => run_in_pool(dump, config, observer),
+    }
+}
+
+fn run_in_pool(dump: &Dump, config: &AnalysisConfig, observer: &dyn Observer) -> Result<Pass, Error> {
+    let tau = config.easy_threshold();
+    let exp = dump.expansion();
+    let mut total = Pass::new(config);
+    // Windows of row groups are processed in parallel and merged in order: bounded memory
+    // (a few decoded row groups per thread) and a deterministic merge sequence.
+    let window = 4 * rayon::current_num_threads().max(1);
+    for units in dump.units().chunks(window) {
+        let parts: Vec<Result<Pass, InputError>> = units
+            .par_iter()
+            .map(|&unit| {
+                if observer.cancelled() {
+                    return Err(InputError::Interrupted);
+                }
+                let batch = dump.read(unit)?;
+                let mut pass = Pass::new(config);
+                pass.observe_batch(&exp, &batch, tau);
+                observer.rows_done(unit.rows);
+                Ok(pass)
+            })
+            .collect();
+        for part in parts {
+            total.merge(part?);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Activation, AnalysisParams, ScoreKind};
+    use crate::input::{DumpShape, ImageKey, ImageRun, ScoreValues, Targets};
+    use crate::synth::Rng;
+    use polars_arrow::array::PrimitiveArray;
+
+    const C: usize = 3;
+
+    /// Rows of a dense sigmoid dump: (image, label, logits).
+    fn rows(seed: u64, n: usize) -> Vec<(i64, i32, [f32; C])> {
+        let mut rng = Rng::new(seed, 0);
+        let mut image = 0;
+        (0..n)
+            .map(|_| {
+                if rng.uniform() < 0.02 {
+                    image += 1;
+                }
+                let label = [-2, -1, -1, -1, -1, -1, 0, 1, 2][rng.below(9) as usize];
+                let logits = [0; C].map(|_| (rng.normal() * 4.0) as f32);
+                (image, label, logits)
+            })
+            .collect()
+    }
+
+    fn batch(rows: &[(i64, i32, [f32; C])]) -> Batch {
+        let mut images: Vec<ImageRun> = Vec::new();
+        for (i, r) in rows.iter().enumerate() {
+            match images.last_mut() {
+                Some(run) if run.key == ImageKey::Int(r.0) => run.end = i + 1,
+                _ => images.push(ImageRun { key: ImageKey::Int(r.0), start: i, end: i + 1 }),
+            }
+        }
+        Batch {
+            file: 0,
+            first_row: 0,
+            rows: rows.len(),
+            images,
+            targets: Targets::Labels(rows.iter().map(|r| r.1).collect()),
+            scores: ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),
+            class: None,
+            weight: None,
+        }
+    }
+
+    fn pass_over(parts: &[&[(i64, i32, [f32; C])]], config: &AnalysisConfig) -> Pass {
+        let exp = Expansion {
+            shape: DumpShape {
+                layout: Layout::Dense,
+                scores: ScoreKind::Logits,
+                activation: Activation::Sigmoid,
+            },
+            width: C,
+            background_class: 0,
+        };
+        let mut total = Pass::new(config);
+        for p in parts {
+            let mut pass = Pass::new(config);
+            pass.observe_batch(&exp, &batch(p), config.easy_threshold());
+            total.merge(pass);
+        }
+        total
+    }
+
+    #[test]
+    fn any_split_and_merge_order_gives_exactly_the_sequential_result() {
+        let config = AnalysisParams::default().check().unwrap();
+        let data = rows(42, 5000);
+        let whole = pass_over(&[&data], &config);
+        let mut rng = Rng::new(7, 7);
+        for _ in 0..10 {
+            // Random cut points (images span batches), then merge in a random order.
+            let mut cuts: Vec<usize> =
+                (0..rng.below(12) + 1).map(|_| rng.below(data.len() as u64) as usize).collect();
+            cuts.extend([0, data.len()]);
+            cuts.sort_unstable();
+            let mut parts: Vec<&[(i64, i32, [f32; C])]> =
+                cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            for i in (1..parts.len()).rev() {
+                parts.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let split = pass_over(&parts, &config);
+            assert_eq!(split, whole);
+            assert_eq!(split.strategy_reports(), whole.strategy_reports());
+        }
+        // Rows of one image in two places (unsorted input) still merge by image id.
+        let (a, b) = data.split_at(1234);
+        let reordered = pass_over(&[b, a], &config);
+        assert_eq!(reordered.strategy_reports(), whole.strategy_reports());
+    }
+
+    #[test]
+    fn ignored_anchors_add_no_decisions_but_their_images_count() {
+        let config = AnalysisParams::default().check().unwrap();
+        let data = vec![(0, -2, [1.0; C]), (0, -2, [2.0; C]), (1, 0, [0.0; C])];
+        let pass = pass_over(&[&data], &config);
+        let s = pass.dataset_summary(Layout::Dense, 1);
+        assert_eq!((s.images, s.anchors, s.decisions, s.ignored, s.positives), (2, Some(3), 3, 2, 1));
+        // Image 1: CE = 3 ln 2 over 1 positive; image 0 adds 0; mean over 2 images.
+        let ce = &pass.strategy_reports()[0];
+        assert!((ce.loss.normalized - 3.0 * std::f64::consts::LN_2 / 2.0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,142 @@
+//! Strategies that keep every decision and reweight its loss: `ce`, `alpha_ce` and `focal`.
+//!
+//! | strategy | loss of a decision | gradient norm |
+//! |---|---|---|
+//! | `ce` | CE | \|p - y\| |
+//! | `alpha_ce` | alpha_t CE | alpha_t \|p - y\| |
+//! | `focal` | alpha_t (1 - p_t)^gamma CE | \|dFL/dx\| |
+//!
+//! All three match torchvision's `ops.sigmoid_focal_loss` (gamma 0 gives alpha-CE, gamma 0 with
+//! alpha < 0 gives CE) and, for softmax dumps, the categorical focal loss on the labelled class.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::dataset::ImageCounts;
+use super::decisions::DecisionChunk;
+use super::sum::ExactSum;
+use super::Accumulator;
+use crate::config::StrategyKind;
+use crate::input::ImageKey;
+use crate::report::StrategyReport;
+
+/// Sums for one bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketAcc {
+    /// Decisions in the bucket.
+    pub count: u64,
+    /// Sum of selection weights.
+    pub selected: ExactSum,
+    /// Sum of the strategy's loss.
+    pub loss: ExactSum,
+    /// Sum of the strategy's gradient norm.
+    pub grad: ExactSum,
+}
+
+impl BucketAcc {
+    fn merge(&mut self, o: &BucketAcc) {
+        self.count += o.count;
+        self.selected += o.selected;
+        self.loss += o.loss;
+        self.grad += o.grad;
+    }
+}
+
+/// The loss function of a reweighting strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Weighting {
+    /// Which strategy this is.
+    pub kind: StrategyKind,
+    /// Focusing parameter (0 for ce and alpha_ce).
+    pub gamma: f64,
+    /// Alpha, `None` = no alpha weighting.
+    pub alpha: Option<f64>,
+}
+
+/// Accumulates a reweighting strategy's loss by bucket and by image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedAcc {
+    weighting: Weighting,
+    buckets: [BucketAcc; 4],
+    per_image: BTreeMap<ImageKey, ExactSum>,
+}
+
+impl WeightedAcc {
+    /// An empty accumulator for `kind` with the configured gamma and alpha.
+    pub fn new(kind: StrategyKind, gamma: f64, alpha: Option<f64>) -> WeightedAcc {
+        let weighting = match kind {
+            StrategyKind::Ce => Weighting { kind, gamma: 0.0, alpha: None },
+            StrategyKind::AlphaCe => Weighting { kind, gamma: 0.0, alpha },
+            StrategyKind::Focal => Weighting { kind, gamma, alpha },
+        };
+        WeightedAcc { weighting, buckets: Default::default(), per_image: BTreeMap::new() }
+    }
+
+    /// Builds the report entry. `images` holds every image of the dump (for the normaliser).
+    pub fn finish(&self, images: &BTreeMap<ImageKey, ImageCounts>) -> StrategyReport {
+        let Weighting { kind, gamma, alpha } = self.weighting;
+        let mut params = BTreeMap::new();
+        if kind == StrategyKind::Focal {
+            params.insert("gamma".to_string(), serde_json::json!(gamma));
+        }
+        if kind != StrategyKind::Ce {
+            params.insert("alpha".to_string(), serde_json::json!(alpha));
+        }
+        let mut normalized = ExactSum::ZERO;
+        for (key, counts) in images {
+            if let Some(s) = self.per_image.get(key) {
+                normalized += s.value() / counts.positives.max(1) as f64;
+            }
+        }
+        let n_images = images.len().max(1) as f64;
+        StrategyReport::from_buckets(
+            kind.name(),
+            params,
+            self.buckets.map(|b| (b.count, b.selected.value(), b.loss.value(), b.grad.value())),
+            normalized.value() / n_images,
+        )
+    }
+}
+
+impl Accumulator for WeightedAcc {
+    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        let Weighting { kind, gamma, alpha } = self.weighting;
+        for run in chunk.runs {
+            let mut image_loss = ExactSum::ZERO;
+            for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
+                let (loss, grad) = match kind {
+                    StrategyKind::Ce => (d.ce, d.ce_grad()),
+                    StrategyKind::AlphaCe => {
+                        let a = d.alpha_t(alpha);
+                        (a * d.ce, a * d.ce_grad())
+                    }
+                    StrategyKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
+                };
+                let (loss, grad) = (loss * m.weight, grad * m.weight);
+                let b = &mut self.buckets[m.bucket as usize];
+                b.count += 1;
+                b.selected += 1.0;
+                b.loss += loss;
+                b.grad += grad;
+                image_loss += loss;
+            }
+            let key = &chunk.batch.images[run.image].key;
+            match self.per_image.get_mut(key) {
+                Some(s) => *s += image_loss,
+                None => {
+                    self.per_image.insert(key.clone(), image_loss);
+                }
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            a.merge(b);
+        }
+        for (k, v) in other.per_image {
+            *self.per_image.entry(k).or_default() += v;
+        }
+    }
+}

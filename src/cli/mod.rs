@@ -1,0 +1,48 @@
+//! Command-line definitions (clap) and the glue that turns flags into library calls.
+//! One file per subcommand; flags shared by several live in [`common`].
+
+mod analyze;
+mod common;
+mod demo;
+mod generate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Hard-example mining and sampling analysis of object detectors.
+///
+/// hardmine reads anchor-level predictions (logits, labels, image ids) dumped to Parquet and shows
+/// how much of the loss easy negatives carry under cross-entropy, alpha-balanced CE and focal loss.
+#[derive(Debug, Parser)]
+#[command(name = "hardmine", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compare CE, alpha-CE and focal loss bucket by bucket on a dump.
+    Analyze(analyze::AnalyzeArgs),
+    /// Write a synthetic RetinaNet-like dump.
+    Generate(generate::GenerateArgs),
+    /// Generate a dump and analyse it, end to end.
+    Demo(demo::DemoArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Analyze(a) => analyze::run(a),
+        Command::Generate(g) => generate::run(g),
+        Command::Demo(d) => demo::run(d),
+    }
+}
+
+/// Whether the error is a closed stdout (e.g. `| head`).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

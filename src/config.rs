@@ -1,0 +1,471 @@
+//! Validated settings.
+//!
+//! Two stages, as in ripgrep's LowArgs/HiArgs and linfa's ParamGuard: [`AnalysisParams`] holds raw,
+//! unchecked values with documented defaults (built by the CLI or by library users);
+//! [`AnalysisParams::check`] turns them into an [`AnalysisConfig`] that every later stage can trust.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// How class scores turn into probabilities.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// One independent sigmoid per class (RetinaNet, FCOS): C binary decisions per anchor.
+    #[default]
+    Sigmoid,
+    /// One softmax over K classes including background (SSD, Faster R-CNN box head): one
+    /// decision per anchor.
+    Softmax,
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::Softmax => "softmax",
+        })
+    }
+}
+
+/// The physical layout of a dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Layout {
+    /// One row per anchor with a list of per-class scores.
+    Dense,
+    /// One row per binary decision with a scalar score and target.
+    Binary,
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layout::Dense => "dense",
+            Layout::Binary => "binary",
+        })
+    }
+}
+
+/// Whether the dump stores logits or probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreKind {
+    /// Raw logits (preferred: every loss is computed stably from them).
+    Logits,
+    /// Probabilities in [0, 1]; logs are clamped at -100 like `torch.nn.BCELoss`.
+    Probs,
+}
+
+impl fmt::Display for ScoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScoreKind::Logits => "logits",
+            ScoreKind::Probs => "probs",
+        })
+    }
+}
+
+/// A loss or selection strategy compared by `hardmine analyze`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    /// Plain cross-entropy on every decision.
+    Ce,
+    /// Cross-entropy weighted by alpha_t.
+    AlphaCe,
+    /// Focal loss alpha_t (1 - p_t)^gamma CE.
+    Focal,
+}
+
+impl StrategyKind {
+    /// Every strategy, in report order.
+    pub const ALL: [StrategyKind; 3] = [StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::Ce => "ce",
+            StrategyKind::AlphaCe => "alpha_ce",
+            StrategyKind::Focal => "focal",
+        }
+    }
+
+    /// Parses a name as printed by [`StrategyKind::name`].
+    pub fn from_name(name: &str) -> Option<StrategyKind> {
+        StrategyKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl fmt::Display for StrategyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The logical column names hardmine knows, with what each holds.
+pub const LOGICAL_COLUMNS: &[(&str, &str)] = &[
+    ("image_id", "image identifier (int or string), both layouts"),
+    ("label", "dense: class index, -1 background, -2 ignored"),
+    ("logits", "dense: list of per-class logits"),
+    ("probs", "dense: list of per-class probabilities"),
+    ("target", "binary: 0/1, bool or soft target in [0,1]"),
+    ("logit", "binary: the decision's logit"),
+    ("prob", "binary: the decision's probability"),
+    ("class", "binary: class index of the decision (optional)"),
+    ("weight", "binary: non-negative per-decision loss weight (optional)"),
+    ("anchor_id", "anchor identifier (optional)"),
+    ("level", "FPN level (optional)"),
+    ("iou", "max IoU with any ground-truth box (optional)"),
+    ("x1", "box left (optional)"),
+    ("y1", "box top (optional)"),
+    ("x2", "box right (optional)"),
+    ("y2", "box bottom (optional)"),
+];
+
+/// Maps hardmine's logical column names to the names used in the files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnMap {
+    renames: BTreeMap<String, String>,
+}
+
+impl ColumnMap {
+    /// Parses `NAME=COLUMN` pairs (the `--col` flag).
+    pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<ColumnMap, ConfigError> {
+        let mut renames = BTreeMap::new();
+        for pair in pairs {
+            let pair = pair.as_ref();
+            let Some((name, column)) = pair.split_once('=') else {
+                return Err(ConfigError::invalid(
+                    "--col",
+                    pair,
+                    "expected NAME=COLUMN, e.g. --col label=gt_class",
+                ));
+            };
+            let (name, column) = (name.trim(), column.trim());
+            if !LOGICAL_COLUMNS.iter().any(|(n, _)| *n == name) {
+                let known: Vec<&str> = LOGICAL_COLUMNS.iter().map(|(n, _)| *n).collect();
+                return Err(ConfigError::invalid(
+                    "--col",
+                    pair,
+                    format!("unknown column name '{name}'; known names: {}", known.join(", ")),
+                ));
+            }
+            if column.is_empty() {
+                return Err(ConfigError::invalid("--col", pair, "the file column name is empty"));
+            }
+            if renames.insert(name.to_string(), column.to_string()).is_some() {
+                return Err(ConfigError::invalid("--col", pair, format!("'{name}' is mapped twice")));
+            }
+        }
+        Ok(ColumnMap { renames })
+    }
+
+    /// The file column that holds the logical column `name`.
+    pub fn physical<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renames.get(name).map(String::as_str).unwrap_or(name)
+    }
+
+    /// The explicit renames, for the report's metadata.
+    pub fn renames(&self) -> &BTreeMap<String, String> {
+        &self.renames
+    }
+}
+
+/// How to read a dump (unchecked).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DumpParams {
+    /// Force a layout instead of detecting it from the columns (default: detect).
+    pub layout: Option<Layout>,
+    /// Sigmoid (default) or softmax class scores.
+    pub activation: Activation,
+    /// Use logits or probabilities when a file has both (default: whichever is present; both is
+    /// an error unless this is set).
+    pub scores: Option<ScoreKind>,
+    /// Softmax only: the index of the background class (default 0).
+    pub background_class: i64,
+    /// `NAME=COLUMN` renames (the `--col` flag).
+    pub columns: Vec<String>,
+}
+
+impl Default for DumpParams {
+    fn default() -> Self {
+        DumpParams {
+            layout: None,
+            activation: Activation::Sigmoid,
+            scores: None,
+            background_class: 0,
+            columns: Vec::new(),
+        }
+    }
+}
+
+/// How to read a dump (validated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DumpOptions {
+    layout: Option<Layout>,
+    activation: Activation,
+    scores: Option<ScoreKind>,
+    background_class: u32,
+    columns: ColumnMap,
+}
+
+impl DumpParams {
+    /// Validates the reading options.
+    pub fn check(self) -> Result<DumpOptions, ConfigError> {
+        let columns = ColumnMap::parse(&self.columns)?;
+        if self.background_class < 0 || self.background_class > i64::from(u16::MAX) {
+            return Err(ConfigError::invalid(
+                "--background-class",
+                self.background_class,
+                "must be a class index in 0..K (the softmax width)",
+            ));
+        }
+        if self.layout == Some(Layout::Binary) && self.activation == Activation::Softmax {
+            return Err(ConfigError::invalid(
+                "--activation",
+                "softmax",
+                "a binary dump holds one sigmoid decision per row; softmax needs the dense layout (one row per anchor with all K scores)",
+            ));
+        }
+        Ok(DumpOptions {
+            layout: self.layout,
+            activation: self.activation,
+            scores: self.scores,
+            background_class: self.background_class as u32,
+            columns,
+        })
+    }
+}
+
+impl DumpOptions {
+    /// The forced layout, if any.
+    pub fn layout(&self) -> Option<Layout> {
+        self.layout
+    }
+    /// Sigmoid or softmax.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+    /// The forced score kind, if any.
+    pub fn scores(&self) -> Option<ScoreKind> {
+        self.scores
+    }
+    /// The softmax background class.
+    pub fn background_class(&self) -> u32 {
+        self.background_class
+    }
+    /// The column renames.
+    pub fn columns(&self) -> &ColumnMap {
+        &self.columns
+    }
+}
+
+/// Everything `analyze` needs (unchecked). `Default` gives the documented defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisParams {
+    /// How to read the dump.
+    pub dump: DumpParams,
+    /// Strategies to compare, in report order (default: ce, alpha_ce, focal).
+    pub strategies: Vec<StrategyKind>,
+    /// Focusing parameter gamma of the focal loss (default 2, the focal-loss paper's choice).
+    pub gamma: f64,
+    /// Class-balance weight alpha in [0, 1]; any negative value disables alpha weighting
+    /// (torchvision's convention). Default 0.25.
+    pub alpha: f64,
+    /// A decision is easy when p_t >= this threshold (default 0.9).
+    pub easy_threshold: f64,
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+}
+
+impl Default for AnalysisParams {
+    fn default() -> Self {
+        AnalysisParams {
+            dump: DumpParams::default(),
+            strategies: StrategyKind::ALL.to_vec(),
+            gamma: 2.0,
+            alpha: 0.25,
+            easy_threshold: 0.9,
+            threads: None,
+        }
+    }
+}
+
+/// The largest accepted gamma: beyond it (1 - p_t)^gamma vanishes for every decision that is not
+/// almost perfectly wrong, which is never what a user meant.
+pub const MAX_GAMMA: f64 = 20.0;
+
+/// Validated analysis settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisConfig {
+    dump: DumpOptions,
+    strategies: Vec<StrategyKind>,
+    gamma: f64,
+    alpha: Option<f64>,
+    easy_threshold: f64,
+    threads: Option<usize>,
+}
+
+impl AnalysisParams {
+    /// Checks every value once; later stages never see an unchecked setting.
+    pub fn check(self) -> Result<AnalysisConfig, ConfigError> {
+        let dump = self.dump.check()?;
+        if !(self.gamma.is_finite() && (0.0..=MAX_GAMMA).contains(&self.gamma)) {
+            return Err(ConfigError::invalid(
+                "--gamma",
+                self.gamma,
+                format!("gamma must be in [0, {MAX_GAMMA}] (0 = cross-entropy, 2 = the focal-loss paper)"),
+            ));
+        }
+        let alpha = check_alpha("--alpha", self.alpha)?;
+        if !(self.easy_threshold > 0.0 && self.easy_threshold < 1.0) {
+            return Err(ConfigError::invalid(
+                "--easy-threshold",
+                self.easy_threshold,
+                "the easy threshold on p_t must be strictly between 0 and 1 (default 0.9)",
+            ));
+        }
+        if self.strategies.is_empty() {
+            return Err(ConfigError::invalid("--strategies", "", "name at least one strategy"));
+        }
+        let mut seen = Vec::new();
+        for s in &self.strategies {
+            if seen.contains(s) {
+                return Err(ConfigError::invalid("--strategies", s, "listed twice"));
+            }
+            seen.push(*s);
+        }
+        if self.threads == Some(0) {
+            return Err(ConfigError::invalid("--threads", 0, "use at least 1 thread"));
+        }
+        Ok(AnalysisConfig {
+            dump,
+            strategies: self.strategies,
+            gamma: self.gamma,
+            alpha,
+            easy_threshold: self.easy_threshold,
+            threads: self.threads,
+        })
+    }
+}
+
+/// Validates an alpha value: in [0, 1], or negative for "no alpha weighting".
+pub fn check_alpha(flag: &'static str, alpha: f64) -> Result<Option<f64>, ConfigError> {
+    if alpha.is_nan() || alpha > 1.0 {
+        return Err(ConfigError::invalid(
+            flag,
+            alpha,
+            "alpha must be in [0, 1], or negative (e.g. -1) to disable alpha weighting",
+        ));
+    }
+    Ok((alpha >= 0.0).then_some(alpha))
+}
+
+/// Parses a comma-separated strategy list such as `ce,alpha_ce,focal`.
+pub fn parse_strategies(list: &str) -> Result<Vec<StrategyKind>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            StrategyKind::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
+                ConfigError::invalid(
+                    "--strategies",
+                    name,
+                    format!("unknown strategy; known: {}", known.join(", ")),
+                )
+            })
+        })
+        .collect()
+}
+
+impl AnalysisConfig {
+    /// How to read the dump.
+    pub fn dump(&self) -> &DumpOptions {
+        &self.dump
+    }
+    /// The strategies, in report order.
+    pub fn strategies(&self) -> &[StrategyKind] {
+        &self.strategies
+    }
+    /// Focal-loss gamma.
+    pub fn gamma(&self) -> f64 {
+        self.gamma
+    }
+    /// Alpha, or `None` when alpha weighting is disabled.
+    pub fn alpha(&self) -> Option<f64> {
+        self.alpha
+    }
+    /// The p_t threshold above which a decision is easy.
+    pub fn easy_threshold(&self) -> f64 {
+        self.easy_threshold
+    }
+    /// Worker threads (`None` = all cores).
+    pub fn threads(&self) -> Option<usize> {
+        self.threads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_papers_choices_and_valid() {
+        let c = AnalysisParams::default().check().unwrap();
+        assert_eq!(c.gamma(), 2.0);
+        assert_eq!(c.alpha(), Some(0.25));
+        assert_eq!(c.easy_threshold(), 0.9);
+        assert_eq!(c.strategies(), &StrategyKind::ALL);
+    }
+
+    #[test]
+    fn negative_alpha_disables_weighting_and_alpha_above_one_is_rejected() {
+        assert_eq!(check_alpha("--alpha", -1.0).unwrap(), None);
+        assert_eq!(check_alpha("--alpha", 0.0).unwrap(), Some(0.0));
+        let e = check_alpha("--alpha", 1.5).unwrap_err().to_string();
+        assert!(e.contains("--alpha") && e.contains("1.5"), "{e}");
+        assert!(check_alpha("--alpha", f64::NAN).is_err());
+    }
+
+    #[test]
+    fn out_of_range_flags_name_the_flag() {
+        let bad = |p: AnalysisParams, flag: &str| {
+            let e = p.check().unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        };
+        bad(AnalysisParams { gamma: -1.0, ..Default::default() }, "--gamma");
+        bad(AnalysisParams { gamma: f64::INFINITY, ..Default::default() }, "--gamma");
+        bad(AnalysisParams { easy_threshold: 1.0, ..Default::default() }, "--easy-threshold");
+        bad(AnalysisParams { easy_threshold: 0.0, ..Default::default() }, "--easy-threshold");
+        bad(AnalysisParams { threads: Some(0), ..Default::default() }, "--threads");
+        bad(AnalysisParams { strategies: vec![], ..Default::default() }, "--strategies");
+        bad(
+            AnalysisParams { strategies: vec![StrategyKind::Ce, StrategyKind::Ce], ..Default::default() },
+            "--strategies",
+        );
+    }
+
+    #[test]
+    fn column_renames_parse_and_reject_unknown_names() {
+        let m = ColumnMap::parse(&["label=gt_class", "logits = cls"]).unwrap();
+        assert_eq!(m.physical("label"), "gt_class");
+        assert_eq!(m.physical("logits"), "cls");
+        assert_eq!(m.physical("image_id"), "image_id");
+        assert!(ColumnMap::parse(&["labels=x"]).unwrap_err().to_string().contains("known names"));
+        assert!(ColumnMap::parse(&["label"]).is_err());
+        assert!(ColumnMap::parse(&["label="]).is_err());
+        assert!(ColumnMap::parse(&["label=a", "label=b"]).is_err());
+    }
+
+    #[test]
+    fn strategy_lists_parse_in_order() {
+        assert_eq!(parse_strategies("focal, ce").unwrap(), vec![StrategyKind::Focal, StrategyKind::Ce]);
+        assert!(parse_strategies("ce,ohm").unwrap_err().to_string().contains("known: ce"));
+    }
+}

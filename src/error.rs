@@ -1,0 +1,136 @@
+//! The library's typed errors.
+//!
+//! Every message names what the user can act on (the file, the column, the row or the flag) and
+//! ends with how to fix it. The binary prints them once, prefixed with `error:`.
+
+use std::path::PathBuf;
+
+/// Any error the library can return.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting was invalid (bad flag value, unknown strategy, ...).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The dump could not be found, read or validated.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// A result could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+}
+
+/// An invalid setting, caught before any data is read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A flag has a value outside its valid range.
+    #[error("invalid value {value} for {flag}: {reason}")]
+    InvalidValue {
+        /// The flag, e.g. `--gamma`.
+        flag: &'static str,
+        /// The value given, as the user typed it.
+        value: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// Shorthand for [`ConfigError::InvalidValue`].
+    pub fn invalid(flag: &'static str, value: impl ToString, reason: impl Into<String>) -> Self {
+        ConfigError::InvalidValue { flag, value: value.to_string(), reason: reason.into() }
+    }
+}
+
+/// A problem with the input dump.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A path, glob or directory named on the command line gave no Parquet files.
+    #[error("{spec}: {problem}\n  fix: {fix}")]
+    NoFiles {
+        /// The argument as given.
+        spec: String,
+        /// What was found instead.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file is not readable as Parquet (corrupt, truncated, or another format).
+    #[error("{}: not a readable Parquet file ({detail})\n  fix: check that the file was completely written (a crashed writer leaves no footer) and is Parquet, not CSV/Arrow IPC/NumPy", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader reported.
+        detail: String,
+    },
+    /// The columns do not form a dump hardmine understands.
+    #[error("{}: {problem}\n  fix: {fix}", path.display())]
+    Schema {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with its columns.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// A value in the dump is invalid.
+    #[error("{}: column '{column}', row {row}: {problem}\n  fix: {fix}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The Parquet column (its name in the file).
+        column: String,
+        /// The 0-based row within the file.
+        row: u64,
+        /// What is wrong with the value.
+        problem: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// The inputs hold no rows at all.
+    #[error("the dump is empty: {files} file(s) with 0 rows in total\n  fix: point hardmine at the files your dumping code wrote (`hardmine generate --out DIR` makes an example)")]
+    Empty {
+        /// How many files were read.
+        files: usize,
+    },
+    /// The run was interrupted before it finished.
+    #[error("interrupted before the pass finished; no output was written")]
+    Interrupted,
+}
+
+/// A result could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// Writing or renaming the output file failed.
+    #[error("cannot write {}: {source}\n  fix: check that the directory exists and is writable, or choose another path", path.display())]
+    Io {
+        /// The destination file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Writing to a stream (stdout) failed.
+    #[error("cannot write output: {0}")]
+    Stream(#[source] std::io::Error),
+    /// The JSON serialiser failed.
+    #[error("cannot serialise the report: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The Parquet writer failed.
+    #[error("cannot write Parquet {}: {detail}", path.display())]
+    Parquet {
+        /// The destination file.
+        path: PathBuf,
+        /// What the writer reported.
+        detail: String,
+    },
+}
+
+/// Short alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

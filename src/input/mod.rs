@@ -1,0 +1,285 @@
+//! Reading dumps: Parquet discovery, schema detection and validation, and row-group batches.
+//!
+//! [`Dump::open`] finds the files, reads only their footers, resolves the layout and columns and
+//! checks them (fail fast, before the long pass). [`Dump::read`] decodes one row group, projected
+//! to the columns the analysis needs, into a validated [`Batch`]. Memory is bounded by the
+//! row groups in flight: a dump is never collected whole.
+
+mod discover;
+mod read;
+mod schema;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use polars_io::parquet::read::{infer_schema, FileMetadata, ParallelStrategy, ParquetReader};
+use polars_io::SerReader;
+use serde::{Deserialize, Serialize};
+
+pub use discover::{discover, HiveValue, InputFile};
+pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
+
+use crate::config::{Activation, DumpOptions, Layout};
+use crate::error::InputError;
+
+/// The largest logit magnitude accepted. Real detectors stay within a few hundred; larger values
+/// mean the column does not hold logits (or training diverged). The bound also keeps every loss
+/// term far inside the range of the exact accumulators.
+pub const MAX_ABS_LOGIT: f64 = 1e6;
+
+/// Identifies an image across the whole dump.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ImageKey {
+    /// An integer id.
+    Int(i64),
+    /// A string id (e.g. a file name).
+    Str(Box<str>),
+}
+
+impl std::fmt::Display for ImageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageKey::Int(i) => write!(f, "{i}"),
+            ImageKey::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A maximal run of consecutive rows with the same image id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRun {
+    /// The image.
+    pub key: ImageKey,
+    /// First row of the run (within the batch).
+    pub start: usize,
+    /// One past the last row.
+    pub end: usize,
+}
+
+/// Per-row class information.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    /// Dense layout: the matched label per anchor (validated against the activation).
+    Labels(Vec<i32>),
+    /// Binary layout: the target per decision, in [0, 1].
+    Binary(Vec<f64>),
+}
+
+/// The score values of a batch, zero-copy from the decoded Parquet column.
+#[derive(Clone, Debug)]
+pub enum ScoreValues {
+    /// float32 scores.
+    F32(polars_arrow::array::PrimitiveArray<f32>),
+    /// float64 scores.
+    F64(polars_arrow::array::PrimitiveArray<f64>),
+}
+
+/// One decoded, validated row group.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    /// Index of the file in [`Dump::files`].
+    pub file: usize,
+    /// Row index (within the file) of the batch's first row.
+    pub first_row: u64,
+    /// Number of rows.
+    pub rows: usize,
+    /// Image runs covering all rows, in row order.
+    pub images: Vec<ImageRun>,
+    /// Labels (dense) or targets (binary).
+    pub targets: Targets,
+    /// Scores, `rows * width` values in row-major order.
+    pub scores: ScoreValues,
+    /// Binary layout: class index per row.
+    pub class: Option<Vec<i32>>,
+    /// Binary layout: per-decision loss weight.
+    pub weight: Option<Vec<f64>>,
+}
+
+/// One unit of work: a row group of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unit {
+    /// Index of the file in [`Dump::files`].
+    pub file: usize,
+    /// Row-group index within the file.
+    pub row_group: usize,
+    /// First row of the row group within the file.
+    pub offset: u64,
+    /// Rows in the row group.
+    pub rows: usize,
+}
+
+/// One input file with its footer and resolved columns.
+#[derive(Debug)]
+pub struct DumpFile {
+    /// Path and hive partition values.
+    pub input: InputFile,
+    /// Total rows.
+    pub rows: u64,
+    /// Resolved columns.
+    pub columns: FileColumns,
+    metadata: Arc<FileMetadata>,
+}
+
+/// An opened, validated dump: the files, their shared shape and the row groups to read.
+#[derive(Debug)]
+pub struct Dump {
+    files: Vec<DumpFile>,
+    shape: DumpShape,
+    width: usize,
+    background_class: u32,
+    units: Vec<Unit>,
+}
+
+impl Dump {
+    /// Finds the inputs, reads every footer and validates the schema. No data pages are read
+    /// except the first row of a variable-length score list, to learn the class count.
+    pub fn open(inputs: &[String], options: &DumpOptions) -> Result<Dump, InputError> {
+        let inputs = discover(inputs)?;
+        let mut files = Vec::with_capacity(inputs.len());
+        let mut shape: Option<DumpShape> = None;
+        for input in inputs {
+            let (metadata, schema) = read_footer(&input.path)?;
+            let (s, columns) = schema::resolve(&input, &schema, options)?;
+            if let (Some(s0), Some(f0)) = (shape.as_ref(), files.first()) {
+                let f0: &DumpFile = f0;
+                schema::check_consistent((&f0.input.path, s0, &f0.columns), (&input.path, &s, &columns))?;
+            }
+            shape.get_or_insert(s);
+            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata });
+        }
+        let shape = shape.expect("discover returns at least one file");
+        let mut units = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let mut offset = 0u64;
+            for (g, rg) in f.metadata.row_groups.iter().enumerate() {
+                let rows = rg.num_rows();
+                if rows > 0 {
+                    units.push(Unit { file: i, row_group: g, offset, rows });
+                }
+                offset += rows as u64;
+            }
+        }
+        let Some(first) = units.first().copied() else {
+            return Err(InputError::Empty { files: files.len() });
+        };
+        let width = match files[first.file].columns.scores.ty {
+            ColumnType::FloatList(Some(w)) => w,
+            ColumnType::FloatList(None) => read::first_list_width(&files[first.file], first)?,
+            _ => 1,
+        };
+        let f0 = &files[first.file];
+        if shape.layout == Layout::Dense && width == 0 {
+            return Err(InputError::Value {
+                path: f0.input.path.clone(),
+                column: f0.columns.scores.name.clone(),
+                row: first.offset,
+                problem: "empty score list".into(),
+                fix: "write one score per class in every row".into(),
+            });
+        }
+        if shape.activation == Activation::Softmax {
+            if width < 2 {
+                return Err(InputError::Schema {
+                    path: f0.input.path.clone(),
+                    problem: format!(
+                        "softmax needs at least 2 classes (background + 1), the score lists hold {width}"
+                    ),
+                    fix: "use --activation sigmoid for one-class sigmoid dumps".into(),
+                });
+            }
+            if options.background_class() as usize >= width {
+                return Err(InputError::Schema {
+                    path: f0.input.path.clone(),
+                    problem: format!(
+                        "--background-class {} is outside the softmax width K = {width}",
+                        options.background_class()
+                    ),
+                    fix: format!("pass the background's index in 0..{width} (torchvision and detectron2 put background at 0 and at K-1 respectively)"),
+                });
+            }
+        }
+        Ok(Dump { files, shape, width, background_class: options.background_class(), units })
+    }
+
+    /// The input files, in reading order.
+    pub fn files(&self) -> &[DumpFile] {
+        &self.files
+    }
+
+    /// Layout, score kind and activation.
+    pub fn shape(&self) -> DumpShape {
+        self.shape
+    }
+
+    /// Scores per row: C (sigmoid), K (softmax) or 1 (binary).
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The softmax background class.
+    pub fn background_class(&self) -> u32 {
+        self.background_class
+    }
+
+    /// What decision expansion needs to know.
+    pub fn expansion(&self) -> crate::analysis::decisions::Expansion {
+        crate::analysis::decisions::Expansion {
+            shape: self.shape,
+            width: self.width,
+            background_class: self.background_class,
+        }
+    }
+
+    /// The row groups to read, in file and row order.
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    /// Total rows over all files.
+    pub fn rows(&self) -> u64 {
+        self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// Decodes and validates one row group.
+    pub fn read(&self, unit: Unit) -> Result<Batch, InputError> {
+        read::read_batch(self, &self.files[unit.file], unit)
+    }
+}
+
+fn read_footer(path: &Path) -> Result<(Arc<FileMetadata>, polars_arrow::datatypes::ArrowSchema), InputError> {
+    let file = File::open(path).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
+    let len = file.metadata().map_err(|source| InputError::Io { path: path.to_path_buf(), source })?.len();
+    if len == 0 {
+        return Err(parquet_error(path, "the file is empty (0 bytes)"));
+    }
+    let mut reader = ParquetReader::new(file);
+    let metadata = reader.get_metadata().map_err(|e| parquet_error(path, e))?.clone();
+    let schema = infer_schema(&metadata).map_err(|e| parquet_error(path, e))?;
+    Ok((metadata, schema))
+}
+
+fn parquet_error(path: &Path, detail: impl ToString) -> InputError {
+    let detail = detail.to_string();
+    let detail = detail.lines().next().unwrap_or("").to_string();
+    InputError::Parquet { path: path.to_path_buf(), detail }
+}
+
+/// Opens a row group for decoding.
+fn reader_for(
+    file: &DumpFile,
+    unit: Unit,
+    columns: Vec<String>,
+) -> Result<polars_core::frame::DataFrame, InputError> {
+    let path: &PathBuf = &file.input.path;
+    let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
+    let mut reader = ParquetReader::new(f);
+    reader.set_metadata(file.metadata.clone());
+    reader
+        .with_columns(Some(columns))
+        .with_slice(Some((unit.offset as usize, unit.rows)))
+        .read_parallel(ParallelStrategy::None)
+        .finish()
+        .map_err(|e| parquet_error(path, e))
+}

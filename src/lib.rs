@@ -1,0 +1,31 @@
+//! hardmine: hard-example mining and sampling analysis of object detectors.
+//!
+//! The library reads anchor-level prediction dumps from Parquet ([`input`]), computes every
+//! strategy's loss in one parallel streaming pass ([`analysis`]), gathers the results into a
+//! serialisable [`report::Report`] and renders it ([`render`]). [`synth`] generates the synthetic
+//! RetinaNet-like dumps used by `hardmine demo`, the tests and the benchmarks.
+//!
+//! Data flows one way: input → analysis → report → render.
+//!
+//! ```no_run
+//! use hardmine::{analysis, config::AnalysisParams, input::Dump, render};
+//!
+//! let config = AnalysisParams::default().check()?;
+//! let dump = Dump::open(&["dump/".to_string()], config.dump())?;
+//! let report = analysis::analyze(&dump, &config)?;
+//! render::render_to_string(&report, render::Format::Table)?;
+//! # Ok::<(), hardmine::Error>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod analysis;
+pub mod config;
+pub mod error;
+pub mod input;
+pub mod loss;
+pub mod output;
+pub mod render;
+pub mod report;
+pub mod synth;
+
+pub use error::Error;

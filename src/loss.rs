@@ -1,0 +1,298 @@
+//! Numerically stable loss kernels.
+//!
+//! Every quantity comes from the logit through log-sigmoid / log-sum-exp, never through
+//! `ln(sigmoid(x))`, so losses stay finite and accurate at logits of +-100 and beyond. All
+//! arithmetic is f64, whatever the dump's float width.
+//!
+//! A [`Decision`] holds what every strategy needs about one binary (sigmoid) or categorical
+//! (softmax) decision: p_t, 1 - p_t and its log, the cross-entropy, and the two terms from which
+//! the gradient of the focal loss for any gamma follows:
+//!
+//! dFL/dx = alpha_t (1 - p_t)^gamma (a + gamma * b), with a = dCE/dx.
+//!
+//! For a hard target, a = -(1 - p_t) s and b = -p_t CE s (s = +1 for y = 1, -1 for y = 0), so
+//! |dFL/dx| = alpha_t (1 - p_t)^gamma ((1 - p_t) + gamma p_t CE). For a soft target y in (0, 1)
+//! (torchvision's sigmoid_focal_loss accepts them), a = p - y and
+//! b = -p (1 - p) (2y - 1) CE / (1 - p_t).
+
+/// Torch's binary/categorical cross-entropy on probabilities clamps `ln p` at this value.
+pub const LOG_CLAMP: f64 = -100.0;
+
+/// What every strategy needs about one decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// The target y in [0, 1] (softmax: 1 for a foreground anchor, 0 for background).
+    pub y: f64,
+    /// p_t = p y + (1 - p)(1 - y) (softmax: the probability of the labelled class).
+    pub p_t: f64,
+    /// 1 - p_t, computed without cancellation.
+    pub q: f64,
+    /// ln(1 - p_t); may be -inf when 1 - p_t underflows to 0.
+    pub ln_q: f64,
+    /// Cross-entropy of the decision (>= 0).
+    pub ce: f64,
+    /// dCE/dx, signed (softmax: with respect to the labelled class's logit).
+    pub a: f64,
+    /// The focal term: dFL/dx = alpha_t (1 - p_t)^gamma (a + gamma b).
+    pub b: f64,
+}
+
+impl Decision {
+    /// A sigmoid decision from its logit `x` and target `y` in [0, 1].
+    #[inline]
+    pub fn from_logit(x: f64, y: f64) -> Decision {
+        if y == 1.0 || y == 0.0 {
+            // z is the logit of the true outcome: p_t = sigmoid(z).
+            let s = if y == 1.0 { 1.0 } else { -1.0 };
+            let z = s * x;
+            let e = (-z.abs()).exp();
+            let l = e.ln_1p();
+            let inv = 1.0 / (1.0 + e);
+            let (p_t, q, ce, ln_q) =
+                if z >= 0.0 { (inv, e * inv, l, -z - l) } else { (e * inv, inv, l - z, -l) };
+            Decision { y, p_t, q, ln_q, ce, a: -q * s, b: -p_t * ce * s }
+        } else {
+            let e = (-x.abs()).exp();
+            let l = e.ln_1p();
+            let inv = 1.0 / (1.0 + e);
+            let (p, one_minus_p) = if x >= 0.0 { (inv, e * inv) } else { (e * inv, inv) };
+            // torch.nn.functional.binary_cross_entropy_with_logits
+            let ce = x.max(0.0) - x * y + l;
+            soft(y, p, one_minus_p, ce)
+        }
+    }
+
+    /// A sigmoid decision from a probability `p` in [0, 1] and target `y` in [0, 1]. Logs are
+    /// clamped at [`LOG_CLAMP`], as `torch.nn.functional.binary_cross_entropy` does.
+    #[inline]
+    pub fn from_prob(p: f64, y: f64) -> Decision {
+        let one_minus_p = 1.0 - p;
+        if y == 1.0 || y == 0.0 {
+            let s = if y == 1.0 { 1.0 } else { -1.0 };
+            let (p_t, q) = if y == 1.0 { (p, one_minus_p) } else { (one_minus_p, p) };
+            let ce = -clamped_ln(p_t);
+            Decision { y, p_t, q, ln_q: q.ln(), ce, a: -q * s, b: -p_t * ce * s }
+        } else {
+            let ce = -(y * clamped_ln(p) + (1.0 - y) * clamped_ln(one_minus_p));
+            soft(y, p, one_minus_p, ce)
+        }
+    }
+
+    /// A softmax decision from a row of logits and the labelled class `t`. `y` is 1 for a
+    /// foreground label and 0 for background (it only selects alpha_t).
+    #[inline]
+    pub fn from_softmax_logits(logits: &[f64], t: usize, y: f64) -> Decision {
+        let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut others = 0.0;
+        for (k, &x) in logits.iter().enumerate() {
+            if k != t {
+                others += (x - m).exp();
+            }
+        }
+        let own = (logits[t] - m).exp();
+        let total = own + others;
+        let ln_total = total.ln();
+        // log-sum-exp: CE = m + ln(sum exp(x - m)) - x_t
+        let ce = (m - logits[t] + ln_total).max(0.0);
+        let p_t = own / total;
+        let q = others / total;
+        let ln_q = others.ln() - ln_total;
+        Decision { y, p_t, q, ln_q, ce, a: -q, b: -p_t * ce }
+    }
+
+    /// A softmax decision from a row of probabilities and the labelled class `t`.
+    #[inline]
+    pub fn from_softmax_probs(probs: &[f64], t: usize, y: f64) -> Decision {
+        let p_t = probs[t];
+        let q = 1.0 - p_t;
+        let ce = -clamped_ln(p_t);
+        Decision { y, p_t, q, ln_q: q.ln(), ce, a: -q, b: -p_t * ce }
+    }
+
+    /// Whether the decision is a positive (target > 0, the quality-focal-loss convention).
+    #[inline]
+    pub fn is_positive(&self) -> bool {
+        self.y > 0.0
+    }
+
+    /// alpha_t = alpha y + (1 - alpha)(1 - y); 1 when alpha weighting is disabled.
+    #[inline]
+    pub fn alpha_t(&self, alpha: Option<f64>) -> f64 {
+        match alpha {
+            Some(a) => a * self.y + (1.0 - a) * (1.0 - self.y),
+            None => 1.0,
+        }
+    }
+
+    /// The modulating factor (1 - p_t)^gamma, from ln(1 - p_t) so it never cancels.
+    #[inline]
+    pub fn focal_factor(&self, gamma: f64) -> f64 {
+        if gamma == 0.0 {
+            1.0
+        } else if gamma == 1.0 {
+            self.q
+        } else if gamma == 2.0 {
+            self.q * self.q
+        } else {
+            (gamma * self.ln_q).exp()
+        }
+    }
+
+    /// Gradient norm of cross-entropy, |dCE/dx| (= |p - y|).
+    #[inline]
+    pub fn ce_grad(&self) -> f64 {
+        self.a.abs()
+    }
+
+    /// Focal loss alpha_t (1 - p_t)^gamma CE.
+    #[inline]
+    pub fn focal(&self, gamma: f64, alpha: Option<f64>) -> f64 {
+        self.alpha_t(alpha) * self.focal_factor(gamma) * self.ce
+    }
+
+    /// Gradient norm of the focal loss, |dFL/dx|.
+    #[inline]
+    pub fn focal_grad(&self, gamma: f64, alpha: Option<f64>) -> f64 {
+        self.alpha_t(alpha) * self.focal_factor(gamma) * (self.a + gamma * self.b).abs()
+    }
+}
+
+#[inline]
+fn clamped_ln(p: f64) -> f64 {
+    p.ln().max(LOG_CLAMP)
+}
+
+/// The soft-target tail shared by logits and probabilities.
+#[inline]
+fn soft(y: f64, p: f64, one_minus_p: f64, ce: f64) -> Decision {
+    let p_t = p * y + one_minus_p * (1.0 - y);
+    // 1 - p_t = p (1 - y) + (1 - p) y: no cancellation.
+    let q = p * (1.0 - y) + one_minus_p * y;
+    let b = if q > 0.0 { -(p * one_minus_p * (2.0 * y - 1.0)) * ce / q } else { 0.0 };
+    Decision { y, p_t, q, ln_q: q.ln(), ce, a: p - y, b }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive_sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    fn close(a: f64, b: f64, rel: f64) -> bool {
+        (a - b).abs() <= rel * a.abs().max(b.abs()).max(1e-300)
+    }
+
+    #[test]
+    fn hard_targets_match_the_naive_formulas_at_moderate_logits() {
+        for &x in &[-6.0, -2.5, -0.3, 0.0, 0.7, 3.0, 8.0] {
+            for &y in &[0.0, 1.0] {
+                let d = Decision::from_logit(x, y);
+                let p = naive_sigmoid(x);
+                let (p_t, q) = if y == 1.0 { (p, 1.0 - p) } else { (1.0 - p, p) };
+                assert!(close(d.p_t, p_t, 1e-12), "{x} {y}");
+                assert!(close(d.q, q, 1e-12), "{x} {y}");
+                assert!(close(d.ce, -p_t.ln(), 1e-12), "{x} {y}");
+                assert!(close(d.ce_grad(), (p - y).abs(), 1e-12), "{x} {y}");
+                assert!(close(d.ln_q, q.ln(), 1e-10), "{x} {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn focal_gradient_matches_a_central_difference() {
+        // Independent check of the closed-form derivative, hard and soft targets.
+        for &(x, y) in &[(-3.0, 0.0), (1.2, 0.0), (-0.4, 1.0), (2.5, 1.0), (0.8, 0.3), (-1.5, 0.7)] {
+            for &gamma in &[0.0, 0.5, 1.0, 2.0, 3.5] {
+                for &alpha in &[None, Some(0.25)] {
+                    let f = |x: f64| Decision::from_logit(x, y).focal(gamma, alpha);
+                    let h = 1e-6;
+                    let numeric = (f(x + h) - f(x - h)) / (2.0 * h);
+                    let analytic = Decision::from_logit(x, y).focal_grad(gamma, alpha);
+                    assert!(
+                        (numeric.abs() - analytic).abs() < 1e-7,
+                        "x={x} y={y} g={gamma}: {numeric} vs {analytic}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn losses_stay_finite_and_exact_at_extreme_logits() {
+        for &x in &[-100.0, 100.0, -1e4, 1e4] {
+            for &y in &[0.0, 1.0, 0.5] {
+                let d = Decision::from_logit(x, y);
+                for v in [d.p_t, d.q, d.ce, d.a, d.b, d.focal(2.0, Some(0.25)), d.focal_grad(2.0, None)] {
+                    assert!(v.is_finite(), "x={x} y={y} {d:?}");
+                }
+            }
+        }
+        // A wrong, confident decision costs |x| nats; log(sigmoid(-100)) would underflow in f32.
+        assert!(close(Decision::from_logit(-100.0, 1.0).ce, 100.0, 1e-15));
+        assert!(close(Decision::from_logit(100.0, 0.0).ce, 100.0, 1e-15));
+        // A right, confident one costs ~e^-100, not 0.
+        assert!(close(Decision::from_logit(100.0, 1.0).ce, (-100f64).exp(), 1e-12));
+    }
+
+    #[test]
+    fn focal_loss_is_100x_smaller_at_pt_0_9_and_about_1000x_at_pt_0_968() {
+        // The focal-loss paper, section 3.2, with gamma = 2 and no alpha.
+        let x = (0.9f64 / 0.1).ln();
+        let d = Decision::from_logit(x, 1.0);
+        assert!(close(d.p_t, 0.9, 1e-14));
+        assert!(close(d.ce / d.focal(2.0, None), 100.0, 1e-10));
+        let x = (0.968f64 / 0.032).ln();
+        let d = Decision::from_logit(x, 1.0);
+        let ratio = d.ce / d.focal(2.0, None);
+        assert!((ratio - 976.5625).abs() < 1e-6, "{ratio}");
+    }
+
+    #[test]
+    fn soft_target_bce_matches_torch_formula() {
+        let (x, y) = (0.4f64, 0.3f64);
+        let p = naive_sigmoid(x);
+        let d = Decision::from_logit(x, y);
+        assert!(close(d.ce, -(y * p.ln() + (1.0 - y) * (1.0 - p).ln()), 1e-12));
+        assert!(close(d.p_t, p * y + (1.0 - p) * (1.0 - y), 1e-14));
+        assert!(close(d.ce_grad(), (p - y).abs(), 1e-14));
+    }
+
+    #[test]
+    fn probabilities_clamp_the_log_like_torch() {
+        let d = Decision::from_prob(0.0, 1.0);
+        assert_eq!(d.ce, 100.0);
+        let d = Decision::from_prob(0.2, 1.0);
+        assert!(close(d.ce, -(0.2f64).ln(), 1e-14));
+        let d = Decision::from_prob(0.2, 0.0);
+        assert!(close(d.ce, -(0.8f64).ln(), 1e-14));
+        assert!(close(d.ce_grad(), 0.2, 1e-14));
+    }
+
+    #[test]
+    fn softmax_matches_log_sum_exp_and_handles_huge_logits() {
+        let row = [1.0, 2.0, 0.5];
+        let d = Decision::from_softmax_logits(&row, 1, 1.0);
+        let z: f64 = row.iter().map(|x: &f64| x.exp()).sum();
+        assert!(close(d.p_t, 2f64.exp() / z, 1e-14));
+        assert!(close(d.ce, -(2f64.exp() / z).ln(), 1e-13));
+        assert!(close(d.q, 1.0 - 2f64.exp() / z, 1e-13));
+        let huge = [1000.0, -1000.0, 0.0];
+        let d = Decision::from_softmax_logits(&huge, 1, 0.0);
+        assert!(close(d.ce, 2000.0, 1e-12) && d.p_t == 0.0 && d.q == 1.0);
+        let d = Decision::from_softmax_logits(&huge, 0, 0.0);
+        assert!(d.ce >= 0.0 && d.ce < 1e-300 && d.focal(2.0, None) == 0.0);
+        let p = Decision::from_softmax_probs(&[0.1, 0.7, 0.2], 1, 1.0);
+        assert!(close(p.ce, -(0.7f64).ln(), 1e-14));
+    }
+
+    #[test]
+    fn alpha_below_zero_means_no_weighting() {
+        let d = Decision::from_logit(-2.0, 0.0);
+        assert_eq!(d.alpha_t(None), 1.0);
+        assert!(close(d.alpha_t(Some(0.25)), 0.75, 1e-15));
+        assert!(close(Decision::from_logit(2.0, 1.0).alpha_t(Some(0.25)), 0.25, 1e-15));
+        assert_eq!(d.focal(0.0, None), d.ce);
+    }
+}

@@ -1,0 +1,114 @@
+//! Renderers: one file per output format behind one trait.
+//!
+//! A renderer sees only the [`Report`]; it never recomputes statistics.
+
+mod format;
+mod json;
+mod table;
+mod terminal;
+
+use std::io::Write;
+
+pub use format::{count, number, percent};
+pub use json::Json;
+pub use terminal::Terminal;
+
+use crate::error::OutputError;
+use crate::report::Report;
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// A human-readable table (the default on a terminal).
+    Table,
+    /// Pretty-printed JSON with stable keys (docs/json-schema.md).
+    Json,
+}
+
+/// Turns a report into bytes of one format.
+pub trait Renderer {
+    /// Writes the rendered report to `out`.
+    fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()>;
+}
+
+/// The renderer for `format`. `color` enables ANSI highlighting in the terminal table.
+pub fn renderer(format: Format, color: bool) -> Box<dyn Renderer> {
+    match format {
+        Format::Table => Box::new(Terminal { color }),
+        Format::Json => Box::new(Json),
+    }
+}
+
+/// Renders a report to a string (no colour).
+pub fn render_to_string(report: &Report, format: Format) -> Result<String, OutputError> {
+    let mut buf = Vec::new();
+    renderer(format, false).render(report, &mut buf).map_err(OutputError::Stream)?;
+    Ok(String::from_utf8(buf).expect("renderers write UTF-8"))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::config::{Activation, Layout, ScoreKind};
+    use crate::report::*;
+
+    /// A small hand-made report for renderer tests.
+    pub fn sample_report() -> Report {
+        let strategy = |name: &str, params: &[(&str, serde_json::Value)], en: f64| {
+            let params: BTreeMap<String, serde_json::Value> =
+                params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+            let total = 1000.0;
+            StrategyReport::from_buckets(
+                name,
+                params,
+                [
+                    (990, 990.0, en * total, 0.5),
+                    (5, 5.0, (1.0 - en) * total * 0.5, 0.2),
+                    (1, 1.0, 0.0, 0.0),
+                    (4, 4.0, (1.0 - en) * total * 0.5, 0.3),
+                ],
+                12.5,
+            )
+        };
+        Report {
+            schema_version: SCHEMA_VERSION,
+            metadata: Metadata {
+                tool: "hardmine".into(),
+                version: "0.0.0".into(),
+                command: "analyze".into(),
+                inputs: vec!["dump/part-0.parquet".into()],
+                layout: Layout::Dense,
+                scores: ScoreKind::Logits,
+                activation: Activation::Sigmoid,
+                classes: 10,
+                columns: BTreeMap::new(),
+                parameters: Parameters {
+                    strategies: vec!["ce".into(), "alpha_ce".into(), "focal".into()],
+                    gamma: 2.0,
+                    alpha: Some(0.25),
+                    easy_threshold: 0.9,
+                    background_class: None,
+                },
+            },
+            dataset: DatasetSummary {
+                files: 1,
+                images: 2,
+                anchors: Some(101),
+                decisions: 1000,
+                positives: 5,
+                negatives: 995,
+                ignored: 1,
+            },
+            strategies: vec![
+                strategy("ce", &[], 0.77),
+                strategy("alpha_ce", &[("alpha", serde_json::json!(0.25))], 0.5),
+                strategy(
+                    "focal",
+                    &[("gamma", serde_json::json!(2.0)), ("alpha", serde_json::json!(0.25))],
+                    0.026,
+                ),
+            ],
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The human-readable table printed by default. Its first line answers the headline question:
+//! how much of the loss do easy negatives carry under each strategy?
+
+use std::io::Write;
+
+use super::format::{count, number, percent};
+use super::table::{Align, Table};
+use super::Renderer;
+use crate::report::{Report, StrategyReport};
+
+/// The terminal table renderer.
+pub struct Terminal {
+    /// Highlight the easy-negative column with ANSI bold.
+    pub color: bool,
+}
+
+/// A strategy's display name in prose.
+fn prose_name(name: &str) -> &str {
+    match name {
+        "ce" => "CE",
+        "alpha_ce" => "alpha-CE",
+        "focal" => "focal",
+        other => other,
+    }
+}
+
+/// The strategy's parameters as `gamma 2, alpha 0.25` (alpha null → "no alpha").
+fn params_text(s: &StrategyReport, sep: &str) -> String {
+    // The paper's order first (gamma, alpha), then the rest alphabetically.
+    const FIRST: [&str; 2] = ["gamma", "alpha"];
+    let mut params: Vec<_> = s.params.iter().collect();
+    params.sort_by_key(|(k, _)| (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), k.as_str()));
+    params
+        .into_iter()
+        .map(|(k, v)| match v.as_f64() {
+            Some(x) => format!("{k}{sep}{x}"),
+            None if v.is_null() => format!("no {k}"),
+            None => format!("{k}{sep}{v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The headline sentence, e.g. "easy negatives: 99.1% of decisions, 77.0% of CE loss, 2.6% of
+/// focal loss (gamma 2, alpha 0.25)".
+pub fn headline(report: &Report) -> String {
+    let d = &report.dataset;
+    if d.decisions == 0 {
+        return "no decisions: every anchor in the dump is ignored (label -2)".into();
+    }
+    let Some(first) = report.strategies.first() else { return String::new() };
+    let share = first.buckets.easy_negative.count as f64 / d.decisions as f64;
+    let mut parts = vec![format!("{} of decisions", percent(share))];
+    // alpha-CE sits between CE and focal loss; the sentence shows the contrast and the table
+    // the rest, unless alpha-CE is all there is.
+    let only_alpha = report.strategies.iter().all(|s| s.name == "alpha_ce");
+    for s in report.strategies.iter().filter(|s| only_alpha || s.name != "alpha_ce") {
+        let mut p =
+            format!("{} of {} loss", percent(s.buckets.easy_negative.loss_share), prose_name(&s.name));
+        if s.name != "ce" && !s.params.is_empty() {
+            p.push_str(&format!(" ({})", params_text(s, " ")));
+        }
+        parts.push(p);
+    }
+    format!("easy negatives: {}", parts.join(", "))
+}
+
+impl Renderer for Terminal {
+    fn render(&self, r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+        let bold = |s: String| if self.color { format!("\x1b[1m{s}\x1b[0m") } else { s };
+        let m = &r.metadata;
+        let d = &r.dataset;
+        writeln!(out, "{}", bold(headline(r)))?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "dump  {} file{}, {} images, {} {} {}, {} class{}",
+            d.files,
+            if d.files == 1 { "" } else { "s" },
+            count(d.images),
+            m.layout,
+            m.activation,
+            m.scores,
+            m.classes,
+            if m.classes == 1 { "" } else { "es" }
+        )?;
+        let anchors = match d.anchors {
+            Some(a) => format!("{} anchors, {} ignored; ", count(a), count(d.ignored)),
+            None => String::new(),
+        };
+        writeln!(
+            out,
+            "      {anchors}{} decisions: {} positive, {} negative",
+            count(d.decisions),
+            count(d.positives),
+            count(d.negatives)
+        )?;
+        writeln!(out)?;
+
+        let mut t = Table::new(
+            &["strategy", "params", "selected", "total loss", "normalized"],
+            &[Align::Left, Align::Left, Align::Right, Align::Right, Align::Right],
+        );
+        for s in &r.strategies {
+            t.row(vec![
+                s.name.clone(),
+                params_text(s, "="),
+                count(s.selected.round() as u64),
+                number(s.loss.total),
+                number(s.loss.normalized),
+            ]);
+        }
+        write!(out, "{}", t.render(""))?;
+        writeln!(out)?;
+
+        let shares =
+            |title: &str, pick: &dyn Fn(&crate::report::BucketReport) -> f64, with_decisions: bool| {
+                let mut t = Table::new(
+                    &[title, "easy neg", "hard neg", "easy pos", "hard pos"],
+                    &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Right],
+                );
+                for s in &r.strategies {
+                    let mut cells = vec![s.name.clone()];
+                    for (i, (_, b)) in s.buckets.iter().into_iter().enumerate() {
+                        let cell = percent(pick(b));
+                        cells.push(if i == 0 { bold(cell) } else { cell });
+                    }
+                    t.row(cells);
+                }
+                if with_decisions {
+                    if let Some(s) = r.strategies.first() {
+                        let mut cells = vec!["(decisions)".to_string()];
+                        for (_, b) in s.buckets.iter() {
+                            cells.push(percent(if d.decisions > 0 {
+                                b.count as f64 / d.decisions as f64
+                            } else {
+                                0.0
+                            }));
+                        }
+                        t.row(cells);
+                    }
+                }
+                t.render("")
+            };
+        write!(out, "{}", shares("share of loss", &|b| b.loss_share, true))?;
+        writeln!(out)?;
+        write!(out, "{}", shares("share of |grad|", &|b| b.grad_share, false))?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "easy: p_t >= {}; normalized = mean over images of loss / max(1, positives in the image)",
+            m.parameters.easy_threshold
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::sample_report;
+
+    #[test]
+    fn headline_answers_the_question_first() {
+        let r = sample_report();
+        let mut buf = Vec::new();
+        Terminal { color: false }.render(&r, &mut buf).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let first = text.lines().next().unwrap();
+        assert_eq!(
+            first,
+            "easy negatives: 99.0% of decisions, 77.0% of CE loss, 2.6% of focal loss (gamma 2, alpha 0.25)"
+        );
+        assert!(text.lines().all(|l| l.chars().count() <= 100), "{text}");
+    }
+}

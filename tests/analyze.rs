@@ -1,0 +1,469 @@
+//! `hardmine analyze` against an independent brute force, on real Parquet files.
+
+use crate::util::fixture::{write, Col};
+use crate::util::reference::{check, expected, Dec, Score};
+use crate::util::{Env, Lcg};
+
+const STRATEGIES: [&str; 3] = ["ce", "alpha_ce", "focal"];
+
+/// A dense sigmoid dump: rows of (image, label, logits).
+struct Dense {
+    image: Vec<i64>,
+    label: Vec<i32>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn dense(seed: u64, images: i64, per_image: usize, c: usize) -> Dense {
+    let mut r = Lcg(seed);
+    let mut d = Dense { image: vec![], label: vec![], logits: vec![] };
+    for img in 0..images {
+        // The last image has only ignored anchors.
+        let all_ignored = img == images - 1;
+        for _ in 0..per_image {
+            d.image.push(img);
+            let label =
+                if all_ignored { -2 } else { r.pick(&[-2, -1, -1, -1, -1, 0, 1, 2, 3]).min(c as i32 - 1) };
+            d.label.push(label);
+            d.logits.push((0..c).map(|_| r.range(-12.0, 12.0) as f32).collect());
+        }
+    }
+    d
+}
+
+impl Dense {
+    fn decisions(&self) -> Vec<Dec> {
+        let mut out = Vec::new();
+        for ((img, &label), xs) in self.image.iter().zip(&self.label).zip(&self.logits) {
+            if label == -2 {
+                continue;
+            }
+            for (c, &x) in xs.iter().enumerate() {
+                let y = if label == c as i32 { 1.0 } else { 0.0 };
+                out.push(Dec { image: img.to_string(), score: Score::Logit(x as f64), y, weight: 1.0 });
+            }
+        }
+        out
+    }
+    fn images(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.image.iter().map(|i| i.to_string()).collect();
+        v.dedup();
+        v
+    }
+    fn write(&self, path: &std::path::Path, range: std::ops::Range<usize>, rows_per_group: usize) {
+        let c = self.logits[0].len();
+        write(
+            path,
+            vec![
+                ("image_id", Col::I64(self.image[range.clone()].to_vec())),
+                ("label", Col::I32(self.label[range.clone()].to_vec())),
+                ("logits", Col::Fixed(c, self.logits[range].iter().flatten().copied().collect())),
+            ],
+            rows_per_group,
+        );
+    }
+}
+
+#[test]
+fn dense_sigmoid_logits_match_brute_force_across_files_and_row_groups() {
+    let env = Env::new();
+    let d = dense(1, 6, 40, 4);
+    // Two files; row groups of 7 rows, so images span row groups and files.
+    d.write(&env.path("dump/a.parquet"), 0..130, 7);
+    d.write(&env.path("dump/b.parquet"), 130..d.image.len(), 7);
+    let decs = d.decisions();
+    for (gamma, alpha, tau) in [(2.0, 0.25, 0.9), (1.5, 0.3, 0.8), (0.0, 0.5, 0.5)] {
+        let r = env
+            .run(&[
+                "analyze",
+                "dump",
+                "--format",
+                "json",
+                "--gamma",
+                &gamma.to_string(),
+                "--alpha",
+                &alpha.to_string(),
+                "--easy-threshold",
+                &tau.to_string(),
+            ])
+            .json();
+        let ds = &r["dataset"];
+        let ignored = d.label.iter().filter(|&&l| l == -2).count() as u64;
+        let positives = d.label.iter().filter(|&&l| l >= 0).count() as u64;
+        assert_eq!(ds["files"], 2);
+        assert_eq!(ds["images"], 6);
+        assert_eq!(ds["anchors"], 240);
+        assert_eq!(ds["ignored"].as_u64().unwrap(), ignored);
+        assert_eq!(ds["decisions"].as_u64().unwrap(), (240 - ignored) * 4);
+        assert_eq!(ds["positives"].as_u64().unwrap(), positives);
+        assert_eq!(ds["negatives"].as_u64().unwrap(), (240 - ignored) * 4 - positives);
+        for s in STRATEGIES {
+            check(&r, s, &expected(&decs, &d.images(), s, gamma, Some(alpha), tau));
+        }
+    }
+}
+
+#[test]
+fn binary_soft_targets_and_weights_match_brute_force() {
+    let env = Env::new();
+    let mut r = Lcg(2);
+    let n = 300;
+    let image: Vec<String> = (0..n).map(|i| format!("img_{:02}", i / 37)).collect();
+    let target: Vec<f64> = (0..n).map(|_| r.pick(&[0.0, 0.0, 0.0, 1.0, 0.3, 0.8])).collect();
+    let logit: Vec<f32> = (0..n).map(|_| r.range(-10.0, 10.0) as f32).collect();
+    let weight: Vec<f64> = (0..n).map(|_| r.pick(&[1.0, 1.0, 0.5, 2.0, 0.0])).collect();
+    let class: Vec<i32> = (0..n).map(|i| (i % 3) as i32).collect();
+    write(
+        &env.path("bin.parquet"),
+        vec![
+            ("image_id", Col::Str(image.clone())),
+            ("class", Col::I32(class)),
+            ("target", Col::F64(target.clone())),
+            ("logit", Col::F32(logit.clone())),
+            ("weight", Col::F64(weight.clone())),
+        ],
+        50,
+    );
+    let decs: Vec<Dec> = (0..n)
+        .map(|i| Dec {
+            image: image[i].clone(),
+            score: Score::Logit(logit[i] as f64),
+            y: target[i],
+            weight: weight[i],
+        })
+        .collect();
+    let mut images = image.clone();
+    images.dedup();
+    let rep = env.run(&["analyze", "bin.parquet", "--format", "json"]).json();
+    assert_eq!(rep["metadata"]["layout"], "binary");
+    assert_eq!(rep["dataset"]["anchors"], serde_json::Value::Null);
+    assert_eq!(
+        rep["dataset"]["positives"].as_u64().unwrap(),
+        target.iter().filter(|&&t| t > 0.0).count() as u64
+    );
+    for s in STRATEGIES {
+        check(&rep, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
+    }
+}
+
+#[test]
+fn binary_bool_and_integer_targets_are_hard_targets() {
+    let env = Env::new();
+    let logit = vec![2.0f32, -1.0, 0.5, -3.0];
+    write(
+        &env.path("b.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0, 1, 1])),
+            ("target", Col::Bool(vec![true, false, false, true])),
+            ("logit", Col::F32(logit.clone())),
+        ],
+        10,
+    );
+    write(
+        &env.path("i.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0, 1, 1])),
+            ("target", Col::I32(vec![1, 0, 0, 1])),
+            ("logit", Col::F32(logit.clone())),
+        ],
+        10,
+    );
+    let a = env.run(&["analyze", "b.parquet", "--format", "json"]).json();
+    let b = env.run(&["analyze", "i.parquet", "--format", "json"]).json();
+    assert_eq!(a["strategies"], b["strategies"]);
+    let decs: Vec<Dec> = [(0, 2.0, 1.0), (0, -1.0, 0.0), (1, 0.5, 0.0), (1, -3.0, 1.0)]
+        .iter()
+        .map(|&(i, x, y)| Dec { image: i.to_string(), score: Score::Logit(x), y, weight: 1.0 })
+        .collect();
+    for s in STRATEGIES {
+        check(&a, s, &expected(&decs, &["0".into(), "1".into()], s, 2.0, Some(0.25), 0.9));
+    }
+}
+
+#[test]
+fn softmax_logits_and_probabilities_match_brute_force() {
+    let env = Env::new();
+    let mut r = Lcg(3);
+    let (n, k) = (120, 4);
+    let image: Vec<i64> = (0..n).map(|i| (i / 25) as i64).collect();
+    let label: Vec<i32> = (0..n).map(|_| r.pick(&[-2, 0, 0, 0, 1, 2, 3])).collect();
+    let logits: Vec<Vec<f64>> = (0..n).map(|_| (0..k).map(|_| r.range(-8.0, 8.0)).collect()).collect();
+    let probs: Vec<Vec<f64>> = logits
+        .iter()
+        .map(|row| {
+            let s: f64 = row.iter().map(|x| x.exp()).sum();
+            row.iter().map(|x| x.exp() / s).collect()
+        })
+        .collect();
+    write(
+        &env.path("logits.parquet"),
+        vec![
+            ("image_id", Col::I64(image.clone())),
+            ("label", Col::I32(label.clone())),
+            ("logits", Col::ListF64(logits.clone())),
+        ],
+        16,
+    );
+    write(
+        &env.path("probs.parquet"),
+        vec![
+            ("image_id", Col::I64(image.clone())),
+            ("label", Col::I32(label.clone())),
+            ("probs", Col::ListF64(probs.clone())),
+        ],
+        16,
+    );
+    let mut images: Vec<String> = image.iter().map(|i| i.to_string()).collect();
+    images.dedup();
+    for bg in [0usize, 3] {
+        let decs = |probabilities: bool| -> Vec<Dec> {
+            (0..n)
+                .filter(|&i| label[i] != -2)
+                .map(|i| {
+                    let t = label[i] as usize;
+                    let score = if probabilities {
+                        Score::SoftmaxProbs(probs[i].clone(), t)
+                    } else {
+                        Score::SoftmaxLogits(logits[i].clone(), t)
+                    };
+                    Dec {
+                        image: image[i].to_string(),
+                        score,
+                        y: if t == bg { 0.0 } else { 1.0 },
+                        weight: 1.0,
+                    }
+                })
+                .collect()
+        };
+        for (file, p) in [("logits.parquet", false), ("probs.parquet", true)] {
+            let bgs = bg.to_string();
+            let rep = env
+                .run(&[
+                    "analyze",
+                    file,
+                    "--activation",
+                    "softmax",
+                    "--background-class",
+                    &bgs,
+                    "--format",
+                    "json",
+                ])
+                .json();
+            assert_eq!(rep["metadata"]["classes"], 4);
+            assert_eq!(rep["metadata"]["parameters"]["background_class"], bg);
+            let want = decs(p);
+            assert_eq!(rep["dataset"]["decisions"].as_u64().unwrap(), want.len() as u64);
+            for s in STRATEGIES {
+                check(&rep, s, &expected(&want, &images, s, 2.0, Some(0.25), 0.9));
+            }
+        }
+    }
+}
+
+#[test]
+fn sigmoid_probabilities_clamp_like_torch_and_match_brute_force() {
+    let env = Env::new();
+    let mut r = Lcg(4);
+    let n = 80;
+    let image: Vec<i64> = (0..n).map(|i| (i / 20) as i64).collect();
+    let label: Vec<i32> = (0..n).map(|_| r.pick(&[-1, -1, 0, 1, -2])).collect();
+    let probs: Vec<Vec<f32>> = (0..n).map(|_| (0..2).map(|_| r.range(0.01, 0.99) as f32).collect()).collect();
+    write(
+        &env.path("p.parquet"),
+        vec![
+            ("image_id", Col::I64(image.clone())),
+            ("label", Col::I32(label.clone())),
+            ("probs", Col::ListF32(probs.clone())),
+        ],
+        30,
+    );
+    let mut decs = Vec::new();
+    for i in 0..n {
+        if label[i] == -2 {
+            continue;
+        }
+        for (c, &p) in probs[i].iter().enumerate() {
+            let y = if label[i] == c as i32 { 1.0 } else { 0.0 };
+            decs.push(Dec { image: image[i].to_string(), score: Score::Prob(p as f64), y, weight: 1.0 });
+        }
+    }
+    let mut images: Vec<String> = image.iter().map(|i| i.to_string()).collect();
+    images.dedup();
+    let rep = env.run(&["analyze", "p.parquet", "--format", "json"]).json();
+    assert_eq!(rep["metadata"]["scores"], "probs");
+    for s in STRATEGIES {
+        check(&rep, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
+    }
+}
+
+#[test]
+fn focal_loss_paper_ratios_100x_at_pt_0_9_and_about_1000x_at_pt_0_968() {
+    // Lin et al. 2017, section 3.2: with gamma = 2, an example with p_t = 0.9 has 100x lower
+    // loss than with CE, and with p_t ~ 0.968 about 1000x lower.
+    let env = Env::new();
+    let pos = (0.9f64 / 0.1).ln(); // positive with p_t = 0.9
+    let neg = -(0.968f64 / 0.032).ln(); // negative with p_t = 0.968
+    write(
+        &env.path("paper.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0])),
+            ("target", Col::F32(vec![1.0, 0.0])),
+            ("logit", Col::F64(vec![pos, neg])),
+        ],
+        10,
+    );
+    // tau 0.5 keeps p_t = 0.9 (which rounds either side of 0.9) in the easy bucket.
+    let rep = env
+        .run(&[
+            "analyze",
+            "paper.parquet",
+            "--alpha",
+            "-1",
+            "--strategies",
+            "ce,focal",
+            "--easy-threshold",
+            "0.5",
+            "--format",
+            "json",
+        ])
+        .json();
+    let loss = |s: usize, b: &str| rep["strategies"][s]["buckets"][b]["loss"].as_f64().unwrap();
+    let r_pos = loss(0, "easy_positive") / loss(1, "easy_positive");
+    let r_neg = loss(0, "easy_negative") / loss(1, "easy_negative");
+    assert!((r_pos - 100.0).abs() < 1e-9, "{r_pos}");
+    assert!((r_neg - 1.0 / 0.032f64.powi(2)).abs() < 1e-6, "{r_neg}");
+    assert!(r_neg > 900.0 && r_neg < 1100.0);
+    // Hand-worked: CE at p_t = 0.9 is -ln 0.9.
+    assert!((loss(0, "easy_positive") - -(0.9f64.ln())).abs() < 1e-15);
+}
+
+#[test]
+fn negative_alpha_disables_alpha_weighting_like_torchvision() {
+    let env = Env::new();
+    let d = dense(5, 3, 30, 2);
+    d.write(&env.path("d.parquet"), 0..d.image.len(), 1000);
+    let rep = env.run(&["analyze", "d.parquet", "--alpha", "-1", "--format", "json"]).json();
+    assert_eq!(rep["metadata"]["parameters"]["alpha"], serde_json::Value::Null);
+    assert_eq!(rep["strategies"][1]["params"]["alpha"], serde_json::Value::Null);
+    // alpha_ce without alpha is CE, exactly.
+    assert_eq!(rep["strategies"][0]["buckets"], rep["strategies"][1]["buckets"]);
+    let decs = d.decisions();
+    check(&rep, "focal", &expected(&decs, &d.images(), "focal", 2.0, None, 0.9));
+    // gamma 0 and no alpha: focal is CE.
+    let rep = env.run(&["analyze", "d.parquet", "--alpha", "-1", "--gamma", "0", "--format", "json"]).json();
+    assert_eq!(rep["strategies"][0]["buckets"], rep["strategies"][2]["buckets"]);
+}
+
+#[test]
+fn string_ids_variable_lists_hive_partitions_and_renamed_columns() {
+    let env = Env::new();
+    let d = dense(6, 4, 25, 3);
+    // image_id comes from the hive directory name; labels and logits use other names.
+    let mut decs = Vec::new();
+    for img in 0..4 {
+        let rows: Vec<usize> = (0..d.image.len()).filter(|&i| d.image[i] == img).collect();
+        let name = format!("photo{img}");
+        write(
+            &env.path(&format!("runs/image_id={name}/part.parquet")),
+            vec![
+                ("gt", Col::I32(rows.iter().map(|&i| d.label[i]).collect())),
+                ("cls", Col::ListF32(rows.iter().map(|&i| d.logits[i].clone()).collect())),
+            ],
+            8,
+        );
+        for &i in &rows {
+            if d.label[i] == -2 {
+                continue;
+            }
+            for c in 0..3 {
+                let y = if d.label[i] == c as i32 { 1.0 } else { 0.0 };
+                decs.push(Dec {
+                    image: name.clone(),
+                    score: Score::Logit(d.logits[i][c] as f64),
+                    y,
+                    weight: 1.0,
+                });
+            }
+        }
+    }
+    let images: Vec<String> = (0..4).map(|i| format!("photo{i}")).collect();
+    let rep =
+        env.run(&["analyze", "runs", "--col", "label=gt", "--col", "logits=cls", "--format", "json"]).json();
+    assert_eq!(rep["dataset"]["files"], 4);
+    assert_eq!(rep["dataset"]["images"], 4);
+    assert_eq!(rep["metadata"]["columns"]["label"], "gt");
+    for s in STRATEGIES {
+        check(&rep, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
+    }
+    // A quoted glob reaches the same files.
+    let glob = env
+        .run(&[
+            "analyze",
+            "runs/*/part.parquet",
+            "--col",
+            "label=gt",
+            "--col",
+            "logits=cls",
+            "--format",
+            "json",
+        ])
+        .json();
+    assert_eq!(glob["strategies"], rep["strategies"]);
+}
+
+#[test]
+fn json_is_byte_identical_across_threads_and_row_group_sizes() {
+    let env = Env::new();
+    let d = dense(7, 12, 150, 5);
+    std::fs::create_dir_all(env.path("small")).unwrap();
+    std::fs::create_dir_all(env.path("large")).unwrap();
+    d.write(&env.path("small/dump.parquet"), 0..d.image.len(), 17);
+    d.write(&env.path("large/dump.parquet"), 0..d.image.len(), 100_000);
+    let mut outputs = Vec::new();
+    for dir in ["small", "large"] {
+        for threads in ["1", "2", "3"] {
+            let r = env.run(&[
+                "analyze",
+                &format!("{dir}/../{dir}/dump.parquet"),
+                "--threads",
+                threads,
+                "--format",
+                "json",
+            ]);
+            let out = r.ok();
+            // Paths differ by directory name only; compare everything after the inputs.
+            outputs.push(out.replace(dir, "DIR"));
+        }
+    }
+    for o in &outputs[1..] {
+        assert_eq!(o, &outputs[0]);
+    }
+}
+
+#[test]
+fn dense_and_binary_dumps_of_the_same_seed_agree() {
+    let env = Env::new();
+    let common = [
+        "--images",
+        "3",
+        "--anchors-per-image",
+        "3000",
+        "--classes",
+        "4",
+        "--seed",
+        "11",
+        "--rows-per-group",
+        "1000",
+    ];
+    let mut args = vec!["generate", "--out", "dense"];
+    args.extend(common);
+    env.run(&args).ok();
+    let mut args = vec!["generate", "--out", "binary", "--layout", "binary"];
+    args.extend(common);
+    env.run(&args).ok();
+    let a = env.run(&["analyze", "dense", "--format", "json"]).json();
+    let b = env.run(&["analyze", "binary", "--format", "json"]).json();
+    for key in ["images", "decisions", "positives", "negatives"] {
+        assert_eq!(a["dataset"][key], b["dataset"][key], "{key}");
+    }
+    assert_eq!(a["strategies"], b["strategies"]);
+}
