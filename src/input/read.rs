@@ -335,6 +335,27 @@ fn float_values(arr: &dyn Array) -> ScoreValues {
 }
 
 /// The flat values of a list column with exactly `width` entries per row.
+/// Checks that every list has `width` entries; returns the first value's offset.
+fn uniform_offsets<O: Copy + Into<i64>>(
+    ctx: &Ctx<'_>,
+    col: &Resolved,
+    offsets: &[O],
+    width: usize,
+) -> Result<usize, InputError> {
+    for (i, w) in offsets.windows(2).enumerate() {
+        let len = (w[1].into() - w[0].into()) as usize;
+        if len != width {
+            let problem = if len == 0 {
+                "empty score list".to_string()
+            } else {
+                format!("ragged score list: {len} entries where earlier rows have {width}")
+            };
+            return Err(ctx.err(col, i, problem, "write exactly one score per class in every row"));
+        }
+    }
+    Ok(offsets.first().map_or(0, |&o| o.into() as usize))
+}
+
 fn list_values(
     ctx: &Ctx<'_>,
     col: &Resolved,
@@ -355,33 +376,9 @@ fn list_values(
             // polars-arrow pre-slices fixed-size list values to the array's rows.
             (f.values(), 0)
         } else if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
-            let o = l.offsets().as_slice();
-            for (i, w) in o.windows(2).enumerate() {
-                let len = (w[1] - w[0]) as usize;
-                if len != width {
-                    let problem = if len == 0 {
-                        "empty score list".to_string()
-                    } else {
-                        format!("ragged score list: {len} entries where earlier rows have {width}")
-                    };
-                    return Err(ctx.err(col, i, problem, "write exactly one score per class in every row"));
-                }
-            }
-            (l.values(), o[0] as usize)
+            (l.values(), uniform_offsets(ctx, col, l.offsets().as_slice(), width)?)
         } else if let Some(l) = arr.as_any().downcast_ref::<ListArray<i32>>() {
-            let o = l.offsets().as_slice();
-            for (i, w) in o.windows(2).enumerate() {
-                let len = (w[1] - w[0]) as usize;
-                if len != width {
-                    return Err(ctx.err(
-                        col,
-                        i,
-                        format!("ragged score list: {len} entries where earlier rows have {width}"),
-                        "write exactly one score per class in every row",
-                    ));
-                }
-            }
-            (l.values(), o[0] as usize)
+            (l.values(), uniform_offsets(ctx, col, l.offsets().as_slice(), width)?)
         } else {
             return Err(ctx.err(
                 col,
