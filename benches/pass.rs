@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rayon::prelude::*;
 
 use hardmine::analysis;
-use hardmine::config::AnalysisParams;
+use hardmine::config::{AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 use hardmine::loss::Decision;
 use hardmine::synth::{self, Rng, SynthConfig};
@@ -51,19 +51,28 @@ fn kernels(c: &mut Criterion) {
 fn pass(c: &mut Criterion) {
     let mut g = c.benchmark_group("pass");
     g.sample_size(10);
-    let config = AnalysisParams::default().check().unwrap();
+    let all = AnalysisParams::default().check().unwrap();
+    let reweighting = AnalysisParams {
+        strategies: vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal],
+        ..Default::default()
+    }
+    .check()
+    .unwrap();
     for images in [4usize, 16] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SynthConfig { images, anchors_per_image: 20_000, classes: 20, ..Default::default() };
         synth::generate(dir.path(), &cfg).unwrap();
-        let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
+        let dump = Dump::open(&[dir.path().display().to_string()], all.dump()).unwrap();
         let decisions = (images * cfg.anchors_per_image * cfg.classes) as u64;
         g.throughput(Throughput::Elements(decisions));
         g.bench_with_input(BenchmarkId::new("read", decisions), &dump, |b, dump| {
             b.iter(|| dump.units().par_iter().map(|&u| dump.read(u).unwrap().rows).sum::<usize>())
         });
-        g.bench_with_input(BenchmarkId::new("analyze", decisions), &dump, |b, dump| {
-            b.iter(|| analysis::analyze(dump, &config).unwrap())
+        g.bench_with_input(BenchmarkId::new("analyze_reweighting", decisions), &dump, |b, dump| {
+            b.iter(|| analysis::analyze(dump, &reweighting).unwrap())
+        });
+        g.bench_with_input(BenchmarkId::new("analyze_all", decisions), &dump, |b, dump| {
+            b.iter(|| analysis::analyze(dump, &all).unwrap())
         });
     }
     g.finish();

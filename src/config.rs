@@ -80,11 +80,27 @@ pub enum StrategyKind {
     AlphaCe,
     /// Focal loss alpha_t (1 - p_t)^gamma CE.
     Focal,
+    /// Online hard example mining: the top-k candidates of each image by CE.
+    Ohem,
+    /// SSD hard negative mining: all positives and the hardest `ratio x positives` negatives.
+    Ssd,
+    /// Fixed-size positive/negative sampling per image (RPN, Fast R-CNN).
+    Sampled,
+    /// Gradient harmonizing mechanism, GHM-C.
+    Ghm,
 }
 
 impl StrategyKind {
     /// Every strategy, in report order.
-    pub const ALL: [StrategyKind; 3] = [StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal];
+    pub const ALL: [StrategyKind; 7] = [
+        StrategyKind::Ce,
+        StrategyKind::AlphaCe,
+        StrategyKind::Focal,
+        StrategyKind::Ohem,
+        StrategyKind::Ssd,
+        StrategyKind::Sampled,
+        StrategyKind::Ghm,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -92,12 +108,22 @@ impl StrategyKind {
             StrategyKind::Ce => "ce",
             StrategyKind::AlphaCe => "alpha_ce",
             StrategyKind::Focal => "focal",
+            StrategyKind::Ohem => "ohem",
+            StrategyKind::Ssd => "ssd",
+            StrategyKind::Sampled => "sampled",
+            StrategyKind::Ghm => "ghm",
         }
     }
 
     /// Parses a name as printed by [`StrategyKind::name`].
     pub fn from_name(name: &str) -> Option<StrategyKind> {
         StrategyKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether the strategy selects candidates per image (and so needs each image's rows
+    /// together in the dump).
+    pub fn selects_per_image(self) -> bool {
+        matches!(self, StrategyKind::Ohem | StrategyKind::Ssd | StrategyKind::Sampled)
     }
 }
 
@@ -204,6 +230,15 @@ impl Default for DumpParams {
     }
 }
 
+/// Optional columns to read besides the ones every analysis needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Read `x1, y1, x2, y2` (required: opening a dump without them fails).
+    pub boxes: bool,
+    /// Read `anchor_id` and `level` where present (for exports).
+    pub ids: bool,
+}
+
 /// How to read a dump (validated).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DumpOptions {
@@ -212,6 +247,7 @@ pub struct DumpOptions {
     scores: Option<ScoreKind>,
     background_class: u32,
     columns: ColumnMap,
+    extras: Extras,
 }
 
 impl DumpParams {
@@ -238,6 +274,7 @@ impl DumpParams {
             scores: self.scores,
             background_class: self.background_class as u32,
             columns,
+            extras: Extras::default(),
         })
     }
 }
@@ -263,6 +300,92 @@ impl DumpOptions {
     pub fn columns(&self) -> &ColumnMap {
         &self.columns
     }
+    /// The optional columns to read.
+    pub fn extras(&self) -> Extras {
+        self.extras
+    }
+    /// The same options, also reading `anchor_id` and `level` (for exports).
+    pub fn with_ids(&self) -> DumpOptions {
+        DumpOptions { extras: Extras { ids: true, ..self.extras }, ..self.clone() }
+    }
+}
+
+/// OHEM settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OhemParams {
+    /// Candidates kept per image (`--ohem-k`, default 128).
+    pub k: usize,
+    /// Greedy NMS IoU threshold applied in loss order before taking the top k (`--ohem-nms`);
+    /// needs the box columns.
+    pub nms: Option<f64>,
+    /// At most `floor(fraction * k)` positives, the rest negatives (`--ohem-pos-fraction`; the
+    /// focal-loss paper's "OHEM 1:3" is 0.25).
+    pub pos_fraction: Option<f64>,
+}
+
+impl Default for OhemParams {
+    fn default() -> Self {
+        OhemParams { k: 128, nms: None, pos_fraction: None }
+    }
+}
+
+/// What SSD mining does with an image that has no positives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmptyImages {
+    /// No negatives either (`ratio x 0`): torchvision `SSD.compute_loss` and mmdetection
+    /// `SSDHead` (default).
+    #[default]
+    NoNegatives,
+    /// Every negative of the image, as some mmdetection-derived heads do.
+    AllNegatives,
+}
+
+/// SSD hard-negative-mining settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SsdParams {
+    /// Negatives kept per positive (`--neg-pos-ratio`, default 3).
+    pub neg_pos_ratio: usize,
+    /// Images without positives (`--ssd-empty-images`).
+    pub empty_images: EmptyImages,
+}
+
+impl Default for SsdParams {
+    fn default() -> Self {
+        SsdParams { neg_pos_ratio: 3, empty_images: EmptyImages::NoNegatives }
+    }
+}
+
+/// Fixed positive/negative sampling settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampledParams {
+    /// Candidates sampled per image (`--batch-size-per-image`, default 256).
+    pub batch_size_per_image: usize,
+    /// Target share of positives (`--positive-fraction`, default 0.5).
+    pub positive_fraction: f64,
+    /// Seeded draws for the spread of the loss shares (`--draws`, default 100; 0 = none).
+    pub draws: usize,
+    /// Seed of the draws (`--seed`, default 0).
+    pub seed: u64,
+}
+
+impl Default for SampledParams {
+    fn default() -> Self {
+        SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 100, seed: 0 }
+    }
+}
+
+/// GHM-C settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GhmParams {
+    /// Equal-width gradient-norm bins over [0, 1] (`--ghm-bins`, default 30).
+    pub bins: usize,
+}
+
+impl Default for GhmParams {
+    fn default() -> Self {
+        GhmParams { bins: 30 }
+    }
 }
 
 /// Everything `analyze` needs (unchecked). `Default` gives the documented defaults.
@@ -281,6 +404,14 @@ pub struct AnalysisParams {
     pub easy_threshold: f64,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
+    /// OHEM settings.
+    pub ohem: OhemParams,
+    /// SSD mining settings.
+    pub ssd: SsdParams,
+    /// Sampling settings.
+    pub sampled: SampledParams,
+    /// GHM-C settings.
+    pub ghm: GhmParams,
 }
 
 impl Default for AnalysisParams {
@@ -292,6 +423,10 @@ impl Default for AnalysisParams {
             alpha: 0.25,
             easy_threshold: 0.9,
             threads: None,
+            ohem: OhemParams::default(),
+            ssd: SsdParams::default(),
+            sampled: SampledParams::default(),
+            ghm: GhmParams::default(),
         }
     }
 }
@@ -309,12 +444,17 @@ pub struct AnalysisConfig {
     alpha: Option<f64>,
     easy_threshold: f64,
     threads: Option<usize>,
+    ohem: OhemParams,
+    ssd: SsdParams,
+    sampled: SampledParams,
+    ghm: GhmParams,
 }
 
 impl AnalysisParams {
     /// Checks every value once; later stages never see an unchecked setting.
     pub fn check(self) -> Result<AnalysisConfig, ConfigError> {
-        let dump = self.dump.check()?;
+        let mut dump = self.dump.check()?;
+        dump.extras.boxes = self.strategies.contains(&StrategyKind::Ohem) && self.ohem.nms.is_some();
         if !(self.gamma.is_finite() && (0.0..=MAX_GAMMA).contains(&self.gamma)) {
             return Err(ConfigError::invalid(
                 "--gamma",
@@ -343,6 +483,18 @@ impl AnalysisParams {
         if self.threads == Some(0) {
             return Err(ConfigError::invalid("--threads", 0, "use at least 1 thread"));
         }
+        check_ohem(&self.ohem)?;
+        check_sampled(&self.sampled)?;
+        if self.ssd.neg_pos_ratio > 1_000_000 {
+            return Err(ConfigError::invalid("--neg-pos-ratio", self.ssd.neg_pos_ratio, "at most 1000000"));
+        }
+        if !(1..=10_000).contains(&self.ghm.bins) {
+            return Err(ConfigError::invalid(
+                "--ghm-bins",
+                self.ghm.bins,
+                "use 1 to 10000 bins (mmdetection uses 10, the paper 30)",
+            ));
+        }
         Ok(AnalysisConfig {
             dump,
             strategies: self.strategies,
@@ -350,8 +502,56 @@ impl AnalysisParams {
             alpha,
             easy_threshold: self.easy_threshold,
             threads: self.threads,
+            ohem: self.ohem,
+            ssd: self.ssd,
+            sampled: self.sampled,
+            ghm: self.ghm,
         })
     }
+}
+
+fn check_fraction(flag: &'static str, f: f64) -> Result<(), ConfigError> {
+    if (0.0..=1.0).contains(&f) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(flag, f, "must be a fraction in [0, 1]"))
+    }
+}
+
+/// Validates OHEM settings.
+pub fn check_ohem(p: &OhemParams) -> Result<(), ConfigError> {
+    if p.k == 0 {
+        return Err(ConfigError::invalid("--ohem-k", 0, "keep at least 1 candidate per image (default 128)"));
+    }
+    if let Some(t) = p.nms {
+        if !(t > 0.0 && t <= 1.0) {
+            return Err(ConfigError::invalid(
+                "--ohem-nms",
+                t,
+                "the IoU threshold must be in (0, 1] (the OHEM paper uses 0.7)",
+            ));
+        }
+    }
+    if let Some(f) = p.pos_fraction {
+        check_fraction("--ohem-pos-fraction", f)?;
+    }
+    Ok(())
+}
+
+/// Validates sampling settings.
+pub fn check_sampled(p: &SampledParams) -> Result<(), ConfigError> {
+    if p.batch_size_per_image == 0 {
+        return Err(ConfigError::invalid(
+            "--batch-size-per-image",
+            0,
+            "sample at least 1 candidate per image (RPN 256, Fast R-CNN 512)",
+        ));
+    }
+    check_fraction("--positive-fraction", p.positive_fraction)?;
+    if p.draws > 100_000 {
+        return Err(ConfigError::invalid("--draws", p.draws, "at most 100000 draws"));
+    }
+    Ok(())
 }
 
 /// Validates an alpha value: in [0, 1], or negative for "no alpha weighting".
@@ -409,6 +609,26 @@ impl AnalysisConfig {
     pub fn threads(&self) -> Option<usize> {
         self.threads
     }
+    /// OHEM settings.
+    pub fn ohem(&self) -> &OhemParams {
+        &self.ohem
+    }
+    /// SSD mining settings.
+    pub fn ssd(&self) -> &SsdParams {
+        &self.ssd
+    }
+    /// Sampling settings.
+    pub fn sampled(&self) -> &SampledParams {
+        &self.sampled
+    }
+    /// GHM-C settings.
+    pub fn ghm(&self) -> &GhmParams {
+        &self.ghm
+    }
+    /// Whether `kind` was requested.
+    pub fn has(&self, kind: StrategyKind) -> bool {
+        self.strategies.contains(&kind)
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +669,39 @@ mod tests {
             AnalysisParams { strategies: vec![StrategyKind::Ce, StrategyKind::Ce], ..Default::default() },
             "--strategies",
         );
+        bad(
+            AnalysisParams { ohem: OhemParams { k: 0, ..Default::default() }, ..Default::default() },
+            "--ohem-k",
+        );
+        bad(
+            AnalysisParams {
+                ohem: OhemParams { nms: Some(0.0), ..Default::default() },
+                ..Default::default()
+            },
+            "--ohem-nms",
+        );
+        bad(
+            AnalysisParams {
+                ohem: OhemParams { pos_fraction: Some(1.5), ..Default::default() },
+                ..Default::default()
+            },
+            "--ohem-pos-fraction",
+        );
+        bad(
+            AnalysisParams {
+                sampled: SampledParams { positive_fraction: -0.1, ..Default::default() },
+                ..Default::default()
+            },
+            "--positive-fraction",
+        );
+        bad(
+            AnalysisParams {
+                sampled: SampledParams { batch_size_per_image: 0, ..Default::default() },
+                ..Default::default()
+            },
+            "--batch-size-per-image",
+        );
+        bad(AnalysisParams { ghm: GhmParams { bins: 0 }, ..Default::default() }, "--ghm-bins");
     }
 
     #[test]

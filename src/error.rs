@@ -100,6 +100,16 @@ pub enum InputError {
         /// How many files were read.
         files: usize,
     },
+    /// Rows of one image are not contiguous, and a per-image strategy needs them together.
+    #[error("image '{image}' appears again in {} from row {row}, after rows of other images\n  fix: ohem, ssd, sampled and mine select per image and need each image's rows together: sort the dump by image_id (e.g. `table.sort_by('image_id')` before writing), or leave them out with --strategies ce,alpha_ce,focal,ghm", path.display())]
+    Unsorted {
+        /// The image id.
+        image: String,
+        /// The file where it reappeared.
+        path: PathBuf,
+        /// First row of the row group where it reappeared.
+        row: u64,
+    },
     /// The run was interrupted before it finished.
     #[error("interrupted before the pass finished; no output was written")]
     Interrupted,

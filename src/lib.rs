@@ -23,9 +23,11 @@ pub mod config;
 pub mod error;
 pub mod input;
 pub mod loss;
+pub mod mine;
 pub mod output;
 pub mod render;
 pub mod report;
+pub mod rng;
 pub mod synth;
 
 pub use error::Error;

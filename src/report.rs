@@ -24,6 +24,30 @@ pub struct Report {
     pub dataset: DatasetSummary,
     /// One entry per strategy, in the requested order.
     pub strategies: Vec<StrategyReport>,
+    /// How much the selections of ohem, ssd and sampled overlap (when at least two ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlaps: Option<Overlaps>,
+}
+
+/// Overlaps between selection strategies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Overlaps {
+    /// Jaccard index of each pair of selections, decision-weighted (the sampler's expected
+    /// selection enters with its inclusion probabilities: sum min / sum max).
+    pub jaccard: Vec<Jaccard>,
+    /// Share of the focal loss carried by the decisions OHEM selects (when ohem ran).
+    pub focal_share_in_ohem: Option<f64>,
+}
+
+/// The Jaccard index of two selections.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Jaccard {
+    /// First strategy.
+    pub a: String,
+    /// Second strategy.
+    pub b: String,
+    /// |A ∩ B| / |A ∪ B|, in decisions.
+    pub jaccard: f64,
 }
 
 /// Provenance of a report.
@@ -98,6 +122,9 @@ pub struct StrategyReport {
     pub loss: LossTotals,
     /// The four easy/hard x positive/negative buckets.
     pub buckets: Buckets,
+    /// Strategy-specific figures (e.g. torchvision's SSD normaliser, the sampler's spread).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 /// Total and normalised loss.
@@ -180,6 +207,7 @@ impl StrategyReport {
                 easy_positive: bucket(2),
                 hard_positive: bucket(3),
             },
+            extra: BTreeMap::new(),
         }
     }
 }

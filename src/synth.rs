@@ -23,6 +23,7 @@ use rayon::prelude::*;
 use crate::config::Layout;
 use crate::error::{ConfigError, Error, OutputError};
 use crate::output::AtomicFile;
+pub use crate::rng::Rng;
 
 /// What to generate.
 #[derive(Clone, Debug, PartialEq)]
@@ -449,65 +450,6 @@ fn push_anchor(rows: &mut Rows, image: usize, anchor: usize, level: i32, label: 
     }
 }
 
-/// xoshiro256++ seeded through SplitMix64: small, fast, and stable across platforms and crate
-/// versions (the generated dumps are part of the test fixtures' provenance).
-pub struct Rng {
-    s: [u64; 4],
-    spare: Option<f64>,
-}
-
-impl Rng {
-    /// A stream for `(seed, stream)`; different streams are independent.
-    pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut x = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-        let mut next = || {
-            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        };
-        Rng { s: [next(), next(), next(), next()], spare: None }
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let s = &mut self.s;
-        let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
-        let t = s[1] << 17;
-        s[2] ^= s[0];
-        s[3] ^= s[1];
-        s[1] ^= s[2];
-        s[0] ^= s[3];
-        s[2] ^= t;
-        s[3] = s[3].rotate_left(45);
-        result
-    }
-
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform integer in [0, n).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((self.next_u64() as u128 * n as u128) >> 64) as u64
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        if let Some(z) = self.spare.take() {
-            return z;
-        }
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (s, c) = (std::f64::consts::TAU * u2).sin_cos();
-        self.spare = Some(r * s);
-        r * c
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -519,18 +461,6 @@ mod tests {
         let p3 = g.level.iter().filter(|&&l| l == 3).count() as f64 / 1e5;
         assert!((0.7..0.8).contains(&p3), "{p3}");
         assert!(g.level.contains(&7));
-    }
-
-    #[test]
-    fn rng_streams_are_reproducible_and_roughly_normal() {
-        let mut a = Rng::new(7, 3);
-        let mut b = Rng::new(7, 3);
-        assert_eq!(a.next_u64(), b.next_u64());
-        let mut r = Rng::new(1, 1);
-        let xs: Vec<f64> = (0..100_000).map(|_| r.normal()).collect();
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.02 && (var - 1.0).abs() < 0.02, "{mean} {var}");
     }
 
     #[test]

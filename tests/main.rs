@@ -6,3 +6,4 @@ mod util;
 mod analyze;
 mod cli;
 mod errors;
+mod strategies;

@@ -11,6 +11,8 @@
 
 pub mod dataset;
 pub mod decisions;
+pub mod ghm;
+pub mod select;
 pub mod sum;
 pub mod weighted;
 
@@ -19,13 +21,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AnalysisConfig, Layout};
+use crate::config::{AnalysisConfig, Layout, StrategyKind};
 use crate::error::{Error, InputError};
 use crate::input::{Batch, Dump};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
 use dataset::DatasetAcc;
 use decisions::{DecisionChunk, Expansion};
-use weighted::WeightedAcc;
+use ghm::GhmAcc;
+use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
+use sum::ExactSum;
+use weighted::{WeightedAcc, WeightedKind};
 
 /// A statistic computed in one pass: observe batches and decision chunks, merge partial results.
 ///
@@ -42,29 +47,61 @@ pub trait Accumulator {
         Self: Sized;
 }
 
+/// Sums for one bucket.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketAcc {
+    /// Decisions in the bucket.
+    pub count: u64,
+    /// Sum of selection weights.
+    pub selected: ExactSum,
+    /// Sum of the strategy's loss.
+    pub loss: ExactSum,
+    /// Sum of the strategy's gradient norm.
+    pub grad: ExactSum,
+}
+
+impl BucketAcc {
+    /// Adds another bucket's sums.
+    pub fn merge(&mut self, o: &BucketAcc) {
+        self.count += o.count;
+        self.selected += o.selected;
+        self.loss += o.loss;
+        self.grad += o.grad;
+    }
+}
+
+/// `(count, selected, loss, grad)` of each bucket, as [`StrategyReport::from_buckets`] takes them.
+pub fn bucket_sums(buckets: &[BucketAcc; 4]) -> [(u64, f64, f64, f64); 4] {
+    buckets.map(|b| (b.count, b.selected.value(), b.loss.value(), b.grad.value()))
+}
+
 /// One strategy's accumulator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StrategyAcc {
     /// `ce`, `alpha_ce` or `focal`.
     Weighted(WeightedAcc),
+    /// `ghm`.
+    Ghm(GhmAcc),
+    /// `ohem`, `ssd` or `sampled`: their sums live in the pass's shared [`SelectAcc`], which
+    /// holds each image's candidates once for all three.
+    Selected(StrategyKind),
 }
 
 impl Accumulator for StrategyAcc {
-    fn observe_batch(&mut self, batch: &Batch) {
-        match self {
-            StrategyAcc::Weighted(a) => a.observe_batch(batch),
-        }
-    }
-
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         match self {
             StrategyAcc::Weighted(a) => a.observe(chunk),
+            StrategyAcc::Ghm(a) => a.observe(chunk),
+            StrategyAcc::Selected(_) => {}
         }
     }
 
     fn merge(&mut self, other: Self) {
         match (self, other) {
             (StrategyAcc::Weighted(a), StrategyAcc::Weighted(b)) => a.merge(b),
+            (StrategyAcc::Ghm(a), StrategyAcc::Ghm(b)) => a.merge(b),
+            (StrategyAcc::Selected(_), StrategyAcc::Selected(_)) => {}
+            _ => unreachable!("passes of one run hold the same strategies in the same order"),
         }
     }
 }
@@ -76,39 +113,59 @@ pub struct Pass {
     pub dataset: DatasetAcc,
     /// One accumulator per requested strategy, in order.
     pub strategies: Vec<StrategyAcc>,
+    /// Per-image selection (ohem, ssd, sampled, mining), when any is requested.
+    pub select: Option<SelectAcc>,
 }
 
 impl Pass {
-    /// Empty accumulators for `config`.
-    pub fn new(config: &AnalysisConfig) -> Pass {
+    /// Empty accumulators for `config` (and the export `mine`, if any).
+    pub fn new(config: &AnalysisConfig, mine: Option<MineSpec>) -> Pass {
         let strategies = config
             .strategies()
             .iter()
-            .map(|&k| StrategyAcc::Weighted(WeightedAcc::new(k, config.gamma(), config.alpha())))
+            .map(|&k| match (WeightedKind::of(k), k) {
+                (Some(w), _) => StrategyAcc::Weighted(WeightedAcc::new(w, config.gamma(), config.alpha())),
+                (None, StrategyKind::Ghm) => StrategyAcc::Ghm(GhmAcc::new(config.ghm().bins)),
+                (None, k) => StrategyAcc::Selected(k),
+            })
             .collect();
-        Pass { dataset: DatasetAcc::default(), strategies }
+        let select = SelectConfig::from_config(config, mine).map(SelectAcc::new);
+        Pass { dataset: DatasetAcc::default(), strategies, select }
     }
 
-    /// Folds one batch into the accumulators.
-    pub fn observe_batch(&mut self, exp: &Expansion, batch: &Batch, tau: f64) {
+    /// Folds one batch into the accumulators. Images complete inside the batch are finalised.
+    pub fn observe_batch(&mut self, exp: &Expansion, batch: &Batch, tau: f64) -> Result<(), Reappeared> {
         self.dataset.observe_batch(batch);
-        for s in &mut self.strategies {
-            s.observe_batch(batch);
+        if let Some(sel) = &mut self.select {
+            sel.observe_batch(batch);
         }
-        let Pass { dataset, strategies } = self;
+        let Pass { dataset, strategies, select } = self;
         decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
             dataset.observe(chunk);
             for s in strategies.iter_mut() {
                 s.observe(chunk);
             }
+            if let Some(sel) = select.as_mut() {
+                sel.observe(chunk);
+            }
         });
+        if let Some(sel) = &mut self.select {
+            sel.settle_interior()?;
+            sel.finalize_ready();
+        }
+        Ok(())
     }
 
-    /// Absorbs a pass over a disjoint part of the input.
-    pub fn merge(&mut self, other: Pass) {
+    /// Absorbs the pass over the next part of the input (parts must come in dump order for the
+    /// per-image selection; everything else merges in any order).
+    pub fn merge(&mut self, other: Pass) -> Result<(), Reappeared> {
         self.dataset.merge(other.dataset);
         for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
             a.merge(b);
+        }
+        match (&mut self.select, other.select) {
+            (Some(a), Some(b)) => a.merge(b),
+            _ => Ok(()),
         }
     }
 
@@ -126,17 +183,26 @@ impl Pass {
         }
     }
 
-    /// The strategies' report entries, in order.
+    /// The strategies' report entries, in order. Call after the selection is finished
+    /// ([`SelectAcc::finish_all`]).
     pub fn strategy_reports(&self) -> Vec<StrategyReport> {
+        let images = &self.dataset.images;
+        let positives = self.dataset.totals().positives;
         self.strategies
             .iter()
             .map(|s| match s {
-                StrategyAcc::Weighted(a) => a.finish(&self.dataset.images),
+                StrategyAcc::Weighted(a) => a.finish(images),
+                StrategyAcc::Ghm(a) => a.finish(images),
+                StrategyAcc::Selected(k) => {
+                    let sel =
+                        self.select.as_ref().expect("selection strategies create the selection accumulator");
+                    sel.report(*k, images.len() as u64, positives)
+                }
             })
             .collect()
     }
 
-    /// Builds the report.
+    /// Builds the report. Call after [`Pass::finish_selection`].
     pub fn finish(&self, dump: &Dump, config: &AnalysisConfig, command: &str) -> Report {
         let shape = dump.shape();
         let dataset = self.dataset_summary(shape.layout, dump.files().len());
@@ -164,6 +230,15 @@ impl Pass {
             },
             dataset,
             strategies,
+            overlaps: self.select.as_ref().and_then(SelectAcc::overlaps),
+        }
+    }
+
+    /// Finalises the images still open at the end of the input.
+    pub fn finish_selection(&mut self) -> Result<(), Reappeared> {
+        match &mut self.select {
+            Some(s) => s.finish_all(),
+            None => Ok(()),
         }
     }
 }
@@ -191,54 +266,88 @@ impl Observer for AtomicBool {
 
 /// Runs the pass over the whole dump and builds the report.
 pub fn analyze(dump: &Dump, config: &AnalysisConfig) -> Result<Report, Error> {
-    let pass = run(dump, config, &Quiet)?;
+    let pass = run(dump, config, &Quiet, None)?;
     Ok(pass.finish(dump, config, "analyze"))
 }
 
-/// Runs the pass and returns the merged accumulators.
-pub fn run(dump: &Dump, config: &AnalysisConfig, observer: &dyn Observer) -> Result<Pass, Error> {
+/// Receives exported hard examples as images are finalised, in dump order.
+pub type ExportSink<'a> = &'a mut (dyn FnMut(Vec<ExportRow>) -> Result<(), Error> + Send);
+
+/// Runs the pass and returns the merged, finished accumulators. With `mine`, the selected hard
+/// examples go to the sink as the pass proceeds.
+pub fn run(
+    dump: &Dump,
+    config: &AnalysisConfig,
+    observer: &dyn Observer,
+    mine: Option<(MineSpec, ExportSink<'_>)>,
+) -> Result<Pass, Error> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(config.threads().unwrap_or(0)).build();
     match pool {
-        Ok(pool) => pool.install(|| run_in_pool(dump, config, observer)),
+        Ok(pool) => pool.install(|| run_in_pool(dump, config, observer, mine)),
         // Building a pool only fails when threads cannot be spawned; the global pool may still work.
-        Err(_) => run_in_pool(dump, config, observer),
+        Err(_) => run_in_pool(dump, config, observer, mine),
     }
 }
 
-fn run_in_pool(dump: &Dump, config: &AnalysisConfig, observer: &dyn Observer) -> Result<Pass, Error> {
+fn run_in_pool(
+    dump: &Dump,
+    config: &AnalysisConfig,
+    observer: &dyn Observer,
+    mut mine: Option<(MineSpec, ExportSink<'_>)>,
+) -> Result<Pass, Error> {
     let tau = config.easy_threshold();
     let exp = dump.expansion();
-    let mut total = Pass::new(config);
+    let spec = mine.as_ref().map(|(s, _)| *s);
+    let unsorted = |r: Reappeared| -> Error {
+        let path = dump.files().get(r.file).map(|f| f.input.path.clone()).unwrap_or_default();
+        InputError::Unsorted { image: r.image, path, row: r.row }.into()
+    };
+    let mut total = Pass::new(config, spec);
+    let mut drain = |pass: &mut Pass| -> Result<(), Error> {
+        if let (Some((_, sink)), Some(sel)) = (mine.as_mut(), pass.select.as_mut()) {
+            let rows = sel.drain_export();
+            if !rows.is_empty() {
+                sink(rows)?;
+            }
+        }
+        Ok(())
+    };
     // Windows of row groups are processed in parallel and merged in order: bounded memory
     // (a few decoded row groups per thread) and a deterministic merge sequence.
     let window = 4 * rayon::current_num_threads().max(1);
     for units in dump.units().chunks(window) {
-        let parts: Vec<Result<Pass, InputError>> = units
+        let parts: Vec<Result<Pass, Error>> = units
             .par_iter()
             .map(|&unit| {
                 if observer.cancelled() {
-                    return Err(InputError::Interrupted);
+                    return Err(InputError::Interrupted.into());
                 }
                 let batch = dump.read(unit)?;
-                let mut pass = Pass::new(config);
-                pass.observe_batch(&exp, &batch, tau);
+                let mut pass = Pass::new(config, spec);
+                pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
                 observer.rows_done(unit.rows);
                 Ok(pass)
             })
             .collect();
         for part in parts {
-            total.merge(part?);
+            total.merge(part?).map_err(unsorted)?;
         }
+        if let Some(sel) = &mut total.select {
+            sel.finalize_ready();
+        }
+        drain(&mut total)?;
     }
+    total.finish_selection().map_err(unsorted)?;
+    drain(&mut total)?;
     Ok(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Activation, AnalysisParams, ScoreKind};
+    use crate::config::{Activation, AnalysisParams, ScoreKind, StrategyKind};
     use crate::input::{DumpShape, ImageKey, ImageRun, ScoreValues, Targets};
-    use crate::synth::Rng;
+    use crate::rng::Rng;
     use polars_arrow::array::PrimitiveArray;
 
     const C: usize = 3;
@@ -276,40 +385,51 @@ mod tests {
             scores: ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),
             class: None,
             weight: None,
+            anchor_id: None,
+            level: None,
+            boxes: None,
         }
     }
 
+    /// Dense sigmoid logits with C classes.
+    fn expansion() -> Expansion {
+        let shape =
+            DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        Expansion { shape, width: C, background_class: 0 }
+    }
+
     fn pass_over(parts: &[&[(i64, i32, [f32; C])]], config: &AnalysisConfig) -> Pass {
-        let exp = Expansion {
-            shape: DumpShape {
-                layout: Layout::Dense,
-                scores: ScoreKind::Logits,
-                activation: Activation::Sigmoid,
-            },
-            width: C,
-            background_class: 0,
-        };
-        let mut total = Pass::new(config);
+        let exp = expansion();
+        let mut total = Pass::new(config, None);
         for p in parts {
-            let mut pass = Pass::new(config);
-            pass.observe_batch(&exp, &batch(p), config.easy_threshold());
-            total.merge(pass);
+            let mut pass = Pass::new(config, None);
+            pass.observe_batch(&exp, &batch(p), config.easy_threshold()).unwrap();
+            total.merge(pass).unwrap();
         }
+        total.finish_selection().unwrap();
         total
+    }
+
+    fn cut(rng: &mut Rng, data: &[(i64, i32, [f32; C])]) -> Vec<usize> {
+        let mut cuts: Vec<usize> =
+            (0..rng.below(12) + 1).map(|_| rng.below(data.len() as u64) as usize).collect();
+        cuts.extend([0, data.len()]);
+        cuts.sort_unstable();
+        cuts
     }
 
     #[test]
     fn any_split_and_merge_order_gives_exactly_the_sequential_result() {
-        let config = AnalysisParams::default().check().unwrap();
+        // Reweighting strategies merge in any order.
+        let strategies =
+            vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal, StrategyKind::Ghm];
+        let config = AnalysisParams { strategies, ..Default::default() }.check().unwrap();
         let data = rows(42, 5000);
         let whole = pass_over(&[&data], &config);
         let mut rng = Rng::new(7, 7);
         for _ in 0..10 {
             // Random cut points (images span batches), then merge in a random order.
-            let mut cuts: Vec<usize> =
-                (0..rng.below(12) + 1).map(|_| rng.below(data.len() as u64) as usize).collect();
-            cuts.extend([0, data.len()]);
-            cuts.sort_unstable();
+            let cuts = cut(&mut rng, &data);
             let mut parts: Vec<&[(i64, i32, [f32; C])]> =
                 cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
             for i in (1..parts.len()).rev() {
@@ -323,6 +443,38 @@ mod tests {
         let (a, b) = data.split_at(1234);
         let reordered = pass_over(&[b, a], &config);
         assert_eq!(reordered.strategy_reports(), whole.strategy_reports());
+    }
+
+    #[test]
+    fn per_image_selection_gives_the_same_result_for_any_split_in_dump_order() {
+        let config = AnalysisParams::default().check().unwrap();
+        let data = rows(43, 5000);
+        let whole = pass_over(&[&data], &config).strategy_reports();
+        let mut rng = Rng::new(8, 8);
+        for _ in 0..10 {
+            let cuts = cut(&mut rng, &data);
+            let parts: Vec<&[(i64, i32, [f32; C])]> = cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            assert_eq!(pass_over(&parts, &config).strategy_reports(), whole);
+        }
+    }
+
+    #[test]
+    fn an_image_split_around_another_is_reported_for_selection() {
+        let config = AnalysisParams::default().check().unwrap();
+        let exp = expansion();
+        let observed = |rows: &[(i64, i32, [f32; C])]| {
+            let mut pass = Pass::new(&config, None);
+            pass.observe_batch(&exp, &batch(rows), 0.9).unwrap();
+            pass
+        };
+        // Inside one row group the rows of image 0 are gathered: no error.
+        let mut one = observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C]), (0, 0, [1.0; C])]);
+        one.finish_selection().unwrap();
+        // Across row groups, image 0 is complete once image 1 follows it: seeing it again is an error.
+        let mut total = Pass::new(&config, None);
+        total.merge(observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C])])).unwrap();
+        let err = total.merge(observed(&[(0, 0, [1.0; C])])).unwrap_err();
+        assert_eq!(err.image, "0");
     }
 
     #[test]

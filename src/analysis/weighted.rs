@@ -16,30 +16,39 @@ use serde::{Deserialize, Serialize};
 use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
 use super::sum::ExactSum;
-use super::Accumulator;
+use super::{Accumulator, BucketAcc};
 use crate::config::StrategyKind;
 use crate::input::ImageKey;
 use crate::report::StrategyReport;
 
-/// Sums for one bucket.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketAcc {
-    /// Decisions in the bucket.
-    pub count: u64,
-    /// Sum of selection weights.
-    pub selected: ExactSum,
-    /// Sum of the strategy's loss.
-    pub loss: ExactSum,
-    /// Sum of the strategy's gradient norm.
-    pub grad: ExactSum,
+/// The reweighting strategies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WeightedKind {
+    /// `ce`.
+    Ce,
+    /// `alpha_ce`.
+    AlphaCe,
+    /// `focal`.
+    Focal,
 }
 
-impl BucketAcc {
-    fn merge(&mut self, o: &BucketAcc) {
-        self.count += o.count;
-        self.selected += o.selected;
-        self.loss += o.loss;
-        self.grad += o.grad;
+impl WeightedKind {
+    /// The reweighting strategy behind a strategy name, if it is one.
+    pub fn of(kind: StrategyKind) -> Option<WeightedKind> {
+        match kind {
+            StrategyKind::Ce => Some(WeightedKind::Ce),
+            StrategyKind::AlphaCe => Some(WeightedKind::AlphaCe),
+            StrategyKind::Focal => Some(WeightedKind::Focal),
+            _ => None,
+        }
+    }
+
+    fn strategy(self) -> StrategyKind {
+        match self {
+            WeightedKind::Ce => StrategyKind::Ce,
+            WeightedKind::AlphaCe => StrategyKind::AlphaCe,
+            WeightedKind::Focal => StrategyKind::Focal,
+        }
     }
 }
 
@@ -47,7 +56,7 @@ impl BucketAcc {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Weighting {
     /// Which strategy this is.
-    pub kind: StrategyKind,
+    pub kind: WeightedKind,
     /// Focusing parameter (0 for ce and alpha_ce).
     pub gamma: f64,
     /// Alpha, `None` = no alpha weighting.
@@ -64,11 +73,11 @@ pub struct WeightedAcc {
 
 impl WeightedAcc {
     /// An empty accumulator for `kind` with the configured gamma and alpha.
-    pub fn new(kind: StrategyKind, gamma: f64, alpha: Option<f64>) -> WeightedAcc {
+    pub fn new(kind: WeightedKind, gamma: f64, alpha: Option<f64>) -> WeightedAcc {
         let weighting = match kind {
-            StrategyKind::Ce => Weighting { kind, gamma: 0.0, alpha: None },
-            StrategyKind::AlphaCe => Weighting { kind, gamma: 0.0, alpha },
-            StrategyKind::Focal => Weighting { kind, gamma, alpha },
+            WeightedKind::Ce => Weighting { kind, gamma: 0.0, alpha: None },
+            WeightedKind::AlphaCe => Weighting { kind, gamma: 0.0, alpha },
+            WeightedKind::Focal => Weighting { kind, gamma, alpha },
         };
         WeightedAcc { weighting, buckets: Default::default(), per_image: BTreeMap::new() }
     }
@@ -77,10 +86,10 @@ impl WeightedAcc {
     pub fn finish(&self, images: &BTreeMap<ImageKey, ImageCounts>) -> StrategyReport {
         let Weighting { kind, gamma, alpha } = self.weighting;
         let mut params = BTreeMap::new();
-        if kind == StrategyKind::Focal {
+        if kind == WeightedKind::Focal {
             params.insert("gamma".to_string(), serde_json::json!(gamma));
         }
-        if kind != StrategyKind::Ce {
+        if kind != WeightedKind::Ce {
             params.insert("alpha".to_string(), serde_json::json!(alpha));
         }
         let mut normalized = ExactSum::ZERO;
@@ -91,9 +100,9 @@ impl WeightedAcc {
         }
         let n_images = images.len().max(1) as f64;
         StrategyReport::from_buckets(
-            kind.name(),
+            kind.strategy().name(),
             params,
-            self.buckets.map(|b| (b.count, b.selected.value(), b.loss.value(), b.grad.value())),
+            super::bucket_sums(&self.buckets),
             normalized.value() / n_images,
         )
     }
@@ -106,12 +115,12 @@ impl Accumulator for WeightedAcc {
             let mut image_loss = ExactSum::ZERO;
             for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
                 let (loss, grad) = match kind {
-                    StrategyKind::Ce => (d.ce, d.ce_grad()),
-                    StrategyKind::AlphaCe => {
+                    WeightedKind::Ce => (d.ce, d.ce_grad()),
+                    WeightedKind::AlphaCe => {
                         let a = d.alpha_t(alpha);
                         (a * d.ce, a * d.ce_grad())
                     }
-                    StrategyKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
+                    WeightedKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
                 };
                 let (loss, grad) = (loss * m.weight, grad * m.weight);
                 let b = &mut self.buckets[m.bucket as usize];

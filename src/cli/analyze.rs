@@ -8,28 +8,38 @@ use hardmine::analysis;
 use hardmine::config::{parse_strategies, AnalysisParams};
 use hardmine::input::Dump;
 
-use super::common::{DumpArgs, OutputArgs};
+use super::common::{DumpArgs, OutputArgs, StrategyArgs};
+
+/// Examples shown by `hardmine analyze --help`, one per strategy.
+pub const EXAMPLES: &str = "\
+Examples:
+  hardmine analyze dump/                                      # all strategies, defaults
+  hardmine analyze dump/ --strategies ce,focal --gamma 2 --alpha 0.25   # focal loss (RetinaNet)
+  hardmine analyze dump/ --strategies alpha_ce --alpha 0.75   # alpha-balanced CE
+  hardmine analyze dump/ --strategies ohem --ohem-k 128 --ohem-nms 0.7  # OHEM, NMS first
+  hardmine analyze dump/ --strategies ohem --ohem-pos-fraction 0.25     # OHEM 1:3
+  hardmine analyze dump/ --strategies ssd --neg-pos-ratio 3 --activation softmax
+  hardmine analyze dump/ --strategies sampled --preset rpn    # 256 anchors @ 0.5 positive
+  hardmine analyze dump/ --strategies sampled --preset rcnn --draws 1000 --seed 7
+  hardmine analyze dump/ --strategies ghm --ghm-bins 30       # GHM-C (mmdetection GHMC)";
 
 #[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
 pub struct AnalyzeArgs {
     /// Parquet files, directories (searched recursively, hive partitions too) or quoted globs.
     #[arg(required = true, value_name = "DUMP")]
     pub inputs: Vec<String>,
-    /// Strategies to compare, comma-separated: ce, alpha_ce, focal.
-    #[arg(long, default_value = "ce,alpha_ce,focal", value_name = "LIST")]
+    /// Strategies to compare, comma-separated: ce, alpha_ce, focal, ohem, ssd, sampled, ghm.
+    #[arg(long, default_value = "ce,alpha_ce,focal,ohem,ssd,sampled,ghm", value_name = "LIST")]
     pub strategies: String,
-    /// Focal-loss focusing parameter gamma (0 = CE).
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
-    pub gamma: f64,
-    /// Class-balance weight alpha in [0,1]; negative (e.g. -1) disables alpha weighting.
-    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
-    pub alpha: f64,
     /// A decision is easy when p_t is at least this.
     #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
     #[command(flatten)]
     pub dump: DumpArgs,
     #[command(flatten)]
@@ -38,14 +48,15 @@ pub struct AnalyzeArgs {
 
 impl AnalyzeArgs {
     pub fn params(&self) -> anyhow::Result<AnalysisParams> {
-        Ok(AnalysisParams {
+        let mut p = AnalysisParams {
             dump: self.dump.params(),
             strategies: parse_strategies(&self.strategies)?,
-            gamma: self.gamma,
-            alpha: self.alpha,
             easy_threshold: self.easy_threshold,
             threads: self.threads,
-        })
+            ..AnalysisParams::default()
+        };
+        self.strategy.apply(&mut p);
+        Ok(p)
     }
 }
 

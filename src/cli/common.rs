@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use hardmine::config::{Activation, DumpParams, Layout, ScoreKind};
+use hardmine::config::{
+    Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, SampledParams,
+    ScoreKind, SsdParams,
+};
 use hardmine::output::AtomicFile;
 use hardmine::render::{self, Format};
 use hardmine::report::Report;
@@ -131,5 +134,94 @@ impl Sink {
             }
         }
         Ok(())
+    }
+}
+
+/// Settings of the mining and sampling strategies (shared by `analyze` and `mine`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Strategy settings")]
+pub struct StrategyArgs {
+    /// Focal-loss focusing parameter gamma (0 = CE).
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub gamma: f64,
+    /// Class-balance weight alpha in [0,1]; negative (e.g. -1) disables alpha weighting.
+    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
+    pub alpha: f64,
+    /// OHEM: candidates kept per image.
+    #[arg(long, default_value_t = 128, value_name = "K")]
+    pub ohem_k: usize,
+    /// OHEM: greedy NMS at this IoU (in loss order) before taking the top k; needs x1,y1,x2,y2.
+    #[arg(long, value_name = "IOU")]
+    pub ohem_nms: Option<f64>,
+    /// OHEM: at most floor(F*k) positives, the rest negatives ("OHEM 1:3" is 0.25).
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    pub ohem_pos_fraction: Option<f64>,
+    /// SSD: negatives kept per positive.
+    #[arg(long, default_value_t = 3, value_name = "R")]
+    pub neg_pos_ratio: usize,
+    /// SSD: what an image without positives contributes.
+    #[arg(long, value_enum, default_value_t = EmptyImagesArg::NoNegatives, value_name = "POLICY")]
+    pub ssd_empty_images: EmptyImagesArg,
+    /// Sampling: preset batch size and positive fraction (rpn = 256 @ 0.5, rcnn = 512 @ 0.25).
+    #[arg(long, value_enum)]
+    pub preset: Option<PresetArg>,
+    /// Sampling: candidates per image [default: 256, or the preset's].
+    #[arg(long, value_name = "B")]
+    pub batch_size_per_image: Option<usize>,
+    /// Sampling: target share of positives [default: 0.5, or the preset's].
+    #[arg(long, value_name = "F", allow_negative_numbers = true)]
+    pub positive_fraction: Option<f64>,
+    /// Sampling: seeded draws for the spread of the loss shares (0 = none).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub draws: usize,
+    /// Sampling: seed of the draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// GHM-C: gradient-norm bins over [0,1].
+    #[arg(long, default_value_t = 30, value_name = "N")]
+    pub ghm_bins: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum EmptyImagesArg {
+    /// No negatives either (torchvision SSD, mmdetection SSDHead).
+    NoNegatives,
+    /// All of the image's negatives (some mmdetection-derived heads).
+    AllNegatives,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// Region proposal network: 256 anchors per image, half positive.
+    Rpn,
+    /// Fast R-CNN box head: 512 proposals per image, a quarter positive.
+    Rcnn,
+}
+
+impl StrategyArgs {
+    /// Fills the strategy settings of `params`.
+    pub fn apply(&self, params: &mut AnalysisParams) {
+        params.gamma = self.gamma;
+        params.alpha = self.alpha;
+        params.ohem = OhemParams { k: self.ohem_k, nms: self.ohem_nms, pos_fraction: self.ohem_pos_fraction };
+        params.ssd = SsdParams {
+            neg_pos_ratio: self.neg_pos_ratio,
+            empty_images: match self.ssd_empty_images {
+                EmptyImagesArg::NoNegatives => EmptyImages::NoNegatives,
+                EmptyImagesArg::AllNegatives => EmptyImages::AllNegatives,
+            },
+        };
+        let (b, f) = match self.preset {
+            Some(PresetArg::Rpn) => (256, 0.5),
+            Some(PresetArg::Rcnn) => (512, 0.25),
+            None => (256, 0.5),
+        };
+        params.sampled = SampledParams {
+            batch_size_per_image: self.batch_size_per_image.unwrap_or(b),
+            positive_fraction: self.positive_fraction.unwrap_or(f),
+            draws: self.draws,
+            seed: self.seed,
+        };
+        params.ghm = GhmParams { bins: self.ghm_bins };
     }
 }

@@ -5,6 +5,7 @@ mod analyze;
 mod common;
 mod demo;
 mod generate;
+mod mine;
 
 use std::process::ExitCode;
 
@@ -23,8 +24,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Compare CE, alpha-CE and focal loss bucket by bucket on a dump.
+    /// Compare CE, alpha-CE, focal loss, OHEM, SSD mining, sampling and GHM bucket by bucket.
     Analyze(analyze::AnalyzeArgs),
+    /// Export the hard examples a strategy selects to Parquet.
+    Mine(mine::MineArgs),
     /// Write a synthetic RetinaNet-like dump.
     Generate(generate::GenerateArgs),
     /// Generate a dump and analyse it, end to end.
@@ -35,6 +38,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Mine(m) => mine::run(m),
         Command::Generate(g) => generate::run(g),
         Command::Demo(d) => demo::run(d),
     }

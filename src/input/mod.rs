@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use discover::{discover, HiveValue, InputFile};
 pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
 
+pub use crate::config::Extras;
 use crate::config::{Activation, DumpOptions, Layout};
 use crate::error::InputError;
 
@@ -95,6 +96,12 @@ pub struct Batch {
     pub class: Option<Vec<i32>>,
     /// Binary layout: per-decision loss weight.
     pub weight: Option<Vec<f64>>,
+    /// `anchor_id`, when requested with [`Extras`] and present.
+    pub anchor_id: Option<Vec<i64>>,
+    /// `level`, when requested and present.
+    pub level: Option<Vec<i64>>,
+    /// `x1, y1, x2, y2`, when requested and present.
+    pub boxes: Option<Vec<[f32; 4]>>,
 }
 
 /// One unit of work: a row group of a file.
@@ -130,6 +137,7 @@ pub struct Dump {
     width: usize,
     background_class: u32,
     units: Vec<Unit>,
+    extras: Extras,
 }
 
 impl Dump {
@@ -161,6 +169,15 @@ impl Dump {
                 offset += rows as u64;
             }
         }
+        if options.extras().boxes {
+            if let Some(f) = files.iter().find(|f| f.columns.boxes.is_none()) {
+                return Err(InputError::Schema {
+                    path: f.input.path.clone(),
+                    problem: "--ohem-nms needs the box columns x1, y1, x2, y2, and this file has none".into(),
+                    fix: "dump the anchor (or predicted) boxes, map yours with --col x1=<column> (and y1, x2, y2), or drop --ohem-nms".into(),
+                });
+            }
+        }
         let Some(first) = units.first().copied() else {
             return Err(InputError::Empty { files: files.len() });
         };
@@ -177,6 +194,13 @@ impl Dump {
                 row: first.offset,
                 problem: "empty score list".into(),
                 fix: "write one score per class in every row".into(),
+            });
+        }
+        if width > usize::from(u16::MAX) {
+            return Err(InputError::Schema {
+                path: f0.input.path.clone(),
+                problem: format!("score lists hold {width} classes; hardmine supports at most {}", u16::MAX),
+                fix: "check that the list column holds per-class scores of one anchor".into(),
             });
         }
         if shape.activation == Activation::Softmax {
@@ -200,7 +224,14 @@ impl Dump {
                 });
             }
         }
-        Ok(Dump { files, shape, width, background_class: options.background_class(), units })
+        Ok(Dump {
+            files,
+            shape,
+            width,
+            background_class: options.background_class(),
+            units,
+            extras: options.extras(),
+        })
     }
 
     /// The input files, in reading order.
@@ -240,6 +271,11 @@ impl Dump {
     /// Total rows over all files.
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// The optional columns being read.
+    pub fn extras(&self) -> Extras {
+        self.extras
     }
 
     /// Decodes and validates one row group.

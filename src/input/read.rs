@@ -97,6 +97,14 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         wanted.extend(cols.class.iter());
         wanted.extend(cols.weight.iter());
     }
+    let extras = dump.extras();
+    if extras.ids {
+        wanted.extend(cols.anchor_id.iter());
+        wanted.extend(cols.level.iter());
+    }
+    if extras.boxes {
+        wanted.extend(cols.boxes.iter().flatten());
+    }
     let mut physical: Vec<String> = Vec::new();
     for r in &wanted {
         if let Source::Column(n) = &r.source {
@@ -190,7 +198,47 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         _ => None,
     };
 
-    Ok(Batch { file: unit.file, first_row: unit.offset, rows, images, targets, scores, class, weight })
+    let ids = |r: &Option<Resolved>| -> Result<Option<Vec<i64>>, InputError> {
+        match r {
+            Some(r) if extras.ids => Ok(Some(int_column(&ctx, r, get(r)?, rows)?)),
+            _ => Ok(None),
+        }
+    };
+    let anchor_id = ids(&cols.anchor_id)?;
+    let level = ids(&cols.level)?;
+    let boxes = match &cols.boxes {
+        Some(b) if extras.boxes => {
+            let mut coords = Vec::with_capacity(4);
+            for r in b {
+                let v = number_column(&ctx, r, get(r)?, rows)?;
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(ctx.err(
+                        r,
+                        i,
+                        format!("non-finite box coordinate {}", v[i]),
+                        "write finite box corners",
+                    ));
+                }
+                coords.push(v);
+            }
+            Some((0..rows).map(|i| [0, 1, 2, 3].map(|c| coords[c][i] as f32)).collect())
+        }
+        _ => None,
+    };
+
+    Ok(Batch {
+        file: unit.file,
+        first_row: unit.offset,
+        rows,
+        images,
+        targets,
+        scores,
+        class,
+        weight,
+        anchor_id,
+        level,
+        boxes,
+    })
 }
 
 fn image_runs(ctx: &Ctx<'_>, col: &Resolved, arr: &dyn Array) -> Result<Vec<ImageRun>, InputError> {

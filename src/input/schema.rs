@@ -274,7 +274,7 @@ pub fn resolve(
         ),
         Layout::Dense => (None, None),
     };
-    let anchor_id = optional("anchor_id", &[ColumnType::Int, ColumnType::Str], "an integer or string")?;
+    let anchor_id = optional("anchor_id", &ints, "an integer anchor index")?;
     let level = optional("level", &ints, "an integer FPN level (e.g. 3 for P3)")?;
     let iou = optional("iou", &floats, "a float IoU in [0,1]")?;
     let corners = ["x1", "y1", "x2", "y2"].map(lookup);

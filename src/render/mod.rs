@@ -109,6 +109,7 @@ pub(crate) mod tests {
                     0.026,
                 ),
             ],
+            overlaps: None,
         }
     }
 }

@@ -24,25 +24,41 @@ fn prose_name(name: &str) -> &str {
     }
 }
 
-/// The strategy's parameters as `gamma 2, alpha 0.25` (alpha null → "no alpha").
-fn params_text(s: &StrategyReport, sep: &str) -> String {
-    // The paper's order first (gamma, alpha), then the rest alphabetically.
-    const FIRST: [&str; 2] = ["gamma", "alpha"];
-    let mut params: Vec<_> = s.params.iter().collect();
-    params.sort_by_key(|(k, _)| (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), k.as_str()));
-    params
-        .into_iter()
-        .map(|(k, v)| match v.as_f64() {
-            Some(x) => format!("{k}{sep}{x}"),
-            None if v.is_null() => format!("no {k}"),
-            None => format!("{k}{sep}{v}"),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// The strategy's parameters in short form: `gamma=2 alpha=0.25`, `k=128 nms=0.7`,
+/// `B=256 f=0.5`; null values are left out except a disabled alpha ("no alpha").
+pub fn params_text(s: &StrategyReport, sep: &str, join: &str) -> String {
+    // Display order and short names; draws and seed live in the sampler's spread line.
+    const ORDER: [(&str, &str); 9] = [
+        ("gamma", "gamma"),
+        ("alpha", "alpha"),
+        ("k", "k"),
+        ("nms", "nms"),
+        ("pos_fraction", "pos"),
+        ("neg_pos_ratio", "ratio"),
+        ("batch_size_per_image", "B"),
+        ("positive_fraction", "f"),
+        ("bins", "bins"),
+    ];
+    let mut parts = Vec::new();
+    for (key, short) in ORDER {
+        match s.params.get(key) {
+            Some(v) if v.is_null() && key == "alpha" => parts.push("no alpha".to_string()),
+            Some(v) if v.is_null() => {}
+            Some(v) => {
+                parts.push(format!("{short}{sep}{}", v.as_f64().map_or(v.to_string(), |x| x.to_string())))
+            }
+            None => {}
+        }
+    }
+    if s.params.get("empty_images").and_then(|v| v.as_str()) == Some("all-negatives") {
+        parts.push(format!("empty{sep}all"));
+    }
+    parts.join(join)
 }
 
-/// The headline sentence, e.g. "easy negatives: 99.1% of decisions, 77.0% of CE loss, 2.6% of
-/// focal loss (gamma 2, alpha 0.25)".
+/// The headline, e.g. "easy negatives: 99.1% of decisions, 77.0% of CE loss, 2.6% of focal
+/// loss (gamma 2, alpha 0.25)", and a second line with the other strategies' easy-negative
+/// shares when there are any.
 pub fn headline(report: &Report) -> String {
     let d = &report.dataset;
     if d.decisions == 0 {
@@ -51,18 +67,28 @@ pub fn headline(report: &Report) -> String {
     let Some(first) = report.strategies.first() else { return String::new() };
     let share = first.buckets.easy_negative.count as f64 / d.decisions as f64;
     let mut parts = vec![format!("{} of decisions", percent(share))];
-    // alpha-CE sits between CE and focal loss; the sentence shows the contrast and the table
-    // the rest, unless alpha-CE is all there is.
-    let only_alpha = report.strategies.iter().all(|s| s.name == "alpha_ce");
-    for s in report.strategies.iter().filter(|s| only_alpha || s.name != "alpha_ce") {
+    // The sentence shows the CE / focal contrast; other strategies go to a second line.
+    let lead = |s: &&StrategyReport| s.name == "ce" || s.name == "focal";
+    let has_lead = report.strategies.iter().any(|s| lead(&s));
+    let (main, rest): (Vec<&StrategyReport>, Vec<&StrategyReport>) =
+        report.strategies.iter().partition(|s| !has_lead || lead(s));
+    for s in main {
         let mut p =
             format!("{} of {} loss", percent(s.buckets.easy_negative.loss_share), prose_name(&s.name));
         if s.name != "ce" && !s.params.is_empty() {
-            p.push_str(&format!(" ({})", params_text(s, " ")));
+            p.push_str(&format!(" ({})", params_text(s, " ", ", ")));
         }
         parts.push(p);
     }
-    format!("easy negatives: {}", parts.join(", "))
+    let mut text = format!("easy negatives: {}", parts.join(", "));
+    if !rest.is_empty() {
+        let others: Vec<String> = rest
+            .iter()
+            .map(|s| format!("{} {}", prose_name(&s.name), percent(s.buckets.easy_negative.loss_share)))
+            .collect();
+        text.push_str(&format!("\n                of each strategy's loss: {}", others.join(", ")));
+    }
+    text
 }
 
 impl Renderer for Terminal {
@@ -104,7 +130,7 @@ impl Renderer for Terminal {
         for s in &r.strategies {
             t.row(vec![
                 s.name.clone(),
-                params_text(s, "="),
+                params_text(s, "=", " "),
                 count(s.selected.round() as u64),
                 number(s.loss.total),
                 number(s.loss.normalized),
@@ -146,6 +172,37 @@ impl Renderer for Terminal {
         writeln!(out)?;
         write!(out, "{}", shares("share of |grad|", &|b| b.grad_share, false))?;
         writeln!(out)?;
+        let mut notes = false;
+        if let Some(o) = &r.overlaps {
+            let pairs: Vec<String> =
+                o.jaccard.iter().map(|j| format!("{}~{} {:.2}", j.a, j.b, j.jaccard)).collect();
+            if !pairs.is_empty() {
+                writeln!(out, "selection overlap (Jaccard, in decisions): {}", pairs.join(", "))?;
+            }
+            if let Some(f) = o.focal_share_in_ohem {
+                writeln!(out, "the OHEM selection carries {} of the focal loss", percent(f))?;
+            }
+            notes = true;
+        }
+        if let Some(s) = r.strategy("sampled") {
+            if let Some(d) = s.extra.get("draws") {
+                let en = &d["loss_share"]["easy_negative"];
+                let f = |v: &serde_json::Value| percent(v.as_f64().unwrap_or(0.0));
+                writeln!(
+                    out,
+                    "sampled over {} seeded draws: easy-negative share {} +- {} (95%: {} to {})",
+                    d["n"],
+                    f(&en["mean"]),
+                    f(&en["std"]),
+                    f(&en["ci95"][0]),
+                    f(&en["ci95"][1])
+                )?;
+                notes = true;
+            }
+        }
+        if notes {
+            writeln!(out)?;
+        }
         writeln!(
             out,
             "easy: p_t >= {}; normalized = mean over images of loss / max(1, positives in the image)",

@@ -3,6 +3,7 @@
 
 pub mod fixture;
 pub mod reference;
+pub mod select_ref;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,714 @@
+//! Per-image selection strategies (`ohem`, `ssd`, `sampled`), the overlaps between their
+//! selections, and the hard-example export behind `hardmine mine`.
+//!
+//! The unit of selection is the *candidate*: an anchor of a dense dump (its C sigmoid decisions
+//! move together; a softmax anchor is one decision) or a row of a binary dump. A candidate is
+//! positive when one of its decisions is, and is scored by the sum of its decisions' CE.
+//!
+//! Selection needs all candidates of an image, so the accumulator keeps the candidates of images
+//! that may still continue ("open") and finalises an image as soon as the dump has moved past it:
+//! inside a row group every image but the first and the last is complete; at a merge, every open
+//! image but the last one of the later part is. Rows of one image must therefore be contiguous in
+//! the dump (the usual layout, sorted by image); an image found again after it was finalised is
+//! an error that says how to fix the dump.
+//!
+//! Ties in loss are broken by dump position (file, then row): the earlier candidate ranks first.
+
+pub mod ohem;
+pub mod sampled;
+pub mod ssd;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::decisions::DecisionChunk;
+use super::sum::ExactSum;
+use super::{bucket_sums, BucketAcc};
+use crate::config::{AnalysisConfig, OhemParams, SampledParams, SsdParams, StrategyKind};
+use crate::input::{Batch, ImageKey, Targets};
+use crate::report::{Jaccard, Overlaps, StrategyReport};
+
+/// Rows of an image found again after the image was complete: the input is not grouped by
+/// image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reappeared {
+    /// The image id.
+    pub image: String,
+    /// File index where it reappeared.
+    pub file: usize,
+    /// First row of the part where it reappeared.
+    pub row: u64,
+}
+
+/// One selectable unit: an anchor (dense) or a decision (binary). Kept compact: an image's
+/// candidates are held until the image is complete.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// File index in the dump.
+    pub file: u32,
+    /// Decisions per bucket (easy_negative, hard_negative, easy_positive, hard_positive).
+    pub count: [u16; 4],
+    /// Whether one of its decisions is positive.
+    pub positive: bool,
+    /// Row within the file.
+    pub row: u64,
+    /// CE summed over the candidate's decisions (times the binary `weight`): its score.
+    pub ce: f64,
+    /// Focal loss summed over its decisions.
+    pub focal: f64,
+    /// CE per bucket.
+    pub loss: [f64; 4],
+    /// CE gradient norm per bucket.
+    pub grad: [f64; 4],
+    /// Box and identifiers, only when NMS or an export needs them.
+    pub info: Option<Box<CandidateInfo>>,
+}
+
+/// The parts of a candidate only NMS and exports need.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateInfo {
+    /// The box.
+    pub bbox: Option<[f32; 4]>,
+    /// `anchor_id`.
+    pub anchor_id: Option<i64>,
+    /// `level`.
+    pub level: Option<i64>,
+    /// Dense: the label as dumped; binary: 1 for a positive, 0 for a negative.
+    pub label: i32,
+    /// Binary: the `class` column.
+    pub class: Option<i32>,
+}
+
+impl Candidate {
+    /// Decisions in the candidate.
+    pub fn decisions(&self) -> u64 {
+        self.count.iter().map(|&c| u64::from(c)).sum()
+    }
+
+    /// The box (all zeros when the dump has none).
+    pub fn bbox(&self) -> [f32; 4] {
+        self.info.as_ref().and_then(|i| i.bbox).unwrap_or([0.0; 4])
+    }
+
+    /// Positive decisions in the candidate.
+    pub fn positive_decisions(&self) -> u64 {
+        u64::from(self.count[2]) + u64::from(self.count[3])
+    }
+}
+
+/// Hardest first: higher `score` first, then earlier in the dump.
+pub fn hardest_first(sa: f64, a: &Candidate, sb: f64, b: &Candidate) -> Ordering {
+    sb.total_cmp(&sa).then(a.file.cmp(&b.file)).then(a.row.cmp(&b.row))
+}
+
+/// The `m` hardest of `idx` by `score`, hardest first.
+pub fn top(
+    cands: &[Candidate],
+    mut idx: Vec<usize>,
+    m: usize,
+    score: impl Fn(&Candidate) -> f64,
+) -> Vec<usize> {
+    let cmp =
+        |&i: &usize, &j: &usize| hardest_first(score(&cands[i]), &cands[i], score(&cands[j]), &cands[j]);
+    if m == 0 {
+        return Vec::new();
+    }
+    if m < idx.len() {
+        idx.select_nth_unstable_by(m - 1, cmp);
+        idx.truncate(m);
+    }
+    idx.sort_unstable_by(cmp);
+    idx
+}
+
+/// Which strategy `hardmine mine` exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MineStrategy {
+    /// The OHEM top-k.
+    Ohem,
+    /// SSD's positives and mined negatives.
+    Ssd,
+    /// One seeded draw of the sampler (the first of `--draws`).
+    Sampled,
+    /// The candidates with the highest focal loss.
+    Focal,
+}
+
+impl MineStrategy {
+    /// Its name in exports.
+    pub fn name(self) -> &'static str {
+        match self {
+            MineStrategy::Ohem => "ohem",
+            MineStrategy::Ssd => "ssd",
+            MineStrategy::Sampled => "sampled",
+            MineStrategy::Focal => "focal",
+        }
+    }
+}
+
+/// What to export, if anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MineSpec {
+    /// The strategy whose selection is exported.
+    pub strategy: MineStrategy,
+    /// At most this many rows per image, the hardest first.
+    pub top: Option<usize>,
+}
+
+/// One exported hard example.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExportRow {
+    /// The image.
+    pub image: ImageKey,
+    /// File index in the dump.
+    pub file: u32,
+    /// Row within the file.
+    pub row: u64,
+    /// `anchor_id`, if the dump has one.
+    pub anchor_id: Option<i64>,
+    /// `level`, if the dump has one.
+    pub level: Option<i64>,
+    /// Dense label, or 1/0 for binary positives/negatives.
+    pub label: i32,
+    /// Binary `class`.
+    pub class: Option<i32>,
+    /// The strategy's loss of the candidate (CE, or focal loss for `focal`).
+    pub loss: f64,
+    /// 1-based rank within the image, hardest first.
+    pub rank: u32,
+    /// The candidate's weight: 1, or the focal weight alpha_t (1 - p_t)^gamma (for an anchor of
+    /// several decisions, focal loss / CE).
+    pub weight: f64,
+}
+
+/// The settings the selection strategies need.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectConfig {
+    /// OHEM, if requested.
+    pub ohem: Option<OhemParams>,
+    /// SSD mining, if requested.
+    pub ssd: Option<SsdParams>,
+    /// Sampling, if requested.
+    pub sampled: Option<SampledParams>,
+    /// Focal gamma (for the focal mass inside the OHEM selection, and focal exports).
+    pub gamma: f64,
+    /// Focal alpha.
+    pub alpha: Option<f64>,
+    /// The export, if any.
+    pub mine: Option<MineSpec>,
+}
+
+impl SelectConfig {
+    /// The selection part of an analysis config, or `None` when no selection strategy is asked.
+    pub fn from_config(config: &AnalysisConfig, mine: Option<MineSpec>) -> Option<SelectConfig> {
+        let any = config.strategies().iter().any(|s| s.selects_per_image());
+        (any || mine.is_some()).then(|| SelectConfig {
+            ohem: config.has(StrategyKind::Ohem).then(|| *config.ohem()),
+            ssd: config.has(StrategyKind::Ssd).then(|| *config.ssd()),
+            sampled: config.has(StrategyKind::Sampled).then(|| *config.sampled()),
+            gamma: config.gamma(),
+            alpha: config.alpha(),
+            mine,
+        })
+    }
+}
+
+/// Totals of one selection strategy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Chosen {
+    /// Per bucket: all decisions (`count`) and the selected ones (`selected`, `loss`, `grad`).
+    pub buckets: [BucketAcc; 4],
+    /// Sum over images of the selected loss / max(1, positives in the image).
+    pub normalized: ExactSum,
+}
+
+impl Chosen {
+    /// Adds every candidate's decisions to the bucket counts.
+    pub fn count_all(&mut self, cands: &[Candidate]) {
+        for c in cands {
+            for (b, &n) in self.buckets.iter_mut().zip(&c.count) {
+                b.count += u64::from(n);
+            }
+        }
+    }
+
+    /// Adds candidate `c` with selection weight `w`; returns its weighted CE.
+    pub fn select(&mut self, c: &Candidate, w: f64) -> f64 {
+        for (i, b) in self.buckets.iter_mut().enumerate() {
+            b.selected += w * f64::from(c.count[i]);
+            b.loss += w * c.loss[i];
+            b.grad += w * c.grad[i];
+        }
+        w * c.ce
+    }
+
+    /// Adds an image whose selected candidates are `sel` (weight 1); returns `sel`.
+    fn take(&mut self, cands: &[Candidate], sel: Vec<usize>, norm: f64) -> Vec<usize> {
+        self.count_all(cands);
+        let mut loss = ExactSum::ZERO;
+        for &i in &sel {
+            loss += self.select(&cands[i], 1.0);
+        }
+        self.normalized += loss.value() / norm;
+        sel
+    }
+
+    /// Adds another part's totals.
+    pub fn merge(&mut self, o: &Chosen) {
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            a.merge(b);
+        }
+        self.normalized += o.normalized;
+    }
+}
+
+/// Sums behind the Jaccard indices between selections (decision-weighted; the sampler's
+/// selection counts with its inclusion probabilities, a fuzzy Jaccard).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverlapSums {
+    /// OHEM vs SSD: intersection, union.
+    pub ohem_ssd: [ExactSum; 2],
+    /// OHEM vs sampled.
+    pub ohem_sampled: [ExactSum; 2],
+    /// SSD vs sampled.
+    pub ssd_sampled: [ExactSum; 2],
+    /// Focal loss of the OHEM selection, and of everything.
+    pub focal_in_ohem: [ExactSum; 2],
+}
+
+impl OverlapSums {
+    fn merge(&mut self, o: &OverlapSums) {
+        for (a, b) in [
+            (&mut self.ohem_ssd, &o.ohem_ssd),
+            (&mut self.ohem_sampled, &o.ohem_sampled),
+            (&mut self.ssd_sampled, &o.ssd_sampled),
+            (&mut self.focal_in_ohem, &o.focal_in_ohem),
+        ] {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+    }
+}
+
+/// Everything finalised images contributed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SelectTotals {
+    /// OHEM.
+    pub ohem: Chosen,
+    /// SSD mining.
+    pub ssd: Chosen,
+    /// Sampling (expectation).
+    pub sampled: sampled::SampledTotals,
+    /// Overlaps.
+    pub overlap: OverlapSums,
+    /// Images finalised.
+    pub images: u64,
+    /// Exported rows not yet drained, by the dump position (file, row) of the image's first row,
+    /// so that rows leave in dump order whatever order images were finalised in.
+    pub export: BTreeMap<(u32, u64), Vec<ExportRow>>,
+}
+
+impl SelectTotals {
+    fn merge(&mut self, mut o: SelectTotals) {
+        self.ohem.merge(&o.ohem);
+        self.ssd.merge(&o.ssd);
+        self.sampled.merge(&o.sampled);
+        self.overlap.merge(&o.overlap);
+        self.images += o.images;
+        self.export.append(&mut o.export);
+    }
+}
+
+/// The per-image selection accumulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectAcc {
+    config: SelectConfig,
+    /// Candidates of images that may continue, by image, in segments (one per part, so that
+    /// merging moves no candidates).
+    open: BTreeMap<ImageKey, Vec<Vec<Candidate>>>,
+    /// Complete images waiting to be finalised, in dump order.
+    ready: Vec<(ImageKey, Vec<Vec<Candidate>>)>,
+    /// Images already complete (to detect rows of one image in two places).
+    done: BTreeSet<ImageKey>,
+    /// The first and last image seen, in dump order.
+    first: Option<ImageKey>,
+    last: Option<ImageKey>,
+    /// Where this part starts (file index, row), for error messages.
+    origin: Option<(usize, u64)>,
+    /// Results of finalised images.
+    pub totals: SelectTotals,
+}
+
+impl SelectAcc {
+    /// An empty accumulator.
+    pub fn new(config: SelectConfig) -> SelectAcc {
+        SelectAcc {
+            config,
+            open: BTreeMap::new(),
+            ready: Vec::new(),
+            done: BTreeSet::new(),
+            first: None,
+            last: None,
+            origin: None,
+            totals: SelectTotals::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SelectConfig {
+        &self.config
+    }
+
+    /// Notes the batch's position and image order.
+    pub fn observe_batch(&mut self, batch: &Batch) {
+        if self.origin.is_none() {
+            self.origin = Some((batch.file, batch.first_row));
+        }
+        if let (None, Some(r)) = (&self.first, batch.images.first()) {
+            self.first = Some(r.key.clone());
+        }
+        if let Some(r) = batch.images.last() {
+            self.last = Some(r.key.clone());
+        }
+        // Every image strictly inside the batch's sequence of runs is complete once the batch
+        // is observed; it is moved to `ready` by `settle`.
+    }
+
+    /// Builds the candidates of a chunk.
+    pub fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        let batch = chunk.batch;
+        let (gamma, alpha) = (self.config.gamma, self.config.alpha);
+        let with_info = batch.boxes.is_some() || self.config.mine.is_some();
+        for run in chunk.runs {
+            let key = &batch.images[run.image].key;
+            let segments = match self.open.get_mut(key) {
+                Some(l) => l,
+                None => self.open.entry(key.clone()).or_insert_with(|| vec![Vec::new()]),
+            };
+            let list = segments.last_mut().expect("segments are never empty");
+            let mut i = run.start;
+            while i < run.end {
+                let row = chunk.meta[i].row;
+                let r = row as usize;
+                let info = with_info.then(|| {
+                    Box::new(CandidateInfo {
+                        bbox: batch.boxes.as_ref().map(|b| b[r]),
+                        anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
+                        level: batch.level.as_ref().map(|l| l[r]),
+                        label: match &batch.targets {
+                            Targets::Labels(l) => l[r],
+                            Targets::Binary(t) => i32::from(t[r] > 0.0),
+                        },
+                        class: batch.class.as_ref().map(|c| c[r]),
+                    })
+                });
+                let mut c = Candidate {
+                    file: batch.file as u32,
+                    count: [0; 4],
+                    positive: false,
+                    row: batch.first_row + u64::from(row),
+                    ce: 0.0,
+                    focal: 0.0,
+                    loss: [0.0; 4],
+                    grad: [0.0; 4],
+                    info,
+                };
+                while i < run.end && chunk.meta[i].row == row {
+                    let (d, m) = (&chunk.decisions[i], &chunk.meta[i]);
+                    let b = m.bucket as usize;
+                    let ce = d.ce * m.weight;
+                    c.ce += ce;
+                    c.focal += d.focal(gamma, alpha) * m.weight;
+                    c.positive |= m.bucket.is_positive();
+                    c.count[b] += 1;
+                    c.loss[b] += ce;
+                    c.grad[b] += d.ce_grad() * m.weight;
+                    i += 1;
+                }
+                list.push(c);
+            }
+        }
+    }
+
+    /// Moves every open image except the first and last seen to `ready` (used inside one row
+    /// group, where those two may continue in the neighbouring row groups).
+    pub fn settle_interior(&mut self) -> Result<(), Reappeared> {
+        let keep: Vec<ImageKey> = self.first.iter().chain(self.last.iter()).cloned().collect();
+        self.settle(&keep)
+    }
+
+    fn settle(&mut self, keep: &[ImageKey]) -> Result<(), Reappeared> {
+        let complete: Vec<ImageKey> = self.open.keys().filter(|k| !keep.contains(k)).cloned().collect();
+        for k in complete {
+            let cands = self.open.remove(&k).unwrap_or_default();
+            if !self.done.insert(k.clone()) {
+                return Err(self.unsorted(&k));
+            }
+            self.ready.push((k, cands));
+        }
+        Ok(())
+    }
+
+    fn unsorted(&self, key: &ImageKey) -> Reappeared {
+        let (file, row) = self.origin.unwrap_or((0, 0));
+        Reappeared { image: key.to_string(), file, row }
+    }
+
+    /// Absorbs the next part of the dump (in dump order), then readies every image that cannot
+    /// continue.
+    pub fn merge(&mut self, mut other: SelectAcc) -> Result<(), Reappeared> {
+        for k in other.open.keys().chain(other.done.iter()) {
+            if self.done.contains(k) {
+                return Err(other.unsorted(k));
+            }
+        }
+        for k in &other.done {
+            if self.open.contains_key(k) {
+                return Err(other.unsorted(k));
+            }
+        }
+        for (k, mut v) in std::mem::take(&mut other.open) {
+            self.open.entry(k).or_default().append(&mut v);
+        }
+        self.ready.append(&mut other.ready);
+        self.done.append(&mut other.done);
+        self.totals.merge(std::mem::take(&mut other.totals));
+        if self.first.is_none() {
+            self.first = other.first.take();
+        }
+        if other.last.is_some() {
+            self.last = other.last.take();
+        }
+        if self.origin.is_none() {
+            self.origin = other.origin;
+        }
+        let keep: Vec<ImageKey> = self.last.iter().cloned().collect();
+        self.settle(&keep)
+    }
+
+    /// Finalises the ready images, in parallel, adding their results in dump order.
+    pub fn finalize_ready(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let config = &self.config;
+        let results: Vec<SelectTotals> = ready
+            .into_par_iter()
+            .map(|(key, mut segments)| {
+                let cands =
+                    if segments.len() == 1 { segments.pop().unwrap_or_default() } else { segments.concat() };
+                finalize_image(config, key, cands)
+            })
+            .collect();
+        for r in results {
+            self.totals.merge(r);
+        }
+    }
+
+    /// Readies and finalises every remaining image (at the end of the pass).
+    pub fn finish_all(&mut self) -> Result<(), Reappeared> {
+        self.settle(&[])?;
+        self.finalize_ready();
+        Ok(())
+    }
+
+    /// Takes the exported rows of every finalised image that comes, in dump order, before all
+    /// images still open or waiting; call after [`SelectAcc::finalize_ready`].
+    pub fn drain_export(&mut self) -> Vec<ExportRow> {
+        let first = |segments: &Vec<Vec<Candidate>>| {
+            segments.iter().flat_map(|s| s.iter()).map(|c| (c.file, c.row)).min()
+        };
+        let watermark = self.open.values().chain(self.ready.iter().map(|(_, s)| s)).filter_map(first).min();
+        let later = match watermark {
+            Some(w) => self.totals.export.split_off(&w),
+            None => BTreeMap::new(),
+        };
+        let done = std::mem::replace(&mut self.totals.export, later);
+        done.into_values().flatten().collect()
+    }
+}
+
+/// Runs every selection strategy on one complete image.
+fn finalize_image(config: &SelectConfig, key: ImageKey, mut cands: Vec<Candidate>) -> SelectTotals {
+    // A canonical order, whatever order the parts were merged in (sorted dumps already are).
+    let position = |a: &Candidate, b: &Candidate| a.file.cmp(&b.file).then(a.row.cmp(&b.row));
+    if !cands.is_sorted_by(|a, b| position(a, b).is_le()) {
+        cands.sort_unstable_by(position);
+    }
+    let positives: u64 = cands.iter().map(Candidate::positive_decisions).sum();
+    let norm = positives.max(1) as f64;
+    let mut t = SelectTotals { images: 1, ..Default::default() };
+    let n = cands.len();
+
+    let ohem_sel = config.ohem.as_ref().map(|p| t.ohem.take(&cands, ohem::select(&cands, p), norm));
+    let ssd_sel = config.ssd.as_ref().map(|p| t.ssd.take(&cands, ssd::select(&cands, p), norm));
+    let mut plan: Option<sampled::Plan> = None;
+    if let Some(p) = &config.sampled {
+        let pl = sampled::Plan::new(&cands, p);
+        t.sampled.add_image(&cands, &pl, p, &key, norm);
+        plan = Some(pl);
+    }
+
+    // Overlaps, decision-weighted.
+    let member = |sel: &Option<Vec<usize>>| {
+        sel.as_ref().map(|s| {
+            let mut m = vec![false; n];
+            for &i in s {
+                m[i] = true;
+            }
+            m
+        })
+    };
+    let (in_ohem, in_ssd) = (member(&ohem_sel), member(&ssd_sel));
+    let pi = |c: &Candidate, p: &sampled::Plan| if c.positive { p.p_pos } else { p.p_neg };
+    for (i, c) in cands.iter().enumerate() {
+        let d = c.decisions() as f64;
+        let o = in_ohem.as_ref().map(|m| m[i]);
+        let s = in_ssd.as_ref().map(|m| m[i]);
+        let q = plan.as_ref().map(|p| pi(c, p));
+        let ov = &mut t.overlap;
+        if let (Some(o), Some(s)) = (o, s) {
+            ov.ohem_ssd[0] += d * f64::from(u8::from(o && s));
+            ov.ohem_ssd[1] += d * f64::from(u8::from(o || s));
+        }
+        if let (Some(o), Some(q)) = (o, q) {
+            let m = f64::from(u8::from(o));
+            ov.ohem_sampled[0] += d * m.min(q);
+            ov.ohem_sampled[1] += d * m.max(q);
+        }
+        if let (Some(s), Some(q)) = (s, q) {
+            let m = f64::from(u8::from(s));
+            ov.ssd_sampled[0] += d * m.min(q);
+            ov.ssd_sampled[1] += d * m.max(q);
+        }
+        if let Some(o) = o {
+            if o {
+                ov.focal_in_ohem[0] += c.focal;
+            }
+            ov.focal_in_ohem[1] += c.focal;
+        }
+    }
+
+    if let Some(spec) = &config.mine {
+        let (rows, score): (Vec<usize>, fn(&Candidate) -> f64) = match spec.strategy {
+            MineStrategy::Ohem => (ohem_sel.unwrap_or_default(), |c| c.ce),
+            MineStrategy::Ssd => (ssd_sel.unwrap_or_default(), |c| c.ce),
+            MineStrategy::Sampled => {
+                let p = config.sampled.unwrap_or_default();
+                let pl = plan.unwrap_or_else(|| sampled::Plan::new(&cands, &p));
+                (sampled::draw(&cands, &pl, &p, &key, 0), |c| c.ce)
+            }
+            MineStrategy::Focal => ((0..n).collect(), |c| c.focal),
+        };
+        let limit = spec.top.unwrap_or(usize::MAX);
+        let ranked = top(&cands, rows, limit, score);
+        let mut out = Vec::with_capacity(ranked.len());
+        for (rank, &i) in ranked.iter().enumerate() {
+            let c = &cands[i];
+            let info = c.info.as_deref();
+            let weight = match spec.strategy {
+                MineStrategy::Focal if c.ce > 0.0 => c.focal / c.ce,
+                MineStrategy::Focal => 0.0,
+                _ => 1.0,
+            };
+            out.push(ExportRow {
+                image: key.clone(),
+                file: c.file,
+                row: c.row,
+                anchor_id: info.and_then(|i| i.anchor_id),
+                level: info.and_then(|i| i.level),
+                label: info.map_or(0, |i| i.label),
+                class: info.and_then(|i| i.class),
+                loss: score(c),
+                rank: rank as u32 + 1,
+                weight,
+            });
+        }
+        if let Some(c) = cands.first() {
+            t.export.insert((c.file, c.row), out);
+        }
+    }
+    t
+}
+
+impl SelectAcc {
+    /// The report entry of `kind` (ohem, ssd or sampled). `images` counts every image of the
+    /// dump (the normaliser's mean runs over all of them) and `positives` its positive decisions.
+    pub fn report(&self, kind: StrategyKind, images: u64, positives: u64) -> StrategyReport {
+        use serde_json::json;
+        let t = &self.totals;
+        let mean = |s: &ExactSum| s.value() / images.max(1) as f64;
+        let mut params = BTreeMap::new();
+        let mut report = match kind {
+            StrategyKind::Ohem => {
+                let p = self.config.ohem.unwrap_or_default();
+                params.insert("k".to_string(), json!(p.k));
+                params.insert("nms".to_string(), json!(p.nms));
+                params.insert("pos_fraction".to_string(), json!(p.pos_fraction));
+                StrategyReport::from_buckets(
+                    "ohem",
+                    params,
+                    bucket_sums(&t.ohem.buckets),
+                    mean(&t.ohem.normalized),
+                )
+            }
+            StrategyKind::Ssd => {
+                let p = self.config.ssd.unwrap_or_default();
+                params.insert("neg_pos_ratio".to_string(), json!(p.neg_pos_ratio));
+                params.insert("empty_images".to_string(), json!(p.empty_images));
+                let mut r = StrategyReport::from_buckets(
+                    "ssd",
+                    params,
+                    bucket_sums(&t.ssd.buckets),
+                    mean(&t.ssd.normalized),
+                );
+                // torchvision SSD.compute_loss: selected CE / max(1, positives in the batch).
+                let norm = r.loss.total / positives.max(1) as f64;
+                r.extra.insert("torchvision_normalized".into(), json!(norm));
+                r
+            }
+            StrategyKind::Sampled => {
+                let p = self.config.sampled.unwrap_or_default();
+                params.insert("batch_size_per_image".to_string(), json!(p.batch_size_per_image));
+                params.insert("positive_fraction".to_string(), json!(p.positive_fraction));
+                params.insert("draws".to_string(), json!(p.draws));
+                params.insert("seed".to_string(), json!(p.seed));
+                let s = &t.sampled;
+                let mut r = StrategyReport::from_buckets(
+                    "sampled",
+                    params,
+                    bucket_sums(&s.chosen.buckets),
+                    mean(&s.chosen.normalized),
+                );
+                r.extra = s.extra(r.selected, r.loss.total);
+                r
+            }
+            other => panic!("{other} is not a selection strategy"),
+        };
+        report.name = kind.name().to_string();
+        report
+    }
+
+    /// Jaccard indices between the selections that ran, and the focal share inside OHEM's.
+    pub fn overlaps(&self) -> Option<Overlaps> {
+        let o = &self.totals.overlap;
+        let c = &self.config;
+        let ratio = |s: &[ExactSum; 2]| if s[1].value() > 0.0 { s[0].value() / s[1].value() } else { 0.0 };
+        let mut jaccard = Vec::new();
+        let pairs = [
+            ("ohem", "ssd", c.ohem.is_some() && c.ssd.is_some(), &o.ohem_ssd),
+            ("ohem", "sampled", c.ohem.is_some() && c.sampled.is_some(), &o.ohem_sampled),
+            ("ssd", "sampled", c.ssd.is_some() && c.sampled.is_some(), &o.ssd_sampled),
+        ];
+        for (a, b, on, sums) in pairs {
+            if on {
+                jaccard.push(Jaccard { a: a.into(), b: b.into(), jaccard: ratio(sums) });
+            }
+        }
+        let focal_share_in_ohem = c.ohem.is_some().then(|| ratio(&o.focal_in_ohem));
+        (!jaccard.is_empty() || focal_share_in_ohem.is_some())
+            .then_some(Overlaps { jaccard, focal_share_in_ohem })
+    }
+}

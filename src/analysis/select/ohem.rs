@@ -1,0 +1,165 @@
+//! Online hard example mining (Shrivastava et al. 2016).
+//!
+//! Per image: rank the candidates by CE, hardest first (ties: earlier in the dump first), and
+//! keep the top k. With `nms`, candidates are first suppressed greedily in that order as
+//! torchvision's `ops.nms` does (a candidate is dropped when its IoU with an already kept box
+//! exceeds the threshold), then the first k survivors are kept. With `pos_fraction` f, at most
+//! floor(f k) positives are kept and the rest of the k slots go to negatives, each by loss (the
+//! focal-loss paper's "OHEM 1:3" is f = 0.25).
+
+use super::{hardest_first, top, Candidate};
+use crate::config::OhemParams;
+
+/// Indices of the selected candidates, hardest first.
+pub fn select(cands: &[Candidate], p: &OhemParams) -> Vec<usize> {
+    let k = p.k;
+    let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
+    let mut sel = match p.nms {
+        None if p.pos_fraction.is_none() => return top(cands, (0..cands.len()).collect(), k, |c| c.ce),
+        None => {
+            let (pos, neg): (Vec<usize>, Vec<usize>) = (0..cands.len()).partition(|&i| cands[i].positive);
+            let pos = top(cands, pos, max_pos, |c| c.ce);
+            let neg = top(cands, neg, k - pos.len(), |c| c.ce);
+            [pos, neg].concat()
+        }
+        Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),
+    };
+    sel.sort_unstable_by(|&i, &j| hardest_first(cands[i].ce, &cands[i], cands[j].ce, &cands[j]));
+    sel
+}
+
+/// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
+/// `max_pos` positives and negatives for the remaining slots.
+fn nms_select(cands: &[Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..cands.len()).collect();
+    order.sort_unstable_by(|&i, &j| hardest_first(cands[i].ce, &cands[i], cands[j].ce, &cands[j]));
+    // Every survivor suppresses later boxes, whether or not a quota lets it in.
+    let mut kept: Vec<[f32; 4]> = Vec::new();
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for i in order {
+        let b = cands[i].bbox();
+        if kept.iter().any(|kb| iou(kb, &b) > threshold) {
+            continue;
+        }
+        kept.push(b);
+        match max_pos {
+            None => {
+                pos.push(i);
+                if pos.len() == k {
+                    break;
+                }
+            }
+            Some(max_pos) => {
+                if cands[i].positive {
+                    if pos.len() < max_pos {
+                        pos.push(i);
+                    }
+                } else if neg.len() < k {
+                    neg.push(i);
+                }
+                if pos.len() == max_pos && neg.len() >= k - max_pos {
+                    break;
+                }
+            }
+        }
+    }
+    neg.truncate(k - pos.len());
+    [pos, neg].concat()
+}
+
+/// IoU as torchvision's `box_iou` computes it (float32; an empty union gives 0).
+pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    let area = |x: &[f32; 4]| (x[2] - x[0]) * (x[3] - x[1]);
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::select::CandidateInfo;
+
+    fn cand(row: u64, ce: f64, positive: bool, bbox: [f32; 4]) -> Candidate {
+        Candidate {
+            file: 0,
+            count: [1, 0, 0, 0],
+            positive,
+            row,
+            ce,
+            focal: 0.0,
+            loss: [ce, 0.0, 0.0, 0.0],
+            grad: [0.0; 4],
+            info: Some(Box::new(CandidateInfo {
+                bbox: Some(bbox),
+                anchor_id: None,
+                level: None,
+                label: -1,
+                class: None,
+            })),
+        }
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_row_and_k_may_exceed_the_image() {
+        let c =
+            vec![cand(0, 1.0, false, [0.0; 4]), cand(1, 2.0, false, [0.0; 4]), cand(2, 1.0, false, [0.0; 4])];
+        let p = OhemParams { k: 2, nms: None, pos_fraction: None };
+        assert_eq!(select(&c, &p), vec![1, 0]);
+        let p = OhemParams { k: 10, ..p };
+        assert_eq!(select(&c, &p), vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn nms_suppresses_overlapping_boxes_in_loss_order() {
+        // Row 1 (hardest) suppresses row 0 (IoU 0.81 > 0.5); row 2 is far away.
+        let c = vec![
+            cand(0, 1.0, false, [0.0, 0.0, 10.0, 10.0]),
+            cand(1, 3.0, false, [0.5, 0.5, 10.5, 10.5]),
+            cand(2, 0.5, false, [50.0, 50.0, 60.0, 60.0]),
+        ];
+        let p = OhemParams { k: 2, nms: Some(0.5), pos_fraction: None };
+        assert_eq!(select(&c, &p), vec![1, 2]);
+        // A suppressed box cannot suppress: the threshold is strict (IoU 0.81 is not > 0.9).
+        let p = OhemParams { k: 3, nms: Some(0.9), pos_fraction: None };
+        assert_eq!(select(&c, &p), vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn the_positive_fraction_caps_positives_and_fills_with_negatives() {
+        let c = vec![
+            cand(0, 5.0, true, [0.0; 4]),
+            cand(1, 4.0, true, [0.0; 4]),
+            cand(2, 3.0, false, [0.0; 4]),
+            cand(3, 2.0, false, [0.0; 4]),
+            cand(4, 1.0, false, [0.0; 4]),
+        ];
+        let p = OhemParams { k: 4, nms: None, pos_fraction: Some(0.25) };
+        assert_eq!(select(&c, &p), vec![0, 2, 3, 4]);
+        // The same through NMS that suppresses nothing (boxes far apart).
+        let spread: Vec<Candidate> = c
+            .iter()
+            .map(|x| {
+                let o = 100.0 * x.row as f32;
+                let info = CandidateInfo {
+                    bbox: Some([o, o, o + 10.0, o + 10.0]),
+                    anchor_id: None,
+                    level: None,
+                    label: 0,
+                    class: None,
+                };
+                Candidate { info: Some(Box::new(info)), ..x.clone() }
+            })
+            .collect();
+        let p = OhemParams { k: 4, nms: Some(0.5), pos_fraction: Some(0.25) };
+        assert_eq!(select(&spread, &p), vec![0, 2, 3, 4]);
+        let p = OhemParams { k: 2, nms: Some(0.5), pos_fraction: None };
+        assert_eq!(select(&spread, &p), vec![0, 1]);
+    }
+}

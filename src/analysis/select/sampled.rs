@@ -1,0 +1,357 @@
+//! Fixed positive/negative sampling, with torchvision `BalancedPositiveNegativeSampler` and
+//! detectron2 `subsample_labels` semantics.
+//!
+//! Per image: n_pos = min(#pos, floor(B f)), n_neg = min(#neg, B - n_pos), each drawn uniformly
+//! without replacement. hardmine reports the exact expectation (every positive is kept with
+//! probability n_pos / #pos, every negative with n_neg / #neg), the exact variance of each
+//! bucket's selected count and loss (sampling without replacement within each stratum: the
+//! hypergeometric variance, generalised to candidates with several decisions), and the spread of
+//! the bucket loss shares over seeded draws.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Candidate, Chosen};
+use crate::analysis::sum::ExactSum;
+use crate::config::SampledParams;
+use crate::input::ImageKey;
+use crate::rng::{stable_hash, Rng};
+
+/// How many candidates of each kind an image contributes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Plan {
+    /// Positives in the image.
+    pub n_positives: usize,
+    /// Negatives in the image.
+    pub n_negatives: usize,
+    /// Positives sampled.
+    pub n_pos: usize,
+    /// Negatives sampled.
+    pub n_neg: usize,
+    /// Inclusion probability of a positive.
+    pub p_pos: f64,
+    /// Inclusion probability of a negative.
+    pub p_neg: f64,
+}
+
+impl Plan {
+    /// The sampling plan of an image.
+    pub fn new(cands: &[Candidate], p: &SampledParams) -> Plan {
+        let n_positives = cands.iter().filter(|c| c.positive).count();
+        let n_negatives = cands.len() - n_positives;
+        // int(B * f) in Python: truncation of the float product.
+        let want = (p.batch_size_per_image as f64 * p.positive_fraction).floor() as usize;
+        let n_pos = n_positives.min(want);
+        let n_neg = n_negatives.min(p.batch_size_per_image - n_pos);
+        let ratio = |k: usize, n: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+        Plan {
+            n_positives,
+            n_negatives,
+            n_pos,
+            n_neg,
+            p_pos: ratio(n_pos, n_positives),
+            p_neg: ratio(n_neg, n_negatives),
+        }
+    }
+}
+
+/// Sampling totals over finalised images.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampledTotals {
+    /// The expectation, in the standard fields.
+    pub chosen: Chosen,
+    /// Per bucket: variance of the selected decision count.
+    pub var_count: [ExactSum; 4],
+    /// Per bucket: variance of the selected CE.
+    pub var_loss: [ExactSum; 4],
+    /// Per draw, per bucket: selected CE.
+    pub draws: Vec<[ExactSum; 4]>,
+    /// Per draw: selected decisions.
+    pub draw_selected: Vec<u64>,
+}
+
+impl SampledTotals {
+    /// Adds one image's expectation, variances and draws.
+    pub fn add_image(
+        &mut self,
+        cands: &[Candidate],
+        plan: &Plan,
+        p: &SampledParams,
+        key: &ImageKey,
+        norm: f64,
+    ) {
+        self.chosen.count_all(cands);
+        // Per stratum (negatives, positives), per bucket: sums of decision counts, CE and
+        // gradient; the expectation is each sum times the stratum's inclusion probability.
+        let mut n = [0usize; 2];
+        let mut count = [[0f64; 4]; 2];
+        let mut loss = [[ExactSum::ZERO; 4]; 2];
+        let mut grad = [[ExactSum::ZERO; 4]; 2];
+        for c in cands {
+            let s = usize::from(c.positive);
+            n[s] += 1;
+            for b in 0..4 {
+                count[s][b] += f64::from(c.count[b]);
+                loss[s][b] += c.loss[b];
+                grad[s][b] += c.grad[b];
+            }
+        }
+        let pi = [plan.p_neg, plan.p_pos];
+        let mut image_loss = 0.0;
+        for s in 0..2 {
+            for b in 0..4 {
+                let bucket = &mut self.chosen.buckets[b];
+                bucket.selected += pi[s] * count[s][b];
+                let l = pi[s] * loss[s][b].value();
+                bucket.loss += l;
+                bucket.grad += pi[s] * grad[s][b].value();
+                image_loss += l;
+            }
+        }
+        self.chosen.normalized += image_loss / norm;
+
+        // Exact variance of sampling n of N without replacement in each stratum:
+        // n (N - n) / (N - 1) times the population variance of the per-candidate values.
+        let k = [plan.n_neg, plan.n_pos];
+        let mut dev = [[[0f64; 4]; 2]; 2]; // [stratum][count|loss][bucket]
+        let means: [[[f64; 4]; 2]; 2] = [0, 1].map(|s| {
+            let m = n[s].max(1) as f64;
+            [count[s].map(|x| x / m), loss[s].map(|x| x.value() / m)]
+        });
+        for c in cands {
+            let s = usize::from(c.positive);
+            for b in 0..4 {
+                let dc = f64::from(c.count[b]) - means[s][0][b];
+                let dl = c.loss[b] - means[s][1][b];
+                dev[s][0][b] += dc * dc;
+                dev[s][1][b] += dl * dl;
+            }
+        }
+        for s in 0..2 {
+            let (big_n, k) = (n[s], k[s]);
+            if big_n <= 1 || k == 0 || k == big_n {
+                continue; // nothing random in this stratum
+            }
+            let factor = k as f64 * (big_n - k) as f64 / (big_n - 1) as f64 / big_n as f64;
+            for (b, (vc, vl)) in self.var_count.iter_mut().zip(self.var_loss.iter_mut()).enumerate() {
+                *vc += factor * dev[s][0][b];
+                *vl += factor * dev[s][1][b];
+            }
+        }
+
+        if self.draws.len() < p.draws {
+            self.draws.resize(p.draws, [ExactSum::ZERO; 4]);
+            self.draw_selected.resize(p.draws, 0);
+        }
+        let pools = Pools::new(cands, p, key);
+        for d in 0..p.draws {
+            for i in pools.draw(plan, d as u64) {
+                let c = &cands[i];
+                for b in 0..4 {
+                    self.draws[d][b] += c.loss[b];
+                }
+                self.draw_selected[d] += c.decisions();
+            }
+        }
+    }
+
+    /// Adds another part's totals.
+    pub fn merge(&mut self, o: &SampledTotals) {
+        self.chosen.merge(&o.chosen);
+        for b in 0..4 {
+            self.var_count[b] += o.var_count[b];
+            self.var_loss[b] += o.var_loss[b];
+        }
+        if self.draws.len() < o.draws.len() {
+            self.draws.resize(o.draws.len(), [ExactSum::ZERO; 4]);
+            self.draw_selected.resize(o.draws.len(), 0);
+        }
+        for (d, sums) in o.draws.iter().enumerate() {
+            for (a, b) in self.draws[d].iter_mut().zip(sums) {
+                *a += *b;
+            }
+            self.draw_selected[d] += o.draw_selected[d];
+        }
+    }
+}
+
+impl SampledTotals {
+    /// The extra report fields: exact standard deviations, the spread over draws, and
+    /// torchvision's normalisation (mean CE over the sampled candidates' decisions).
+    pub fn extra(&self, selected: f64, total: f64) -> BTreeMap<String, serde_json::Value> {
+        use serde_json::json;
+        const NAMES: [&str; 4] = ["easy_negative", "hard_negative", "easy_positive", "hard_positive"];
+        let by_bucket =
+            |f: &dyn Fn(usize) -> serde_json::Value| -> serde_json::Map<String, serde_json::Value> {
+                NAMES.iter().enumerate().map(|(b, n)| (n.to_string(), f(b))).collect()
+            };
+        let mut extra = BTreeMap::new();
+        extra.insert("torchvision_mean".into(), json!(if selected > 0.0 { total / selected } else { 0.0 }));
+        extra.insert(
+            "selected_std".into(),
+            json!(by_bucket(&|b| json!(self.var_count[b].value().max(0.0).sqrt()))),
+        );
+        extra.insert(
+            "loss_std".into(),
+            json!(by_bucket(&|b| json!(self.var_loss[b].value().max(0.0).sqrt()))),
+        );
+        if !self.draws.is_empty() {
+            let shares: Vec<[f64; 4]> = self
+                .draws
+                .iter()
+                .map(|d| {
+                    let v = d.map(|s| s.value());
+                    let t: f64 = v.iter().sum();
+                    v.map(|x| if t > 0.0 { x / t } else { 0.0 })
+                })
+                .collect();
+            let share_stats = by_bucket(&|b| {
+                let xs: Vec<f64> = shares.iter().map(|s| s[b]).collect();
+                let (mean, sd, ci) = spread(&xs);
+                json!({"mean": mean, "std": sd, "ci95": ci})
+            });
+            let loss_stats = by_bucket(&|b| {
+                let xs: Vec<f64> = self.draws.iter().map(|d| d[b].value()).collect();
+                let (mean, sd, ci) = spread(&xs);
+                json!({"mean": mean, "std": sd, "ci95": ci})
+            });
+            let sel: Vec<f64> = self.draw_selected.iter().map(|&n| n as f64).collect();
+            let (mean, sd, ci) = spread(&sel);
+            extra.insert(
+                "draws".into(),
+                json!({
+                    "n": self.draws.len(),
+                    "loss_share": share_stats,
+                    "loss": loss_stats,
+                    "selected": {"mean": mean, "std": sd, "ci95": ci},
+                }),
+            );
+        }
+        extra
+    }
+}
+
+/// The positive and negative candidates of an image, and its random stream's seed.
+struct Pools {
+    pos: Vec<usize>,
+    neg: Vec<usize>,
+    seed: u64,
+}
+
+impl Pools {
+    fn new(cands: &[Candidate], p: &SampledParams, key: &ImageKey) -> Pools {
+        let (pos, neg) = (0..cands.len()).partition(|&i| cands[i].positive);
+        Pools { pos, neg, seed: p.seed ^ stable_hash(key.to_string().as_bytes()) }
+    }
+
+    fn draw(&self, plan: &Plan, d: u64) -> Vec<usize> {
+        let mut rng = Rng::new(self.seed, d);
+        let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
+        for (pool, k) in [(&self.pos, plan.n_pos), (&self.neg, plan.n_neg)] {
+            out.extend(choose(&mut rng, pool.len(), k).into_iter().map(|j| pool[j]));
+        }
+        out.sort_unstable();
+        out
+    }
+}
+
+/// One seeded draw of an image: the indices of the sampled candidates, in index order. The
+/// stream depends only on the seed, the image id and the draw number, so draws do not change
+/// with the thread count or the order in which images are finalised.
+pub fn draw(cands: &[Candidate], plan: &Plan, p: &SampledParams, key: &ImageKey, d: u64) -> Vec<usize> {
+    Pools::new(cands, p, key).draw(plan, d)
+}
+
+/// `k` distinct indices of `0..n`, uniformly (Floyd's algorithm), in ascending order.
+fn choose(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+    if k >= n {
+        return (0..n).collect();
+    }
+    let mut chosen = std::collections::BTreeSet::new();
+    for j in (n - k)..n {
+        let t = rng.below(j as u64 + 1) as usize;
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
+    }
+    chosen.into_iter().collect()
+}
+
+/// Mean, sample standard deviation and the central 95% interval of `xs`.
+pub fn spread(xs: &[f64]) -> (f64, f64, [f64; 2]) {
+    use statrs::statistics::{Data, OrderStatistics};
+    if xs.is_empty() {
+        return (0.0, 0.0, [0.0, 0.0]);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = if xs.len() > 1 {
+        (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let mut data = Data::new(xs.to_vec());
+    (mean, sd, [data.quantile(0.025), data.quantile(0.975)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floyd_draws_are_uniform_and_distinct() {
+        let mut rng = Rng::new(3, 4);
+        let mut hits = [0u32; 10];
+        for _ in 0..20_000 {
+            let s = choose(&mut rng, 10, 3);
+            assert_eq!(s.len(), 3);
+            assert!(s.windows(2).all(|w| w[0] < w[1]));
+            for i in s {
+                hits[i] += 1;
+            }
+        }
+        // Each index is chosen with probability 3/10: 6000 expected, sd ~65.
+        for h in hits {
+            assert!((h as f64 - 6000.0).abs() < 400.0, "{hits:?}");
+        }
+        assert_eq!(choose(&mut rng, 4, 9), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn the_plan_follows_torchvision_and_detectron2() {
+        let cand = |positive| Candidate {
+            file: 0,
+            count: [1, 0, 0, 0],
+            positive,
+            row: 0,
+            ce: 0.0,
+            focal: 0.0,
+            loss: [0.0; 4],
+            grad: [0.0; 4],
+            info: None,
+        };
+        let cands: Vec<Candidate> = (0..1000).map(|i| cand(i < 10)).collect();
+        let p = SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 0, seed: 0 };
+        let plan = Plan::new(&cands, &p);
+        assert_eq!((plan.n_pos, plan.n_neg), (10, 246));
+        assert_eq!(plan.p_pos, 1.0);
+        // B larger than the image: everything is taken.
+        let p = SampledParams { batch_size_per_image: 5000, ..p };
+        let plan = Plan::new(&cands, &p);
+        assert_eq!((plan.n_pos, plan.n_neg, plan.p_neg), (10, 990, 1.0));
+        // int(512 * 0.25) = 128 positives at most.
+        let many: Vec<Candidate> = (0..1000).map(|i| cand(i < 500)).collect();
+        let p = SampledParams { batch_size_per_image: 512, positive_fraction: 0.25, draws: 0, seed: 0 };
+        assert_eq!(Plan::new(&many, &p).n_pos, 128);
+    }
+
+    #[test]
+    fn spread_gives_mean_sd_and_interval() {
+        let xs: Vec<f64> = (1..=101).map(f64::from).collect();
+        let (m, sd, ci) = spread(&xs);
+        assert_eq!(m, 51.0);
+        assert!((sd - 29.3002).abs() < 1e-3);
+        assert!(ci[0] > 2.0 && ci[0] < 4.0 && ci[1] > 98.0 && ci[1] < 100.0, "{ci:?}");
+    }
+}

@@ -1,0 +1,451 @@
+//! OHEM, SSD mining, sampling, GHM and the hard-example export against brute force.
+
+use std::collections::BTreeMap;
+
+use crate::util::fixture::{write, Col};
+use crate::util::select_ref::{self as r, Anchor};
+use crate::util::{assert_close, Env, Lcg};
+
+/// A dense sigmoid dump built to hit the edge cases: ties, an image smaller than k, an image
+/// without positives, an image whose anchors are all ignored.
+struct Dump {
+    image: Vec<i64>,
+    label: Vec<i32>,
+    logits: Vec<Vec<f32>>,
+    boxes: Vec<[f32; 4]>,
+}
+
+fn dump() -> Dump {
+    let mut g = Lcg(11);
+    let mut d = Dump { image: vec![], label: vec![], logits: vec![], boxes: vec![] };
+    let sizes = [(0, 40), (1, 6), (2, 20), (3, 5), (4, 30)];
+    for (img, n) in sizes {
+        for i in 0..n {
+            let label = match img {
+                2 => -1,
+                3 => -2,
+                _ => g.pick(&[-1, -1, -1, -1, -1, 0, 1, 2, -2]),
+            };
+            let mut logits: Vec<f32> = (0..3).map(|_| g.range(-6.0, 6.0) as f32).collect();
+            let (x, y, s) =
+                (g.range(0.0, 100.0) as f32, g.range(0.0, 100.0) as f32, g.range(10.0, 40.0) as f32);
+            let mut label = label;
+            if img == 0 && (5..8).contains(&i) {
+                // Three identical, very hard anchors: equal CE, ties broken by row.
+                logits = vec![5.5, 5.5, 5.5];
+                label = -1;
+            }
+            d.image.push(img);
+            d.label.push(label);
+            d.logits.push(logits);
+            d.boxes.push([x, y, x + s, y + s]);
+        }
+    }
+    d
+}
+
+impl Dump {
+    fn write(&self, env: &Env, name: &str, rows_per_group: usize) {
+        let col = |k: usize| Col::F32(self.boxes.iter().map(|b| b[k]).collect());
+        write(
+            &env.path(name),
+            vec![
+                ("image_id", Col::I64(self.image.clone())),
+                ("anchor_id", Col::I64((0..self.image.len() as i64).map(|i| 1000 + i).collect())),
+                ("label", Col::I32(self.label.clone())),
+                ("logits", Col::ListF32(self.logits.clone())),
+                ("x1", col(0)),
+                ("y1", col(1)),
+                ("x2", col(2)),
+                ("y2", col(3)),
+            ],
+            rows_per_group,
+        );
+    }
+
+    fn anchors(&self) -> Vec<Anchor> {
+        r::anchors(&self.image, &self.label, &self.logits, &self.boxes, 0.9, 2.0, 0.25)
+    }
+}
+
+const N_IMAGES: usize = 5;
+
+fn jaccard(
+    images: &BTreeMap<i64, Vec<Anchor>>,
+    a: &dyn Fn(&[Anchor]) -> Vec<f64>,
+    b: &dyn Fn(&[Anchor]) -> Vec<f64>,
+) -> f64 {
+    let (mut inter, mut union) = (0.0, 0.0);
+    for img in images.values() {
+        for ((x, wa), wb) in img.iter().zip(a(img)).zip(b(img)) {
+            inter += x.n() as f64 * wa.min(wb);
+            union += x.n() as f64 * wa.max(wb);
+        }
+    }
+    inter / union
+}
+
+#[test]
+fn ohem_ssd_sampled_and_ghm_match_brute_force() {
+    let env = Env::new();
+    let d = dump();
+    d.write(&env, "d.parquet", 7);
+    let images = r::by_image(&d.anchors());
+    let rep = env
+        .run(&[
+            "analyze",
+            "d.parquet",
+            "--ohem-k",
+            "10",
+            "--neg-pos-ratio",
+            "2",
+            "--batch-size-per-image",
+            "8",
+            "--positive-fraction",
+            "0.3",
+            "--ghm-bins",
+            "10",
+            "--draws",
+            "0",
+            "--format",
+            "json",
+        ])
+        .json();
+    let ohem = |img: &[Anchor]| r::indicator(img.len(), &r::ohem(img, 10, None, None));
+    let ssd = |img: &[Anchor]| r::indicator(img.len(), &r::ssd(img, 2, false));
+    // int(8 * 0.3) = 2 positives at most.
+    let sampled = |img: &[Anchor]| r::sampled(img, 8, 0.3);
+    r::check_sel(&rep, "ohem", &r::total(&images, N_IMAGES, ohem));
+    r::check_sel(&rep, "ssd", &r::total(&images, N_IMAGES, ssd));
+    r::check_sel(&rep, "sampled", &r::total(&images, N_IMAGES, sampled));
+    r::check_ghm(&rep, &d.anchors(), N_IMAGES, 10);
+
+    // The image without positives contributes no SSD negatives.
+    let ssd_selected: f64 = rep["strategies"][4]["selected"].as_f64().unwrap();
+    let positives_and_mined: usize = images.values().map(|img| r::ssd(img, 2, false).len() * 3).sum();
+    assert_eq!(ssd_selected, positives_and_mined as f64);
+    // torchvision's SSD normaliser: selected CE / all positives.
+    let positives: u64 = d.anchors().iter().map(|a| a.count[2] + a.count[3]).sum();
+    let ssd_total = rep["strategies"][4]["loss"]["total"].as_f64().unwrap();
+    assert_close(
+        rep["strategies"][4]["extra"]["torchvision_normalized"].as_f64().unwrap(),
+        ssd_total / positives as f64,
+        1e-12,
+        "torchvision_normalized",
+    );
+
+    let ov = &rep["overlaps"];
+    let pair = |a: &str, b: &str| {
+        ov["jaccard"].as_array().unwrap().iter().find(|j| j["a"] == a && j["b"] == b).unwrap()["jaccard"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_close(pair("ohem", "ssd"), jaccard(&images, &ohem, &ssd), 1e-12, "ohem~ssd");
+    assert_close(pair("ohem", "sampled"), jaccard(&images, &ohem, &sampled), 1e-12, "ohem~sampled");
+    assert_close(pair("ssd", "sampled"), jaccard(&images, &ssd, &sampled), 1e-12, "ssd~sampled");
+    let (mut inside, mut all) = (0.0, 0.0);
+    for img in images.values() {
+        for (a, w) in img.iter().zip(ohem(img)) {
+            inside += w * a.focal;
+            all += a.focal;
+        }
+    }
+    assert_close(ov["focal_share_in_ohem"].as_f64().unwrap(), inside / all, 1e-9, "focal share in ohem");
+}
+
+#[test]
+fn nms_quotas_empty_image_policy_and_oversized_batches_match_brute_force() {
+    let env = Env::new();
+    let d = dump();
+    d.write(&env, "d.parquet", 11);
+    let images = r::by_image(&d.anchors());
+    for (nms, frac) in [("0.3", None), ("0.3", Some("0.3")), ("0.05", Some("0.5"))] {
+        let mut args = vec![
+            "analyze",
+            "d.parquet",
+            "--strategies",
+            "ohem,ssd,sampled",
+            "--ohem-k",
+            "7",
+            "--ohem-nms",
+            nms,
+        ];
+        if let Some(f) = frac {
+            args.extend(["--ohem-pos-fraction", f]);
+        }
+        args.extend(["--ssd-empty-images", "all-negatives", "--batch-size-per-image", "100", "--draws", "0"]);
+        args.extend(["--format", "json"]);
+        let rep = env.run(&args).json();
+        let t: f32 = nms.parse().unwrap();
+        let f = frac.map(|f| f.parse::<f64>().unwrap());
+        let ohem = |img: &[Anchor]| r::indicator(img.len(), &r::ohem(img, 7, Some(t), f));
+        r::check_sel(&rep, "ohem", &r::total(&images, N_IMAGES, ohem));
+        let ssd = |img: &[Anchor]| r::indicator(img.len(), &r::ssd(img, 3, true));
+        r::check_sel(&rep, "ssd", &r::total(&images, N_IMAGES, ssd));
+        // B larger than every image: everything is sampled, with probability 1.
+        let sampled = |img: &[Anchor]| r::sampled(img, 100, 0.5);
+        r::check_sel(&rep, "sampled", &r::total(&images, N_IMAGES, sampled));
+        let s = &rep["strategies"][2];
+        assert_eq!(
+            s["selected"].as_f64().unwrap(),
+            rep["strategies"][2]["buckets"]["easy_negative"]["count"].as_f64().unwrap()
+                + s["buckets"]["hard_negative"]["count"].as_f64().unwrap()
+                + s["buckets"]["easy_positive"]["count"].as_f64().unwrap()
+                + s["buckets"]["hard_positive"]["count"].as_f64().unwrap()
+        );
+    }
+}
+
+#[test]
+fn nms_without_boxes_is_an_error_that_names_the_flag() {
+    let env = Env::new();
+    write(
+        &env.path("nobox.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0])),
+            ("label", Col::I32(vec![0, -1])),
+            ("logits", Col::ListF32(vec![vec![1.0], vec![-1.0]])),
+        ],
+        10,
+    );
+    let e = env.run(&["analyze", "nobox.parquet", "--ohem-nms", "0.7"]).err();
+    assert!(
+        e.contains("--ohem-nms needs the box columns x1, y1, x2, y2") && e.contains("nobox.parquet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn images_split_around_other_images_are_reported_for_per_image_strategies() {
+    let env = Env::new();
+    // Image 0, then image 1, then image 0 again, in separate row groups.
+    write(
+        &env.path("u.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0, 1, 1, 0, 0])),
+            ("label", Col::I32(vec![0, -1, 0, -1, -1, -1])),
+            ("logits", Col::ListF32(vec![vec![1.0]; 6])),
+        ],
+        2,
+    );
+    let e = env.run(&["analyze", "u.parquet", "--threads", "1"]).err();
+    assert!(e.contains("image '0' appears again in u.parquet from row 4"), "{e}");
+    assert!(
+        e.contains("sort the dump by image_id") && e.contains("--strategies ce,alpha_ce,focal,ghm"),
+        "{e}"
+    );
+    // The reweighting strategies merge by image id and do not mind.
+    env.run(&["analyze", "u.parquet", "--strategies", "ce,alpha_ce,focal,ghm"]).ok();
+}
+
+#[test]
+fn sampled_variance_is_the_hypergeometric_one_and_draws_agree_with_the_expectation() {
+    use statrs::distribution::Hypergeometric;
+    use statrs::statistics::Distribution;
+    // A binary dump: every candidate is one decision, so the selected count of a bucket is
+    // hypergeometric within each stratum.
+    let env = Env::new();
+    let mut g = Lcg(21);
+    let n = 3000;
+    let image: Vec<i64> = (0..n).map(|i| (i / 600) as i64).collect();
+    let target: Vec<f32> = (0..n).map(|_| if g.unit() < 0.05 { 1.0 } else { 0.0 }).collect();
+    let logit: Vec<f32> = (0..n).map(|_| g.range(-5.0, 5.0) as f32).collect();
+    write(
+        &env.path("b.parquet"),
+        vec![
+            ("image_id", Col::I64(image.clone())),
+            ("target", Col::F32(target.clone())),
+            ("logit", Col::F32(logit.clone())),
+        ],
+        256,
+    );
+    let rep = env
+        .run(&[
+            "analyze",
+            "b.parquet",
+            "--strategies",
+            "sampled",
+            "--batch-size-per-image",
+            "64",
+            "--positive-fraction",
+            "0.25",
+            "--draws",
+            "2000",
+            "--seed",
+            "3",
+            "--format",
+            "json",
+        ])
+        .json();
+    let s = &rep["strategies"][0];
+    let names = ["easy_negative", "hard_negative", "easy_positive", "hard_positive"];
+    let mut var = [0.0; 4];
+    for img in 0..5 {
+        let rows: Vec<usize> = (0..n).filter(|&i| image[i] == img).collect();
+        for positive in [false, true] {
+            let stratum: Vec<usize> =
+                rows.iter().copied().filter(|&i| (target[i] > 0.0) == positive).collect();
+            let big_n = stratum.len() as u64;
+            let pos_total = rows.iter().filter(|&&i| target[i] > 0.0).count() as u64;
+            let n_pos = pos_total.min(16);
+            let k = if positive { n_pos } else { (rows.len() as u64 - pos_total).min(64 - n_pos) };
+            for (b, v) in var.iter_mut().enumerate() {
+                let in_bucket = stratum
+                    .iter()
+                    .filter(|&&i| {
+                        let p = 1.0 / (1.0 + (-(logit[i] as f64)).exp());
+                        let p_t = if positive { p } else { 1.0 - p };
+                        let bucket = usize::from(positive) * 2 + usize::from(p_t < 0.9);
+                        bucket == b
+                    })
+                    .count() as u64;
+                if big_n > 0 && k > 0 {
+                    *v += Hypergeometric::new(big_n, in_bucket, k).unwrap().variance().unwrap();
+                }
+            }
+        }
+    }
+    for (b, name) in names.iter().enumerate() {
+        let got = s["extra"]["selected_std"][name].as_f64().unwrap();
+        assert!((got - var[b].sqrt()).abs() < 1e-9, "{name}: {got} vs {}", var[b].sqrt());
+        // 2000 seeded draws: their mean bucket loss is within 4 standard errors of the exact
+        // expectation, and their spread matches the exact standard deviation.
+        let draws = &s["extra"]["draws"]["loss"][name];
+        let expected = s["buckets"][name]["loss"].as_f64().unwrap();
+        let sd = s["extra"]["loss_std"][name].as_f64().unwrap();
+        let mean = draws["mean"].as_f64().unwrap();
+        assert!(
+            (mean - expected).abs() <= 4.0 * sd / 2000f64.sqrt() + 1e-12,
+            "{name}: draws {mean} vs {expected} (sd {sd})"
+        );
+        let draw_sd = draws["std"].as_f64().unwrap();
+        assert!((draw_sd - sd).abs() <= 0.1 * sd + 1e-12, "{name}: draw sd {draw_sd} vs exact {sd}");
+    }
+    assert_eq!(s["extra"]["draws"]["n"], 2000);
+}
+
+#[test]
+fn json_with_every_strategy_is_byte_identical_at_one_and_two_threads() {
+    let env = Env::new();
+    let d = dump();
+    d.write(&env, "d.parquet", 3);
+    let run = |t: &str| {
+        env.run(&["analyze", "d.parquet", "--ohem-nms", "0.5", "--threads", t, "--format", "json"]).ok()
+    };
+    assert_eq!(run("1"), run("2"));
+}
+
+#[test]
+fn mine_exports_what_the_strategy_selects_and_reads_back() {
+    use polars_core::prelude::*;
+    use polars_io::prelude::*;
+    let env = Env::new();
+    let d = dump();
+    d.write(&env, "d.parquet", 7);
+    let images = r::by_image(&d.anchors());
+    let read = |name: &str| -> DataFrame {
+        let f = std::fs::File::open(env.path(name)).unwrap();
+        ParquetReader::new(f).finish().unwrap()
+    };
+    let i64s = |df: &DataFrame, c: &str| -> Vec<i64> {
+        df.column(c).unwrap().i64().unwrap().into_no_null_iter().collect()
+    };
+
+    // k = 2 keeps two of the three tied anchors of image 0: rows 5 and 6, in that order.
+    let out = env.run(&["mine", "d.parquet", "--strategy", "ohem", "--ohem-k", "2", "--out", "ohem.parquet"]);
+    out.ok();
+    assert!(out.stderr().contains("rows (ohem) from 4 images"), "{}", out.stderr());
+    let df = read("ohem.parquet");
+    let mut want = Vec::new();
+    for img in images.values() {
+        for (rank, i) in r::ohem(img, 2, None, None).into_iter().enumerate() {
+            want.push((img[i].image, img[i].row as i64, rank as i32 + 1, img[i].ce));
+        }
+    }
+    assert_eq!(df.height(), want.len());
+    assert_eq!(i64s(&df, "row")[..2], [5, 6]);
+    let ranks: Vec<i32> = df.column("rank").unwrap().i32().unwrap().into_no_null_iter().collect();
+    let losses: Vec<f64> = df.column("loss").unwrap().f64().unwrap().into_no_null_iter().collect();
+    for (k, (img, row, rank, ce)) in want.iter().enumerate() {
+        assert_eq!(i64s(&df, "image_id")[k], *img);
+        assert_eq!(i64s(&df, "row")[k], *row);
+        assert_eq!(i64s(&df, "anchor_id")[k], 1000 + row);
+        assert_eq!(ranks[k], *rank);
+        assert_close(losses[k], *ce, 1e-12, "exported loss");
+    }
+    let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "strategy",
+            "image_id",
+            "file",
+            "row",
+            "anchor_id",
+            "level",
+            "label",
+            "class",
+            "loss",
+            "rank",
+            "weight"
+        ]
+    );
+
+    // focal --top 2: the two highest focal losses per image, weight = focal / CE.
+    env.run(&["mine", "d.parquet", "--strategy", "focal", "--top", "2", "--out", "focal.parquet", "--quiet"])
+        .ok();
+    let df = read("focal.parquet");
+    assert_eq!(df.height(), 2 * images.len());
+    let weights: Vec<f64> = df.column("weight").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let losses: Vec<f64> = df.column("loss").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let rows = i64s(&df, "row");
+    for k in 0..df.height() {
+        let a = d.anchors().into_iter().find(|a| a.row as i64 == rows[k]).unwrap();
+        assert_close(losses[k], a.focal, 1e-12, "focal loss");
+        assert_close(weights[k], a.focal / a.ce, 1e-12, "focal weight");
+    }
+
+    // ssd and sampled: the selected counts per image.
+    env.run(&["mine", "d.parquet", "--strategy", "ssd", "--out", "ssd.parquet", "--quiet"]).ok();
+    let want: usize = images.values().map(|img| r::ssd(img, 3, false).len()).sum();
+    assert_eq!(read("ssd.parquet").height(), want);
+    env.run(&[
+        "mine",
+        "d.parquet",
+        "--strategy",
+        "sampled",
+        "--batch-size-per-image",
+        "5",
+        "--out",
+        "s.parquet",
+        "--quiet",
+    ])
+    .ok();
+    let want: usize = images.values().map(|img| img.len().min(5)).sum();
+    assert_eq!(read("s.parquet").height(), want);
+    let leftovers = std::fs::read_dir(env.root())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".tmp"))
+        .count();
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn help_shows_an_example_for_each_strategy() {
+    let env = Env::new();
+    let help = env.run(&["analyze", "--help"]).ok();
+    for s in [
+        "--strategies ce,focal",
+        "alpha_ce",
+        "--strategies ohem",
+        "--strategies ssd",
+        "--strategies sampled --preset rpn",
+        "--strategies ghm",
+    ] {
+        assert!(help.contains(s), "{s} missing from:\n{help}");
+    }
+    let help = env.run(&["mine", "--help"]).ok();
+    for s in ["--strategy ohem", "--strategy ssd", "--strategy sampled", "--strategy focal"] {
+        assert!(help.contains(s), "{s} missing from:\n{help}");
+    }
+}
