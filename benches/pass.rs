@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use rayon::prelude::*;
 
 use hardmine::analysis;
-use hardmine::config::{AnalysisParams, StrategyKind};
+use hardmine::config::{AnalysisParams, StrategyKind, SweepParams};
 use hardmine::input::Dump;
 use hardmine::loss::Decision;
 use hardmine::synth::{self, Rng, SynthConfig};
@@ -78,5 +78,35 @@ fn pass(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, pass);
+/// The alpha grid is free: 14 alphas must cost the same pass as 4.
+fn sweep(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sweep");
+    g.sample_size(10);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig { images: 8, anchors_per_image: 20_000, classes: 20, ..Default::default() };
+    synth::generate(dir.path(), &cfg).unwrap();
+    let decisions = (cfg.images * cfg.anchors_per_image * cfg.classes) as u64;
+    g.throughput(Throughput::Elements(decisions));
+    let four = vec![0.25, 0.5, 0.75, -1.0];
+    let fourteen: Vec<f64> = four.iter().copied().chain((1..=10).map(|i| f64::from(i) / 11.0)).collect();
+    for alphas in [four, fourteen] {
+        let config = AnalysisParams {
+            strategies: vec![StrategyKind::Focal],
+            sweep: Some(SweepParams { alphas: alphas.clone(), ..Default::default() }),
+            ..Default::default()
+        }
+        .check()
+        .unwrap();
+        let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
+        g.bench_with_input(BenchmarkId::new("alphas", alphas.len()), &dump, |b, dump| {
+            b.iter(|| {
+                let pass = analysis::run(dump, &config, &analysis::Quiet, None).unwrap();
+                black_box(pass.finish(dump, &config, "sweep"))
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, kernels, pass, sweep);
 criterion_main!(benches);

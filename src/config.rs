@@ -235,8 +235,10 @@ impl Default for DumpParams {
 pub struct Extras {
     /// Read `x1, y1, x2, y2` (required: opening a dump without them fails).
     pub boxes: bool,
-    /// Read `anchor_id` and `level` where present (for exports).
+    /// Read `anchor_id` where present (for exports).
     pub ids: bool,
+    /// Read `level` and `iou` where present (for breakdowns and exports).
+    pub groups: bool,
 }
 
 /// How to read a dump (validated).
@@ -306,7 +308,7 @@ impl DumpOptions {
     }
     /// The same options, also reading `anchor_id` and `level` (for exports).
     pub fn with_ids(&self) -> DumpOptions {
-        DumpOptions { extras: Extras { ids: true, ..self.extras }, ..self.clone() }
+        DumpOptions { extras: Extras { ids: true, groups: true, ..self.extras }, ..self.clone() }
     }
 }
 
@@ -388,6 +390,99 @@ impl Default for GhmParams {
     }
 }
 
+/// The gamma x alpha sweep (unchecked).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepParams {
+    /// Gammas to sweep (`--gammas`, default 0, 0.5, 1, 2, 5).
+    pub gammas: Vec<f64>,
+    /// Alphas to sweep; negative = no alpha weighting (`--alphas`, default 0.25, 0.5, 0.75, -1).
+    pub alphas: Vec<f64>,
+    /// The recommendation picks the smallest gamma whose easy negatives carry less than this
+    /// share of the loss (`--target-easy-share`, default 0.1).
+    pub target_easy_share: f64,
+}
+
+impl Default for SweepParams {
+    fn default() -> Self {
+        SweepParams {
+            gammas: vec![0.0, 0.5, 1.0, 2.0, 5.0],
+            alphas: vec![0.25, 0.5, 0.75, -1.0],
+            target_easy_share: 0.1,
+        }
+    }
+}
+
+/// The validated sweep grid.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepGrid {
+    /// Gammas, in the order given.
+    pub gammas: Vec<f64>,
+    /// Alphas (`None` = no alpha weighting), in the order given.
+    pub alphas: Vec<Option<f64>>,
+    /// Target easy-negative share of the recommendation rule.
+    pub target_easy_share: f64,
+}
+
+impl SweepParams {
+    /// Validates the grid.
+    pub fn check(&self) -> Result<SweepGrid, ConfigError> {
+        if self.gammas.is_empty() || self.gammas.len() > 64 {
+            return Err(ConfigError::invalid(
+                "--gammas",
+                self.gammas.len(),
+                "give 1 to 64 gammas, e.g. --gammas 0,0.5,1,2,5",
+            ));
+        }
+        for (i, &g) in self.gammas.iter().enumerate() {
+            if !(g.is_finite() && (0.0..=MAX_GAMMA).contains(&g)) {
+                return Err(ConfigError::invalid(
+                    "--gammas",
+                    g,
+                    format!("every gamma must be in [0, {MAX_GAMMA}]"),
+                ));
+            }
+            if self.gammas[..i].contains(&g) {
+                return Err(ConfigError::invalid("--gammas", g, "listed twice"));
+            }
+        }
+        if self.alphas.is_empty() || self.alphas.len() > 1024 {
+            return Err(ConfigError::invalid("--alphas", self.alphas.len(), "give 1 to 1024 alphas"));
+        }
+        let mut alphas = Vec::new();
+        for &a in &self.alphas {
+            let a = check_alpha("--alphas", a)?;
+            if alphas.contains(&a) {
+                return Err(ConfigError::invalid(
+                    "--alphas",
+                    a.map_or(-1.0, |x| x),
+                    "listed twice (every negative value means 'no alpha')",
+                ));
+            }
+            alphas.push(a);
+        }
+        if !(self.target_easy_share > 0.0 && self.target_easy_share < 1.0) {
+            return Err(ConfigError::invalid(
+                "--target-easy-share",
+                self.target_easy_share,
+                "must be strictly between 0 and 1 (default 0.1)",
+            ));
+        }
+        Ok(SweepGrid { gammas: self.gammas.clone(), alphas, target_easy_share: self.target_easy_share })
+    }
+}
+
+/// Parses a comma-separated list of numbers (`--gammas 0,0.5,1`).
+pub fn parse_numbers(flag: &'static str, list: &str) -> Result<Vec<f64>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<f64>()
+                .map_err(|_| ConfigError::invalid(flag, s, "expected a comma-separated list of numbers"))
+        })
+        .collect()
+}
+
 /// Everything `analyze` needs (unchecked). `Default` gives the documented defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AnalysisParams {
@@ -412,6 +507,11 @@ pub struct AnalysisParams {
     pub sampled: SampledParams,
     /// GHM-C settings.
     pub ghm: GhmParams,
+    /// The gamma x alpha sweep, loss CDFs and gradient density (`None` = not computed).
+    pub sweep: Option<SweepParams>,
+    /// Breakdowns per level, class, IoU band and image, the normalisers and the health checks
+    /// (default on).
+    pub breakdowns: bool,
 }
 
 impl Default for AnalysisParams {
@@ -427,6 +527,8 @@ impl Default for AnalysisParams {
             ssd: SsdParams::default(),
             sampled: SampledParams::default(),
             ghm: GhmParams::default(),
+            sweep: None,
+            breakdowns: true,
         }
     }
 }
@@ -448,6 +550,8 @@ pub struct AnalysisConfig {
     ssd: SsdParams,
     sampled: SampledParams,
     ghm: GhmParams,
+    sweep: Option<SweepGrid>,
+    breakdowns: bool,
 }
 
 impl AnalysisParams {
@@ -455,6 +559,7 @@ impl AnalysisParams {
     pub fn check(self) -> Result<AnalysisConfig, ConfigError> {
         let mut dump = self.dump.check()?;
         dump.extras.boxes = self.strategies.contains(&StrategyKind::Ohem) && self.ohem.nms.is_some();
+        dump.extras.groups = self.breakdowns;
         if !(self.gamma.is_finite() && (0.0..=MAX_GAMMA).contains(&self.gamma)) {
             return Err(ConfigError::invalid(
                 "--gamma",
@@ -506,6 +611,8 @@ impl AnalysisParams {
             ssd: self.ssd,
             sampled: self.sampled,
             ghm: self.ghm,
+            sweep: self.sweep.as_ref().map(SweepParams::check).transpose()?,
+            breakdowns: self.breakdowns,
         })
     }
 }
@@ -625,6 +732,14 @@ impl AnalysisConfig {
     pub fn ghm(&self) -> &GhmParams {
         &self.ghm
     }
+    /// The sweep grid, if requested.
+    pub fn sweep(&self) -> Option<&SweepGrid> {
+        self.sweep.as_ref()
+    }
+    /// Whether breakdowns, normalisers and health checks are computed.
+    pub fn breakdowns(&self) -> bool {
+        self.breakdowns
+    }
     /// Whether `kind` was requested.
     pub fn has(&self, kind: StrategyKind) -> bool {
         self.strategies.contains(&kind)
@@ -702,6 +817,17 @@ mod tests {
             "--batch-size-per-image",
         );
         bad(AnalysisParams { ghm: GhmParams { bins: 0 }, ..Default::default() }, "--ghm-bins");
+        let sweep = |gammas: Vec<f64>, alphas: Vec<f64>, t: f64| AnalysisParams {
+            sweep: Some(SweepParams { gammas, alphas, target_easy_share: t }),
+            ..Default::default()
+        };
+        bad(sweep(vec![], vec![0.25], 0.1), "--gammas");
+        bad(sweep(vec![2.0, 2.0], vec![0.25], 0.1), "--gammas");
+        bad(sweep(vec![-1.0], vec![0.25], 0.1), "--gammas");
+        bad(sweep(vec![2.0], vec![1.5], 0.1), "--alphas");
+        bad(sweep(vec![2.0], vec![-1.0, -2.0], 0.1), "--alphas");
+        bad(sweep(vec![2.0], vec![0.25], 1.0), "--target-easy-share");
+        assert!(parse_numbers("--gammas", "0, 0.5,x").unwrap_err().to_string().contains("--gammas"));
     }
 
     #[test]

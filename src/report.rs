@@ -27,6 +27,228 @@ pub struct Report {
     /// How much the selections of ohem, ssd and sampled overlap (when at least two ran).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlaps: Option<Overlaps>,
+    /// The gamma x alpha sweep, loss CDFs and recommendation (`hardmine sweep`, `report`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepReport>,
+    /// Histograms of the gradient norm |p - y| (GHM's Fig. 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_density: Option<GradientDensity>,
+    /// Imbalance per FPN level, class, IoU band and image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakdowns: Option<Breakdowns>,
+    /// The focal loss under each framework's normaliser.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub normalizers: Vec<Normalizer>,
+    /// Warnings and facts about the dump, each with a fix where one applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthItem>,
+}
+
+/// Names of the buckets, in report order.
+pub const BUCKET_NAMES: [&str; 4] = ["easy_negative", "hard_negative", "easy_positive", "hard_positive"];
+
+/// The sweep section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// One cell per (gamma, alpha), gammas outer, in the order given.
+    pub grid: Vec<SweepCell>,
+    /// Per gamma, the alpha that gives positives and negatives equal loss.
+    pub balanced_alpha: Vec<BalancedAlpha>,
+    /// The recommended (gamma, alpha), the rule and the numbers behind it.
+    pub recommendation: Recommendation,
+    /// The focal-loss paper's default (gamma 2, alpha 0.25).
+    pub paper_default: BalancedAlpha,
+    /// The paper's Table 1b, for reference.
+    pub table_1b: Vec<Table1bRow>,
+    /// Sample fractions (easiest first) at which the CDFs are given.
+    pub cdf_x: Vec<f64>,
+    /// Cumulative loss curves per gamma (the paper's Fig. 4).
+    pub cdf: Vec<Cdf>,
+    /// CDF values read off log bins are within this factor of the crossing bin's loss share.
+    pub cdf_share_error_factor: f64,
+}
+
+/// One (gamma, alpha) cell of the sweep.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepCell {
+    /// gamma.
+    pub gamma: f64,
+    /// alpha, or null for no alpha weighting.
+    pub alpha: Option<f64>,
+    /// Total and normalised focal loss.
+    pub loss: LossTotals,
+    /// Loss share of each bucket.
+    pub buckets: BucketShares,
+    /// Positive loss / negative loss.
+    pub pos_neg_ratio: f64,
+    /// Share of the total loss carried by the hardest 1% of negatives.
+    pub top1_share: f64,
+    /// Share of the total loss carried by the hardest 10% of negatives.
+    pub top10_share: f64,
+    /// (sum w)^2 / sum w^2 of the per-decision losses.
+    pub effective_n: f64,
+}
+
+/// A loss share.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Share {
+    /// Share of the total loss.
+    pub loss_share: f64,
+}
+
+/// Loss shares of the four buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BucketShares {
+    /// Negatives with p_t >= tau.
+    pub easy_negative: Share,
+    /// Negatives with p_t < tau.
+    pub hard_negative: Share,
+    /// Positives with p_t >= tau.
+    pub easy_positive: Share,
+    /// Positives with p_t < tau.
+    pub hard_positive: Share,
+}
+
+/// A (gamma, alpha) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BalancedAlpha {
+    /// gamma.
+    pub gamma: f64,
+    /// alpha.
+    pub alpha: f64,
+}
+
+/// The recommendation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// Recommended gamma.
+    pub gamma: f64,
+    /// Recommended alpha.
+    pub alpha: f64,
+    /// The rule, in words.
+    pub rule: String,
+    /// Whether the grid reached the rule's target.
+    pub target_met: bool,
+    /// The numbers behind it.
+    pub reasons: Vec<String>,
+}
+
+/// A row of the focal-loss paper's Table 1b.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Table1bRow {
+    /// gamma.
+    pub gamma: f64,
+    /// Its best alpha.
+    pub alpha: f64,
+    /// COCO AP.
+    pub ap: f64,
+    /// AP at IoU 0.5.
+    pub ap50: f64,
+    /// AP at IoU 0.75.
+    pub ap75: f64,
+}
+
+/// Loss CDFs of one gamma.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cdf {
+    /// gamma.
+    pub gamma: f64,
+    /// Negatives.
+    pub negatives: CdfSide,
+    /// Positives.
+    pub positives: CdfSide,
+}
+
+/// The CDF of one side.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CdfSide {
+    /// Share of the loss carried by the easiest `cdf_x` fraction of the samples.
+    pub y: Vec<f64>,
+    /// Fraction of the samples, hardest first, carrying half the loss.
+    pub hardest_fraction_for_50: f64,
+    /// Fraction carrying 90% of the loss.
+    pub hardest_fraction_for_90: f64,
+    /// Bound on the error of the two fractions (one bin's share of the samples).
+    pub fraction_error_bound: f64,
+}
+
+/// Histograms of the gradient norm g = |p - y|.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradientDensity {
+    /// Equal bins over [0, 1].
+    pub bins: usize,
+    /// Counts of positives per bin.
+    pub positives: Vec<u64>,
+    /// Counts of negatives per bin.
+    pub negatives: Vec<u64>,
+}
+
+/// The breakdowns.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Breakdowns {
+    /// Per FPN level (empty without a `level` column).
+    pub by_level: Vec<GroupRow>,
+    /// Per class.
+    pub by_class: Vec<GroupRow>,
+    /// Per IoU band of width 0.1 (empty without an `iou` column).
+    pub by_iou: Vec<GroupRow>,
+    /// Images with the highest focal loss.
+    pub top_images_by_loss: Vec<GroupRow>,
+    /// Images where easy negatives carry the largest share of the CE loss.
+    pub top_images_by_easy_negative_share: Vec<GroupRow>,
+}
+
+/// Imbalance statistics of one group of decisions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GroupRow {
+    /// The group: a level, class, IoU band ("0.4-0.5") or image id.
+    pub key: serde_json::Value,
+    /// Anchors (rows of a dense dump; null for classes and binary dumps).
+    pub anchors: Option<u64>,
+    /// Ignored anchors (null where anchors are).
+    pub ignored: Option<u64>,
+    /// Decisions.
+    pub decisions: u64,
+    /// Positive decisions.
+    pub positives: u64,
+    /// Negative decisions.
+    pub negatives: u64,
+    /// negatives / positives (null without positives).
+    pub neg_pos_ratio: Option<f64>,
+    /// Share of the dump's CE loss.
+    pub ce_share: f64,
+    /// Share of the dump's focal loss.
+    pub focal_share: f64,
+    /// Easy negatives / decisions.
+    pub easy_negative_share: f64,
+    /// Share of the group's CE loss carried by its easy negatives.
+    pub easy_negative_ce_share: f64,
+    /// Share of the group's focal loss carried by its easy negatives.
+    pub easy_negative_focal_share: f64,
+}
+
+/// The focal loss under one normaliser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    /// Short name.
+    pub name: String,
+    /// Who normalises this way.
+    pub used_by: String,
+    /// The normalised focal loss.
+    pub value: f64,
+}
+
+/// One health finding.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthItem {
+    /// Stable identifier (e.g. `prior_bias`).
+    pub code: String,
+    /// `warning` or `info`.
+    pub level: String,
+    /// What was found, with the numbers.
+    pub message: String,
+    /// How to fix it, where that applies.
+    pub fix: Option<String>,
 }
 
 /// Overlaps between selection strategies.

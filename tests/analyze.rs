@@ -414,12 +414,12 @@ fn string_ids_variable_lists_hive_partitions_and_renamed_columns() {
 fn json_is_byte_identical_across_threads_and_row_group_sizes() {
     let env = Env::new();
     let d = dense(7, 12, 150, 5);
-    std::fs::create_dir_all(env.path("small")).unwrap();
-    std::fs::create_dir_all(env.path("large")).unwrap();
-    d.write(&env.path("small/dump.parquet"), 0..d.image.len(), 17);
-    d.write(&env.path("large/dump.parquet"), 0..d.image.len(), 100_000);
+    std::fs::create_dir_all(env.path("groups_of_17")).unwrap();
+    std::fs::create_dir_all(env.path("groups_of_100k")).unwrap();
+    d.write(&env.path("groups_of_17/dump.parquet"), 0..d.image.len(), 17);
+    d.write(&env.path("groups_of_100k/dump.parquet"), 0..d.image.len(), 100_000);
     let mut outputs = Vec::new();
-    for dir in ["small", "large"] {
+    for dir in ["groups_of_17", "groups_of_100k"] {
         for threads in ["1", "2", "3"] {
             let r = env.run(&[
                 "analyze",

@@ -7,3 +7,4 @@ mod analyze;
 mod cli;
 mod errors;
 mod strategies;
+mod sweep;

@@ -9,11 +9,15 @@
 //! Rows of one image may be spread over row groups and files: per-image sums are merged by
 //! image id. Image ids must therefore identify an image across all inputs of a run.
 
+pub mod breakdown;
 pub mod dataset;
 pub mod decisions;
 pub mod ghm;
+pub mod health;
+pub mod hist;
 pub mod select;
 pub mod sum;
+pub mod sweep;
 pub mod weighted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,11 +29,13 @@ use crate::config::{AnalysisConfig, Layout, StrategyKind};
 use crate::error::{Error, InputError};
 use crate::input::{Batch, Dump};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
+use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
 use decisions::{DecisionChunk, Expansion};
 use ghm::GhmAcc;
 use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
 use sum::ExactSum;
+use sweep::SweepAcc;
 use weighted::{WeightedAcc, WeightedKind};
 
 /// A statistic computed in one pass: observe batches and decision chunks, merge partial results.
@@ -115,6 +121,10 @@ pub struct Pass {
     pub strategies: Vec<StrategyAcc>,
     /// Per-image selection (ohem, ssd, sampled, mining), when any is requested.
     pub select: Option<SelectAcc>,
+    /// Breakdowns, gradient density, normalisers and health counts, when requested.
+    pub breakdown: Option<BreakdownAcc>,
+    /// The gamma x alpha sweep, when requested.
+    pub sweep: Option<SweepAcc>,
 }
 
 impl Pass {
@@ -130,7 +140,9 @@ impl Pass {
             })
             .collect();
         let select = SelectConfig::from_config(config, mine).map(SelectAcc::new);
-        Pass { dataset: DatasetAcc::default(), strategies, select }
+        let breakdown = config.breakdowns().then(|| BreakdownAcc::new(config.gamma(), config.alpha()));
+        let sweep = config.sweep().cloned().map(SweepAcc::new);
+        Pass { dataset: DatasetAcc::default(), strategies, select, breakdown, sweep }
     }
 
     /// Folds one batch into the accumulators. Images complete inside the batch are finalised.
@@ -139,7 +151,10 @@ impl Pass {
         if let Some(sel) = &mut self.select {
             sel.observe_batch(batch);
         }
-        let Pass { dataset, strategies, select } = self;
+        if let Some(b) = &mut self.breakdown {
+            b.observe_batch(batch);
+        }
+        let Pass { dataset, strategies, select, breakdown, sweep } = self;
         decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
             dataset.observe(chunk);
             for s in strategies.iter_mut() {
@@ -147,6 +162,12 @@ impl Pass {
             }
             if let Some(sel) = select.as_mut() {
                 sel.observe(chunk);
+            }
+            if let Some(b) = breakdown.as_mut() {
+                b.observe(chunk);
+            }
+            if let Some(s) = sweep.as_mut() {
+                s.observe(chunk);
             }
         });
         if let Some(sel) = &mut self.select {
@@ -161,6 +182,12 @@ impl Pass {
     pub fn merge(&mut self, other: Pass) -> Result<(), Reappeared> {
         self.dataset.merge(other.dataset);
         for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.breakdown, other.breakdown) {
+            a.merge(b);
+        }
+        if let (Some(a), Some(b)) = (&mut self.sweep, other.sweep) {
             a.merge(b);
         }
         match (&mut self.select, other.select) {
@@ -228,9 +255,31 @@ impl Pass {
                         .then_some(dump.background_class()),
                 },
             },
-            dataset,
             strategies,
             overlaps: self.select.as_ref().and_then(SelectAcc::overlaps),
+            sweep: self.sweep.as_ref().map(|s| s.finish(&self.dataset.images)),
+            gradient_density: self.breakdown.as_ref().map(BreakdownAcc::density),
+            breakdowns: self.breakdown.as_ref().map(|b| b.breakdowns(shape.layout == Layout::Dense)),
+            normalizers: self.breakdown.as_ref().map(BreakdownAcc::normalizers).unwrap_or_default(),
+            health: match &self.breakdown {
+                Some(b) => {
+                    let mut gammas = vec![config.gamma()];
+                    if let Some(g) = config.sweep() {
+                        gammas.extend(&g.gammas);
+                    }
+                    let cx = health::HealthContext {
+                        shape,
+                        width: dump.width(),
+                        background_class: dump.background_class(),
+                        decisions: dataset.decisions,
+                        positives: dataset.positives,
+                        gammas: &gammas,
+                    };
+                    health::checks(&b.health, &cx)
+                }
+                None => Vec::new(),
+            },
+            dataset,
         }
     }
 
@@ -343,6 +392,7 @@ fn run_in_pool(
 }
 
 #[cfg(test)]
+#[allow(clippy::single_range_in_vec_init)] // one range = one batch
 mod tests {
     use super::*;
     use crate::config::{Activation, AnalysisParams, ScoreKind, StrategyKind};
@@ -353,7 +403,7 @@ mod tests {
     const C: usize = 3;
 
     /// Rows of a dense sigmoid dump: (image, label, logits).
-    fn rows(seed: u64, n: usize) -> Vec<(i64, i32, [f32; C])> {
+    fn rows(seed: u64, n: usize) -> Vec<Row> {
         let mut rng = Rng::new(seed, 0);
         let mut image = 0;
         (0..n)
@@ -368,7 +418,10 @@ mod tests {
             .collect()
     }
 
-    fn batch(rows: &[(i64, i32, [f32; C])]) -> Batch {
+    type Row = (i64, i32, [f32; C]);
+
+    /// A batch of `rows`, the first of which is row `first_row` of the file.
+    fn batch(rows: &[Row], first_row: u64) -> Batch {
         let mut images: Vec<ImageRun> = Vec::new();
         for (i, r) in rows.iter().enumerate() {
             match images.last_mut() {
@@ -378,7 +431,7 @@ mod tests {
         }
         Batch {
             file: 0,
-            first_row: 0,
+            first_row,
             rows: rows.len(),
             images,
             targets: Targets::Labels(rows.iter().map(|r| r.1).collect()),
@@ -387,6 +440,7 @@ mod tests {
             weight: None,
             anchor_id: None,
             level: None,
+            iou: None,
             boxes: None,
         }
     }
@@ -398,24 +452,26 @@ mod tests {
         Expansion { shape, width: C, background_class: 0 }
     }
 
-    fn pass_over(parts: &[&[(i64, i32, [f32; C])]], config: &AnalysisConfig) -> Pass {
+    /// A pass over `ranges` of `data`, each range a batch, merged in the order given.
+    fn pass_over(data: &[Row], ranges: &[std::ops::Range<usize>], config: &AnalysisConfig) -> Pass {
         let exp = expansion();
         let mut total = Pass::new(config, None);
-        for p in parts {
+        for r in ranges {
             let mut pass = Pass::new(config, None);
-            pass.observe_batch(&exp, &batch(p), config.easy_threshold()).unwrap();
+            pass.observe_batch(&exp, &batch(&data[r.clone()], r.start as u64), config.easy_threshold())
+                .unwrap();
             total.merge(pass).unwrap();
         }
         total.finish_selection().unwrap();
         total
     }
 
-    fn cut(rng: &mut Rng, data: &[(i64, i32, [f32; C])]) -> Vec<usize> {
-        let mut cuts: Vec<usize> =
-            (0..rng.below(12) + 1).map(|_| rng.below(data.len() as u64) as usize).collect();
-        cuts.extend([0, data.len()]);
+    /// Random consecutive ranges covering `0..n` (images span them).
+    fn cut(rng: &mut Rng, n: usize) -> Vec<std::ops::Range<usize>> {
+        let mut cuts: Vec<usize> = (0..rng.below(12) + 1).map(|_| rng.below(n as u64) as usize).collect();
+        cuts.extend([0, n]);
         cuts.sort_unstable();
-        cuts
+        cuts.windows(2).map(|w| w[0]..w[1]).collect()
     }
 
     #[test]
@@ -425,23 +481,20 @@ mod tests {
             vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal, StrategyKind::Ghm];
         let config = AnalysisParams { strategies, ..Default::default() }.check().unwrap();
         let data = rows(42, 5000);
-        let whole = pass_over(&[&data], &config);
+        let whole = pass_over(&data, &[0..data.len()], &config);
         let mut rng = Rng::new(7, 7);
         for _ in 0..10 {
             // Random cut points (images span batches), then merge in a random order.
-            let cuts = cut(&mut rng, &data);
-            let mut parts: Vec<&[(i64, i32, [f32; C])]> =
-                cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
+            let mut parts = cut(&mut rng, data.len());
             for i in (1..parts.len()).rev() {
                 parts.swap(i, rng.below(i as u64 + 1) as usize);
             }
-            let split = pass_over(&parts, &config);
+            let split = pass_over(&data, &parts, &config);
             assert_eq!(split, whole);
             assert_eq!(split.strategy_reports(), whole.strategy_reports());
         }
         // Rows of one image in two places (unsorted input) still merge by image id.
-        let (a, b) = data.split_at(1234);
-        let reordered = pass_over(&[b, a], &config);
+        let reordered = pass_over(&data, &[1234..data.len(), 0..1234], &config);
         assert_eq!(reordered.strategy_reports(), whole.strategy_reports());
     }
 
@@ -449,12 +502,12 @@ mod tests {
     fn per_image_selection_gives_the_same_result_for_any_split_in_dump_order() {
         let config = AnalysisParams::default().check().unwrap();
         let data = rows(43, 5000);
-        let whole = pass_over(&[&data], &config).strategy_reports();
+        let whole = pass_over(&data, &[0..data.len()], &config);
         let mut rng = Rng::new(8, 8);
         for _ in 0..10 {
-            let cuts = cut(&mut rng, &data);
-            let parts: Vec<&[(i64, i32, [f32; C])]> = cuts.windows(2).map(|w| &data[w[0]..w[1]]).collect();
-            assert_eq!(pass_over(&parts, &config).strategy_reports(), whole);
+            let split = pass_over(&data, &cut(&mut rng, data.len()), &config);
+            assert_eq!(split.strategy_reports(), whole.strategy_reports());
+            assert_eq!(split.breakdown, whole.breakdown);
         }
     }
 
@@ -462,18 +515,18 @@ mod tests {
     fn an_image_split_around_another_is_reported_for_selection() {
         let config = AnalysisParams::default().check().unwrap();
         let exp = expansion();
-        let observed = |rows: &[(i64, i32, [f32; C])]| {
+        let observed = |rows: &[Row], first_row: u64| {
             let mut pass = Pass::new(&config, None);
-            pass.observe_batch(&exp, &batch(rows), 0.9).unwrap();
+            pass.observe_batch(&exp, &batch(rows, first_row), 0.9).unwrap();
             pass
         };
         // Inside one row group the rows of image 0 are gathered: no error.
-        let mut one = observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C]), (0, 0, [1.0; C])]);
+        let mut one = observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C]), (0, 0, [1.0; C])], 0);
         one.finish_selection().unwrap();
         // Across row groups, image 0 is complete once image 1 follows it: seeing it again is an error.
         let mut total = Pass::new(&config, None);
-        total.merge(observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C])])).unwrap();
-        let err = total.merge(observed(&[(0, 0, [1.0; C])])).unwrap_err();
+        total.merge(observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C])], 0)).unwrap();
+        let err = total.merge(observed(&[(0, 0, [1.0; C])], 2)).unwrap_err();
         assert_eq!(err.image, "0");
     }
 
@@ -481,7 +534,7 @@ mod tests {
     fn ignored_anchors_add_no_decisions_but_their_images_count() {
         let config = AnalysisParams::default().check().unwrap();
         let data = vec![(0, -2, [1.0; C]), (0, -2, [2.0; C]), (1, 0, [0.0; C])];
-        let pass = pass_over(&[&data], &config);
+        let pass = pass_over(&data, &[0..3], &config);
         let s = pass.dataset_summary(Layout::Dense, 1);
         assert_eq!((s.images, s.anchors, s.decisions, s.ignored, s.positives), (2, Some(3), 3, 2, 1));
         // Image 1: CE = 3 ln 2 over 1 positive; image 0 adds 0; mean over 2 images.

@@ -65,7 +65,7 @@ impl SynthArgs {
 pub fn describe(s: &SynthSummary, cfg: &SynthConfig, dir: &std::path::Path) -> String {
     let anchors = (cfg.images * cfg.anchors_per_image) as f64;
     format!(
-        "wrote {} file(s), {} rows to {}: {} images x {} anchors x {} classes, {:.3}% foreground anchors, {:.2}% ignored",
+        "wrote {} file(s), {} rows to {}\n  {} images x {} anchors x {} classes, {:.3}% foreground anchors, {:.2}% ignored",
         s.files.len(),
         s.rows,
         dir.display(),

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod generate;
 mod mine;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 enum Command {
     /// Compare CE, alpha-CE, focal loss, OHEM, SSD mining, sampling and GHM bucket by bucket.
     Analyze(analyze::AnalyzeArgs),
+    /// Sweep gamma x alpha: loss shares, CDFs, balanced alphas and a recommendation.
+    Sweep(sweep::SweepArgs),
     /// Export the hard examples a strategy selects to Parquet.
     Mine(mine::MineArgs),
     /// Write a synthetic RetinaNet-like dump.
@@ -38,6 +41,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Sweep(s) => sweep::run(s),
         Command::Mine(m) => mine::run(m),
         Command::Generate(g) => generate::run(g),
         Command::Demo(d) => demo::run(d),

@@ -100,6 +100,8 @@ pub struct Batch {
     pub anchor_id: Option<Vec<i64>>,
     /// `level`, when requested and present.
     pub level: Option<Vec<i64>>,
+    /// `iou`, when requested and present.
+    pub iou: Option<Vec<f32>>,
     /// `x1, y1, x2, y2`, when requested and present.
     pub boxes: Option<Vec<[f32; 4]>>,
 }

@@ -100,7 +100,10 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
     let extras = dump.extras();
     if extras.ids {
         wanted.extend(cols.anchor_id.iter());
+    }
+    if extras.groups {
         wanted.extend(cols.level.iter());
+        wanted.extend(cols.iou.iter());
     }
     if extras.boxes {
         wanted.extend(cols.boxes.iter().flatten());
@@ -198,14 +201,29 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         _ => None,
     };
 
-    let ids = |r: &Option<Resolved>| -> Result<Option<Vec<i64>>, InputError> {
+    let ints = |r: &Option<Resolved>, on: bool| -> Result<Option<Vec<i64>>, InputError> {
         match r {
-            Some(r) if extras.ids => Ok(Some(int_column(&ctx, r, get(r)?, rows)?)),
+            Some(r) if on => Ok(Some(int_column(&ctx, r, get(r)?, rows)?)),
             _ => Ok(None),
         }
     };
-    let anchor_id = ids(&cols.anchor_id)?;
-    let level = ids(&cols.level)?;
+    let anchor_id = ints(&cols.anchor_id, extras.ids)?;
+    let level = ints(&cols.level, extras.groups)?;
+    let iou = match &cols.iou {
+        Some(r) if extras.groups => {
+            let v = number_column(&ctx, r, get(r)?, rows)?;
+            if let Some(i) = v.iter().position(|x| !(0.0..=1.0).contains(x)) {
+                return Err(ctx.err(
+                    r,
+                    i,
+                    format!("IoU {} is outside [0, 1]", v[i]),
+                    "write the max IoU of each anchor with any ground-truth box",
+                ));
+            }
+            Some(v.into_iter().map(|x| x as f32).collect())
+        }
+        _ => None,
+    };
     let boxes = match &cols.boxes {
         Some(b) if extras.boxes => {
             let mut coords = Vec::with_capacity(4);
@@ -237,6 +255,7 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         weight,
         anchor_id,
         level,
+        iou,
         boxes,
     })
 }

@@ -50,6 +50,30 @@ pub fn number(x: f64) -> String {
     }
 }
 
+/// Word-wraps `text` to `width` columns: the first line starts with `first`, the others with
+/// `rest` (for hanging indents).
+pub fn wrap(text: &str, width: usize, first: &str, rest: &str) -> String {
+    let mut out = String::new();
+    let mut line = String::from(first);
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(rest);
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,5 +95,12 @@ mod tests {
         assert_eq!(number(12.3456), "12.35");
         assert_eq!(number(2.5e7), "2.500e7");
         assert_eq!(number(0.0), "0");
+    }
+
+    #[test]
+    fn long_text_wraps_with_a_hanging_indent() {
+        let w = wrap("aaa bbb ccc ddd", 9, "- ", "  ");
+        assert_eq!(w, "- aaa bbb\n  ccc ddd\n");
+        assert!(wrap(&"word ".repeat(50), 100, "", "  ").lines().all(|l| l.len() <= 100));
     }
 }

@@ -110,6 +110,11 @@ pub(crate) mod tests {
                 ),
             ],
             overlaps: None,
+            sweep: None,
+            gradient_density: None,
+            breakdowns: None,
+            normalizers: Vec::new(),
+            health: Vec::new(),
         }
     }
 }

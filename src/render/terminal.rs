@@ -3,10 +3,13 @@
 
 use std::io::Write;
 
-use super::format::{count, number, percent};
+use super::format::{count, number, percent, wrap};
 use super::table::{Align, Table};
 use super::Renderer;
 use crate::report::{Report, StrategyReport};
+
+/// Width the text output keeps within.
+const WIDTH: usize = 100;
 
 /// The terminal table renderer.
 pub struct Terminal {
@@ -86,7 +89,7 @@ pub fn headline(report: &Report) -> String {
             .iter()
             .map(|s| format!("{} {}", prose_name(&s.name), percent(s.buckets.easy_negative.loss_share)))
             .collect();
-        text.push_str(&format!("\n                of each strategy's loss: {}", others.join(", ")));
+        text.push_str(&format!("\n  and of their loss under {}", others.join(", ")));
     }
     text
 }
@@ -203,6 +206,37 @@ impl Renderer for Terminal {
         if notes {
             writeln!(out)?;
         }
+        if let Some(b) = &r.breakdowns {
+            if !b.by_level.is_empty() {
+                write!(out, "{}", groups("FPN level", &b.by_level))?;
+                writeln!(out)?;
+            }
+        }
+        if let Some(sw) = &r.sweep {
+            sweep(out, sw)?;
+        }
+        if !r.normalizers.is_empty() {
+            let mut t = Table::new(
+                &["focal loss normalised by", "value", ""],
+                &[Align::Left, Align::Right, Align::Left],
+            );
+            for n in &r.normalizers {
+                let who = n.used_by.split(':').next().unwrap_or("").to_string();
+                t.row(vec![n.name.replace('_', " "), number(n.value), who]);
+            }
+            write!(out, "{}", t.render(""))?;
+            writeln!(out)?;
+        }
+        for h in &r.health {
+            let tag = if h.level == "warning" { bold("warning:".to_string()) } else { "note:".to_string() };
+            write!(out, "{}", wrap(&h.message, WIDTH, &format!("{tag} "), "  "))?;
+            if let Some(fix) = &h.fix {
+                write!(out, "{}", wrap(fix, WIDTH, "  fix: ", "       "))?;
+            }
+        }
+        if !r.health.is_empty() {
+            writeln!(out)?;
+        }
         writeln!(
             out,
             "easy: p_t >= {}; normalized = mean over images of loss / max(1, positives in the image)",
@@ -210,6 +244,113 @@ impl Renderer for Terminal {
         )?;
         Ok(())
     }
+}
+
+/// A breakdown table (neg:pos, easy-negative shares, loss shares).
+fn groups(title: &str, rows: &[crate::report::GroupRow]) -> String {
+    let mut t = Table::new(
+        &[title, "decisions", "neg:pos", "easy neg", "EN of CE", "EN of FL", "CE share", "FL share"],
+        &[
+            Align::Left,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+            Align::Right,
+        ],
+    );
+    for g in rows {
+        let key = match &g.key {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        t.row(vec![
+            key,
+            count(g.decisions),
+            g.neg_pos_ratio.map_or("-".into(), |x| format!("{x:.0}")),
+            percent(g.easy_negative_share),
+            percent(g.easy_negative_ce_share),
+            percent(g.easy_negative_focal_share),
+            percent(g.ce_share),
+            percent(g.focal_share),
+        ]);
+    }
+    t.render("")
+}
+
+/// The sweep: easy-negative share per (gamma, alpha), the recommendation and the CDF summary.
+fn sweep(out: &mut dyn Write, sw: &crate::report::SweepReport) -> std::io::Result<()> {
+    let mut alphas: Vec<Option<f64>> = Vec::new();
+    let mut gammas: Vec<f64> = Vec::new();
+    for c in &sw.grid {
+        if !alphas.contains(&c.alpha) {
+            alphas.push(c.alpha);
+        }
+        if !gammas.contains(&c.gamma) {
+            gammas.push(c.gamma);
+        }
+    }
+    let alpha_name = |a: &Option<f64>| a.map_or("no alpha".to_string(), |a| format!("a={a}"));
+    let mut header: Vec<String> = vec!["easy-neg share".into()];
+    header.extend(alphas.iter().map(alpha_name));
+    header.push("balanced a".into());
+    let header_refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut align = vec![Align::Left];
+    align.extend(std::iter::repeat_n(Align::Right, header.len() - 1));
+    let mut t = Table::new(&header_refs, &align);
+    for (gi, &g) in gammas.iter().enumerate() {
+        let mut row = vec![format!("gamma {g}")];
+        for a in &alphas {
+            let cell = sw.grid.iter().find(|c| c.gamma == g && c.alpha == *a);
+            row.push(cell.map_or("-".into(), |c| percent(c.buckets.easy_negative.loss_share)));
+        }
+        let bal = sw.balanced_alpha.get(gi).map_or(0.0, |b| b.alpha);
+        row.push(format!("{bal:.3}"));
+        t.row(row);
+    }
+    write!(out, "{}", t.render(""))?;
+    let rec = &sw.recommendation;
+    writeln!(out)?;
+    writeln!(out, "recommendation: gamma {}, alpha {:.3}", rec.gamma, rec.alpha)?;
+    write!(out, "{}", wrap(&rec.rule, WIDTH, "  rule: ", "        "))?;
+    for reason in &rec.reasons {
+        write!(out, "{}", wrap(reason, WIDTH, "  - ", "    "))?;
+    }
+    writeln!(
+        out,
+        "  the paper's default: gamma {}, alpha {}",
+        sw.paper_default.gamma, sw.paper_default.alpha
+    )?;
+    let table: Vec<String> =
+        sw.table_1b.iter().map(|r| format!("{} ({}) {:.1}", r.gamma, r.alpha, r.ap)).collect();
+    write!(
+        out,
+        "{}",
+        wrap(
+            &format!("its Table 1b, AP by gamma (alpha), RetinaNet-50 on COCO minival: {}", table.join(", ")),
+            WIDTH,
+            "  ",
+            "    "
+        )
+    )?;
+    writeln!(out)?;
+    let mut t = Table::new(
+        &["hardest share of negatives carrying", "50% of their loss", "90%", "positives: 50%", "90%"],
+        &[Align::Left, Align::Right, Align::Right, Align::Right, Align::Right],
+    );
+    for c in &sw.cdf {
+        t.row(vec![
+            format!("gamma {}", c.gamma),
+            percent(c.negatives.hardest_fraction_for_50),
+            percent(c.negatives.hardest_fraction_for_90),
+            percent(c.positives.hardest_fraction_for_50),
+            percent(c.positives.hardest_fraction_for_90),
+        ]);
+    }
+    write!(out, "{}", t.render(""))?;
+    writeln!(out)
 }
 
 #[cfg(test)]

@@ -1,0 +1,455 @@
+//! Imbalance breakdowns (per FPN level, class, IoU band and image), the gradient density, the
+//! normalisers side by side, and the counts behind the health checks: one accumulator, one pass.
+//!
+//! The focal loss here uses the analysis's gamma and alpha.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::decisions::{Bucket, DecisionChunk};
+use super::sum::ExactSum;
+use super::Accumulator;
+use crate::input::{Batch, ImageKey, Targets};
+use crate::report::{GradientDensity, GroupRow, Normalizer};
+
+/// Bins of the gradient-norm histograms.
+pub const DENSITY_BINS: usize = 100;
+/// Width of the IoU bands.
+pub const IOU_BANDS: usize = 10;
+/// Images listed in each top list.
+pub const TOP_IMAGES: usize = 10;
+
+/// Sums of one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// Rows (anchors).
+    pub anchors: u64,
+    /// Ignored anchors.
+    pub ignored: u64,
+    /// Decisions.
+    pub decisions: u64,
+    /// Positive decisions.
+    pub positives: u64,
+    /// Easy negatives.
+    pub easy_negatives: u64,
+    /// CE.
+    pub ce: ExactSum,
+    /// Focal loss.
+    pub focal: ExactSum,
+    /// CE of the easy negatives.
+    pub en_ce: ExactSum,
+    /// Focal loss of the easy negatives.
+    pub en_focal: ExactSum,
+}
+
+/// Sums of one anchor's decisions (in f64: an anchor's decisions are always added in the same
+/// order, so the subtotal is deterministic) before they go into the exact group sums.
+#[derive(Clone, Copy, Debug, Default)]
+struct Partial {
+    decisions: u64,
+    positives: u64,
+    easy_negatives: u64,
+    ce: f64,
+    focal: f64,
+    en_ce: f64,
+    en_focal: f64,
+}
+
+impl Partial {
+    fn add(&mut self, positive: bool, easy_negative: bool, ce: f64, focal: f64) {
+        self.decisions += 1;
+        self.positives += u64::from(positive);
+        self.easy_negatives += u64::from(easy_negative);
+        self.ce += ce;
+        self.focal += focal;
+        if easy_negative {
+            self.en_ce += ce;
+            self.en_focal += focal;
+        }
+    }
+}
+
+impl Group {
+    fn add_partial(&mut self, p: &Partial) {
+        self.decisions += p.decisions;
+        self.positives += p.positives;
+        self.easy_negatives += p.easy_negatives;
+        self.ce += p.ce;
+        self.focal += p.focal;
+        self.en_ce += p.en_ce;
+        self.en_focal += p.en_focal;
+    }
+
+    fn merge(&mut self, o: &Group) {
+        self.anchors += o.anchors;
+        self.ignored += o.ignored;
+        self.merge_decisions(o);
+    }
+
+    fn merge_decisions(&mut self, o: &Group) {
+        self.decisions += o.decisions;
+        self.positives += o.positives;
+        self.easy_negatives += o.easy_negatives;
+        self.ce += o.ce;
+        self.focal += o.focal;
+        self.en_ce += o.en_ce;
+        self.en_focal += o.en_focal;
+    }
+
+    /// A report row; `with_anchors` says whether anchor counts mean something for this group.
+    pub fn row(
+        &self,
+        key: serde_json::Value,
+        with_anchors: bool,
+        ce_total: f64,
+        focal_total: f64,
+    ) -> GroupRow {
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let negatives = self.decisions - self.positives;
+        GroupRow {
+            key,
+            anchors: with_anchors.then_some(self.anchors),
+            ignored: with_anchors.then_some(self.ignored),
+            decisions: self.decisions,
+            positives: self.positives,
+            negatives,
+            neg_pos_ratio: (self.positives > 0).then(|| negatives as f64 / self.positives as f64),
+            ce_share: ratio(self.ce.value(), ce_total),
+            focal_share: ratio(self.focal.value(), focal_total),
+            easy_negative_share: ratio(self.easy_negatives as f64, self.decisions as f64),
+            easy_negative_ce_share: ratio(self.en_ce.value(), self.ce.value()),
+            easy_negative_focal_share: ratio(self.en_focal.value(), self.focal.value()),
+        }
+    }
+}
+
+/// An image's sums and its first position in the dump (for dump-order statistics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageGroup {
+    /// The sums.
+    pub group: Group,
+    /// (file, row) of the image's first row.
+    pub first: (u32, u64),
+}
+
+/// Counts behind the health checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCounts {
+    /// Decisions with p_t or 1 - p_t below 1e-7.
+    pub saturated: u64,
+    /// Decisions whose p_t rounds to 1 in float32 (1 - p_t < 2^-24).
+    pub fp32_one: u64,
+    /// Decisions whose focal loss is positive but below fp16's smallest subnormal (2^-24).
+    pub fp16_underflow: u64,
+    /// Decisions whose logit or CE exceeds fp16's largest finite value (65504).
+    pub fp16_overflow: u64,
+    /// Sum of the logits of negative decisions.
+    pub negative_logit_sum: ExactSum,
+    /// Negative decisions.
+    pub negatives: u64,
+    /// Dense anchors labelled -1.
+    pub background_labels: u64,
+    /// Dense anchors per label value 0..C-1 (softmax: including the background class).
+    pub label_counts: Vec<u64>,
+}
+
+/// The breakdown accumulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BreakdownAcc {
+    gamma: f64,
+    alpha: Option<f64>,
+    /// Per level (when the dump has one).
+    pub level: BTreeMap<i64, Group>,
+    /// Per class index.
+    pub class: Vec<Group>,
+    /// Per IoU band (when the dump has IoU).
+    pub iou: Vec<Group>,
+    /// Whether any batch had IoU.
+    pub has_iou: bool,
+    /// Per image.
+    pub images: BTreeMap<ImageKey, ImageGroup>,
+    /// Gradient-norm counts: negatives, positives.
+    pub density: [Vec<u64>; 2],
+    /// Health counts.
+    pub health: HealthCounts,
+}
+
+fn band(iou: f32) -> usize {
+    ((iou * IOU_BANDS as f32) as usize).min(IOU_BANDS - 1)
+}
+
+impl BreakdownAcc {
+    /// An empty accumulator; the focal loss uses `gamma` and `alpha`.
+    pub fn new(gamma: f64, alpha: Option<f64>) -> BreakdownAcc {
+        BreakdownAcc {
+            gamma,
+            alpha,
+            level: BTreeMap::new(),
+            class: Vec::new(),
+            iou: vec![Group::default(); IOU_BANDS],
+            has_iou: false,
+            images: BTreeMap::new(),
+            density: [vec![0; DENSITY_BINS], vec![0; DENSITY_BINS]],
+            health: HealthCounts::default(),
+        }
+    }
+}
+
+impl Accumulator for BreakdownAcc {
+    fn observe_batch(&mut self, batch: &Batch) {
+        let ignored = |r: usize| matches!(&batch.targets, Targets::Labels(l) if l[r] == -2);
+        if let Some(levels) = &batch.level {
+            for (r, &l) in levels.iter().enumerate() {
+                let g = self.level.entry(l).or_default();
+                g.anchors += 1;
+                g.ignored += u64::from(ignored(r));
+            }
+        }
+        if let Some(ious) = &batch.iou {
+            self.has_iou = true;
+            for (r, &v) in ious.iter().enumerate() {
+                let g = &mut self.iou[band(v)];
+                g.anchors += 1;
+                g.ignored += u64::from(ignored(r));
+            }
+        }
+        for run in &batch.images {
+            let first = (batch.file as u32, batch.first_row + run.start as u64);
+            let e =
+                self.images.entry(run.key.clone()).or_insert(ImageGroup { group: Group::default(), first });
+            e.first = e.first.min(first);
+            e.group.anchors += (run.end - run.start) as u64;
+            e.group.ignored += (run.start..run.end).filter(|&r| ignored(r)).count() as u64;
+        }
+        if let Targets::Labels(labels) = &batch.targets {
+            for &l in labels {
+                if l == -1 {
+                    self.health.background_labels += 1;
+                } else if l >= 0 {
+                    let l = l as usize;
+                    if self.health.label_counts.len() <= l {
+                        self.health.label_counts.resize(l + 1, 0);
+                    }
+                    self.health.label_counts[l] += 1;
+                }
+            }
+        }
+    }
+
+    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        let batch = chunk.batch;
+        let (gamma, alpha) = (self.gamma, self.alpha);
+        for run in chunk.runs {
+            // Exact per-image sums: f64 subtotals only within an anchor, whose decisions always
+            // arrive together, so the result does not depend on how rows were batched.
+            let mut image = Group::default();
+            let mut anchor = Partial::default();
+            let decisions = &chunk.decisions[run.start..run.end];
+            let meta = &chunk.meta[run.start..run.end];
+            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
+                let positive = m.bucket.is_positive();
+                let easy_negative = m.bucket == Bucket::EasyNegative;
+                let ce = d.ce * m.weight;
+                let focal = d.focal(gamma, alpha) * m.weight;
+                anchor.add(positive, easy_negative, ce, focal);
+                let c = m.class as usize;
+                if self.class.len() <= c {
+                    self.class.resize(c + 1, Group::default());
+                }
+                let mut one = Partial::default();
+                one.add(positive, easy_negative, ce, focal);
+                self.class[c].add_partial(&one);
+                // Gradient density of |p - y|.
+                let bin = ((d.ce_grad() * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
+                self.density[usize::from(positive)][bin] += 1;
+                // Health.
+                let h = &mut self.health;
+                h.saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);
+                h.fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
+                h.fp16_underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
+                // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
+                let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
+                h.fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
+                if !positive && logit.is_finite() {
+                    h.negative_logit_sum += logit;
+                    h.negatives += 1;
+                }
+                // The anchor's decisions are done: its level and IoU band get them at once.
+                let row = m.row as usize;
+                if meta.get(i + 1).is_none_or(|n| n.row != m.row) {
+                    if let Some(levels) = &batch.level {
+                        self.level.entry(levels[row]).or_default().add_partial(&anchor);
+                    }
+                    if let Some(ious) = &batch.iou {
+                        self.iou[band(ious[row])].add_partial(&anchor);
+                    }
+                    image.add_partial(&anchor);
+                    anchor = Partial::default();
+                }
+            }
+            if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
+                e.group.merge_decisions(&image);
+            }
+        }
+    }
+
+    fn merge(&mut self, o: Self) {
+        for (k, g) in o.level {
+            self.level.entry(k).or_default().merge(&g);
+        }
+        if self.class.len() < o.class.len() {
+            self.class.resize(o.class.len(), Group::default());
+        }
+        for (a, b) in self.class.iter_mut().zip(&o.class) {
+            a.merge(b);
+        }
+        for (a, b) in self.iou.iter_mut().zip(&o.iou) {
+            a.merge(b);
+        }
+        self.has_iou |= o.has_iou;
+        for (k, g) in o.images {
+            match self.images.get_mut(&k) {
+                Some(e) => {
+                    e.group.merge(&g.group);
+                    e.first = e.first.min(g.first);
+                }
+                None => {
+                    self.images.insert(k, g);
+                }
+            }
+        }
+        for s in 0..2 {
+            for (a, b) in self.density[s].iter_mut().zip(&o.density[s]) {
+                *a += b;
+            }
+        }
+        let (h, oh) = (&mut self.health, &o.health);
+        h.saturated += oh.saturated;
+        h.fp32_one += oh.fp32_one;
+        h.fp16_underflow += oh.fp16_underflow;
+        h.fp16_overflow += oh.fp16_overflow;
+        h.negative_logit_sum += oh.negative_logit_sum;
+        h.negatives += oh.negatives;
+        h.background_labels += oh.background_labels;
+        if h.label_counts.len() < oh.label_counts.len() {
+            h.label_counts.resize(oh.label_counts.len(), 0);
+        }
+        for (a, b) in h.label_counts.iter_mut().zip(&oh.label_counts) {
+            *a += b;
+        }
+    }
+}
+
+impl BreakdownAcc {
+    fn totals(&self) -> (f64, f64) {
+        let (mut ce, mut focal) = (ExactSum::ZERO, ExactSum::ZERO);
+        for g in self.images.values() {
+            ce += g.group.ce;
+            focal += g.group.focal;
+        }
+        (ce.value(), focal.value())
+    }
+
+    /// The breakdown section. `dense` says whether anchors are a meaningful unit.
+    pub fn breakdowns(&self, dense: bool) -> crate::report::Breakdowns {
+        use serde_json::json;
+        let (ce, focal) = self.totals();
+        let by_level = self.level.iter().map(|(k, g)| g.row(json!(k), dense, ce, focal)).collect();
+        let by_class = self
+            .class
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.decisions > 0)
+            .map(|(k, g)| g.row(json!(k), false, ce, focal))
+            .collect();
+        let by_iou = if self.has_iou {
+            self.iou
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.anchors > 0 || g.decisions > 0)
+                .map(|(b, g)| {
+                    let key = format!(
+                        "{:.1}-{:.1}",
+                        b as f64 / IOU_BANDS as f64,
+                        (b + 1) as f64 / IOU_BANDS as f64
+                    );
+                    g.row(json!(key), dense, ce, focal)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let rows: Vec<GroupRow> = self
+            .images
+            .iter()
+            .map(|(k, g)| g.group.row(serde_json::to_value(k).unwrap_or_default(), dense, ce, focal))
+            .collect();
+        let top = |key: &dyn Fn(&GroupRow) -> f64| {
+            let mut idx: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].decisions > 0).collect();
+            // Highest first; ties keep image-id order (the map's order).
+            idx.sort_by(|&a, &b| key(&rows[b]).total_cmp(&key(&rows[a])));
+            idx.into_iter().take(TOP_IMAGES).map(|i| rows[i].clone()).collect()
+        };
+        crate::report::Breakdowns {
+            by_level,
+            by_class,
+            by_iou,
+            top_images_by_loss: top(&|r| r.focal_share),
+            top_images_by_easy_negative_share: top(&|r| r.easy_negative_ce_share),
+        }
+    }
+
+    /// The gradient density section.
+    pub fn density(&self) -> GradientDensity {
+        GradientDensity {
+            bins: DENSITY_BINS,
+            negatives: self.density[0].clone(),
+            positives: self.density[1].clone(),
+        }
+    }
+
+    /// The focal loss (this analysis's gamma and alpha) under each framework's normaliser.
+    pub fn normalizers(&self) -> Vec<Normalizer> {
+        let n_images = self.images.len().max(1) as f64;
+        let (_, focal) = self.totals();
+        let positives: u64 = self.images.values().map(|g| g.group.positives).sum();
+        let decisions: u64 = self.images.values().map(|g| g.group.decisions).sum();
+        let mut per_image = ExactSum::ZERO;
+        for g in self.images.values() {
+            per_image += g.group.focal.value() / g.group.positives.max(1) as f64;
+        }
+        // detectron2 RetinaNet: an EMA of the positives (momentum 0.9, initial 100), here over
+        // images in dump order, each image a batch.
+        let mut order: Vec<&ImageGroup> = self.images.values().collect();
+        order.sort_by_key(|g| g.first);
+        let mut ema = 100.0;
+        let mut detectron = ExactSum::ZERO;
+        for g in order {
+            ema = 0.9 * ema + 0.1 * g.group.positives.max(1) as f64;
+            detectron += g.group.focal.value() / ema;
+        }
+        vec![
+            Normalizer {
+                name: "per_image_positives".into(),
+                used_by: "torchvision RetinaNet: mean over images of loss / max(1, positives in the image)".into(),
+                value: per_image.value() / n_images,
+            },
+            Normalizer {
+                name: "batch_positives".into(),
+                used_by: "torchvision SSD, mmdetection avg_factor: loss / max(1, positives in the batch = the dump)".into(),
+                value: focal / positives.max(1) as f64,
+            },
+            Normalizer {
+                name: "valid_decisions".into(),
+                used_by: "mean over valid decisions (reduction='mean')".into(),
+                value: focal / decisions.max(1) as f64,
+            },
+            Normalizer {
+                name: "ema_positives".into(),
+                used_by: "detectron2 RetinaNet: loss / EMA of positives (momentum 0.9, initial 100), images in dump order; mean over images".into(),
+                value: detectron.value() / n_images,
+            },
+        ]
+    }
+}

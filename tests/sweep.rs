@@ -1,0 +1,459 @@
+//! The sweep, loss CDFs, breakdowns, normalisers, gradient density and health checks against
+//! brute force in f64.
+
+use std::collections::BTreeMap;
+
+use crate::util::fixture::{write, Col};
+use crate::util::{assert_close, Env, Lcg};
+
+/// One decision, evaluated naively.
+#[derive(Clone, Debug)]
+struct D {
+    image: i64,
+    level: i64,
+    iou: f64,
+    class: usize,
+    positive: bool,
+    p_t: f64,
+    ce: f64,
+    g: f64,
+}
+
+impl D {
+    fn fl(&self, gamma: f64) -> f64 {
+        (1.0 - self.p_t).powf(gamma) * self.ce
+    }
+    fn bucket(&self) -> usize {
+        usize::from(self.positive) * 2 + usize::from(self.p_t < 0.9)
+    }
+}
+
+struct Fixture {
+    decisions: Vec<D>,
+    images: Vec<i64>,
+    /// Per image: positives, in dump order.
+    order: Vec<i64>,
+    /// Per level: (anchors, ignored).
+    level_anchors: BTreeMap<i64, (u64, u64)>,
+}
+
+fn fixture(env: &Env) -> Fixture {
+    let mut g = Lcg(31);
+    let c = 3;
+    let (mut image, mut label, mut logits, mut level, mut iou) = (vec![], vec![], vec![], vec![], vec![]);
+    // Images in a non-sorted id order, so dump order differs from id order.
+    let ids = [7i64, 2, 9, 4, 5, 1];
+    for &img in &ids {
+        for _ in 0..(40 + g.next() % 30) {
+            image.push(img);
+            let l = g.pick(&[-1, -1, -1, -1, -1, -1, 0, 1, 2, -2]);
+            label.push(l);
+            let x: Vec<f32> = (0..c).map(|_| g.range(-9.0, 4.0) as f32).collect();
+            logits.push(x);
+            level.push(3 + (g.next() % 5) as i64);
+            iou.push(if l >= 0 { g.range(0.5, 1.0) } else { g.range(0.0, 0.5) } as f32);
+        }
+    }
+    write(
+        &env.path("d.parquet"),
+        vec![
+            ("image_id", Col::I64(image.clone())),
+            ("label", Col::I32(label.clone())),
+            ("logits", Col::ListF32(logits.clone())),
+            ("level", Col::I64(level.clone())),
+            ("iou", Col::F32(iou.clone())),
+        ],
+        13,
+    );
+    let mut decisions = Vec::new();
+    let mut level_anchors: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for i in 0..image.len() {
+        let e = level_anchors.entry(level[i]).or_default();
+        e.0 += 1;
+        e.1 += u64::from(label[i] == -2);
+        if label[i] == -2 {
+            continue;
+        }
+        for (k, &x) in logits[i].iter().enumerate() {
+            let y = label[i] == k as i32;
+            let p = 1.0 / (1.0 + (-(x as f64)).exp());
+            let p_t = if y { p } else { 1.0 - p };
+            decisions.push(D {
+                image: image[i],
+                level: level[i],
+                iou: iou[i] as f64,
+                class: k,
+                positive: y,
+                p_t,
+                ce: -p_t.ln(),
+                g: (p - if y { 1.0 } else { 0.0 }).abs(),
+            });
+        }
+    }
+    let mut images: Vec<i64> = ids.to_vec();
+    images.sort();
+    Fixture { decisions, images, order: ids.to_vec(), level_anchors }
+}
+
+/// Loss share of the hardest `f` of `losses` (fractional last element), exactly.
+fn exact_top(mut losses: Vec<f64>, f: f64) -> f64 {
+    losses.sort_by(|a, b| b.total_cmp(a));
+    let total: f64 = losses.iter().sum();
+    let k = f * losses.len() as f64;
+    let whole = k.floor() as usize;
+    let mut s: f64 = losses[..whole.min(losses.len())].iter().sum();
+    if whole < losses.len() {
+        s += losses[whole] * (k - whole as f64);
+    }
+    s / total
+}
+
+/// The documented error bound of a histogram read-off: (e^(1/20) - 1) times the loss share of
+/// the log bin (20 per e-fold, from ln = -70) that holds the cut at the hardest fraction `f`.
+fn bin_bound(losses: &[f64], f: f64) -> f64 {
+    let bin = |l: f64| if l > 0.0 { ((l.ln() + 70.0) * 20.0).floor() as i64 } else { -1 };
+    let mut sorted = losses.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let cut = ((f * sorted.len() as f64).floor() as usize).min(sorted.len() - 1);
+    let b = bin(sorted[cut]);
+    let total: f64 = sorted.iter().sum();
+    let in_bin: f64 = sorted.iter().filter(|&&l| bin(l) == b).sum();
+    (0.05f64).exp_m1() * in_bin / total
+}
+
+#[test]
+fn sweep_grid_balanced_alphas_and_recommendation_match_brute_force() {
+    let env = Env::new();
+    let fx = fixture(&env);
+    let gammas = [0.0, 0.5, 1.0, 2.0, 3.0];
+    let alphas = [Some(0.25), Some(0.5), None];
+    let rep = env
+        .run(&[
+            "sweep",
+            "d.parquet",
+            "--gammas",
+            "0,0.5,1,2,3",
+            "--alphas",
+            "0.25,0.5,-1",
+            "--format",
+            "json",
+        ])
+        .json();
+    let sw = &rep["sweep"];
+    let names = ["easy_negative", "hard_negative", "easy_positive", "hard_positive"];
+    let mut k = 0;
+    let factor = sw["cdf_share_error_factor"].as_f64().unwrap();
+    let mut shares_at_balanced = Vec::new();
+    for (gi, &gamma) in gammas.iter().enumerate() {
+        let s_pos: f64 = fx.decisions.iter().filter(|d| d.positive).map(|d| d.fl(gamma)).sum();
+        let s_neg: f64 = fx.decisions.iter().filter(|d| !d.positive).map(|d| d.fl(gamma)).sum();
+        let balanced = s_neg / (s_pos + s_neg);
+        assert_close(sw["balanced_alpha"][gi]["alpha"].as_f64().unwrap(), balanced, 1e-9, "balanced alpha");
+        let neg_losses: Vec<f64> = fx.decisions.iter().filter(|d| !d.positive).map(|d| d.fl(gamma)).collect();
+        let en: f64 = fx.decisions.iter().filter(|d| d.bucket() == 0).map(|d| d.fl(gamma)).sum();
+        shares_at_balanced.push((1.0 - balanced) * en / (balanced * s_pos + (1.0 - balanced) * s_neg));
+        for alpha in alphas {
+            let cell = &sw["grid"][k];
+            k += 1;
+            assert_eq!(cell["gamma"].as_f64().unwrap(), gamma);
+            assert_eq!(cell["alpha"].as_f64(), alpha);
+            let w = |d: &D| match alpha {
+                Some(a) if d.positive => a,
+                Some(a) => 1.0 - a,
+                None => 1.0,
+            };
+            let loss = |d: &D| w(d) * d.fl(gamma);
+            let total: f64 = fx.decisions.iter().map(loss).sum();
+            assert_close(cell["loss"]["total"].as_f64().unwrap(), total, 1e-9, "cell total");
+            let mut per_image: BTreeMap<i64, (f64, u64)> = BTreeMap::new();
+            for d in &fx.decisions {
+                let e = per_image.entry(d.image).or_default();
+                e.0 += loss(d);
+                e.1 += u64::from(d.positive);
+            }
+            let normalized =
+                per_image.values().map(|(l, p)| l / (*p).max(1) as f64).sum::<f64>() / fx.images.len() as f64;
+            assert_close(cell["loss"]["normalized"].as_f64().unwrap(), normalized, 1e-9, "cell normalized");
+            for (b, name) in names.iter().enumerate() {
+                let s: f64 = fx.decisions.iter().filter(|d| d.bucket() == b).map(loss).sum();
+                assert_close(cell["buckets"][name]["loss_share"].as_f64().unwrap(), s / total, 1e-9, name);
+            }
+            let pos: f64 = fx.decisions.iter().filter(|d| d.positive).map(loss).sum();
+            let neg: f64 = fx.decisions.iter().filter(|d| !d.positive).map(loss).sum();
+            assert_close(cell["pos_neg_ratio"].as_f64().unwrap(), pos / neg, 1e-9, "pos_neg_ratio");
+            let sum_w2: f64 = fx.decisions.iter().map(|d| loss(d).powi(2)).sum();
+            assert_close(cell["effective_n"].as_f64().unwrap(), total * total / sum_w2, 1e-9, "effective_n");
+            // The hardest 1% / 10% of negatives, from log bins: within the stated bound.
+            for (key, f) in [("top1_share", 0.01), ("top10_share", 0.10)] {
+                let exact = exact_top(neg_losses.clone(), f) * neg / total;
+                let got = cell[key].as_f64().unwrap();
+                assert!(
+                    (got - exact).abs() <= factor * neg / total + 1e-12,
+                    "{key} gamma {gamma}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+    // The rule: smallest gamma whose easy-negative share at its balanced alpha is below 10%.
+    let want = gammas.iter().zip(&shares_at_balanced).find(|(_, &s)| s < 0.1).map(|(g, _)| *g).unwrap();
+    let rec = &sw["recommendation"];
+    assert_eq!(rec["gamma"].as_f64().unwrap(), want);
+    assert_eq!(rec["target_met"], true);
+    assert!(rec["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r.as_str().unwrap().contains("does not predict AP")));
+    assert_eq!(sw["paper_default"]["gamma"], 2.0);
+    assert_eq!(sw["table_1b"].as_array().unwrap().len(), 7);
+}
+
+#[test]
+fn loss_cdfs_stay_within_the_documented_error_of_an_exact_sort() {
+    let env = Env::new();
+    let fx = fixture(&env);
+    let rep = env.run(&["sweep", "d.parquet", "--gammas", "0,2", "--format", "json"]).json();
+    let sw = &rep["sweep"];
+    let xs: Vec<f64> = sw["cdf_x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let factor = sw["cdf_share_error_factor"].as_f64().unwrap();
+    for (gi, gamma) in [0.0, 2.0].iter().enumerate() {
+        for (side, positive) in [("negatives", false), ("positives", true)] {
+            let losses: Vec<f64> =
+                fx.decisions.iter().filter(|d| d.positive == positive).map(|d| d.fl(*gamma)).collect();
+            let c = &sw["cdf"][gi][side];
+            let ys: Vec<f64> = c["y"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            // Bound: one log bin's loss, at most the largest single loss share times the bin's
+            // population, is counted at its mean: error <= factor x (bin share) <= factor.
+            let mut sorted = losses.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for (x, y) in xs.iter().zip(&ys) {
+                let exact = 1.0 - exact_top(losses.clone(), 1.0 - x);
+                let bound = if *x > 0.0 { bin_bound(&losses, 1.0 - x) } else { 0.0 };
+                assert!(bound <= factor);
+                assert!(
+                    (y - exact).abs() <= bound + 1e-12,
+                    "gamma {gamma} {side} x={x}: {y} vs {exact} (bound {bound})"
+                );
+            }
+            assert!(ys.windows(2).all(|w| w[1] >= w[0] - 1e-12), "CDF must not decrease");
+            // The fraction of the hardest samples carrying 50%: within one bin's share of samples.
+            let f50 = c["hardest_fraction_for_50"].as_f64().unwrap();
+            let bound = c["fraction_error_bound"].as_f64().unwrap();
+            let total: f64 = sorted.iter().sum();
+            let mut acc = 0.0;
+            let exact_n = sorted.iter().take_while(|&&l| {
+                let before = acc;
+                acc += l;
+                before < 0.5 * total
+            });
+            let exact_frac = exact_n.count() as f64 / sorted.len() as f64;
+            assert!(
+                (f50 - exact_frac).abs() <= bound + 1.0 / sorted.len() as f64,
+                "{side} gamma {gamma}: {f50} vs {exact_frac} (bound {bound})"
+            );
+        }
+    }
+}
+
+#[test]
+fn breakdowns_normalizers_density_match_brute_force() {
+    let env = Env::new();
+    let fx = fixture(&env);
+    let rep = env.run(&["analyze", "d.parquet", "--strategies", "ce,focal", "--format", "json"]).json();
+    let b = &rep["breakdowns"];
+    let fl = |d: &D| if d.positive { 0.25 } else { 0.75 } * d.fl(2.0);
+    let ce_total: f64 = fx.decisions.iter().map(|d| d.ce).sum();
+    let fl_total: f64 = fx.decisions.iter().map(fl).sum();
+    let check = |row: &serde_json::Value, ds: Vec<&D>| {
+        let n = ds.len() as u64;
+        let pos = ds.iter().filter(|d| d.positive).count() as u64;
+        let en: Vec<&&D> = ds.iter().filter(|d| d.bucket() == 0).collect();
+        let ce: f64 = ds.iter().map(|d| d.ce).sum();
+        let f: f64 = ds.iter().map(|d| fl(d)).sum();
+        assert_eq!(row["decisions"].as_u64().unwrap(), n);
+        assert_eq!(row["positives"].as_u64().unwrap(), pos);
+        assert_eq!(row["negatives"].as_u64().unwrap(), n - pos);
+        if pos > 0 {
+            assert_close(
+                row["neg_pos_ratio"].as_f64().unwrap(),
+                (n - pos) as f64 / pos as f64,
+                1e-12,
+                "neg:pos",
+            );
+        }
+        assert_close(row["ce_share"].as_f64().unwrap(), ce / ce_total, 1e-9, "ce_share");
+        assert_close(row["focal_share"].as_f64().unwrap(), f / fl_total, 1e-9, "focal_share");
+        assert_close(
+            row["easy_negative_share"].as_f64().unwrap(),
+            en.len() as f64 / n as f64,
+            1e-12,
+            "en share",
+        );
+        let en_ce: f64 = en.iter().map(|d| d.ce).sum();
+        let en_fl: f64 = en.iter().map(|d| fl(d)).sum();
+        assert_close(row["easy_negative_ce_share"].as_f64().unwrap(), en_ce / ce, 1e-9, "en ce share");
+        assert_close(row["easy_negative_focal_share"].as_f64().unwrap(), en_fl / f, 1e-9, "en fl share");
+    };
+    let levels = b["by_level"].as_array().unwrap();
+    assert_eq!(levels.len(), fx.level_anchors.len());
+    for row in levels {
+        let l = row["key"].as_i64().unwrap();
+        check(row, fx.decisions.iter().filter(|d| d.level == l).collect());
+        let (anchors, ignored) = fx.level_anchors[&l];
+        assert_eq!(row["anchors"].as_u64().unwrap(), anchors);
+        assert_eq!(row["ignored"].as_u64().unwrap(), ignored);
+    }
+    for row in b["by_class"].as_array().unwrap() {
+        let c = row["key"].as_u64().unwrap() as usize;
+        check(row, fx.decisions.iter().filter(|d| d.class == c).collect());
+        assert_eq!(row["anchors"], serde_json::Value::Null);
+    }
+    for row in b["by_iou"].as_array().unwrap() {
+        let key = row["key"].as_str().unwrap();
+        let lo: f64 = key.split('-').next().unwrap().parse().unwrap();
+        check(
+            row,
+            fx.decisions
+                .iter()
+                .filter(|d| ((d.iou as f32 * 10.0) as usize).min(9) == (lo * 10.0).round() as usize)
+                .collect(),
+        );
+    }
+    // Top images by focal loss.
+    let mut by_loss: Vec<(i64, f64)> =
+        fx.images.iter().map(|&i| (i, fx.decisions.iter().filter(|d| d.image == i).map(fl).sum())).collect();
+    by_loss.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<i64> =
+        b["top_images_by_loss"].as_array().unwrap().iter().map(|r| r["key"].as_i64().unwrap()).collect();
+    assert_eq!(top, by_loss.iter().map(|x| x.0).collect::<Vec<_>>());
+
+    // Normalisers.
+    let norm = |name: &str| {
+        rep["normalizers"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let pos_of = |i: i64| fx.decisions.iter().filter(|d| d.image == i && d.positive).count() as f64;
+    let fl_of = |i: i64| fx.decisions.iter().filter(|d| d.image == i).map(fl).sum::<f64>();
+    let per_image =
+        fx.images.iter().map(|&i| fl_of(i) / pos_of(i).max(1.0)).sum::<f64>() / fx.images.len() as f64;
+    assert_close(norm("per_image_positives"), per_image, 1e-9, "per image");
+    let positives: f64 = fx.decisions.iter().filter(|d| d.positive).count() as f64;
+    assert_close(norm("batch_positives"), fl_total / positives, 1e-9, "batch");
+    assert_close(norm("valid_decisions"), fl_total / fx.decisions.len() as f64, 1e-9, "decisions");
+    // detectron2: EMA over images in dump order (7, 2, 9, 4, 5, 1), not id order.
+    let mut ema = 100.0;
+    let mut acc = 0.0;
+    for &i in &fx.order {
+        ema = 0.9 * ema + 0.1 * pos_of(i).max(1.0);
+        acc += fl_of(i) / ema;
+    }
+    assert_close(norm("ema_positives"), acc / fx.images.len() as f64, 1e-9, "ema");
+    // The torchvision normaliser is the focal strategy's `normalized`.
+    assert_close(
+        rep["strategies"][1]["loss"]["normalized"].as_f64().unwrap(),
+        per_image,
+        1e-9,
+        "strategy normalized",
+    );
+
+    // Gradient density.
+    let gd = &rep["gradient_density"];
+    for (side, positive) in [("negatives", false), ("positives", true)] {
+        let mut want = vec![0u64; 100];
+        for d in fx.decisions.iter().filter(|d| d.positive == positive) {
+            want[((d.g * 100.0) as usize).min(99)] += 1;
+        }
+        let got: Vec<u64> = gd[side].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(got, want, "{side}");
+    }
+}
+
+#[test]
+fn health_checks_flag_saturation_small_gamma_bias_and_label_conventions() {
+    let env = Env::new();
+    // Saturated, very confident background logits (p_t rounds to 1 in float32) and a high mean
+    // negative logit elsewhere.
+    let n = 200;
+    let logits: Vec<Vec<f32>> = (0..n).map(|i| vec![if i % 2 == 0 { -30.0 } else { 1.0 }]).collect();
+    let label: Vec<i32> = (0..n).map(|i| if i % 50 == 0 { 0 } else { -1 }).collect();
+    write(
+        &env.path("h.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0; n])),
+            ("label", Col::I32(label)),
+            ("logits", Col::ListF32(logits)),
+        ],
+        64,
+    );
+    let rep = env.run(&["sweep", "h.parquet", "--gammas", "0.5,2", "--format", "json"]).json();
+    let codes: Vec<&str> =
+        rep["health"].as_array().unwrap().iter().map(|h| h["code"].as_str().unwrap()).collect();
+    for c in ["saturated", "gamma_below_one", "fp16_underflow", "prior_bias"] {
+        assert!(codes.contains(&c), "{c} missing from {codes:?}");
+    }
+    let prior = rep["health"].as_array().unwrap().iter().find(|h| h["code"] == "prior_bias").unwrap();
+    assert!(prior["message"].as_str().unwrap().contains("-4.595"), "{prior}");
+
+    // No background label, label 0 everywhere: background probably encoded as a class.
+    write(
+        &env.path("bg.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0; 20])),
+            ("label", Col::I32(vec![0; 20])),
+            ("logits", Col::ListF32(vec![vec![0.0, 0.0]; 20])),
+        ],
+        64,
+    );
+    let rep = env.run(&["analyze", "bg.parquet", "--format", "json"]).json();
+    let h = rep["health"].as_array().unwrap().iter().find(|h| h["code"] == "no_background_label").unwrap();
+    assert!(h["fix"].as_str().unwrap().contains("-1"), "{h}");
+    // The terminal shows warnings with their fix.
+    let text = env.run(&["analyze", "bg.parquet"]).ok();
+    assert!(text.contains("warning: no anchor is labelled -1") && text.contains("  fix: "), "{text}");
+
+    // Softmax with background at the wrong index.
+    let rep = env
+        .run(&[
+            "analyze",
+            "bg.parquet",
+            "--activation",
+            "softmax",
+            "--background-class",
+            "1",
+            "--format",
+            "json",
+        ])
+        .json();
+    assert!(
+        rep["health"].as_array().unwrap().iter().any(|h| h["code"] == "background_class"),
+        "{}",
+        rep["health"]
+    );
+}
+
+#[test]
+fn sweep_flags_are_validated() {
+    let env = Env::new();
+    write(
+        &env.path("d.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0])),
+            ("label", Col::I32(vec![0])),
+            ("logits", Col::ListF32(vec![vec![1.0]])),
+        ],
+        10,
+    );
+    for (args, flag) in [
+        (vec!["--gammas", "0,x"], "--gammas"),
+        (vec!["--gammas", "2,2"], "--gammas"),
+        (vec!["--gammas", "-1"], "--gammas"),
+        (vec!["--alphas", "1.5"], "--alphas"),
+        (vec!["--target-easy-share", "0"], "--target-easy-share"),
+    ] {
+        let mut argv = vec!["sweep", "d.parquet"];
+        argv.extend(args.iter().copied());
+        let e = env.run(&argv).err();
+        assert!(e.contains(flag), "{args:?}: {e}");
+    }
+}
