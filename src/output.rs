@@ -47,6 +47,12 @@ impl AtomicFile {
     pub fn commit(self) -> Result<(), OutputError> {
         let io = |source| OutputError::Io { path: self.dest.clone(), source };
         let tmp = self.tmp.into_inner().map_err(|e| io(e.into_error()))?;
+        // Like a file made by `File::create` under the usual umask (tempfile's are owner-only).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        }
         tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(&self.dest).map_err(|e| io(e.error))?;
         Ok(())
@@ -94,6 +100,17 @@ mod tests {
         assert_eq!(entries.len(), 1, "temp file left behind");
         write_atomic(&dest, b"new").unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_ordinary_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("r.json");
+        write_atomic(&dest, b"{}").unwrap();
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode & 0o044, 0, "mode {mode:o}: others cannot read");
     }
 
     #[test]

@@ -295,6 +295,10 @@ pub struct Metadata {
     pub columns: BTreeMap<String, String>,
     /// Analysis parameters.
     pub parameters: Parameters,
+    /// The command line that produced the report (HTML and Markdown reports only: it would
+    /// make JSON differ between, say, `--threads 1` and `--threads 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invocation: Option<String>,
 }
 
 /// The analysis parameters recorded in a report.

@@ -470,3 +470,53 @@ fn dense_and_binary_dumps_of_the_same_seed_agree() {
     }
     assert_eq!(a["strategies"], b["strategies"]);
 }
+
+/// The committed fixtures in tests/fixtures were written by pyarrow (tests/fixtures/make_fixtures.py).
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn pyarrow_written_dumps_read_like_polars_written_ones() {
+    use polars_arrow::array::{BinaryViewArrayGeneric, ListArray, PrimitiveArray};
+    use polars_io::prelude::*;
+    let env = Env::new();
+    // Values straight from the file, to build the reference.
+    let df = ParquetReader::new(std::fs::File::open(fixture("pyarrow_dense_list.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let arr = |name: &str| df.column(name).unwrap().as_materialized_series().rechunk().chunks()[0].clone();
+    let ids_arr = arr("image_id");
+    let ids_arr = ids_arr.as_any().downcast_ref::<BinaryViewArrayGeneric<str>>().unwrap();
+    let images: Vec<String> = (0..ids_arr.len()).map(|i| ids_arr.value(i).to_string()).collect();
+    let labels_arr = arr("label");
+    let labels: Vec<i32> =
+        labels_arr.as_any().downcast_ref::<PrimitiveArray<i32>>().unwrap().values().as_slice().to_vec();
+    let lists = arr("logits");
+    let lists = lists.as_any().downcast_ref::<ListArray<i64>>().unwrap();
+    let mut decs = Vec::new();
+    for (i, &label) in labels.iter().enumerate() {
+        if label == -2 {
+            continue;
+        }
+        let row = lists.value(i);
+        let row = row.as_any().downcast_ref::<PrimitiveArray<f32>>().unwrap();
+        for (c, &x) in row.values().iter().enumerate() {
+            let y = if label == c as i32 { 1.0 } else { 0.0 };
+            decs.push(Dec { image: images[i].clone(), score: Score::Logit(x as f64), y, weight: 1.0 });
+        }
+    }
+    let mut ids = images.clone();
+    ids.dedup();
+    let fixed = env.run(&["analyze", &fixture("pyarrow_dense.parquet"), "--format", "json"]).json();
+    let list = env.run(&["analyze", &fixture("pyarrow_dense_list.parquet"), "--format", "json"]).json();
+    for s in STRATEGIES {
+        check(&fixed, s, &expected(&decs, &ids, s, 2.0, Some(0.25), 0.9));
+    }
+    assert_eq!(fixed["strategies"], list["strategies"]);
+    assert_eq!(fixed["breakdowns"]["by_level"].as_array().unwrap().len(), 3);
+    // Binary with bool targets, float64 logits and int16 classes.
+    let bin = env.run(&["analyze", &fixture("pyarrow_binary.parquet"), "--format", "json"]).json();
+    assert_eq!(bin["dataset"]["decisions"], 30);
+    assert_eq!(bin["metadata"]["layout"], "binary");
+}

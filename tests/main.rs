@@ -6,5 +6,6 @@ mod util;
 mod analyze;
 mod cli;
 mod errors;
+mod report;
 mod strategies;
 mod sweep;

@@ -246,6 +246,7 @@ impl Pass {
                 activation: shape.activation,
                 classes: dump.width(),
                 columns: config.dump().columns().renames().clone(),
+                invocation: None,
                 parameters: Parameters {
                     strategies: config.strategies().iter().map(|s| s.name().to_string()).collect(),
                     gamma: config.gamma(),

@@ -8,7 +8,7 @@ use hardmine::analysis;
 use hardmine::config::{parse_strategies, AnalysisParams};
 use hardmine::input::Dump;
 
-use super::common::{DumpArgs, OutputArgs, StrategyArgs};
+use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, StrategyArgs};
 
 /// Examples shown by `hardmine analyze --help`, one per strategy.
 pub const EXAMPLES: &str = "\
@@ -35,9 +35,8 @@ pub struct AnalyzeArgs {
     /// A decision is easy when p_t is at least this.
     #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(flatten)]
     pub strategy: StrategyArgs,
     #[command(flatten)]
@@ -52,7 +51,7 @@ impl AnalyzeArgs {
             dump: self.dump.params(),
             strategies: parse_strategies(&self.strategies)?,
             easy_threshold: self.easy_threshold,
-            threads: self.threads,
+            threads: self.run.threads,
             ..AnalysisParams::default()
         };
         self.strategy.apply(&mut p);
@@ -64,7 +63,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let config = args.params()?.check()?;
     let sink = args.output.open()?;
     let dump = Dump::open(&args.inputs, config.dump())?;
-    let report = analysis::analyze(&dump, &config)?;
+    let progress = Progress::new(dump.rows(), args.run.quiet);
+    let pass = analysis::run(&dump, &config, &progress, None);
+    progress.finish();
+    let report = pass?.finish(&dump, &config, "analyze");
     sink.write(&report, args.output.format())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
+use hardmine::analysis::Observer;
+use hardmine::config::{parse_numbers, SweepParams};
 use hardmine::config::{
     Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, SampledParams,
     ScoreKind, SsdParams,
@@ -13,6 +17,7 @@ use hardmine::config::{
 use hardmine::output::AtomicFile;
 use hardmine::render::{self, Format};
 use hardmine::report::Report;
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// How to read the dump.
 #[derive(Debug, Args)]
@@ -224,4 +229,115 @@ impl StrategyArgs {
         };
         params.ghm = GhmParams { bins: self.ghm_bins };
     }
+}
+
+/// Flags every long-running command takes.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bar and no summary lines on stderr (errors are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// The sweep grid flags (shared by `sweep` and `report`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Sweep")]
+pub struct SweepGridArgs {
+    /// Gammas to sweep, comma-separated.
+    #[arg(long, default_value = "0,0.5,1,2,5", value_name = "LIST", allow_hyphen_values = true)]
+    pub gammas: String,
+    /// Alphas to sweep, comma-separated; a negative value means no alpha weighting.
+    #[arg(long, default_value = "0.25,0.5,0.75,-1", value_name = "LIST", allow_hyphen_values = true)]
+    pub alphas: String,
+    /// Recommend the smallest gamma whose easy negatives carry less than this share of the loss.
+    #[arg(long, default_value_t = 0.1, value_name = "SHARE", allow_negative_numbers = true)]
+    pub target_easy_share: f64,
+}
+
+impl SweepGridArgs {
+    pub fn params(&self) -> anyhow::Result<SweepParams> {
+        Ok(SweepParams {
+            gammas: parse_numbers("--gammas", &self.gammas)?,
+            alphas: parse_numbers("--alphas", &self.alphas)?,
+            target_easy_share: self.target_easy_share,
+        })
+    }
+}
+
+/// Progress on stderr (only on a terminal, never with `--quiet`) and Ctrl-C.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    interrupted: Arc<AtomicBool>,
+}
+
+/// The flag Ctrl-C sets; installed once per process.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        // A second Ctrl-C ends the process at once.
+        let _ = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+        flag
+    })
+    .clone()
+}
+
+impl Progress {
+    /// A progress display over `rows` rows.
+    pub fn new(rows: u64, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(rows);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} {bar:40} {percent:>3}% {human_pos}/{human_len} rows, {per_sec}, eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress { bar, interrupted: interrupt_flag() }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn rows_done(&self, rows: usize) {
+        if let Some(b) = &self.bar {
+            b.inc(rows as u64);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.interrupted.load(Ordering::Relaxed)
+    }
+}
+
+/// The command line, quoted for a POSIX shell.
+pub fn invocation() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(i, a)| {
+            let a = if i == 0 { "hardmine".to_string() } else { a };
+            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c)) {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -6,12 +6,11 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use hardmine::analysis::select::{MineSpec, MineStrategy};
-use hardmine::analysis::Quiet;
 use hardmine::config::{AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 use hardmine::mine;
 
-use super::common::{DumpArgs, StrategyArgs};
+use super::common::{DumpArgs, Progress, RunArgs, StrategyArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -37,12 +36,8 @@ pub struct MineArgs {
     /// The Parquet file to write (atomically).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
-    /// Do not print the summary line.
-    #[arg(long, short)]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
     #[command(flatten)]
     pub strategy_args: StrategyArgs,
     #[command(flatten)]
@@ -74,7 +69,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
     let mut params = AnalysisParams {
         dump: args.dump.params(),
         strategies: vec![kind],
-        threads: args.threads,
+        threads: args.run.threads,
         ..Default::default()
     };
     args.strategy_args.apply(&mut params);
@@ -84,8 +79,11 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
     let top = args.top.or((kind == StrategyKind::Focal).then_some(128));
     let spec = MineSpec { strategy, top };
     let dump = Dump::open(&args.inputs, &config.dump().with_ids())?;
-    let summary = mine::mine(&dump, &config, spec, &args.out, &Quiet)?;
-    if !args.quiet {
+    let progress = Progress::new(dump.rows(), args.run.quiet);
+    let summary = mine::mine(&dump, &config, spec, &args.out, &progress);
+    progress.finish();
+    let summary = summary?;
+    if !args.run.quiet {
         eprintln!(
             "mined {} rows ({}) from {} images into {}",
             summary.rows,

@@ -6,6 +6,7 @@ mod common;
 mod demo;
 mod generate;
 mod mine;
+mod report;
 mod sweep;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ pub struct Cli {
 enum Command {
     /// Compare CE, alpha-CE, focal loss, OHEM, SSD mining, sampling and GHM bucket by bucket.
     Analyze(analyze::AnalyzeArgs),
+    /// Write the full analysis as a self-contained HTML page (or Markdown) with charts.
+    Report(report::ReportArgs),
     /// Sweep gamma x alpha: loss shares, CDFs, balanced alphas and a recommendation.
     Sweep(sweep::SweepArgs),
     /// Export the hard examples a strategy selects to Parquet.
@@ -41,10 +44,29 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Analyze(a) => analyze::run(a),
+        Command::Report(r) => report::run(r),
         Command::Sweep(s) => sweep::run(s),
         Command::Mine(m) => mine::run(m),
         Command::Generate(g) => generate::run(g),
         Command::Demo(d) => demo::run(d),
+    }
+}
+
+/// 130 after Ctrl-C (the shell convention for SIGINT), 1 for every other error.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let interrupted = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<hardmine::Error>(),
+            Some(hardmine::Error::Input(hardmine::error::InputError::Interrupted))
+        ) || matches!(
+            c.downcast_ref::<hardmine::error::InputError>(),
+            Some(hardmine::error::InputError::Interrupted)
+        )
+    });
+    if interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

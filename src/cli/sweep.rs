@@ -5,10 +5,10 @@ use std::process::ExitCode;
 use clap::Args;
 
 use hardmine::analysis;
-use hardmine::config::{parse_numbers, AnalysisParams, StrategyKind, SweepParams};
+use hardmine::config::{AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 
-use super::common::{DumpArgs, OutputArgs};
+use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, SweepGridArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -22,21 +22,13 @@ pub struct SweepArgs {
     /// Parquet files, directories (searched recursively, hive partitions too) or quoted globs.
     #[arg(required = true, value_name = "DUMP")]
     pub inputs: Vec<String>,
-    /// Gammas to sweep, comma-separated.
-    #[arg(long, default_value = "0,0.5,1,2,5", value_name = "LIST", allow_hyphen_values = true)]
-    pub gammas: String,
-    /// Alphas to sweep, comma-separated; a negative value means no alpha weighting.
-    #[arg(long, default_value = "0.25,0.5,0.75,-1", value_name = "LIST", allow_hyphen_values = true)]
-    pub alphas: String,
-    /// Recommend the smallest gamma whose easy negatives carry less than this share of the loss.
-    #[arg(long, default_value_t = 0.1, value_name = "SHARE", allow_negative_numbers = true)]
-    pub target_easy_share: f64,
     /// A decision is easy when p_t is at least this.
     #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
-    /// Worker threads (default: all cores).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub sweep: SweepGridArgs,
     #[command(flatten)]
     pub dump: DumpArgs,
     #[command(flatten)]
@@ -48,19 +40,17 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         dump: args.dump.params(),
         strategies: vec![StrategyKind::Ce, StrategyKind::Focal],
         easy_threshold: args.easy_threshold,
-        threads: args.threads,
-        sweep: Some(SweepParams {
-            gammas: parse_numbers("--gammas", &args.gammas)?,
-            alphas: parse_numbers("--alphas", &args.alphas)?,
-            target_easy_share: args.target_easy_share,
-        }),
+        threads: args.run.threads,
+        sweep: Some(args.sweep.params()?),
         ..Default::default()
     };
     let config = params.check()?;
     let sink = args.output.open()?;
     let dump = Dump::open(&args.inputs, config.dump())?;
-    let pass = analysis::run(&dump, &config, &analysis::Quiet, None)?;
-    let report = pass.finish(&dump, &config, "sweep");
+    let progress = Progress::new(dump.rows(), args.run.quiet);
+    let pass = analysis::run(&dump, &config, &progress, None);
+    progress.finish();
+    let report = pass?.finish(&dump, &config, "sweep");
     sink.write(&report, args.output.format())?;
     Ok(ExitCode::SUCCESS)
 }

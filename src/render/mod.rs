@@ -2,15 +2,21 @@
 //!
 //! A renderer sees only the [`Report`]; it never recomputes statistics.
 
+pub mod charts;
+pub mod content;
 mod format;
+pub mod html;
 mod json;
-mod table;
+pub mod markdown;
+pub mod table;
 mod terminal;
 
 use std::io::Write;
 
 pub use format::{count, number, percent};
+pub use html::Html;
 pub use json::Json;
+pub use markdown::Markdown;
 pub use terminal::Terminal;
 
 use crate::error::OutputError;
@@ -23,6 +29,10 @@ pub enum Format {
     Table,
     /// Pretty-printed JSON with stable keys (docs/json-schema.md).
     Json,
+    /// A self-contained HTML page with inline SVG charts.
+    Html,
+    /// Markdown with the charts as SVG files in `charts/` beside it (see [`Markdown`]).
+    Markdown,
 }
 
 /// Turns a report into bytes of one format.
@@ -36,6 +46,8 @@ pub fn renderer(format: Format, color: bool) -> Box<dyn Renderer> {
     match format {
         Format::Table => Box::new(Terminal { color }),
         Format::Json => Box::new(Json),
+        Format::Html => Box::new(Html),
+        Format::Markdown => Box::new(Markdown { assets: "charts".into() }),
     }
 }
 
@@ -83,6 +95,7 @@ pub(crate) mod tests {
                 activation: Activation::Sigmoid,
                 classes: 10,
                 columns: BTreeMap::new(),
+                invocation: None,
                 parameters: Parameters {
                     strategies: vec!["ce".into(), "alpha_ce".into(), "focal".into()],
                     gamma: 2.0,

@@ -1,0 +1,108 @@
+//! `hardmine report`: the full analysis as a self-contained HTML page (or Markdown with SVGs).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use hardmine::analysis;
+use hardmine::config::{parse_strategies, AnalysisParams};
+use hardmine::input::Dump;
+use hardmine::output::{write_atomic, AtomicFile};
+use hardmine::render::{self, charts, Renderer};
+
+use super::common::{invocation, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs};
+
+const EXAMPLES: &str = "\
+Examples:
+  hardmine report dump/ --out report.html
+  hardmine report dump/ --out report.md          # Markdown, charts in report_files/
+  hardmine report dump/ --out r.html --gammas 0,1,2,3 --alphas 0.25,0.5 --strategies ce,focal,ohem";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ReportArgs {
+    /// Parquet files, directories (searched recursively, hive partitions too) or quoted globs.
+    #[arg(required = true, value_name = "DUMP")]
+    pub inputs: Vec<String>,
+    /// Where to write the report (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// html or markdown [default: markdown for a .md file, html otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// Strategies to compare, comma-separated.
+    #[arg(long, default_value = "ce,alpha_ce,focal,ohem,ssd,sampled,ghm", value_name = "LIST")]
+    pub strategies: String,
+    /// A decision is easy when p_t is at least this.
+    #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
+    pub easy_threshold: f64,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub sweep: SweepGridArgs,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    #[command(flatten)]
+    pub dump: DumpArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One self-contained HTML page.
+    Html,
+    /// Markdown, with the charts as SVG files beside it.
+    Markdown,
+}
+
+/// `report.md` keeps its charts in `report_files/`.
+fn assets_dir(out: &Path) -> (PathBuf, String) {
+    let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
+    let name = format!("{stem}_files");
+    (out.with_file_name(&name), name)
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let format = args.format.unwrap_or(match args.out.extension().and_then(|e| e.to_str()) {
+        Some("md" | "markdown") => ReportFormat::Markdown,
+        _ => ReportFormat::Html,
+    });
+    let mut params = AnalysisParams {
+        dump: args.dump.params(),
+        strategies: parse_strategies(&args.strategies)?,
+        easy_threshold: args.easy_threshold,
+        threads: args.run.threads,
+        sweep: Some(args.sweep.params()?),
+        ..Default::default()
+    };
+    args.strategy.apply(&mut params);
+    let config = params.check()?;
+    // Fail fast on an unwritable destination, before the pass.
+    let mut out = AtomicFile::create(&args.out)?;
+    let dump = Dump::open(&args.inputs, config.dump())?;
+    let progress = Progress::new(dump.rows(), args.run.quiet);
+    let pass = analysis::run(&dump, &config, &progress, None);
+    progress.finish();
+    let mut report = pass?.finish(&dump, &config, "report");
+    report.metadata.invocation = Some(invocation());
+    match format {
+        ReportFormat::Html => render::Html.render(&report, &mut out).context("cannot render the report")?,
+        ReportFormat::Markdown => {
+            let (dir, name) = assets_dir(&args.out);
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for c in charts::charts(&report).map_err(|e| anyhow::anyhow!("cannot draw the charts: {e}"))? {
+                write_atomic(&dir.join(format!("{}.svg", c.id)), c.svg.as_bytes())?;
+            }
+            render::Markdown { assets: name }
+                .render(&report, &mut out)
+                .context("cannot render the report")?;
+        }
+    }
+    out.commit()?;
+    if !args.run.quiet {
+        let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+        eprintln!("wrote {} ({:.1} kB)", args.out.display(), size as f64 / 1000.0);
+    }
+    Ok(ExitCode::SUCCESS)
+}

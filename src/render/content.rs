@@ -1,0 +1,334 @@
+//! What the human-readable formats say, independent of how they say it: the headline, the dump
+//! summary, and every table as rows of strings. The terminal, Markdown and HTML renderers format
+//! these same pieces, so the three never disagree.
+
+use super::format::{count, number, percent};
+use super::table::Align;
+use crate::report::{BucketReport, GroupRow, Report, StrategyReport, SweepReport};
+
+/// A table as data: header, column alignment and rows of cells.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableData {
+    /// Column titles.
+    pub header: Vec<String>,
+    /// Alignment of each column.
+    pub align: Vec<Align>,
+    /// The rows.
+    pub rows: Vec<Vec<String>>,
+    /// A column to emphasise (the easy-negative share), if any.
+    pub emphasis: Option<usize>,
+}
+
+impl TableData {
+    fn new(header: &[&str]) -> TableData {
+        let mut align = vec![Align::Left];
+        align.extend(std::iter::repeat_n(Align::Right, header.len().saturating_sub(1)));
+        TableData {
+            header: header.iter().map(|s| s.to_string()).collect(),
+            align,
+            rows: Vec::new(),
+            emphasis: None,
+        }
+    }
+}
+
+/// A strategy's display name in prose.
+pub fn prose_name(name: &str) -> &str {
+    match name {
+        "ce" => "CE",
+        "alpha_ce" => "alpha-CE",
+        "focal" => "focal",
+        other => other,
+    }
+}
+
+/// The strategy's parameters in short form: `gamma=2 alpha=0.25`, `k=128 nms=0.7`,
+/// `B=256 f=0.5`; null values are left out except a disabled alpha ("no alpha").
+pub fn params_text(s: &StrategyReport, sep: &str, join: &str) -> String {
+    // Display order and short names; draws and seed live in the sampler's spread line.
+    const ORDER: [(&str, &str); 9] = [
+        ("gamma", "gamma"),
+        ("alpha", "alpha"),
+        ("k", "k"),
+        ("nms", "nms"),
+        ("pos_fraction", "pos"),
+        ("neg_pos_ratio", "ratio"),
+        ("batch_size_per_image", "B"),
+        ("positive_fraction", "f"),
+        ("bins", "bins"),
+    ];
+    let mut parts = Vec::new();
+    for (key, short) in ORDER {
+        match s.params.get(key) {
+            Some(v) if v.is_null() && key == "alpha" => parts.push("no alpha".to_string()),
+            Some(v) if v.is_null() => {}
+            Some(v) => {
+                parts.push(format!("{short}{sep}{}", v.as_f64().map_or(v.to_string(), |x| x.to_string())))
+            }
+            None => {}
+        }
+    }
+    if s.params.get("empty_images").and_then(|v| v.as_str()) == Some("all-negatives") {
+        parts.push(format!("empty{sep}all"));
+    }
+    parts.join(join)
+}
+
+/// The headline, e.g. "easy negatives: 99.1% of decisions, 77.0% of CE loss, 2.6% of focal
+/// loss (gamma 2, alpha 0.25)", and a second line with the other strategies' easy-negative
+/// shares when there are any.
+pub fn headline(report: &Report) -> Vec<String> {
+    let d = &report.dataset;
+    if d.decisions == 0 {
+        return vec!["no decisions: every anchor in the dump is ignored (label -2)".into()];
+    }
+    let Some(first) = report.strategies.first() else { return Vec::new() };
+    let share = first.buckets.easy_negative.count as f64 / d.decisions as f64;
+    let mut parts = vec![format!("{} of decisions", percent(share))];
+    // The sentence shows the CE / focal contrast; other strategies go to a second line.
+    let lead = |s: &&StrategyReport| s.name == "ce" || s.name == "focal";
+    let has_lead = report.strategies.iter().any(|s| lead(&s));
+    let (main, rest): (Vec<&StrategyReport>, Vec<&StrategyReport>) =
+        report.strategies.iter().partition(|s| !has_lead || lead(s));
+    for s in main {
+        let mut p =
+            format!("{} of {} loss", percent(s.buckets.easy_negative.loss_share), prose_name(&s.name));
+        if s.name != "ce" && !s.params.is_empty() {
+            p.push_str(&format!(" ({})", params_text(s, " ", ", ")));
+        }
+        parts.push(p);
+    }
+    let mut lines = vec![format!("easy negatives: {}", parts.join(", "))];
+    if !rest.is_empty() {
+        let others: Vec<String> = rest
+            .iter()
+            .map(|s| format!("{} {}", prose_name(&s.name), percent(s.buckets.easy_negative.loss_share)))
+            .collect();
+        lines.push(format!("and of their loss under {}", others.join(", ")));
+    }
+    lines
+}
+
+/// Two lines describing the dump.
+pub fn dump_summary(r: &Report) -> [String; 2] {
+    let (m, d) = (&r.metadata, &r.dataset);
+    let first = format!(
+        "{} file{}, {} image{}, {} {} {}, {} class{}",
+        d.files,
+        if d.files == 1 { "" } else { "s" },
+        count(d.images),
+        if d.images == 1 { "" } else { "s" },
+        m.layout,
+        m.activation,
+        m.scores,
+        m.classes,
+        if m.classes == 1 { "" } else { "es" }
+    );
+    let anchors = match d.anchors {
+        Some(a) => format!("{} anchors, {} ignored; ", count(a), count(d.ignored)),
+        None => String::new(),
+    };
+    let second = format!(
+        "{anchors}{} decisions: {} positive, {} negative",
+        count(d.decisions),
+        count(d.positives),
+        count(d.negatives)
+    );
+    [first, second]
+}
+
+/// Strategies: parameters, selected decisions, total and normalised loss.
+pub fn strategies(r: &Report) -> TableData {
+    let mut t = TableData::new(&["strategy", "params", "selected", "total loss", "normalized"]);
+    t.align[1] = Align::Left;
+    for s in &r.strategies {
+        t.rows.push(vec![
+            s.name.clone(),
+            params_text(s, "=", " "),
+            count(s.selected.round() as u64),
+            number(s.loss.total),
+            number(s.loss.normalized),
+        ]);
+    }
+    t
+}
+
+/// Bucket shares of each strategy's loss (or gradient), optionally with the decision shares.
+pub fn bucket_shares(r: &Report, grad: bool) -> TableData {
+    let title = if grad { "share of |grad|" } else { "share of loss" };
+    let mut t = TableData::new(&[title, "easy neg", "hard neg", "easy pos", "hard pos"]);
+    t.emphasis = Some(1);
+    let pick = |b: &BucketReport| if grad { b.grad_share } else { b.loss_share };
+    for s in &r.strategies {
+        let mut cells = vec![s.name.clone()];
+        cells.extend(s.buckets.iter().iter().map(|(_, b)| percent(pick(b))));
+        t.rows.push(cells);
+    }
+    let d = r.dataset.decisions;
+    if let (false, Some(s)) = (grad, r.strategies.first()) {
+        let mut cells = vec!["(decisions)".to_string()];
+        cells.extend(
+            s.buckets
+                .iter()
+                .iter()
+                .map(|(_, b)| percent(if d > 0 { b.count as f64 / d as f64 } else { 0.0 })),
+        );
+        t.rows.push(cells);
+    }
+    t
+}
+
+/// A breakdown table (neg:pos, easy-negative shares, loss shares).
+pub fn groups(title: &str, rows: &[GroupRow]) -> TableData {
+    let mut t = TableData::new(&[
+        title,
+        "decisions",
+        "neg:pos",
+        "easy neg",
+        "EN of CE",
+        "EN of FL",
+        "CE share",
+        "FL share",
+    ]);
+    for g in rows {
+        let key = match &g.key {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        t.rows.push(vec![
+            key,
+            count(g.decisions),
+            g.neg_pos_ratio.map_or("-".into(), |x| format!("{x:.0}")),
+            percent(g.easy_negative_share),
+            percent(g.easy_negative_ce_share),
+            percent(g.easy_negative_focal_share),
+            percent(g.ce_share),
+            percent(g.focal_share),
+        ]);
+    }
+    t
+}
+
+/// The breakdown tables (level, IoU band, class, top images), those with rows.
+pub fn breakdown_tables(b: &crate::report::Breakdowns) -> Vec<TableData> {
+    [
+        ("FPN level", &b.by_level),
+        ("IoU band", &b.by_iou),
+        ("class", &b.by_class),
+        ("image (top by focal loss)", &b.top_images_by_loss),
+        ("image (top by easy-negative share)", &b.top_images_by_easy_negative_share),
+    ]
+    .into_iter()
+    .filter(|(_, rows)| !rows.is_empty())
+    .map(|(title, rows)| groups(title, rows))
+    .collect()
+}
+
+/// Selection overlaps and the sampler's spread, as sentences.
+pub fn selection_notes(r: &Report) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(o) = &r.overlaps {
+        let pairs: Vec<String> =
+            o.jaccard.iter().map(|j| format!("{}~{} {:.2}", j.a, j.b, j.jaccard)).collect();
+        if !pairs.is_empty() {
+            notes.push(format!("selection overlap (Jaccard, in decisions): {}", pairs.join(", ")));
+        }
+        if let Some(f) = o.focal_share_in_ohem {
+            notes.push(format!("the OHEM selection carries {} of the focal loss", percent(f)));
+        }
+    }
+    if let Some(d) = r.strategy("sampled").and_then(|s| s.extra.get("draws")) {
+        let en = &d["loss_share"]["easy_negative"];
+        let f = |v: &serde_json::Value| percent(v.as_f64().unwrap_or(0.0));
+        notes.push(format!(
+            "sampled over {} seeded draws: easy-negative share {} +- {} (95%: {} to {})",
+            d["n"],
+            f(&en["mean"]),
+            f(&en["std"]),
+            f(&en["ci95"][0]),
+            f(&en["ci95"][1])
+        ));
+    }
+    notes
+}
+
+/// The sweep grid: easy-negative share per (gamma, alpha) and the balanced alpha.
+pub fn sweep_grid(sw: &SweepReport) -> TableData {
+    let mut alphas: Vec<Option<f64>> = Vec::new();
+    let mut gammas: Vec<f64> = Vec::new();
+    for c in &sw.grid {
+        if !alphas.contains(&c.alpha) {
+            alphas.push(c.alpha);
+        }
+        if !gammas.contains(&c.gamma) {
+            gammas.push(c.gamma);
+        }
+    }
+    let mut header: Vec<String> = vec!["easy-neg share".into()];
+    header.extend(alphas.iter().map(|a| a.map_or("no alpha".to_string(), |a| format!("a={a}"))));
+    header.push("balanced a".into());
+    let refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = TableData::new(&refs);
+    for (gi, &g) in gammas.iter().enumerate() {
+        let mut row = vec![format!("gamma {g}")];
+        for a in &alphas {
+            let cell = sw.grid.iter().find(|c| c.gamma == g && c.alpha == *a);
+            row.push(cell.map_or("-".into(), |c| percent(c.buckets.easy_negative.loss_share)));
+        }
+        row.push(format!("{:.3}", sw.balanced_alpha.get(gi).map_or(0.0, |b| b.alpha)));
+        t.rows.push(row);
+    }
+    t
+}
+
+/// The recommendation, its rule and reasons, and the paper's reference numbers, as lines:
+/// `(heading, rule, reasons, references)`.
+pub fn recommendation(sw: &SweepReport) -> (String, String, Vec<String>, Vec<String>) {
+    let rec = &sw.recommendation;
+    let table: Vec<String> =
+        sw.table_1b.iter().map(|r| format!("{} ({}) {:.1}", r.gamma, r.alpha, r.ap)).collect();
+    (
+        format!("recommendation: gamma {}, alpha {:.3}", rec.gamma, rec.alpha),
+        rec.rule.clone(),
+        rec.reasons.clone(),
+        vec![
+            format!(
+                "the paper's default: gamma {}, alpha {}",
+                sw.paper_default.gamma, sw.paper_default.alpha
+            ),
+            format!("its Table 1b, AP by gamma (alpha), RetinaNet-50 on COCO minival: {}", table.join(", ")),
+        ],
+    )
+}
+
+/// How concentrated the loss is: the hardest fraction of samples carrying 50% / 90% of it.
+pub fn cdf_summary(sw: &SweepReport) -> TableData {
+    let mut t = TableData::new(&[
+        "hardest share of negatives carrying",
+        "50% of their loss",
+        "90%",
+        "positives: 50%",
+        "90%",
+    ]);
+    for c in &sw.cdf {
+        t.rows.push(vec![
+            format!("gamma {}", c.gamma),
+            percent(c.negatives.hardest_fraction_for_50),
+            percent(c.negatives.hardest_fraction_for_90),
+            percent(c.positives.hardest_fraction_for_50),
+            percent(c.positives.hardest_fraction_for_90),
+        ]);
+    }
+    t
+}
+
+/// The focal loss under each framework's normaliser.
+pub fn normalizers(r: &Report) -> TableData {
+    let mut t = TableData::new(&["focal loss normalised by", "value", "used by"]);
+    t.align[2] = Align::Left;
+    for n in &r.normalizers {
+        let who = n.used_by.split(':').next().unwrap_or("").to_string();
+        t.rows.push(vec![n.name.replace('_', " "), number(n.value), who]);
+    }
+    t
+}

@@ -1,0 +1,134 @@
+//! The Markdown report: the same tables as the HTML page, with the charts as SVG files written
+//! beside it (`<stem>_files/<chart>.svg`) and linked.
+
+use std::fmt::Write as _;
+use std::io::Write;
+
+use super::charts;
+use super::content::{self, TableData};
+use super::table::Align;
+use super::Renderer;
+use crate::report::Report;
+
+/// The Markdown renderer. `assets` is the directory (relative to the Markdown file) that holds
+/// the chart files.
+pub struct Markdown {
+    /// Relative directory of the SVG files.
+    pub assets: String,
+}
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// A pipe table.
+pub fn table(t: &TableData) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| {} |", t.header.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+    let rule: Vec<&str> = t.align.iter().map(|a| if *a == Align::Right { "---:" } else { "---" }).collect();
+    let _ = writeln!(s, "| {} |", rule.join(" | "));
+    for row in &t.rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if t.emphasis == Some(i) { format!("**{}**", cell(c)) } else { cell(c) })
+            .collect();
+        let _ = writeln!(s, "| {} |", cells.join(" | "));
+    }
+    s.push('\n');
+    s
+}
+
+impl Renderer for Markdown {
+    fn render(&self, r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+        let charts = charts::charts(r).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut b = String::from("# hardmine report\n\n");
+        let headline = content::headline(r);
+        if let Some(first) = headline.first() {
+            let _ = writeln!(b, "**{first}**");
+        }
+        for line in headline.iter().skip(1) {
+            let _ = writeln!(b, "\n{line}");
+        }
+        let [d1, d2] = content::dump_summary(r);
+        let _ = writeln!(b, "\n{d1}; {d2}\n");
+        let figure = |b: &mut String, id: &str| {
+            if let Some(c) = charts.iter().find(|c| c.id == id) {
+                let _ = writeln!(
+                    b,
+                    "## {}\n\n![{}]({}/{}.svg)\n\n{}\n",
+                    c.title, c.title, self.assets, c.id, c.caption
+                );
+            }
+        };
+        figure(&mut b, "bucket_shares");
+        b.push_str("## Strategies side by side\n\n");
+        b.push_str(&table(&content::strategies(r)));
+        b.push_str(&table(&content::bucket_shares(r, false)));
+        b.push_str(&table(&content::bucket_shares(r, true)));
+        for n in content::selection_notes(r) {
+            let _ = writeln!(b, "- {n}");
+        }
+        b.push('\n');
+        for id in ["loss_vs_pt", "cdf_negatives", "cdf_positives", "gradient_density"] {
+            figure(&mut b, id);
+        }
+        if let Some(sw) = &r.sweep {
+            figure(&mut b, "heatmap");
+            b.push_str("## Which gamma and alpha\n\n");
+            b.push_str(&table(&content::sweep_grid(sw)));
+            let (heading, rule, reasons, references) = content::recommendation(sw);
+            let _ = writeln!(b, "**{heading}**\n\nRule: {rule}\n");
+            for reason in reasons {
+                let _ = writeln!(b, "- {reason}");
+            }
+            b.push('\n');
+            for line in references {
+                let _ = writeln!(b, "{line}\n");
+            }
+            b.push_str(&table(&content::cdf_summary(sw)));
+        }
+        if let Some(bd) = &r.breakdowns {
+            for id in ["levels_neg_pos", "levels_easy", "classes_neg_pos", "classes_easy"] {
+                figure(&mut b, id);
+            }
+            b.push_str("## Breakdowns\n\n");
+            for (title, rows) in [
+                ("FPN level", &bd.by_level),
+                ("IoU band", &bd.by_iou),
+                ("class", &bd.by_class),
+                ("image (top by focal loss)", &bd.top_images_by_loss),
+                ("image (top by easy-negative share)", &bd.top_images_by_easy_negative_share),
+            ] {
+                if !rows.is_empty() {
+                    b.push_str(&table(&content::groups(title, rows)));
+                }
+            }
+        }
+        if !r.normalizers.is_empty() {
+            b.push_str("## Normalisers\n\n");
+            b.push_str(&table(&content::normalizers(r)));
+        }
+        b.push_str("## Health checks\n\n");
+        if r.health.is_empty() {
+            b.push_str("No findings.\n\n");
+        }
+        for h in &r.health {
+            let _ = writeln!(b, "- **{}**: {}", h.level, h.message);
+            if let Some(fix) = &h.fix {
+                let _ = writeln!(b, "  - fix: {fix}");
+            }
+        }
+        b.push_str("\n## How this report was made\n\n");
+        let m = &r.metadata;
+        if let Some(cmd) = &m.invocation {
+            let _ = writeln!(b, "```sh\n{cmd}\n```\n");
+        }
+        let _ =
+            writeln!(b, "hardmine {}; easy: p_t >= {}; inputs:\n", m.version, m.parameters.easy_threshold);
+        for i in &m.inputs {
+            let _ = writeln!(b, "- `{i}`");
+        }
+        out.write_all(b.as_bytes())
+    }
+}

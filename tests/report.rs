@@ -1,0 +1,224 @@
+//! `hardmine report`: the HTML page in a real browser, the Markdown report, snapshots of the
+//! human-readable renderers, and terminal manners (closed pipes, no progress bar off a TTY).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::util::Env;
+
+/// The charts a full report draws for a dense dump with levels.
+const CHARTS: [&str; 10] = [
+    "bucket_shares",
+    "loss_vs_pt",
+    "cdf_negatives",
+    "cdf_positives",
+    "heatmap",
+    "gradient_density",
+    "levels_neg_pos",
+    "levels_easy",
+    "classes_neg_pos",
+    "classes_easy",
+];
+
+fn small_dump(env: &Env) {
+    env.run(&[
+        "generate",
+        "--out",
+        "dump",
+        "--images",
+        "4",
+        "--anchors-per-image",
+        "6000",
+        "--classes",
+        "5",
+        "--seed",
+        "3",
+    ])
+    .ok();
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HARDMINE_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    for dir in std::env::split_paths(&path) {
+        for name in ["chromium", "chromium-browser", "google-chrome"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Headless Chromium with the flags this machine's closed network needs.
+fn headless(browser: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(browser);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]);
+    c.arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[test]
+fn the_html_report_renders_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("HARDMINE_REQUIRE_BROWSER").is_none(),
+            "HARDMINE_REQUIRE_BROWSER is set but no chromium was found (set HARDMINE_CHROMIUM)"
+        );
+        eprintln!("skipped: no chromium on PATH (.ci/run installs it and sets HARDMINE_REQUIRE_BROWSER)");
+        return;
+    };
+    let env = Env::new();
+    small_dump(&env);
+    let out = env.run(&["report", "dump", "--out", "report.html", "--quiet"]);
+    out.ok();
+    let page = env.path("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.len() < 3_000_000, "report is {} bytes", html.len());
+    let url = format!("file://{}", page.display());
+
+    // The DOM after loading: every chart is there, as inline SVG.
+    let dom = headless(&browser, &env.path("profile-dom")).arg("--dump-dom").arg(&url).output().unwrap();
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    for id in CHARTS {
+        let at = dom_text
+            .find(&format!("<section id=\"{id}\""))
+            .unwrap_or_else(|| panic!("chart {id} missing from the DOM"));
+        assert!(dom_text[at..].contains("<svg"), "chart {id} has no svg");
+    }
+    let logs = String::from_utf8_lossy(&dom.stderr);
+    for line in logs.lines() {
+        assert!(
+            !line.contains(":CONSOLE") && !line.contains("Failed to load resource"),
+            "browser console: {line}"
+        );
+    }
+
+    // A screenshot that is not blank.
+    let shot = env.path("shot.png");
+    let run = headless(&browser, &env.path("profile-shot"))
+        .arg("--window-size=1100,3000")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&run.stderr));
+    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..info.buffer_size()];
+    let channels = info.color_type.samples();
+    let pixels = bytes.len() / channels;
+    let inked = bytes.chunks(channels).filter(|p| p[..3].iter().any(|&c| c < 200)).count();
+    assert!(info.width == 1100 && info.height == 3000, "{}x{}", info.width, info.height);
+    assert!(inked * 50 > pixels, "the page looks blank: {inked} of {pixels} pixels inked");
+    // Keep it where a person can look at it.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::copy(&shot, &keep);
+}
+
+#[test]
+fn markdown_reports_link_their_charts_written_beside_them() {
+    let env = Env::new();
+    small_dump(&env);
+    env.run(&["report", "dump", "--out", "r.md", "--quiet"]).ok();
+    let md = std::fs::read_to_string(env.path("r.md")).unwrap();
+    for id in CHARTS {
+        assert!(md.contains(&format!("](r_files/{id}.svg)")), "{id} not linked");
+        let svg = std::fs::read_to_string(env.path(&format!("r_files/{id}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{id}");
+    }
+    assert!(md.contains("| strategy | params | selected | total loss | normalized |"));
+    assert!(md.contains("hardmine report dump --out r.md --quiet"), "the command is recorded");
+}
+
+/// Replaces what changes between runs and machines.
+fn redact(text: &str, env: &Env) -> String {
+    text.replace(&env.root().display().to_string(), "[TMP]").replace(env!("CARGO_PKG_VERSION"), "[VERSION]")
+}
+
+#[test]
+fn terminal_and_markdown_renderings_are_stable() {
+    let env = Env::new();
+    small_dump(&env);
+    let table = env.run(&["analyze", "dump", "--threads", "1"]).ok();
+    insta::assert_snapshot!("terminal_analyze", redact(&table, &env));
+    let sweep = env.run(&["sweep", "dump", "--gammas", "0,1,2", "--alphas", "0.25,-1"]).ok();
+    insta::assert_snapshot!("terminal_sweep", redact(&sweep, &env));
+    env.run(&["report", "dump", "--out", "r.md", "--quiet", "--threads", "1"]).ok();
+    let md = std::fs::read_to_string(env.path("r.md")).unwrap();
+    let md = redact(&md, &env);
+    // The recorded command line holds the test binary's absolute path.
+    let md: String = md
+        .lines()
+        .map(|l| if l.contains(" report dump --out r.md") { "[COMMAND]" } else { l })
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("markdown_report", md);
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let env = Env::new();
+    // Many classes make the JSON far larger than a pipe buffer.
+    env.run(&[
+        "generate",
+        "--out",
+        "wide",
+        "--images",
+        "2",
+        "--anchors-per-image",
+        "500",
+        "--classes",
+        "400",
+    ])
+    .ok();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hardmine"))
+        .args(["analyze", "wide", "--format", "json", "--strategies", "ce"])
+        .current_dir(env.root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then hang up, like `| head -c 100`.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}, stderr: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn no_progress_bar_or_colour_off_a_terminal() {
+    let env = Env::new();
+    small_dump(&env);
+    let out = env.run(&["report", "dump", "--out", "r.html"]);
+    out.ok();
+    let err = out.stderr();
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    assert!(err.starts_with("wrote r.html ("), "{err}");
+    let quiet = env.run(&["report", "dump", "--out", "r2.html", "--quiet"]);
+    assert_eq!(quiet.stderr(), "");
+    let text = env.run(&["analyze", "dump"]).ok();
+    assert!(!text.contains('\x1b'));
+}
