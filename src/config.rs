@@ -231,7 +231,7 @@ impl Default for DumpParams {
 }
 
 /// Optional columns to read besides the ones every analysis needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extras {
     /// Read `x1, y1, x2, y2` (required: opening a dump without them fails).
     pub boxes: bool,
@@ -242,7 +242,7 @@ pub struct Extras {
 }
 
 /// How to read a dump (validated).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DumpOptions {
     layout: Option<Layout>,
     activation: Activation,
@@ -537,14 +537,16 @@ impl Default for AnalysisParams {
 /// almost perfectly wrong, which is never what a user meant.
 pub const MAX_GAMMA: f64 = 20.0;
 
-/// Validated analysis settings.
-#[derive(Clone, Debug, PartialEq)]
+/// Validated analysis settings. Serialisable (for state files); the thread count is not part of
+/// the serialised form, since it never changes a result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisConfig {
     dump: DumpOptions,
     strategies: Vec<StrategyKind>,
     gamma: f64,
     alpha: Option<f64>,
     easy_threshold: f64,
+    #[serde(skip)]
     threads: Option<usize>,
     ohem: OhemParams,
     ssd: SsdParams,
@@ -739,6 +741,10 @@ impl AnalysisConfig {
     /// Whether breakdowns, normalisers and health checks are computed.
     pub fn breakdowns(&self) -> bool {
         self.breakdowns
+    }
+    /// The same settings with another thread count.
+    pub fn with_threads(&self, threads: Option<usize>) -> AnalysisConfig {
+        AnalysisConfig { threads, ..self.clone() }
     }
     /// Whether `kind` was requested.
     pub fn has(&self, kind: StrategyKind) -> bool {

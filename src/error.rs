@@ -17,6 +17,63 @@ pub enum Error {
     /// A result could not be written.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// A shard state could not be read or merged.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A shard state that cannot be read or merged.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The state file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a hardmine state.
+    #[error("{}: not a hardmine state file ({detail})\n  fix: pass files written by `hardmine analyze --save-state`", path.display())]
+    Parse {
+        /// The state file.
+        path: PathBuf,
+        /// What the parser reported.
+        detail: String,
+    },
+    /// Written by a hardmine with another state layout.
+    #[error("{}: state version {found}, this hardmine reads version {expected}\n  fix: re-run the shard with this hardmine version", path.display())]
+    Version {
+        /// The state file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The version this build reads.
+        expected: u32,
+    },
+    /// Two states that cannot be combined.
+    #[error("{} cannot be merged with {}: {what}\n  fix: run every shard with the same flags on the same kind of dump", path.display(), first.display())]
+    Incompatible {
+        /// The later state.
+        path: PathBuf,
+        /// The first state.
+        first: PathBuf,
+        /// What differs.
+        what: String,
+    },
+    /// An image's rows were split between shards.
+    #[error("image '{image}' is in both {} and {}: ohem, ssd and sampled finalise each image within its shard\n  fix: shard by image (every row of an image in one shard), e.g. one shard per file of a dump written image by image", first.display(), path.display())]
+    SplitImage {
+        /// The later state.
+        path: PathBuf,
+        /// The first state.
+        first: PathBuf,
+        /// The image id.
+        image: String,
+    },
+    /// Nothing to merge.
+    #[error("no state files given\n  fix: pass the files written by `hardmine analyze --save-state`")]
+    NoStates,
 }
 
 /// An invalid setting, caught before any data is read.
@@ -101,7 +158,7 @@ pub enum InputError {
         files: usize,
     },
     /// Rows of one image are not contiguous, and a per-image strategy needs them together.
-    #[error("image '{image}' appears again in {} from row {row}, after rows of other images\n  fix: ohem, ssd, sampled and mine select per image and need each image's rows together: sort the dump by image_id (e.g. `table.sort_by('image_id')` before writing), or leave them out with --strategies ce,alpha_ce,focal,ghm", path.display())]
+    #[error("image '{image}' appears again in {} from row {row}, after rows of other images\n  fix: streaming selection needs each image's rows together: sort the dump by image_id, or use the partitioned mode (`analysis::run` and the CLI switch to it by themselves)", path.display())]
     Unsorted {
         /// The image id.
         image: String,

@@ -28,6 +28,7 @@ pub mod output;
 pub mod render;
 pub mod report;
 pub mod rng;
+pub mod state;
 pub mod synth;
 
 pub use error::Error;

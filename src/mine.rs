@@ -5,7 +5,7 @@
 //! null when the dump has none), `label` (int32: the dense label, or 1/0 for binary
 //! positives/negatives), `class` (int32, binary dumps' `class`, else null), `loss` (float64: CE,
 //! or the focal loss for `focal`), `rank` (int32, 1 = hardest in the image) and `weight`
-//! (float64: 1, or the focal weight). Rows come image by image in dump order, hardest first.
+//! (float64: 1, or the focal weight). Rows come image by image in dump order (by each image's first row), hardest first.
 //! The file is written atomically: it appears complete or not at all.
 
 use std::path::Path;
@@ -14,9 +14,9 @@ use polars_core::prelude::{Column, DataFrame, NamedFrom, Series};
 use polars_io::parquet::write::{BatchedWriter, ParquetCompression, ParquetWriter};
 
 use crate::analysis::select::{ExportRow, MineSpec};
-use crate::analysis::{self, Observer};
+use crate::analysis::{self, Mode, Observer};
 use crate::config::AnalysisConfig;
-use crate::error::{Error, OutputError};
+use crate::error::{Error, InputError, OutputError};
 use crate::input::{ColumnType, Dump, HiveValue, ImageKey, Source};
 use crate::output::AtomicFile;
 
@@ -33,13 +33,34 @@ pub struct MineSummary {
 const GROUP: usize = 65_536;
 
 /// Runs the pass over `dump` and writes the hard examples of `spec` to `out`. `config` must
-/// include the mined strategy's settings (see `hardmine mine`).
+/// include the mined strategy's settings (see `hardmine mine`). A dump whose images are not
+/// contiguous is detected during the streaming pass; the export then starts over, partitioned.
 pub fn mine(
     dump: &Dump,
     config: &AnalysisConfig,
     spec: MineSpec,
     out: &Path,
     observer: &dyn Observer,
+) -> Result<MineSummary, Error> {
+    match mine_mode(dump, config, spec, out, observer, Mode::Stream) {
+        Err(Error::Input(InputError::Unsorted { image, path, row })) => {
+            observer.restarted(&format!(
+                "image '{image}' appears again in {} from row {row}: the images are not contiguous, so the export re-reads the dump in partitions",
+                path.display()
+            ));
+            mine_mode(dump, config, spec, out, observer, Mode::Partitioned)
+        }
+        other => other,
+    }
+}
+
+fn mine_mode(
+    dump: &Dump,
+    config: &AnalysisConfig,
+    spec: MineSpec,
+    out: &Path,
+    observer: &dyn Observer,
+    mode: Mode,
 ) -> Result<MineSummary, Error> {
     let mut file = AtomicFile::create(out)?;
     let files: Vec<String> = dump.files().iter().map(|f| f.input.path.display().to_string()).collect();
@@ -77,7 +98,8 @@ pub fn mine(
             }
             Ok(())
         };
-        analysis::run(dump, config, observer, Some((spec, &mut sink)))?;
+        let mut exported = false;
+        analysis::run_mode(dump, config, observer, Some((spec, &mut sink)), mode, &mut exported)?;
         if !pending.is_empty() {
             let df = frame(&pending, spec, &files, string_ids).map_err(perr)?;
             writer.write_batch(&df).map_err(perr)?;

@@ -122,7 +122,7 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthSummary, Error> {
         };
         let schema = Rows::new(cfg).into_frame(cfg).map_err(perr)?.schema().clone();
         let mut writer = ParquetWriter::new(out.file_mut()?)
-            .with_compression(ParquetCompression::Zstd(None))
+            .with_compression(ParquetCompression::Snappy)
             .batched(&schema)
             .map_err(perr)?;
         let mut pending = Rows::new(cfg);

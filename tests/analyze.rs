@@ -520,3 +520,79 @@ fn pyarrow_written_dumps_read_like_polars_written_ones() {
     assert_eq!(bin["dataset"]["decisions"], 30);
     assert_eq!(bin["metadata"]["layout"], "binary");
 }
+
+#[test]
+fn shard_states_merge_into_the_report_of_one_run() {
+    let env = Env::new();
+    env.run(&[
+        "generate",
+        "--out",
+        "d",
+        "--images",
+        "9",
+        "--anchors-per-image",
+        "2000",
+        "--classes",
+        "3",
+        "--images-per-file",
+        "3",
+    ])
+    .ok();
+    let whole = env.run(&["analyze", "d", "--format", "json"]).json();
+    let mut states = Vec::new();
+    for i in 0..3 {
+        let file = format!("d/part-0000{i}.parquet");
+        let state = format!("s{i}.state");
+        env.run(&[
+            "analyze",
+            &file,
+            "--save-state",
+            &state,
+            "--threads",
+            &(1 + i % 2).to_string(),
+            "--quiet",
+        ])
+        .ok();
+        states.push(state);
+    }
+    let mut argv = vec!["merge"];
+    argv.extend(states.iter().map(String::as_str));
+    argv.extend(["--format", "json"]);
+    let mut merged = env.run(&argv).json();
+    assert_eq!(merged["metadata"]["command"], "merge");
+    merged["metadata"]["command"] = whole["metadata"]["command"].clone();
+    // Exact sums: the merge is not just close, it is the same report.
+    assert_eq!(merged, whole);
+
+    // A shard run twice, different flags, another file: clear errors.
+    let e = env.run(&["merge", "s0.state", "s0.state"]).err();
+    assert!(e.contains("each file must be in one shard"), "{e}");
+    env.run(&["analyze", "d/part-00001.parquet", "--gamma", "1", "--save-state", "g1.state", "--quiet"]).ok();
+    let e = env.run(&["merge", "s0.state", "g1.state"]).err();
+    assert!(e.contains("the analysis settings differ"), "{e}");
+    std::fs::write(env.path("bad.state"), b"{\"state_version\": 99}").unwrap();
+    let e = env.run(&["merge", "bad.state"]).err();
+    assert!(e.contains("state version 99") && e.contains("fix:"), "{e}");
+    std::fs::write(env.path("junk.state"), b"not json").unwrap();
+    assert!(env.run(&["merge", "junk.state"]).err().contains("not a hardmine state file"));
+}
+
+#[test]
+fn an_image_split_between_shards_is_refused_for_per_image_strategies() {
+    let env = Env::new();
+    // Image 1 in both shards (image 2, all ignored, has no candidates).
+    let d = dense(12, 3, 20, 2);
+    d.write(&env.path("a.parquet"), 0..25, 100);
+    d.write(&env.path("b.parquet"), 25..60, 100);
+    env.run(&["analyze", "a.parquet", "--save-state", "a.state", "--quiet"]).ok();
+    env.run(&["analyze", "b.parquet", "--save-state", "b.state", "--quiet"]).ok();
+    let e = env.run(&["merge", "a.state", "b.state"]).err();
+    assert!(e.contains("image '1' is in both") && e.contains("shard by image"), "{e}");
+    // Without per-image strategies the per-image sums merge by id: allowed.
+    let s = "ce,alpha_ce,focal,ghm";
+    env.run(&["analyze", "a.parquet", "--strategies", s, "--save-state", "a2.state", "--quiet"]).ok();
+    env.run(&["analyze", "b.parquet", "--strategies", s, "--save-state", "b2.state", "--quiet"]).ok();
+    let merged = env.run(&["merge", "a2.state", "b2.state", "--format", "json"]).json();
+    let one = env.run(&["analyze", "a.parquet", "b.parquet", "--strategies", s, "--format", "json"]).json();
+    assert_eq!(merged["strategies"], one["strategies"]);
+}

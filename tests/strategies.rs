@@ -216,26 +216,43 @@ fn nms_without_boxes_is_an_error_that_names_the_flag() {
 }
 
 #[test]
-fn images_split_around_other_images_are_reported_for_per_image_strategies() {
+fn images_split_around_other_images_are_reread_in_partitions() {
     let env = Env::new();
     // Image 0, then image 1, then image 0 again, in separate row groups.
+    let logits: Vec<Vec<f32>> = [1.0f32, -2.0, 0.5, -1.0, 3.0, -4.0].iter().map(|&x| vec![x]).collect();
     write(
         &env.path("u.parquet"),
         vec![
             ("image_id", Col::I64(vec![0, 0, 1, 1, 0, 0])),
             ("label", Col::I32(vec![0, -1, 0, -1, -1, -1])),
-            ("logits", Col::ListF32(vec![vec![1.0]; 6])),
+            ("logits", Col::ListF32(logits.clone())),
         ],
         2,
     );
-    let e = env.run(&["analyze", "u.parquet", "--threads", "1"]).err();
-    assert!(e.contains("image '0' appears again in u.parquet from row 4"), "{e}");
-    assert!(
-        e.contains("sort the dump by image_id") && e.contains("--strategies ce,alpha_ce,focal,ghm"),
-        "{e}"
+    let out = env.run(&["analyze", "u.parquet", "--threads", "1", "--format", "json"]);
+    let e = out.stderr();
+    assert!(e.contains("note: image '0' appears again in u.parquet from row 4"), "{e}");
+    assert!(e.contains("re-read the dump in partitions"), "{e}");
+    // The same rows with image 0 together give the same selections.
+    let order = [0usize, 1, 4, 5, 2, 3];
+    write(
+        &env.path("s.parquet"),
+        vec![
+            ("image_id", Col::I64(order.iter().map(|&i| [0, 0, 1, 1, 0, 0][i]).collect())),
+            ("label", Col::I32(order.iter().map(|&i| [0, -1, 0, -1, -1, -1][i]).collect())),
+            ("logits", Col::ListF32(order.iter().map(|&i| logits[i].clone()).collect())),
+        ],
+        2,
     );
-    // The reweighting strategies merge by image id and do not mind.
-    env.run(&["analyze", "u.parquet", "--strategies", "ce,alpha_ce,focal,ghm"]).ok();
+    let sorted = env.run(&["analyze", "s.parquet", "--threads", "1", "--format", "json"]).json();
+    let unsorted = out.json();
+    for k in 0..7 {
+        let (a, b) = (&unsorted["strategies"][k], &sorted["strategies"][k]);
+        assert_eq!(a["buckets"], b["buckets"], "{}", a["name"]);
+        assert_eq!(a["loss"], b["loss"], "{}", a["name"]);
+    }
+    // --quiet keeps stderr empty.
+    assert_eq!(env.run(&["analyze", "u.parquet", "--quiet"]).stderr(), "");
 }
 
 #[test]
@@ -448,4 +465,86 @@ fn help_shows_an_example_for_each_strategy() {
     for s in ["--strategy ohem", "--strategy ssd", "--strategy sampled", "--strategy focal"] {
         assert!(help.contains(s), "{s} missing from:\n{help}");
     }
+}
+
+#[test]
+fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
+    let env = Env::new();
+    let d = dump();
+    // Interleave the images: a fixed permutation of the rows, over two files.
+    let n = d.image.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut g = Lcg(99);
+    for i in (1..n).rev() {
+        order.swap(i, (g.next() % (i as u64 + 1)) as usize);
+    }
+    let shuffled = Dump {
+        image: order.iter().map(|&i| d.image[i]).collect(),
+        label: order.iter().map(|&i| d.label[i]).collect(),
+        logits: order.iter().map(|&i| d.logits[i].clone()).collect(),
+        boxes: order.iter().map(|&i| d.boxes[i]).collect(),
+    };
+    let half = n / 2;
+    let part = |range: std::ops::Range<usize>| Dump {
+        image: shuffled.image[range.clone()].to_vec(),
+        label: shuffled.label[range.clone()].to_vec(),
+        logits: shuffled.logits[range.clone()].to_vec(),
+        boxes: shuffled.boxes[range].to_vec(),
+    };
+    part(0..half).write(&env, "u/a.parquet", 9);
+    part(half..n).write(&env, "u/b.parquet", 9);
+    // The reference sees the rows in the same order: file a, then file b.
+    let images = r::by_image(&shuffled.anchors());
+    let out = env.run(&[
+        "analyze",
+        "u",
+        "--ohem-k",
+        "10",
+        "--neg-pos-ratio",
+        "2",
+        "--batch-size-per-image",
+        "8",
+        "--draws",
+        "0",
+        "--ohem-nms",
+        "0.4",
+        "--format",
+        "json",
+    ]);
+    assert!(out.stderr().contains("re-read the dump in partitions"), "{}", out.stderr());
+    let rep = out.json();
+    let ohem = |img: &[Anchor]| r::indicator(img.len(), &r::ohem(img, 10, Some(0.4), None));
+    let ssd = |img: &[Anchor]| r::indicator(img.len(), &r::ssd(img, 2, false));
+    let sampled = |img: &[Anchor]| r::sampled(img, 8, 0.5);
+    r::check_sel(&rep, "ohem", &r::total(&images, N_IMAGES, ohem));
+    r::check_sel(&rep, "ssd", &r::total(&images, N_IMAGES, ssd));
+    r::check_sel(&rep, "sampled", &r::total(&images, N_IMAGES, sampled));
+    // The same at one thread, byte for byte, and the export follows the same selection.
+    let one = env.run(&[
+        "analyze",
+        "u",
+        "--ohem-k",
+        "10",
+        "--neg-pos-ratio",
+        "2",
+        "--batch-size-per-image",
+        "8",
+        "--draws",
+        "0",
+        "--ohem-nms",
+        "0.4",
+        "--format",
+        "json",
+        "--threads",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(one.json(), rep);
+    let out = env.run(&["mine", "u", "--strategy", "ohem", "--ohem-k", "3", "--out", "h.parquet"]);
+    out.ok();
+    assert!(out.stderr().contains("re-reads the dump in partitions"), "{}", out.stderr());
+    let want: usize = images.values().map(|img| r::ohem(img, 3, None, None).len()).sum();
+    let f = std::fs::File::open(env.path("h.parquet")).unwrap();
+    use polars_io::prelude::*;
+    assert_eq!(ParquetReader::new(f).finish().unwrap().height(), want);
 }

@@ -168,6 +168,7 @@ pub struct BreakdownAcc {
     /// Whether any batch had IoU.
     pub has_iou: bool,
     /// Per image.
+    #[serde(with = "crate::analysis::pairs")]
     pub images: BTreeMap<ImageKey, ImageGroup>,
     /// Gradient-norm counts: negatives, positives.
     pub density: [Vec<u64>; 2],

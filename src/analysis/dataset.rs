@@ -37,6 +37,7 @@ impl ImageCounts {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetAcc {
     /// Counts per image, keyed by image id.
+    #[serde(with = "crate::analysis::pairs")]
     pub images: BTreeMap<ImageKey, ImageCounts>,
 }
 

@@ -43,6 +43,7 @@ impl Bins {
 pub struct GhmAcc {
     bins: usize,
     buckets: [Bins; 4],
+    #[serde(with = "crate::analysis::pairs")]
     per_image: BTreeMap<ImageKey, Vec<ExactSum>>,
 }
 

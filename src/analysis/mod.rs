@@ -15,6 +15,7 @@ pub mod decisions;
 pub mod ghm;
 pub mod health;
 pub mod hist;
+pub mod pairs;
 pub mod select;
 pub mod sum;
 pub mod sweep;
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisConfig, Layout, StrategyKind};
 use crate::error::{Error, InputError};
-use crate::input::{Batch, Dump};
+use crate::input::{Batch, Dump, DumpInfo};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
 use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
@@ -231,8 +232,13 @@ impl Pass {
 
     /// Builds the report. Call after [`Pass::finish_selection`].
     pub fn finish(&self, dump: &Dump, config: &AnalysisConfig, command: &str) -> Report {
-        let shape = dump.shape();
-        let dataset = self.dataset_summary(shape.layout, dump.files().len());
+        self.report(&dump.info(), config, command)
+    }
+
+    /// Builds the report from the dump's recorded facts (e.g. of merged shards).
+    pub fn report(&self, dump: &DumpInfo, config: &AnalysisConfig, command: &str) -> Report {
+        let shape = dump.shape;
+        let dataset = self.dataset_summary(shape.layout, dump.inputs.len());
         let strategies = self.strategy_reports();
         Report {
             schema_version: SCHEMA_VERSION,
@@ -240,11 +246,11 @@ impl Pass {
                 tool: "hardmine".into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 command: command.into(),
-                inputs: dump.files().iter().map(|f| f.input.path.display().to_string()).collect(),
+                inputs: dump.inputs.clone(),
                 layout: shape.layout,
                 scores: shape.scores,
                 activation: shape.activation,
-                classes: dump.width(),
+                classes: dump.width,
                 columns: config.dump().columns().renames().clone(),
                 invocation: None,
                 parameters: Parameters {
@@ -253,7 +259,7 @@ impl Pass {
                     alpha: config.alpha(),
                     easy_threshold: config.easy_threshold(),
                     background_class: (shape.activation == crate::config::Activation::Softmax)
-                        .then_some(dump.background_class()),
+                        .then_some(dump.background_class),
                 },
             },
             strategies,
@@ -270,8 +276,8 @@ impl Pass {
                     }
                     let cx = health::HealthContext {
                         shape,
-                        width: dump.width(),
-                        background_class: dump.background_class(),
+                        width: dump.width,
+                        background_class: dump.background_class,
                         decisions: dataset.decisions,
                         positives: dataset.positives,
                         gammas: &gammas,
@@ -281,6 +287,15 @@ impl Pass {
                 None => Vec::new(),
             },
             dataset,
+        }
+    }
+
+    /// Shifts the file indices this pass recorded by `n` (its files come after `n` others).
+    pub fn offset_files(&mut self, n: u32) {
+        if let Some(b) = &mut self.breakdown {
+            for g in b.images.values_mut() {
+                g.first.0 += n;
+            }
         }
     }
 
@@ -301,6 +316,9 @@ pub trait Observer: Sync {
     fn cancelled(&self) -> bool {
         false
     }
+    /// The pass starts over (e.g. in partitioned mode for a dump whose images are not
+    /// contiguous); `why` says so in a sentence.
+    fn restarted(&self, _why: &str) {}
 }
 
 /// An observer that does nothing.
@@ -323,19 +341,70 @@ pub fn analyze(dump: &Dump, config: &AnalysisConfig) -> Result<Report, Error> {
 /// Receives exported hard examples as images are finalised, in dump order.
 pub type ExportSink<'a> = &'a mut (dyn FnMut(Vec<ExportRow>) -> Result<(), Error> + Send);
 
+/// How the per-image strategies find complete images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Each image's rows are contiguous: finalise images as the dump moves past them.
+    Stream,
+    /// Images may be anywhere: spill candidates to partitions by image and finalise at the end.
+    Partitioned,
+}
+
 /// Runs the pass and returns the merged, finished accumulators. With `mine`, the selected hard
 /// examples go to the sink as the pass proceeds.
+///
+/// The per-image strategies first assume contiguous images; if an image turns up again after
+/// other images, the pass starts over in [`Mode::Partitioned`] (telling the observer), unless
+/// hard examples were already handed to the sink: then the [`InputError::Unsorted`] error is
+/// returned and the caller re-runs with [`run_mode`] and a fresh sink.
 pub fn run(
     dump: &Dump,
     config: &AnalysisConfig,
     observer: &dyn Observer,
+    mut mine: Option<(MineSpec, ExportSink<'_>)>,
+) -> Result<Pass, Error> {
+    let mut exported = false;
+    let first = run_mode(
+        dump,
+        config,
+        observer,
+        mine.as_mut().map(|(s, k)| (*s, &mut **k as ExportSink<'_>)),
+        Mode::Stream,
+        &mut exported,
+    );
+    match first {
+        Err(Error::Input(InputError::Unsorted { image, path, row })) if !exported => {
+            observer.restarted(&format!(
+                "image '{image}' appears again in {} from row {row}: the images are not contiguous, so the per-image strategies re-read the dump in partitions",
+                path.display()
+            ));
+            run_mode(
+                dump,
+                config,
+                observer,
+                mine.as_mut().map(|(s, k)| (*s, &mut **k as ExportSink<'_>)),
+                Mode::Partitioned,
+                &mut exported,
+            )
+        }
+        other => other,
+    }
+}
+
+/// Runs the pass in the given mode; `exported` is set once rows went to the sink.
+pub fn run_mode(
+    dump: &Dump,
+    config: &AnalysisConfig,
+    observer: &dyn Observer,
     mine: Option<(MineSpec, ExportSink<'_>)>,
+    mode: Mode,
+    exported: &mut bool,
 ) -> Result<Pass, Error> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(config.threads().unwrap_or(0)).build();
     match pool {
-        Ok(pool) => pool.install(|| run_in_pool(dump, config, observer, mine)),
+        Ok(pool) => pool.install(|| run_in_pool(dump, config, observer, mine, mode, exported)),
         // Building a pool only fails when threads cannot be spawned; the global pool may still work.
-        Err(_) => run_in_pool(dump, config, observer, mine),
+        Err(_) => run_in_pool(dump, config, observer, mine, mode, exported),
     }
 }
 
@@ -344,6 +413,8 @@ fn run_in_pool(
     config: &AnalysisConfig,
     observer: &dyn Observer,
     mut mine: Option<(MineSpec, ExportSink<'_>)>,
+    mode: Mode,
+    exported: &mut bool,
 ) -> Result<Pass, Error> {
     let tau = config.easy_threshold();
     let exp = dump.expansion();
@@ -352,11 +423,31 @@ fn run_in_pool(
         let path = dump.files().get(r.file).map(|f| f.input.path.clone()).unwrap_or_default();
         InputError::Unsorted { image: r.image, path, row: r.row }.into()
     };
-    let mut total = Pass::new(config, spec);
-    let mut drain = |pass: &mut Pass| -> Result<(), Error> {
+    let new_pass = || {
+        let mut p = Pass::new(config, spec);
+        if mode == Mode::Partitioned {
+            if let Some(s) = &mut p.select {
+                s.set_partitioned();
+            }
+        }
+        p
+    };
+    let spill_error = |e: std::io::Error| -> Error {
+        crate::error::OutputError::Io { path: std::env::temp_dir(), source: e }.into()
+    };
+    let mut spill = match (mode, config.strategies().iter().any(|s| s.selects_per_image()) || spec.is_some())
+    {
+        (Mode::Partitioned, true) => {
+            Some(select::spill::Spill::new(select::spill::partitions_for(dump.rows())).map_err(spill_error)?)
+        }
+        _ => None,
+    };
+    let mut total = new_pass();
+    let mut drain = |pass: &mut Pass, exported: &mut bool| -> Result<(), Error> {
         if let (Some((_, sink)), Some(sel)) = (mine.as_mut(), pass.select.as_mut()) {
             let rows = sel.drain_export();
             if !rows.is_empty() {
+                *exported = true;
                 sink(rows)?;
             }
         }
@@ -373,22 +464,37 @@ fn run_in_pool(
                     return Err(InputError::Interrupted.into());
                 }
                 let batch = dump.read(unit)?;
-                let mut pass = Pass::new(config, spec);
+                let mut pass = new_pass();
                 pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
                 observer.rows_done(unit.rows);
                 Ok(pass)
             })
             .collect();
         for part in parts {
-            total.merge(part?).map_err(unsorted)?;
+            let mut part = part?;
+            if let (Some(spill), Some(sel)) = (spill.as_mut(), part.select.as_mut()) {
+                for (key, cands) in sel.take_open() {
+                    spill.write(&key, &cands).map_err(spill_error)?;
+                }
+            }
+            total.merge(part).map_err(unsorted)?;
         }
         if let Some(sel) = &mut total.select {
             sel.finalize_ready();
         }
-        drain(&mut total)?;
+        drain(&mut total, exported)?;
+    }
+    if let (Some(mut spill), Some(sel)) = (spill, total.select.as_mut()) {
+        spill.finish().map_err(spill_error)?;
+        for i in 0..spill.len() {
+            if observer.cancelled() {
+                return Err(InputError::Interrupted.into());
+            }
+            sel.finalize_groups(spill.read(i).map_err(spill_error)?);
+        }
     }
     total.finish_selection().map_err(unsorted)?;
-    drain(&mut total)?;
+    drain(&mut total, exported)?;
     Ok(total)
 }
 

@@ -42,6 +42,7 @@ pub struct SweepAcc {
     grid: SweepGrid,
     sums: Vec<GammaSums>,
     /// Per image, per gamma: alpha-free loss of negatives and positives.
+    #[serde(with = "crate::analysis::pairs")]
     per_image: BTreeMap<ImageKey, Vec<[ExactSum; 2]>>,
 }
 

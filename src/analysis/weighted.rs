@@ -68,6 +68,7 @@ pub struct Weighting {
 pub struct WeightedAcc {
     weighting: Weighting,
     buckets: [BucketAcc; 4],
+    #[serde(with = "crate::analysis::pairs")]
     per_image: BTreeMap<ImageKey, ExactSum>,
 }
 

@@ -1,5 +1,6 @@
 //! `hardmine analyze`: compare strategies bucket by bucket on a dump.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -7,6 +8,7 @@ use clap::Args;
 use hardmine::analysis;
 use hardmine::config::{parse_strategies, AnalysisParams};
 use hardmine::input::Dump;
+use hardmine::state::State;
 
 use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, StrategyArgs};
 
@@ -21,7 +23,8 @@ Examples:
   hardmine analyze dump/ --strategies ssd --neg-pos-ratio 3 --activation softmax
   hardmine analyze dump/ --strategies sampled --preset rpn    # 256 anchors @ 0.5 positive
   hardmine analyze dump/ --strategies sampled --preset rcnn --draws 1000 --seed 7
-  hardmine analyze dump/ --strategies ghm --ghm-bins 30       # GHM-C (mmdetection GHMC)";
+  hardmine analyze dump/ --strategies ghm --ghm-bins 30       # GHM-C (mmdetection GHMC)
+  hardmine analyze shard-3/ --save-state s3.state && hardmine merge s*.state   # shards";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -35,6 +38,9 @@ pub struct AnalyzeArgs {
     /// A decision is easy when p_t is at least this.
     #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
+    /// Also save the merged accumulator state, for `hardmine merge` (shard by image).
+    #[arg(long, value_name = "FILE")]
+    pub save_state: Option<PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
     #[command(flatten)]
@@ -66,7 +72,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(dump.rows(), args.run.quiet);
     let pass = analysis::run(&dump, &config, &progress, None);
     progress.finish();
-    let report = pass?.finish(&dump, &config, "analyze");
+    let pass = pass?;
+    let report = pass.finish(&dump, &config, "analyze");
+    if let Some(path) = &args.save_state {
+        State::new(&config, dump.info(), pass).write(path)?;
+    }
     sink.write(&report, args.output.format())?;
     Ok(ExitCode::SUCCESS)
 }

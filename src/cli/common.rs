@@ -270,6 +270,7 @@ impl SweepGridArgs {
 /// Progress on stderr (only on a terminal, never with `--quiet`) and Ctrl-C.
 pub struct Progress {
     bar: Option<ProgressBar>,
+    quiet: bool,
     interrupted: Arc<AtomicBool>,
 }
 
@@ -303,7 +304,7 @@ impl Progress {
             );
             bar
         });
-        Progress { bar, interrupted: interrupt_flag() }
+        Progress { bar, quiet, interrupted: interrupt_flag() }
     }
 
     /// Removes the bar.
@@ -323,6 +324,18 @@ impl Observer for Progress {
 
     fn cancelled(&self) -> bool {
         self.interrupted.load(Ordering::Relaxed)
+    }
+
+    fn restarted(&self, why: &str) {
+        if !self.quiet {
+            match &self.bar {
+                Some(b) => {
+                    b.println(format!("note: {why}"));
+                    b.set_position(0);
+                }
+                None => eprintln!("note: {why}"),
+            }
+        }
     }
 }
 

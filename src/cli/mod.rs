@@ -5,6 +5,7 @@ mod analyze;
 mod common;
 mod demo;
 mod generate;
+mod merge;
 mod mine;
 mod report;
 mod sweep;
@@ -32,6 +33,8 @@ enum Command {
     Report(report::ReportArgs),
     /// Sweep gamma x alpha: loss shares, CDFs, balanced alphas and a recommendation.
     Sweep(sweep::SweepArgs),
+    /// Merge shard states (`analyze --save-state`) into one report.
+    Merge(merge::MergeArgs),
     /// Export the hard examples a strategy selects to Parquet.
     Mine(mine::MineArgs),
     /// Write a synthetic RetinaNet-like dump.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(a) => analyze::run(a),
         Command::Report(r) => report::run(r),
         Command::Sweep(s) => sweep::run(s),
+        Command::Merge(m) => merge::run(m),
         Command::Mine(m) => mine::run(m),
         Command::Generate(g) => generate::run(g),
         Command::Demo(d) => demo::run(d),

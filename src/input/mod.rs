@@ -106,6 +106,19 @@ pub struct Batch {
     pub boxes: Option<Vec<[f32; 4]>>,
 }
 
+/// What a report needs to know about the dump it describes (and what a state file keeps).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpInfo {
+    /// The files, in reading order.
+    pub inputs: Vec<String>,
+    /// Layout, scores and activation.
+    pub shape: DumpShape,
+    /// Scores per row.
+    pub width: usize,
+    /// Softmax background class.
+    pub background_class: u32,
+}
+
 /// One unit of work: a row group of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit {
@@ -254,6 +267,16 @@ impl Dump {
     /// The softmax background class.
     pub fn background_class(&self) -> u32 {
         self.background_class
+    }
+
+    /// The facts a report records about this dump.
+    pub fn info(&self) -> DumpInfo {
+        DumpInfo {
+            inputs: self.files.iter().map(|f| f.input.path.display().to_string()).collect(),
+            shape: self.shape,
+            width: self.width,
+            background_class: self.background_class,
+        }
     }
 
     /// What decision expansion needs to know.

@@ -119,7 +119,7 @@ impl FileColumns {
 }
 
 /// The layout-level facts shared by every file of a dump.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DumpShape {
     /// Dense or binary.
     pub layout: Layout,

@@ -16,6 +16,7 @@
 
 pub mod ohem;
 pub mod sampled;
+pub mod spill;
 pub mod ssd;
 
 use std::cmp::Ordering;
@@ -309,6 +310,7 @@ pub struct SelectTotals {
     pub images: u64,
     /// Exported rows not yet drained, by the dump position (file, row) of the image's first row,
     /// so that rows leave in dump order whatever order images were finalised in.
+    #[serde(with = "crate::analysis::pairs")]
     pub export: BTreeMap<(u32, u64), Vec<ExportRow>>,
 }
 
@@ -329,6 +331,7 @@ pub struct SelectAcc {
     config: SelectConfig,
     /// Candidates of images that may continue, by image, in segments (one per part, so that
     /// merging moves no candidates).
+    #[serde(with = "crate::analysis::pairs")]
     open: BTreeMap<ImageKey, Vec<Vec<Candidate>>>,
     /// Complete images waiting to be finalised, in dump order.
     ready: Vec<(ImageKey, Vec<Vec<Candidate>>)>,
@@ -339,6 +342,9 @@ pub struct SelectAcc {
     last: Option<ImageKey>,
     /// Where this part starts (file index, row), for error messages.
     origin: Option<(usize, u64)>,
+    /// Images may be anywhere in the dump: keep every candidate for the spill (see [`spill`]).
+    #[serde(default)]
+    partitioned: bool,
     /// Results of finalised images.
     pub totals: SelectTotals,
 }
@@ -354,8 +360,26 @@ impl SelectAcc {
             first: None,
             last: None,
             origin: None,
+            partitioned: false,
             totals: SelectTotals::default(),
         }
+    }
+
+    /// Keeps every candidate until [`SelectAcc::take_open`] moves it to the spill, instead of
+    /// finalising images as the dump moves past them.
+    pub fn set_partitioned(&mut self) {
+        self.partitioned = true;
+    }
+
+    /// Takes every open image's candidates (partitioned mode: they go to the spill).
+    pub fn take_open(&mut self) -> Vec<(ImageKey, Vec<Candidate>)> {
+        std::mem::take(&mut self.open).into_iter().map(|(k, segments)| (k, segments.concat())).collect()
+    }
+
+    /// Finalises complete images read back from the spill.
+    pub fn finalize_groups(&mut self, groups: Vec<(ImageKey, Vec<Candidate>)>) {
+        self.ready.extend(groups.into_iter().map(|(k, c)| (k, vec![c])));
+        self.finalize_ready();
     }
 
     /// The settings.
@@ -437,6 +461,9 @@ impl SelectAcc {
     /// Moves every open image except the first and last seen to `ready` (used inside one row
     /// group, where those two may continue in the neighbouring row groups).
     pub fn settle_interior(&mut self) -> Result<(), Reappeared> {
+        if self.partitioned {
+            return Ok(());
+        }
         let keep: Vec<ImageKey> = self.first.iter().chain(self.last.iter()).cloned().collect();
         self.settle(&keep)
     }

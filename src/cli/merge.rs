@@ -1,0 +1,40 @@
+//! `hardmine merge`: combine shard states into the report one run over all inputs would give.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use hardmine::state::{self, State};
+
+use super::common::OutputArgs;
+
+const EXAMPLES: &str = "\
+Examples:
+  hardmine analyze shards/0/ --save-state s0.state     # one task per shard, same flags
+  hardmine analyze shards/1/ --save-state s1.state
+  hardmine merge s0.state s1.state --format json --output analysis.json
+
+See docs/scale-out.md for Slurm arrays, Kubernetes Jobs and Spark/Ray.";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct MergeArgs {
+    /// State files written by `hardmine analyze --save-state`, in dump order.
+    #[arg(required = true, value_name = "STATE")]
+    pub states: Vec<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let sink = args.output.open()?;
+    let mut states = Vec::with_capacity(args.states.len());
+    for p in &args.states {
+        states.push((p.clone(), State::read(p)?));
+    }
+    let merged = state::merge(states)?;
+    let report = merged.pass.report(&merged.dump, &merged.config, "merge");
+    sink.write(&report, args.output.format())?;
+    Ok(ExitCode::SUCCESS)
+}
