@@ -202,6 +202,17 @@ impl ColumnMap {
     }
 }
 
+/// What to do with a row whose values are invalid (null, NaN logit, label out of range, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnInvalid {
+    /// Stop with an error naming the file, column and row (default).
+    #[default]
+    Error,
+    /// Drop the row and count it, by reason, in the report's `dataset.skipped`.
+    Skip,
+}
+
 /// How to read a dump (unchecked).
 #[derive(Clone, Debug, PartialEq)]
 pub struct DumpParams {
@@ -216,6 +227,13 @@ pub struct DumpParams {
     pub background_class: i64,
     /// `NAME=COLUMN` renames (the `--col` flag).
     pub columns: Vec<String>,
+    /// Rows with invalid values: stop (default) or skip and count them.
+    pub on_invalid: OnInvalid,
+    /// Analyse a dump without a single positive decision instead of stopping (`--allow-no-positives`).
+    pub allow_no_positives: bool,
+    /// Count images whose anchors are all ignored (zero loss) instead of stopping
+    /// (`--keep-ignored-images`).
+    pub keep_ignored_images: bool,
 }
 
 impl Default for DumpParams {
@@ -226,17 +244,19 @@ impl Default for DumpParams {
             scores: None,
             background_class: 0,
             columns: Vec::new(),
+            on_invalid: OnInvalid::Error,
+            allow_no_positives: false,
+            keep_ignored_images: false,
         }
     }
 }
 
-/// Optional columns to read besides the ones every analysis needs.
+/// Optional columns to read besides the ones every analysis needs (`anchor_id` is always read
+/// where present, for the duplicate check).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extras {
     /// Read `x1, y1, x2, y2` (required: opening a dump without them fails).
     pub boxes: bool,
-    /// Read `anchor_id` where present (for exports).
-    pub ids: bool,
     /// Read `level` and `iou` where present (for breakdowns and exports).
     pub groups: bool,
 }
@@ -250,6 +270,12 @@ pub struct DumpOptions {
     background_class: u32,
     columns: ColumnMap,
     extras: Extras,
+    #[serde(default)]
+    on_invalid: OnInvalid,
+    #[serde(default)]
+    allow_no_positives: bool,
+    #[serde(default)]
+    keep_ignored_images: bool,
 }
 
 impl DumpParams {
@@ -277,6 +303,9 @@ impl DumpParams {
             background_class: self.background_class as u32,
             columns,
             extras: Extras::default(),
+            on_invalid: self.on_invalid,
+            allow_no_positives: self.allow_no_positives,
+            keep_ignored_images: self.keep_ignored_images,
         })
     }
 }
@@ -302,13 +331,25 @@ impl DumpOptions {
     pub fn columns(&self) -> &ColumnMap {
         &self.columns
     }
+    /// The policy for rows with invalid values.
+    pub fn on_invalid(&self) -> OnInvalid {
+        self.on_invalid
+    }
+    /// Whether a dump without positives is analysed rather than refused.
+    pub fn allow_no_positives(&self) -> bool {
+        self.allow_no_positives
+    }
+    /// Whether images whose anchors are all ignored are counted rather than refused.
+    pub fn keep_ignored_images(&self) -> bool {
+        self.keep_ignored_images
+    }
     /// The optional columns to read.
     pub fn extras(&self) -> Extras {
         self.extras
     }
-    /// The same options, also reading `anchor_id` and `level` (for exports).
-    pub fn with_ids(&self) -> DumpOptions {
-        DumpOptions { extras: Extras { ids: true, groups: true, ..self.extras }, ..self.clone() }
+    /// The same options, also reading `level` and `iou` (for exports).
+    pub fn for_export(&self) -> DumpOptions {
+        DumpOptions { extras: Extras { groups: true, ..self.extras }, ..self.clone() }
     }
 }
 

@@ -167,6 +167,48 @@ pub enum InputError {
         /// First row of the row group where it reappeared.
         row: u64,
     },
+    /// The dump has decisions but not one positive.
+    #[error("the dump has {decisions} decisions and not one positive: every loss normalised by positives is undefined\n  fix: check the label mapping of the dumping code (sigmoid: 0..C-1 foreground, -1 background, -2 ignored; softmax: class index, background = --background-class); or pass --allow-no-positives to analyse it anyway")]
+    NoPositives {
+        /// Valid decisions read.
+        decisions: u64,
+    },
+    /// Images whose anchors are all ignored (label -2).
+    #[error("image '{image}' has {anchors} anchors and all are ignored (label -2){more}\n  fix: check the ignore rule of the dumping code (ignored = -2 only for anchors between the IoU thresholds); or pass --keep-ignored-images to count such images with zero loss, as torchvision's mean over images does")]
+    IgnoredImage {
+        /// The first such image (in image-id order).
+        image: String,
+        /// Its anchors.
+        anchors: u64,
+        /// ", and N more such images" or empty.
+        more: String,
+    },
+    /// Two rows with the same `(image_id, anchor_id)`.
+    #[error("image '{image}' has {anchor} twice: row {first_row} of {} and row {second_row} of {}\n  fix: dump each image once and give each anchor its own id within the image (a resumed dumping job appending to the same files is the usual cause)", first.display(), second.display())]
+    Duplicate {
+        /// The image.
+        image: String,
+        /// "anchor_id N" (and the class in binary dumps).
+        anchor: String,
+        /// File of the first row.
+        first: PathBuf,
+        /// Its row.
+        first_row: u64,
+        /// File of the repeat.
+        second: PathBuf,
+        /// Its row.
+        second_row: u64,
+    },
+    /// An image with more rows than distinct anchor ids: some `(image_id, anchor_id)` repeats.
+    #[error("image '{image}' has {rows} rows but only {ids} distinct anchor ids fit between its smallest and largest: some (image_id, anchor_id) pairs repeat, so the image was probably dumped twice\n  fix: dump each image once and give each anchor its own id within the image")]
+    Overfull {
+        /// The image.
+        image: String,
+        /// Its rows (with an anchor id).
+        rows: u64,
+        /// The ids its span can hold.
+        ids: u64,
+    },
     /// The run was interrupted before it finished.
     #[error("interrupted before the pass finished; no output was written")]
     Interrupted,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Activation, Layout, ScoreKind};
+use crate::config::{Activation, Layout, OnInvalid, ScoreKind};
 
 /// Version of the JSON layout below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -314,6 +314,9 @@ pub struct Parameters {
     pub easy_threshold: f64,
     /// Softmax background class (null for sigmoid dumps).
     pub background_class: Option<u32>,
+    /// The policy for rows with invalid values (`error` or `skip`).
+    #[serde(default)]
+    pub on_invalid: OnInvalid,
 }
 
 /// Counts over the whole dump.
@@ -333,6 +336,9 @@ pub struct DatasetSummary {
     pub negatives: u64,
     /// Ignored anchors (label -2), which give no decisions.
     pub ignored: u64,
+    /// Rows dropped by `--on-invalid skip`, by reason (absent when none were).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, u64>,
 }
 
 /// One strategy's result.

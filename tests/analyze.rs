@@ -76,6 +76,7 @@ fn dense_sigmoid_logits_match_brute_force_across_files_and_row_groups() {
             .run(&[
                 "analyze",
                 "dump",
+                "--keep-ignored-images",
                 "--format",
                 "json",
                 "--gamma",
@@ -341,7 +342,9 @@ fn negative_alpha_disables_alpha_weighting_like_torchvision() {
     let env = Env::new();
     let d = dense(5, 3, 30, 2);
     d.write(&env.path("d.parquet"), 0..d.image.len(), 1000);
-    let rep = env.run(&["analyze", "d.parquet", "--alpha", "-1", "--format", "json"]).json();
+    let rep = env
+        .run(&["analyze", "d.parquet", "--alpha", "-1", "--keep-ignored-images", "--format", "json"])
+        .json();
     assert_eq!(rep["metadata"]["parameters"]["alpha"], serde_json::Value::Null);
     assert_eq!(rep["strategies"][1]["params"]["alpha"], serde_json::Value::Null);
     // alpha_ce without alpha is CE, exactly.
@@ -349,7 +352,19 @@ fn negative_alpha_disables_alpha_weighting_like_torchvision() {
     let decs = d.decisions();
     check(&rep, "focal", &expected(&decs, &d.images(), "focal", 2.0, None, 0.9));
     // gamma 0 and no alpha: focal is CE.
-    let rep = env.run(&["analyze", "d.parquet", "--alpha", "-1", "--gamma", "0", "--format", "json"]).json();
+    let rep = env
+        .run(&[
+            "analyze",
+            "d.parquet",
+            "--alpha",
+            "-1",
+            "--gamma",
+            "0",
+            "--keep-ignored-images",
+            "--format",
+            "json",
+        ])
+        .json();
     assert_eq!(rep["strategies"][0]["buckets"], rep["strategies"][2]["buckets"]);
 }
 
@@ -386,8 +401,21 @@ fn string_ids_variable_lists_hive_partitions_and_renamed_columns() {
         }
     }
     let images: Vec<String> = (0..4).map(|i| format!("photo{i}")).collect();
-    let rep =
-        env.run(&["analyze", "runs", "--col", "label=gt", "--col", "logits=cls", "--format", "json"]).json();
+    let run = |input: &str| {
+        env.run(&[
+            "analyze",
+            input,
+            "--col",
+            "label=gt",
+            "--col",
+            "logits=cls",
+            "--keep-ignored-images",
+            "--format",
+            "json",
+        ])
+        .json()
+    };
+    let rep = run("runs");
     assert_eq!(rep["dataset"]["files"], 4);
     assert_eq!(rep["dataset"]["images"], 4);
     assert_eq!(rep["metadata"]["columns"]["label"], "gt");
@@ -395,18 +423,7 @@ fn string_ids_variable_lists_hive_partitions_and_renamed_columns() {
         check(&rep, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
     }
     // A quoted glob reaches the same files.
-    let glob = env
-        .run(&[
-            "analyze",
-            "runs/*/part.parquet",
-            "--col",
-            "label=gt",
-            "--col",
-            "logits=cls",
-            "--format",
-            "json",
-        ])
-        .json();
+    let glob = run("runs/*/part.parquet");
     assert_eq!(glob["strategies"], rep["strategies"]);
 }
 
@@ -426,6 +443,7 @@ fn json_is_byte_identical_across_threads_and_row_group_sizes() {
                 &format!("{dir}/../{dir}/dump.parquet"),
                 "--threads",
                 threads,
+                "--keep-ignored-images",
                 "--format",
                 "json",
             ]);
@@ -584,15 +602,46 @@ fn an_image_split_between_shards_is_refused_for_per_image_strategies() {
     let d = dense(12, 3, 20, 2);
     d.write(&env.path("a.parquet"), 0..25, 100);
     d.write(&env.path("b.parquet"), 25..60, 100);
-    env.run(&["analyze", "a.parquet", "--save-state", "a.state", "--quiet"]).ok();
-    env.run(&["analyze", "b.parquet", "--save-state", "b.state", "--quiet"]).ok();
+    env.run(&["analyze", "a.parquet", "--save-state", "a.state", "--keep-ignored-images", "--quiet"]).ok();
+    env.run(&["analyze", "b.parquet", "--save-state", "b.state", "--keep-ignored-images", "--quiet"]).ok();
     let e = env.run(&["merge", "a.state", "b.state"]).err();
     assert!(e.contains("image '1' is in both") && e.contains("shard by image"), "{e}");
     // Without per-image strategies the per-image sums merge by id: allowed.
     let s = "ce,alpha_ce,focal,ghm";
-    env.run(&["analyze", "a.parquet", "--strategies", s, "--save-state", "a2.state", "--quiet"]).ok();
-    env.run(&["analyze", "b.parquet", "--strategies", s, "--save-state", "b2.state", "--quiet"]).ok();
+    env.run(&[
+        "analyze",
+        "a.parquet",
+        "--strategies",
+        s,
+        "--save-state",
+        "a2.state",
+        "--keep-ignored-images",
+        "--quiet",
+    ])
+    .ok();
+    env.run(&[
+        "analyze",
+        "b.parquet",
+        "--strategies",
+        s,
+        "--save-state",
+        "b2.state",
+        "--keep-ignored-images",
+        "--quiet",
+    ])
+    .ok();
     let merged = env.run(&["merge", "a2.state", "b2.state", "--format", "json"]).json();
-    let one = env.run(&["analyze", "a.parquet", "b.parquet", "--strategies", s, "--format", "json"]).json();
+    let one = env
+        .run(&[
+            "analyze",
+            "a.parquet",
+            "b.parquet",
+            "--strategies",
+            s,
+            "--keep-ignored-images",
+            "--format",
+            "json",
+        ])
+        .json();
     assert_eq!(merged["strategies"], one["strategies"]);
 }

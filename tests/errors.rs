@@ -340,7 +340,7 @@ fn invalid_flag_values_name_the_flag() {
     let env = Env::new();
     write(
         &env.path("d.parquet"),
-        vec![("image_id", ids(4)), ("label", Col::I32(vec![-1; 4])), ("logits", logits(4, 2))],
+        vec![("image_id", ids(4)), ("label", Col::I32(vec![0, -1, -1, -1])), ("logits", logits(4, 2))],
         100,
     );
     for (args, flag) in [
@@ -352,11 +352,31 @@ fn invalid_flag_values_name_the_flag() {
         (vec!["--col", "labels=x"], "--col"),
         (vec!["--threads", "0"], "--threads"),
         (vec!["--layout", "binary", "--activation", "softmax"], "--activation"),
+        (vec!["--ohem-k", "0"], "--ohem-k"),
+        (vec!["--positive-fraction", "1.5"], "--positive-fraction"),
+        (vec!["--positive-fraction", "-0.1"], "--positive-fraction"),
+        (vec!["--ohem-pos-fraction", "2"], "--ohem-pos-fraction"),
+        (vec!["--ohem-nms", "0"], "--ohem-nms"),
+        (vec!["--batch-size-per-image", "0"], "--batch-size-per-image"),
+        (vec!["--ghm-bins", "0"], "--ghm-bins"),
+        (vec!["--on-invalid", "drop"], "--on-invalid"),
+        (vec!["--gamma", "nan"], "--gamma"),
+        (vec!["--alpha", "inf"], "--alpha"),
     ] {
         let mut argv = vec!["d.parquet"];
         argv.extend(args.iter().copied());
         let e = analyze_err(&env, &argv);
         assert!(e.contains(flag), "{args:?}: {e}");
+    }
+    for (cmd, flag) in [
+        (vec!["mine", "d.parquet", "--out", "m.parquet", "--top", "0"], "--top"),
+        (vec!["sweep", "d.parquet", "--gammas", "0,-1"], "--gammas"),
+        (vec!["sweep", "d.parquet", "--alphas", "0.25,1.5"], "--alphas"),
+        (vec!["sweep", "d.parquet", "--easy-thresholds", "0.9,1"], "--easy-thresholds"),
+        (vec!["generate", "--out", "g", "--images", "0"], "--images"),
+    ] {
+        let e = env.run(&cmd).err();
+        assert!(e.contains(flag), "{cmd:?}: {e}");
     }
 }
 
@@ -365,7 +385,7 @@ fn an_unwritable_output_fails_fast_and_a_failed_run_keeps_the_previous_report() 
     let env = Env::new();
     write(
         &env.path("d.parquet"),
-        vec![("image_id", ids(4)), ("label", Col::I32(vec![-1; 4])), ("logits", logits(4, 2))],
+        vec![("image_id", ids(4)), ("label", Col::I32(vec![0, -1, -1, -1])), ("logits", logits(4, 2))],
         100,
     );
     let e = analyze_err(&env, &["d.parquet", "--output", "no/such/dir/r.json"]);
@@ -383,4 +403,267 @@ fn an_unwritable_output_fails_fast_and_a_failed_run_keeps_the_previous_report() 
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty());
+}
+
+/// The rows of a small dense sigmoid dump (C = 3): four images of ten anchors, with positives.
+fn clean_rows() -> (Vec<i64>, Vec<i32>, Vec<Vec<f32>>) {
+    let mut g = crate::util::Lcg(8);
+    let image = (0..40).map(|i| i / 10).collect();
+    let label = (0..40).map(|i| [0, -1, -1, 2, -1, -2, -1, 1, -1, -1][i % 10]).collect();
+    let logits = (0..40).map(|_| (0..3).map(|_| g.range(-6.0, 6.0) as f32).collect()).collect();
+    (image, label, logits)
+}
+
+#[test]
+fn on_invalid_skip_drops_and_counts_bad_rows_and_equals_the_dump_without_them() {
+    let env = Env::new();
+    let (image, label, logits) = clean_rows();
+    let mut img: Vec<Option<i64>> = image.iter().map(|&i| Some(i)).collect();
+    let mut lab: Vec<Option<i32>> = label.iter().map(|&l| Some(l)).collect();
+    let mut log: Vec<Option<Vec<Option<f32>>>> =
+        logits.iter().map(|r| Some(r.iter().map(|&x| Some(x)).collect())).collect();
+    // One problem per bad row.
+    lab[3] = None;
+    log[7].as_mut().unwrap()[1] = Some(f32::NAN);
+    lab[12] = Some(9);
+    log[15] = Some(vec![Some(0.5), Some(0.5)]);
+    log[21] = Some(vec![]);
+    log[25].as_mut().unwrap()[2] = None;
+    log[28] = None;
+    img[33] = None;
+    log[36].as_mut().unwrap()[0] = Some(1e7);
+    let bad = [3usize, 7, 12, 15, 21, 25, 28, 33, 36];
+    // Row groups of 8: the bad rows fall in several groups, images span groups.
+    write(
+        &env.path("bad.parquet"),
+        vec![("image_id", Col::OptI64(img)), ("label", Col::OptI32(lab)), ("logits", Col::OptListF32(log))],
+        8,
+    );
+    let kept: Vec<usize> = (0..40).filter(|r| !bad.contains(r)).collect();
+    write(
+        &env.path("clean.parquet"),
+        vec![
+            ("image_id", Col::I64(kept.iter().map(|&r| image[r]).collect())),
+            ("label", Col::I32(kept.iter().map(|&r| label[r]).collect())),
+            ("logits", Col::ListF32(kept.iter().map(|&r| logits[r].clone()).collect())),
+        ],
+        8,
+    );
+    // Strict (default): the first bad row, with the policy offered.
+    let e = analyze_err(&env, &["bad.parquet"]);
+    assert_mentions(&e, &["bad.parquet", "column 'label', row 3", "null value", "--on-invalid skip"]);
+
+    let all = "ce,alpha_ce,focal,ohem,ssd,sampled,ghm";
+    let run = |file: &str, extra: &[&str]| {
+        let mut argv = vec!["analyze", file, "--strategies", all, "--ohem-k", "4", "--format", "json"];
+        argv.extend_from_slice(extra);
+        env.run(&argv).json()
+    };
+    let skipped = run("bad.parquet", &["--on-invalid", "skip"]);
+    let clean = run("clean.parquet", &[]);
+    let want = serde_json::json!({
+        "null": 4, "non_finite_logit": 1, "label_out_of_range": 1, "ragged_list": 1,
+        "empty_list": 1, "logit_too_large": 1
+    });
+    assert_eq!(skipped["dataset"]["skipped"], want);
+    assert_eq!(skipped["metadata"]["parameters"]["on_invalid"], "skip");
+    assert!(clean["dataset"].get("skipped").is_none(), "no skipped key without skipped rows");
+    for key in ["images", "anchors", "decisions", "positives", "negatives", "ignored"] {
+        assert_eq!(skipped["dataset"][key], clean["dataset"][key], "{key}");
+    }
+    assert_eq!(skipped["dataset"]["anchors"], kept.len());
+    assert_eq!(skipped["strategies"], clean["strategies"]);
+    assert_eq!(skipped["overlaps"], clean["overlaps"]);
+    // The terminal summary says what was skipped.
+    let text = env.run(&["analyze", "bad.parquet", "--on-invalid", "skip"]).ok();
+    assert!(text.contains("skipped") && text.contains("non_finite_logit"), "{text}");
+
+    // The export names rows of the file as written, not as compacted.
+    let export = |file: &str, out: &str, extra: &[&str]| -> Vec<i64> {
+        let mut argv = vec!["mine", file, "--strategy", "ohem", "--ohem-k", "3", "--out", out, "--quiet"];
+        argv.extend_from_slice(extra);
+        env.run(&argv).ok();
+        use polars_io::prelude::*;
+        let df = ParquetReader::new(std::fs::File::open(env.path(out)).unwrap()).finish().unwrap();
+        df.column("row").unwrap().i64().unwrap().into_no_null_iter().collect()
+    };
+    let from_bad = export("bad.parquet", "b.parquet", &["--on-invalid", "skip"]);
+    let from_clean = export("clean.parquet", "c.parquet", &[]);
+    let mapped: Vec<i64> = from_clean.iter().map(|&r| kept[r as usize] as i64).collect();
+    assert_eq!(from_bad, mapped);
+}
+
+#[test]
+fn nulls_in_every_column_name_the_row() {
+    let env = Env::new();
+    let n = 8;
+    let mut img: Vec<Option<i64>> = (0..n as i64).map(|i| Some(i / 4)).collect();
+    img[5] = None;
+    write(
+        &env.path("id.parquet"),
+        vec![("image_id", Col::OptI64(img)), ("label", Col::I32(vec![0; n])), ("logits", logits(n, 2))],
+        100,
+    );
+    assert_mentions(
+        &analyze_err(&env, &["id.parquet"]),
+        &["id.parquet", "column 'image_id', row 5", "null value"],
+    );
+    let mut rows: Vec<Option<Vec<Option<f32>>>> = (0..n).map(|_| Some(vec![Some(0.0), Some(1.0)])).collect();
+    rows[6] = None;
+    write(
+        &env.path("row.parquet"),
+        vec![
+            ("image_id", ids(n)),
+            ("label", Col::I32(vec![0; n])),
+            ("logits", Col::OptListF32(rows.clone())),
+        ],
+        100,
+    );
+    assert_mentions(
+        &analyze_err(&env, &["row.parquet"]),
+        &["row.parquet", "column 'logits', row 6", "null value"],
+    );
+    rows[6] = Some(vec![Some(0.0), None]);
+    write(
+        &env.path("entry.parquet"),
+        vec![("image_id", ids(n)), ("label", Col::I32(vec![0; n])), ("logits", Col::OptListF32(rows))],
+        100,
+    );
+    assert_mentions(
+        &analyze_err(&env, &["entry.parquet"]),
+        &["entry.parquet", "column 'logits', row 6", "null score at class 1"],
+    );
+    let mut t: Vec<Option<f32>> = vec![Some(1.0); n];
+    t[2] = None;
+    write(
+        &env.path("t.parquet"),
+        vec![("image_id", ids(n)), ("target", Col::OptF32(t)), ("logit", Col::F32(vec![0.5; n]))],
+        100,
+    );
+    assert_mentions(
+        &analyze_err(&env, &["t.parquet"]),
+        &["t.parquet", "column 'target', row 2", "null value"],
+    );
+    let mut x: Vec<Option<f32>> = vec![Some(0.5); n];
+    x[7] = None;
+    write(
+        &env.path("x.parquet"),
+        vec![("image_id", ids(n)), ("target", Col::F32(vec![1.0; n])), ("logit", Col::OptF32(x))],
+        100,
+    );
+    assert_mentions(
+        &analyze_err(&env, &["x.parquet"]),
+        &["x.parquet", "column 'logit', row 7", "null value"],
+    );
+}
+
+#[test]
+fn a_dump_without_positives_and_an_all_ignored_image_are_refused_unless_allowed() {
+    let env = Env::new();
+    write(
+        &env.path("neg.parquet"),
+        vec![("image_id", ids(8)), ("label", Col::I32(vec![-1; 8])), ("logits", logits(8, 3))],
+        100,
+    );
+    let e = analyze_err(&env, &["neg.parquet"]);
+    assert_mentions(&e, &["24 decisions and not one positive", "label mapping", "--allow-no-positives"]);
+    let rep = env.run(&["analyze", "neg.parquet", "--allow-no-positives", "--format", "json"]).json();
+    assert_eq!(rep["dataset"]["positives"], 0);
+    assert_eq!(rep["dataset"]["negatives"], 24);
+    // Images 0 and 1 (rows 0..8) have positives; image 1 (rows 4..8) is all ignored.
+    let mut l = vec![0, -1, -1, -1, -2, -2, -2, -2];
+    l.extend([-2, -2, 1, -1]);
+    write(
+        &env.path("ign.parquet"),
+        vec![("image_id", ids(12)), ("label", Col::I32(l)), ("logits", logits(12, 3))],
+        100,
+    );
+    let e = analyze_err(&env, &["ign.parquet"]);
+    assert_mentions(&e, &["image '1' has 4 anchors and all are ignored", "--keep-ignored-images"]);
+    let rep = env.run(&["analyze", "ign.parquet", "--keep-ignored-images", "--format", "json"]).json();
+    assert_eq!(rep["dataset"]["images"], 3);
+    assert_eq!(rep["dataset"]["ignored"], 6);
+    // The same applies to every command that reads a dump.
+    for cmd in [
+        vec!["sweep", "ign.parquet"],
+        vec!["report", "ign.parquet", "--out", "r.html"],
+        vec!["mine", "ign.parquet", "--strategy", "ohem", "--out", "m.parquet"],
+    ] {
+        let e = env.run(&cmd).err();
+        assert!(e.contains("all are ignored"), "{cmd:?}: {e}");
+    }
+    assert!(!env.path("r.html").exists() && !env.path("m.parquet").exists());
+}
+
+#[test]
+fn duplicate_image_and_anchor_ids_are_refused_naming_both_rows() {
+    let env = Env::new();
+    let dense = |path: &str, image: Vec<i64>, anchor: Vec<i64>, group: usize| {
+        let n = image.len();
+        let label = (0..n).map(|i| if i % 3 == 0 { 0 } else { -1 }).collect();
+        write(
+            &env.path(path),
+            vec![
+                ("image_id", Col::I64(image)),
+                ("anchor_id", Col::I64(anchor)),
+                ("label", Col::I32(label)),
+                ("logits", logits(n, 2)),
+            ],
+            group,
+        );
+    };
+    // Within a row group, out of order.
+    dense("a.parquet", vec![0, 0, 0, 1, 1, 1], vec![2, 0, 2, 0, 1, 2], 100);
+    let e = analyze_err(&env, &["a.parquet"]);
+    assert_mentions(
+        &e,
+        &[
+            "image '0' has anchor_id 2 twice",
+            "row 0 of a.parquet",
+            "row 2 of a.parquet",
+            "dump each image once",
+        ],
+    );
+    // Across row groups of one image (groups of 2 rows).
+    dense("b.parquet", vec![0, 0, 0, 0, 0, 1], vec![0, 1, 2, 3, 1, 0], 2);
+    let e = analyze_err(&env, &["b.parquet"]);
+    assert_mentions(&e, &["image '0' has anchor_id 1 twice", "row 1 of b.parquet", "row 4 of b.parquet"]);
+    // Across files: an image continued from one file into the next.
+    dense("c/1.parquet", vec![0, 0, 1, 1], vec![0, 1, 0, 1], 100);
+    dense("c/2.parquet", vec![1, 1, 2, 2], vec![1, 2, 0, 1], 100);
+    let e = analyze_err(&env, &["c"]);
+    assert_mentions(
+        &e,
+        &["image '1' has anchor_id 1 twice", "row 3 of", "1.parquet", "row 0 of", "2.parquet"],
+    );
+    // An image dumped twice, apart: found by count.
+    dense("d.parquet", vec![0, 0, 0, 1, 1, 0, 0, 0], vec![0, 1, 2, 0, 1, 0, 1, 2], 3);
+    let e = analyze_err(&env, &["d.parquet", "--strategies", "ce"]);
+    assert_mentions(&e, &["image '0' has 6 rows but only 3 distinct anchor ids", "dumped twice"]);
+    // Unique ids are fine, in any order and with gaps.
+    dense("e.parquet", vec![0, 0, 0, 1, 1, 1], vec![9, 3, 5, 0, 7, 1], 2);
+    env.run(&["analyze", "e.parquet"]).ok();
+    // Binary dumps: one anchor has one row per class; a repeated (anchor, class) is refused.
+    let binary = |path: &str, class: Vec<i32>| {
+        let n = class.len();
+        write(
+            &env.path(path),
+            vec![
+                ("image_id", Col::I64(vec![0; n])),
+                ("anchor_id", Col::I64(vec![0, 0, 1, 1])),
+                ("class", Col::I32(class)),
+                ("target", Col::F32(vec![1.0, 0.0, 0.0, 0.0])),
+                ("logit", Col::F32(vec![0.5; n])),
+            ],
+            100,
+        );
+    };
+    binary("f.parquet", vec![0, 1, 0, 1]);
+    env.run(&["analyze", "f.parquet"]).ok();
+    binary("g.parquet", vec![0, 1, 1, 1]);
+    let e = analyze_err(&env, &["g.parquet"]);
+    assert_mentions(
+        &e,
+        &["image '0' has anchor_id 1 and class 1 twice", "row 2 of g.parquet", "row 3 of g.parquet"],
+    );
 }

@@ -107,6 +107,7 @@ fn ohem_ssd_sampled_and_ghm_match_brute_force() {
             "10",
             "--draws",
             "0",
+            "--keep-ignored-images",
             "--format",
             "json",
         ])
@@ -174,7 +175,7 @@ fn nms_quotas_empty_image_policy_and_oversized_batches_match_brute_force() {
             args.extend(["--ohem-pos-fraction", f]);
         }
         args.extend(["--ssd-empty-images", "all-negatives", "--batch-size-per-image", "100", "--draws", "0"]);
-        args.extend(["--format", "json"]);
+        args.extend(["--keep-ignored-images", "--format", "json"]);
         let rep = env.run(&args).json();
         let t: f32 = nms.parse().unwrap();
         let f = frac.map(|f| f.parse::<f64>().unwrap());
@@ -347,7 +348,18 @@ fn json_with_every_strategy_is_byte_identical_at_one_and_two_threads() {
     let d = dump();
     d.write(&env, "d.parquet", 3);
     let run = |t: &str| {
-        env.run(&["analyze", "d.parquet", "--ohem-nms", "0.5", "--threads", t, "--format", "json"]).ok()
+        env.run(&[
+            "analyze",
+            "d.parquet",
+            "--ohem-nms",
+            "0.5",
+            "--threads",
+            t,
+            "--keep-ignored-images",
+            "--format",
+            "json",
+        ])
+        .ok()
     };
     assert_eq!(run("1"), run("2"));
 }
@@ -369,7 +381,17 @@ fn mine_exports_what_the_strategy_selects_and_reads_back() {
     };
 
     // k = 2 keeps two of the three tied anchors of image 0: rows 5 and 6, in that order.
-    let out = env.run(&["mine", "d.parquet", "--strategy", "ohem", "--ohem-k", "2", "--out", "ohem.parquet"]);
+    let out = env.run(&[
+        "mine",
+        "--keep-ignored-images",
+        "d.parquet",
+        "--strategy",
+        "ohem",
+        "--ohem-k",
+        "2",
+        "--out",
+        "ohem.parquet",
+    ]);
     out.ok();
     assert!(out.stderr().contains("rows (ohem) from 4 images"), "{}", out.stderr());
     let df = read("ohem.parquet");
@@ -409,8 +431,19 @@ fn mine_exports_what_the_strategy_selects_and_reads_back() {
     );
 
     // focal --top 2: the two highest focal losses per image, weight = focal / CE.
-    env.run(&["mine", "d.parquet", "--strategy", "focal", "--top", "2", "--out", "focal.parquet", "--quiet"])
-        .ok();
+    env.run(&[
+        "mine",
+        "--keep-ignored-images",
+        "d.parquet",
+        "--strategy",
+        "focal",
+        "--top",
+        "2",
+        "--out",
+        "focal.parquet",
+        "--quiet",
+    ])
+    .ok();
     let df = read("focal.parquet");
     assert_eq!(df.height(), 2 * images.len());
     let weights: Vec<f64> = df.column("weight").unwrap().f64().unwrap().into_no_null_iter().collect();
@@ -423,11 +456,22 @@ fn mine_exports_what_the_strategy_selects_and_reads_back() {
     }
 
     // ssd and sampled: the selected counts per image.
-    env.run(&["mine", "d.parquet", "--strategy", "ssd", "--out", "ssd.parquet", "--quiet"]).ok();
+    env.run(&[
+        "mine",
+        "--keep-ignored-images",
+        "d.parquet",
+        "--strategy",
+        "ssd",
+        "--out",
+        "ssd.parquet",
+        "--quiet",
+    ])
+    .ok();
     let want: usize = images.values().map(|img| r::ssd(img, 3, false).len()).sum();
     assert_eq!(read("ssd.parquet").height(), want);
     env.run(&[
         "mine",
+        "--keep-ignored-images",
         "d.parquet",
         "--strategy",
         "sampled",
@@ -508,6 +552,7 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
         "0",
         "--ohem-nms",
         "0.4",
+        "--keep-ignored-images",
         "--format",
         "json",
     ]);
@@ -533,6 +578,7 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
         "0",
         "--ohem-nms",
         "0.4",
+        "--keep-ignored-images",
         "--format",
         "json",
         "--threads",
@@ -540,7 +586,17 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
         "--quiet",
     ]);
     assert_eq!(one.json(), rep);
-    let out = env.run(&["mine", "u", "--strategy", "ohem", "--ohem-k", "3", "--out", "h.parquet"]);
+    let out = env.run(&[
+        "mine",
+        "--keep-ignored-images",
+        "u",
+        "--strategy",
+        "ohem",
+        "--ohem-k",
+        "3",
+        "--out",
+        "h.parquet",
+    ]);
     out.ok();
     assert!(out.stderr().contains("re-reads the dump in partitions"), "{}", out.stderr());
     let want: usize = images.values().map(|img| r::ohem(img, 3, None, None).len()).sum();

@@ -216,7 +216,7 @@ impl Accumulator for BreakdownAcc {
             }
         }
         for run in &batch.images {
-            let first = (batch.file as u32, batch.first_row + run.start as u64);
+            let first = (batch.file as u32, batch.file_row(run.start));
             let e =
                 self.images.entry(run.key.clone()).or_insert(ImageGroup { group: Group::default(), first });
             e.first = e.first.min(first);

@@ -39,10 +39,16 @@ pub struct DatasetAcc {
     /// Counts per image, keyed by image id.
     #[serde(with = "crate::analysis::pairs")]
     pub images: BTreeMap<ImageKey, ImageCounts>,
+    /// Rows skipped by the `--on-invalid skip` policy, by reason.
+    #[serde(default)]
+    pub skipped: BTreeMap<String, u64>,
 }
 
 impl Accumulator for DatasetAcc {
     fn observe_batch(&mut self, batch: &Batch) {
+        for (reason, n) in &batch.skipped {
+            *self.skipped.entry(reason.clone()).or_default() += n;
+        }
         for run in &batch.images {
             let ignored = match &batch.targets {
                 Targets::Labels(l) => l[run.start..run.end].iter().filter(|&&l| l == -2).count() as u64,
@@ -69,6 +75,9 @@ impl Accumulator for DatasetAcc {
     fn merge(&mut self, other: Self) {
         for (k, v) in other.images {
             self.images.entry(k).or_default().merge(&v);
+        }
+        for (reason, n) in other.skipped {
+            *self.skipped.entry(reason).or_default() += n;
         }
     }
 }

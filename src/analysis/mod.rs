@@ -15,6 +15,7 @@ pub mod decisions;
 pub mod ghm;
 pub mod health;
 pub mod hist;
+pub mod ids;
 pub mod pairs;
 pub mod select;
 pub mod sum;
@@ -26,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{AnalysisConfig, Layout, StrategyKind};
+use crate::config::{AnalysisConfig, DumpOptions, Layout, StrategyKind};
 use crate::error::{Error, InputError};
 use crate::input::{Batch, Dump, DumpInfo};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
@@ -34,6 +35,7 @@ use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
 use decisions::{DecisionChunk, Expansion};
 use ghm::GhmAcc;
+use ids::IdsAcc;
 use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
 use sum::ExactSum;
 use sweep::SweepAcc;
@@ -126,6 +128,9 @@ pub struct Pass {
     pub breakdown: Option<BreakdownAcc>,
     /// The gamma x alpha sweep, when requested.
     pub sweep: Option<SweepAcc>,
+    /// Duplicate `(image_id, anchor_id)` checks (dumps with an `anchor_id` column).
+    #[serde(default)]
+    pub ids: IdsAcc,
 }
 
 impl Pass {
@@ -143,19 +148,20 @@ impl Pass {
         let select = SelectConfig::from_config(config, mine).map(SelectAcc::new);
         let breakdown = config.breakdowns().then(|| BreakdownAcc::new(config.gamma(), config.alpha()));
         let sweep = config.sweep().cloned().map(SweepAcc::new);
-        Pass { dataset: DatasetAcc::default(), strategies, select, breakdown, sweep }
+        Pass { dataset: DatasetAcc::default(), strategies, select, breakdown, sweep, ids: IdsAcc::default() }
     }
 
     /// Folds one batch into the accumulators. Images complete inside the batch are finalised.
     pub fn observe_batch(&mut self, exp: &Expansion, batch: &Batch, tau: f64) -> Result<(), Reappeared> {
         self.dataset.observe_batch(batch);
+        self.ids.observe_batch(batch);
         if let Some(sel) = &mut self.select {
             sel.observe_batch(batch);
         }
         if let Some(b) = &mut self.breakdown {
             b.observe_batch(batch);
         }
-        let Pass { dataset, strategies, select, breakdown, sweep } = self;
+        let Pass { dataset, strategies, select, breakdown, sweep, ids: _ } = self;
         decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
             dataset.observe(chunk);
             for s in strategies.iter_mut() {
@@ -182,6 +188,7 @@ impl Pass {
     /// per-image selection; everything else merges in any order).
     pub fn merge(&mut self, other: Pass) -> Result<(), Reappeared> {
         self.dataset.merge(other.dataset);
+        self.ids.merge(other.ids);
         for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
             a.merge(b);
         }
@@ -197,6 +204,36 @@ impl Pass {
         }
     }
 
+    /// Refuses dumps whose counts make the analysis meaningless, unless the options allow them:
+    /// images whose anchors are all ignored, and dumps without a single positive. Both usually
+    /// mean a wrong label mapping in the dumping code.
+    pub fn check_dataset(&self, options: &DumpOptions) -> Result<(), InputError> {
+        if let Some((image, span)) = self.ids.overfull() {
+            return Err(InputError::Overfull {
+                image: image.to_string(),
+                rows: span.rows,
+                ids: span.capacity() as u64,
+            });
+        }
+        if !options.keep_ignored_images() {
+            let mut all_ignored =
+                self.dataset.images.iter().filter(|(_, c)| c.rows > 0 && c.ignored == c.rows);
+            if let Some((key, c)) = all_ignored.next() {
+                let more = all_ignored.count();
+                return Err(InputError::IgnoredImage {
+                    image: key.to_string(),
+                    anchors: c.rows,
+                    more: if more > 0 { format!(", and so do {more} more images") } else { String::new() },
+                });
+            }
+        }
+        let totals = self.dataset.totals();
+        if totals.positives == 0 && !options.allow_no_positives() {
+            return Err(InputError::NoPositives { decisions: totals.decisions });
+        }
+        Ok(())
+    }
+
     /// Dataset counts for the report.
     pub fn dataset_summary(&self, layout: Layout, files: usize) -> DatasetSummary {
         let totals = self.dataset.totals();
@@ -208,6 +245,7 @@ impl Pass {
             positives: totals.positives,
             negatives: totals.decisions - totals.positives,
             ignored: totals.ignored,
+            skipped: self.dataset.skipped.clone(),
         }
     }
 
@@ -260,6 +298,7 @@ impl Pass {
                     easy_threshold: config.easy_threshold(),
                     background_class: (shape.activation == crate::config::Activation::Softmax)
                         .then_some(dump.background_class),
+                    on_invalid: config.dump().on_invalid(),
                 },
             },
             strategies,
@@ -391,6 +430,23 @@ pub fn run(
     }
 }
 
+/// The error for a repeated `(image_id, anchor_id)`, with file paths.
+fn duplicate_error(dump: &Dump, d: &ids::Duplicate) -> Error {
+    let path = |f: u32| dump.files().get(f as usize).map(|f| f.input.path.clone()).unwrap_or_default();
+    InputError::Duplicate {
+        image: d.image.to_string(),
+        anchor: match d.class {
+            Some(c) => format!("anchor_id {} and class {c}", d.anchor_id),
+            None => format!("anchor_id {}", d.anchor_id),
+        },
+        first: path(d.first.0),
+        first_row: d.first.1,
+        second: path(d.second.0),
+        second_row: d.second.1,
+    }
+    .into()
+}
+
 /// Runs the pass in the given mode; `exported` is set once rows went to the sink.
 pub fn run_mode(
     dump: &Dump,
@@ -478,6 +534,9 @@ fn run_in_pool(
                 }
             }
             total.merge(part).map_err(unsorted)?;
+            if let Some(d) = total.ids.duplicate() {
+                return Err(duplicate_error(dump, d));
+            }
         }
         if let Some(sel) = &mut total.select {
             sel.finalize_ready();
@@ -494,6 +553,7 @@ fn run_in_pool(
         }
     }
     total.finish_selection().map_err(unsorted)?;
+    total.check_dataset(config.dump())?;
     drain(&mut total, exported)?;
     Ok(total)
 }
@@ -503,7 +563,7 @@ fn run_in_pool(
 mod tests {
     use super::*;
     use crate::config::{Activation, AnalysisParams, ScoreKind, StrategyKind};
-    use crate::input::{DumpShape, ImageKey, ImageRun, ScoreValues, Targets};
+    use crate::input::{DumpShape, ScoreValues, Targets};
     use crate::rng::Rng;
     use polars_arrow::array::PrimitiveArray;
 
@@ -529,17 +589,13 @@ mod tests {
 
     /// A batch of `rows`, the first of which is row `first_row` of the file.
     fn batch(rows: &[Row], first_row: u64) -> Batch {
-        let mut images: Vec<ImageRun> = Vec::new();
-        for (i, r) in rows.iter().enumerate() {
-            match images.last_mut() {
-                Some(run) if run.key == ImageKey::Int(r.0) => run.end = i + 1,
-                _ => images.push(ImageRun { key: ImageKey::Int(r.0), start: i, end: i + 1 }),
-            }
-        }
+        let images = crate::input::runs_of(rows.iter().map(|r| r.0));
         Batch {
             file: 0,
             first_row,
             rows: rows.len(),
+            row_index: None,
+            skipped: Default::default(),
             images,
             targets: Targets::Labels(rows.iter().map(|r| r.1).collect()),
             scores: ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),

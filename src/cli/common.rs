@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use hardmine::analysis::Observer;
 use hardmine::config::{parse_numbers, SweepParams};
 use hardmine::config::{
-    Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, SampledParams,
-    ScoreKind, SsdParams,
+    Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, OnInvalid,
+    SampledParams, ScoreKind, SsdParams,
 };
 use hardmine::output::AtomicFile;
 use hardmine::render::{self, Format};
@@ -37,6 +37,26 @@ pub struct DumpArgs {
     /// Map a logical column to the file's column, e.g. --col label=gt_class (repeatable).
     #[arg(long = "col", value_name = "NAME=COLUMN")]
     pub columns: Vec<String>,
+    /// Rows with invalid values (nulls, NaN logits, labels out of range, ...): stop with an
+    /// error, or skip them and count them in the report.
+    #[arg(long, value_enum, default_value_t = OnInvalidArg::Error, value_name = "POLICY")]
+    pub on_invalid: OnInvalidArg,
+    /// Analyse a dump with no positive decision at all (default: stop, since a dump without
+    /// positives usually means the labels were mapped wrongly when dumping).
+    #[arg(long)]
+    pub allow_no_positives: bool,
+    /// Count images whose anchors are all ignored (label -2) as images with zero loss, as
+    /// torchvision's mean over images does (default: stop, naming the image).
+    #[arg(long)]
+    pub keep_ignored_images: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnInvalidArg {
+    /// Stop at the first invalid row, naming file, column and row.
+    Error,
+    /// Drop invalid rows and count them, by reason, in the report.
+    Skip,
 }
 
 impl DumpArgs {
@@ -56,6 +76,12 @@ impl DumpArgs {
             }),
             background_class: self.background_class,
             columns: self.columns.clone(),
+            on_invalid: match self.on_invalid {
+                OnInvalidArg::Error => OnInvalid::Error,
+                OnInvalidArg::Skip => OnInvalid::Skip,
+            },
+            allow_no_positives: self.allow_no_positives,
+            keep_ignored_images: self.keep_ignored_images,
         }
     }
 }

@@ -34,6 +34,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
         states.push((p.clone(), State::read(p)?));
     }
     let merged = state::merge(states)?;
+    merged.pass.check_dataset(merged.config.dump())?;
     let report = merged.pass.report(&merged.dump, &merged.config, "merge");
     sink.write(&report, args.output.format())?;
     Ok(ExitCode::SUCCESS)

@@ -78,7 +78,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
     let config = params.check()?;
     let top = args.top.or((kind == StrategyKind::Focal).then_some(128));
     let spec = MineSpec { strategy, top };
-    let dump = Dump::open(&args.inputs, &config.dump().with_ids())?;
+    let dump = Dump::open(&args.inputs, &config.dump().for_export())?;
     let progress = Progress::new(dump.rows(), args.run.quiet);
     let summary = mine::mine(&dump, &config, spec, &args.out, &progress);
     progress.finish();

@@ -9,6 +9,7 @@ mod discover;
 mod read;
 mod schema;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ pub use discover::{discover, HiveValue, InputFile};
 pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
 
 pub use crate::config::Extras;
-use crate::config::{Activation, DumpOptions, Layout};
+use crate::config::{Activation, DumpOptions, Layout, OnInvalid};
 use crate::error::InputError;
 
 /// The largest logit magnitude accepted. Real detectors stay within a few hundred; larger values
@@ -82,10 +83,15 @@ pub enum ScoreValues {
 pub struct Batch {
     /// Index of the file in [`Dump::files`].
     pub file: usize,
-    /// Row index (within the file) of the batch's first row.
+    /// Row index (within the file) of the row group's first row.
     pub first_row: u64,
-    /// Number of rows.
+    /// Number of rows (after skipping invalid ones).
     pub rows: usize,
+    /// Each row's index within the file, when invalid rows were skipped (otherwise row `i` is
+    /// `first_row + i`).
+    pub row_index: Option<Vec<u64>>,
+    /// Rows skipped by the `--on-invalid skip` policy, by reason.
+    pub skipped: BTreeMap<String, u64>,
     /// Image runs covering all rows, in row order.
     pub images: Vec<ImageRun>,
     /// Labels (dense) or targets (binary).
@@ -117,6 +123,30 @@ pub struct DumpInfo {
     pub width: usize,
     /// Softmax background class.
     pub background_class: u32,
+}
+
+/// Image runs of rows with integer ids `ids`, for unit tests.
+#[cfg(test)]
+pub(crate) fn runs_of(ids: impl IntoIterator<Item = i64>) -> Vec<ImageRun> {
+    let mut images: Vec<ImageRun> = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        match images.last_mut() {
+            Some(run) if run.key == ImageKey::Int(id) => run.end = i + 1,
+            _ => images.push(ImageRun { key: ImageKey::Int(id), start: i, end: i + 1 }),
+        }
+    }
+    images
+}
+
+impl Batch {
+    /// The row's index within its file.
+    #[inline]
+    pub fn file_row(&self, row: usize) -> u64 {
+        match &self.row_index {
+            Some(ix) => ix[row],
+            None => self.first_row + row as u64,
+        }
+    }
 }
 
 /// One unit of work: a row group of a file.
@@ -153,6 +183,7 @@ pub struct Dump {
     background_class: u32,
     units: Vec<Unit>,
     extras: Extras,
+    on_invalid: OnInvalid,
 }
 
 impl Dump {
@@ -246,6 +277,7 @@ impl Dump {
             background_class: options.background_class(),
             units,
             extras: options.extras(),
+            on_invalid: options.on_invalid(),
         })
     }
 
@@ -296,6 +328,11 @@ impl Dump {
     /// Total rows over all files.
     pub fn rows(&self) -> u64 {
         self.files.iter().map(|f| f.rows).sum()
+    }
+
+    /// The policy for rows with invalid values.
+    pub fn on_invalid(&self) -> OnInvalid {
+        self.on_invalid
     }
 
     /// The optional columns being read.

@@ -2,12 +2,19 @@
 //!
 //! Every value is checked here, before any loss is computed: nulls, ragged or empty score lists,
 //! non-finite or implausible logits, probabilities outside [0, 1], labels outside the valid set,
-//! targets outside [0, 1]. Errors name the file, the column and the row within the file.
+//! targets outside [0, 1], and the optional columns. A problem with the file's structure (a
+//! column of the wrong type, an unreadable page) always stops the run. A problem with a row's
+//! values stops it too under the default policy ([`OnInvalid::Error`]), with the file, column and
+//! row; under [`OnInvalid::Skip`] the row is dropped and counted by reason instead.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use polars_arrow::array::{
     Array, BinaryViewArrayGeneric, BooleanArray, FixedSizeListArray, ListArray, PrimitiveArray, Utf8Array,
 };
 use polars_arrow::datatypes::ArrowDataType;
+use polars_arrow::offset::Offset;
 use polars_arrow::types::NativeType;
 
 use super::schema::{ColumnType, Resolved, Source};
@@ -15,7 +22,7 @@ use super::{
     reader_for, Batch, Dump, DumpFile, HiveValue, ImageKey, ImageRun, ScoreValues, Targets, Unit,
     MAX_ABS_LOGIT,
 };
-use crate::config::{Activation, Layout, ScoreKind};
+use crate::config::{Activation, Layout, OnInvalid, ScoreKind};
 use crate::error::InputError;
 
 type ArrayRef = Box<dyn Array>;
@@ -26,19 +33,22 @@ pub(super) fn first_list_width(file: &DumpFile, unit: Unit) -> Result<usize, Inp
     let Source::Column(name) = &file.columns.scores.source else { return Ok(1) };
     let df = reader_for(file, one, vec![name.clone()])?;
     let arr = column_array(&df, name, file)?;
-    let list = arr.as_any().downcast_ref::<ListArray<i64>>();
-    match list {
-        Some(l) => {
-            let o = l.offsets();
-            Ok((o[1] - o[0]) as usize)
-        }
-        None => Ok(0),
+    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
+        let o = l.offsets();
+        return Ok((o[1] - o[0]) as usize);
     }
+    Ok(0)
 }
 
+/// Where we are, the policy, and the invalid rows found so far.
 struct Ctx<'a> {
     file: &'a DumpFile,
     unit: Unit,
+    skip: bool,
+    /// Invalid rows (skip policy): local row and reason.
+    bad: RefCell<Vec<(usize, &'static str)>>,
+    /// The error of the earliest invalid row (strict policy).
+    first: RefCell<Option<(usize, InputError)>>,
 }
 
 impl Ctx<'_> {
@@ -58,22 +68,50 @@ impl Ctx<'_> {
         }
     }
 
-    fn check_nulls(&self, col: &Resolved, arr: &dyn Array) -> Result<(), InputError> {
-        if arr.null_count() > 0 {
-            let row = first_null(arr);
-            return Err(self.err(
-                col,
-                row,
-                "null value",
-                "write a value in every row (drop incomplete rows, or fill them, when dumping)",
-            ));
+    /// A row with an invalid value: the error under the strict policy, a recorded skip otherwise.
+    fn invalid(
+        &self,
+        col: &Resolved,
+        row: usize,
+        reason: &'static str,
+        problem: impl FnOnce() -> String,
+        fix: &str,
+    ) -> Result<(), InputError> {
+        if self.skip {
+            self.bad.borrow_mut().push((row, reason));
+        } else {
+            // Strict: keep the earliest row's error, so that the message names the first bad
+            // row of the row group whichever column is checked first.
+            let mut first = self.first.borrow_mut();
+            if first.as_ref().is_none_or(|(r, _)| row < *r) {
+                let e =
+                    self.err(col, row, problem(), format!("{fix}; or skip such rows with --on-invalid skip"));
+                *first = Some((row, e));
+            }
         }
         Ok(())
     }
-}
 
-fn first_null(arr: &dyn Array) -> usize {
-    arr.validity().and_then(|v| v.iter().position(|b| !b)).unwrap_or(0)
+    /// Every null row of a column.
+    fn check_nulls(&self, col: &Resolved, arr: &dyn Array) -> Result<(), InputError> {
+        if arr.null_count() == 0 {
+            return Ok(());
+        }
+        if let Some(v) = arr.validity() {
+            for (row, valid) in v.iter().enumerate() {
+                if !valid {
+                    self.invalid(
+                        col,
+                        row,
+                        "null",
+                        || "null value".into(),
+                        "write a value in every row (drop or fill incomplete rows when dumping)",
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn column_array(
@@ -85,7 +123,10 @@ fn column_array(
         .column(name)
         .map_err(|e| InputError::Parquet { path: file.input.path.clone(), detail: e.to_string() })?;
     let series = col.as_materialized_series().rechunk();
-    Ok(series.chunks()[0].clone())
+    series.chunks().first().cloned().ok_or_else(|| InputError::Parquet {
+        path: file.input.path.clone(),
+        detail: format!("column '{name}' decoded no data"),
+    })
 }
 
 /// Decodes and validates one row group.
@@ -98,9 +139,8 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         wanted.extend(cols.weight.iter());
     }
     let extras = dump.extras();
-    if extras.ids {
-        wanted.extend(cols.anchor_id.iter());
-    }
+    // Always read when present: duplicate (image_id, anchor_id) rows are checked.
+    wanted.extend(cols.anchor_id.iter());
     if extras.groups {
         wanted.extend(cols.level.iter());
         wanted.extend(cols.iou.iter());
@@ -117,7 +157,13 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         }
     }
     let df = reader_for(file, unit, physical)?;
-    let ctx = Ctx { file, unit };
+    let ctx = Ctx {
+        file,
+        unit,
+        skip: dump.on_invalid() == OnInvalid::Skip,
+        bad: RefCell::new(Vec::new()),
+        first: RefCell::new(None),
+    };
     let rows = unit.rows;
     let get = |r: &Resolved| -> Result<Option<ArrayRef>, InputError> {
         match &r.source {
@@ -173,28 +219,34 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
     let class = match &cols.class {
         Some(r) if shape.layout == Layout::Binary => {
             let v = int_column(&ctx, r, get(r)?, rows)?;
-            if let Some(i) = v.iter().position(|&c| c < 0 || c > i64::from(i32::MAX)) {
-                return Err(ctx.err(
-                    r,
-                    i,
-                    format!("class {} is negative or too large", v[i]),
-                    "write class indices 0..C-1",
-                ));
+            for (i, &c) in v.iter().enumerate() {
+                if c < 0 || c > i64::from(u16::MAX) {
+                    ctx.invalid(
+                        r,
+                        i,
+                        "class_out_of_range",
+                        || format!("class {c} is negative or too large"),
+                        "write class indices 0..C-1",
+                    )?;
+                }
             }
-            Some(v.into_iter().map(|c| c as i32).collect())
+            Some(v.into_iter().map(|c| c.clamp(0, i64::from(u16::MAX)) as i32).collect())
         }
         _ => None,
     };
     let weight = match &cols.weight {
         Some(r) if shape.layout == Layout::Binary => {
             let v = number_column(&ctx, r, get(r)?, rows)?;
-            if let Some(i) = v.iter().position(|w| !(w.is_finite() && *w >= 0.0 && *w <= MAX_ABS_LOGIT)) {
-                return Err(ctx.err(
-                    r,
-                    i,
-                    format!("weight {} is not a finite non-negative number", v[i]),
-                    "write loss weights >= 0",
-                ));
+            for (i, &w) in v.iter().enumerate() {
+                if !(w.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&w)) {
+                    ctx.invalid(
+                        r,
+                        i,
+                        "weight_invalid",
+                        || format!("weight {w} is not a finite non-negative number"),
+                        "write loss weights >= 0",
+                    )?;
+                }
             }
             Some(v)
         }
@@ -207,18 +259,21 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
             _ => Ok(None),
         }
     };
-    let anchor_id = ints(&cols.anchor_id, extras.ids)?;
+    let anchor_id = ints(&cols.anchor_id, true)?;
     let level = ints(&cols.level, extras.groups)?;
     let iou = match &cols.iou {
         Some(r) if extras.groups => {
             let v = number_column(&ctx, r, get(r)?, rows)?;
-            if let Some(i) = v.iter().position(|x| !(0.0..=1.0).contains(x)) {
-                return Err(ctx.err(
-                    r,
-                    i,
-                    format!("IoU {} is outside [0, 1]", v[i]),
-                    "write the max IoU of each anchor with any ground-truth box",
-                ));
+            for (i, &x) in v.iter().enumerate() {
+                if !(0.0..=1.0).contains(&x) {
+                    ctx.invalid(
+                        r,
+                        i,
+                        "iou_out_of_range",
+                        || format!("IoU {x} is outside [0, 1]"),
+                        "write the max IoU of each anchor with any ground-truth box",
+                    )?;
+                }
             }
             Some(v.into_iter().map(|x| x as f32).collect())
         }
@@ -229,13 +284,16 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
             let mut coords = Vec::with_capacity(4);
             for r in b {
                 let v = number_column(&ctx, r, get(r)?, rows)?;
-                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(ctx.err(
-                        r,
-                        i,
-                        format!("non-finite box coordinate {}", v[i]),
-                        "write finite box corners",
-                    ));
+                for (i, &x) in v.iter().enumerate() {
+                    if !x.is_finite() {
+                        ctx.invalid(
+                            r,
+                            i,
+                            "box_non_finite",
+                            || format!("non-finite box coordinate {x}"),
+                            "write finite box corners",
+                        )?;
+                    }
                 }
                 coords.push(v);
             }
@@ -244,10 +302,11 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         _ => None,
     };
 
-    Ok(Batch {
+    let batch = Batch {
         file: unit.file,
         first_row: unit.offset,
         rows,
+        row_index: None,
         images,
         targets,
         scores,
@@ -257,7 +316,73 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
         level,
         iou,
         boxes,
-    })
+        skipped: BTreeMap::new(),
+    };
+    if let Some((_, e)) = ctx.first.into_inner() {
+        return Err(e);
+    }
+    let bad = ctx.bad.into_inner();
+    Ok(if bad.is_empty() { batch } else { compact(batch, &bad, width) })
+}
+
+/// Drops the invalid rows (skip policy), keeping every column aligned and each kept row's
+/// position in the file.
+fn compact(b: Batch, bad: &[(usize, &'static str)], width: usize) -> Batch {
+    let mut keep = vec![true; b.rows];
+    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    for &(row, reason) in bad {
+        if keep[row] {
+            keep[row] = false;
+            *skipped.entry(reason.to_string()).or_default() += 1;
+        }
+    }
+    let kept: Vec<usize> = (0..b.rows).filter(|&r| keep[r]).collect();
+    fn pick<T: Copy>(v: &[T], kept: &[usize]) -> Vec<T> {
+        kept.iter().map(|&r| v[r]).collect()
+    }
+    fn pick_rows<T: NativeType>(a: &PrimitiveArray<T>, kept: &[usize], width: usize) -> PrimitiveArray<T> {
+        let v = a.values();
+        PrimitiveArray::from_vec(
+            kept.iter().flat_map(|&r| v[r * width..(r + 1) * width].iter().copied()).collect(),
+        )
+    }
+    // Runs over the kept rows, in order, as if the skipped rows had never been written: an
+    // image whose rows were all skipped disappears, and the runs on either side of a skipped
+    // row (say one with a null image id) join when they belong to the same image.
+    let mut run_of = vec![0usize; b.rows];
+    for (i, run) in b.images.iter().enumerate() {
+        run_of[run.start..run.end].iter_mut().for_each(|x| *x = i);
+    }
+    let mut images: Vec<ImageRun> = Vec::new();
+    for (new, &r) in kept.iter().enumerate() {
+        let key = &b.images[run_of[r]].key;
+        match images.last_mut() {
+            Some(last) if last.key == *key => last.end = new + 1,
+            _ => images.push(ImageRun { key: key.clone(), start: new, end: new + 1 }),
+        }
+    }
+    Batch {
+        file: b.file,
+        first_row: b.first_row,
+        rows: kept.len(),
+        row_index: Some(kept.iter().map(|&r| b.first_row + r as u64).collect()),
+        images,
+        targets: match &b.targets {
+            Targets::Labels(l) => Targets::Labels(pick(l, &kept)),
+            Targets::Binary(t) => Targets::Binary(pick(t, &kept)),
+        },
+        scores: match &b.scores {
+            ScoreValues::F32(a) => ScoreValues::F32(pick_rows(a, &kept, width)),
+            ScoreValues::F64(a) => ScoreValues::F64(pick_rows(a, &kept, width)),
+        },
+        class: b.class.as_ref().map(|v| pick(v, &kept)),
+        weight: b.weight.as_ref().map(|v| pick(v, &kept)),
+        anchor_id: b.anchor_id.as_ref().map(|v| pick(v, &kept)),
+        level: b.level.as_ref().map(|v| pick(v, &kept)),
+        iou: b.iou.as_ref().map(|v| pick(v, &kept)),
+        boxes: b.boxes.as_ref().map(|v| pick(v, &kept)),
+        skipped,
+    }
 }
 
 fn image_runs(ctx: &Ctx<'_>, col: &Resolved, arr: &dyn Array) -> Result<Vec<ImageRun>, InputError> {
@@ -401,72 +526,132 @@ fn float_values(arr: &dyn Array) -> ScoreValues {
     }
 }
 
-/// The flat values of a list column with exactly `width` entries per row.
-/// Checks that every list has `width` entries; returns the first value's offset.
-fn uniform_offsets<O: Copy + Into<i64>>(
+/// The values of a variable-length list with `width` entries in every valid row. When every row
+/// has `width` entries the values are used in place; otherwise (rows to skip) the rows are
+/// copied, with zeros standing in for the skipped ones so that rows stay aligned.
+fn uniform_list<O: Offset>(
     ctx: &Ctx<'_>,
     col: &Resolved,
-    offsets: &[O],
+    l: &ListArray<O>,
     width: usize,
-) -> Result<usize, InputError> {
+) -> Result<ScoreValues, InputError> {
+    let offsets = l.offsets().as_slice();
+    let rows = offsets.len() - 1;
+    let mut ragged = false;
     for (i, w) in offsets.windows(2).enumerate() {
-        let len = (w[1].into() - w[0].into()) as usize;
-        if len != width {
-            let problem = if len == 0 {
-                "empty score list".to_string()
+        let len = (w[1].to_usize()) - (w[0].to_usize());
+        if len == width {
+            continue;
+        }
+        // Null rows (already reported as nulls) have no entries either.
+        ragged = true;
+        if l.is_valid(i) {
+            let (reason, problem) = if len == 0 {
+                ("empty_list", "empty score list".to_string())
             } else {
-                format!("ragged score list: {len} entries where earlier rows have {width}")
+                ("ragged_list", format!("ragged score list: {len} entries where earlier rows have {width}"))
             };
-            return Err(ctx.err(col, i, problem, "write exactly one score per class in every row"));
+            ctx.invalid(col, i, reason, || problem, "write exactly one score per class in every row")?;
         }
     }
-    Ok(offsets.first().map_or(0, |&o| o.into() as usize))
+    let values = l.values();
+    null_scores(
+        ctx,
+        col,
+        values.as_ref(),
+        |pos| {
+            // The row whose range holds `pos`.
+            offsets.partition_point(|o| o.to_usize() <= pos).saturating_sub(1)
+        },
+        |pos, row| pos - offsets[row].to_usize(),
+    )?;
+    let start = offsets[0].to_usize();
+    if !ragged {
+        return Ok(match float_values(values.as_ref()) {
+            ScoreValues::F32(a) => ScoreValues::F32(a.sliced(start, rows * width)),
+            ScoreValues::F64(a) => ScoreValues::F64(a.sliced(start, rows * width)),
+        });
+    }
+    fn aligned<T: NativeType + Default>(
+        a: &PrimitiveArray<T>,
+        offsets: &[usize],
+        width: usize,
+    ) -> PrimitiveArray<T> {
+        let v = a.values();
+        let mut out = Vec::with_capacity((offsets.len() - 1) * width);
+        for w in offsets.windows(2) {
+            if w[1] - w[0] == width {
+                out.extend_from_slice(&v[w[0]..w[1]]);
+            } else {
+                out.extend(std::iter::repeat_n(T::default(), width));
+            }
+        }
+        PrimitiveArray::from_vec(out)
+    }
+    let offs: Vec<usize> = offsets.iter().map(|o| o.to_usize()).collect();
+    Ok(match float_values(values.as_ref()) {
+        ScoreValues::F32(a) => ScoreValues::F32(aligned(&a, &offs, width)),
+        ScoreValues::F64(a) => ScoreValues::F64(aligned(&a, &offs, width)),
+    })
 }
 
+/// Null entries inside score lists: one invalid row each (`row_of` maps a value position to
+/// its row, `class_of` to its class).
+fn null_scores(
+    ctx: &Ctx<'_>,
+    col: &Resolved,
+    values: &dyn Array,
+    row_of: impl Fn(usize) -> usize,
+    class_of: impl Fn(usize, usize) -> usize,
+) -> Result<(), InputError> {
+    if values.null_count() == 0 {
+        return Ok(());
+    }
+    if let Some(v) = values.validity() {
+        for (pos, valid) in v.iter().enumerate() {
+            if !valid {
+                let row = row_of(pos);
+                let class = class_of(pos, row);
+                ctx.invalid(
+                    col,
+                    row,
+                    "null",
+                    || format!("null score at class {class}"),
+                    "write a score for every class",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The flat values of a list column with `width` entries per row.
 fn list_values(
     ctx: &Ctx<'_>,
     col: &Resolved,
     arr: &dyn Array,
     width: usize,
 ) -> Result<ScoreValues, InputError> {
-    let rows = arr.len();
-    let (values, start): (&ArrayRef, usize) =
-        if let Some(f) = arr.as_any().downcast_ref::<FixedSizeListArray>() {
-            if f.size() != width {
-                return Err(ctx.err(
-                    col,
-                    0,
-                    format!("fixed-size list of {} scores, earlier rows had {width}", f.size()),
-                    "write the same number of classes in every file",
-                ));
-            }
-            // polars-arrow pre-slices fixed-size list values to the array's rows.
-            (f.values(), 0)
-        } else if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
-            (l.values(), uniform_offsets(ctx, col, l.offsets().as_slice(), width)?)
-        } else if let Some(l) = arr.as_any().downcast_ref::<ListArray<i32>>() {
-            (l.values(), uniform_offsets(ctx, col, l.offsets().as_slice(), width)?)
-        } else {
+    if let Some(f) = arr.as_any().downcast_ref::<FixedSizeListArray>() {
+        if f.size() != width {
             return Err(ctx.err(
                 col,
                 0,
-                format!("unsupported list type {:?}", arr.dtype()),
-                "write list<float32>",
+                format!("fixed-size list of {} scores, earlier rows had {width}", f.size()),
+                "write the same number of classes in every file",
             ));
-        };
-    if values.null_count() > 0 {
-        let pos = values.validity().map(|v| v.iter().skip(start).position(|b| !b).unwrap_or(0)).unwrap_or(0);
-        return Err(ctx.err(
-            col,
-            pos / width.max(1),
-            format!("null score at class {}", pos % width.max(1)),
-            "write a score for every class",
-        ));
+        }
+        // polars-arrow pre-slices fixed-size list values to the array's rows.
+        null_scores(ctx, col, f.values().as_ref(), |pos| pos / width.max(1), |pos, _| pos % width.max(1))?;
+        return Ok(float_values(f.values().as_ref()));
     }
-    Ok(match float_values(values.as_ref()) {
-        ScoreValues::F32(a) => ScoreValues::F32(a.sliced(start, rows * width)),
-        ScoreValues::F64(a) => ScoreValues::F64(a.sliced(start, rows * width)),
-    })
+    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
+        return uniform_list(ctx, col, l, width);
+    }
+    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i32>>() {
+        return uniform_list(ctx, col, l, width);
+    }
+    Err(ctx.err(col, 0, format!("unsupported list type {:?}", arr.dtype()), "write list<float32>"))
 }
 
 fn check_scores(
@@ -476,51 +661,57 @@ fn check_scores(
     kind: ScoreKind,
     width: usize,
 ) -> Result<(), InputError> {
-    fn first_bad<T: Copy + Into<f64>>(v: &[T], ok: impl Fn(f64) -> bool) -> Option<usize> {
-        // Fast path over the whole slice; locate only when something is wrong.
+    fn each_bad<T: Copy + Into<f64>>(
+        v: &[T],
+        ok: impl Fn(f64) -> bool,
+        mut f: impl FnMut(usize, f64) -> Result<(), InputError>,
+    ) -> Result<(), InputError> {
+        // Fast path over the whole slice; look closer only when something is wrong.
         if v.iter().all(|&x| ok(x.into())) {
-            None
-        } else {
-            v.iter().position(|&x| !ok(x.into()))
+            return Ok(());
         }
+        for (i, &x) in v.iter().enumerate() {
+            if !ok(x.into()) {
+                f(i, x.into())?;
+            }
+        }
+        Ok(())
     }
-    let ok_logit = |x: f64| x.abs() <= MAX_ABS_LOGIT;
-    let ok_prob = |x: f64| (0.0..=1.0).contains(&x);
-    let bad = match (scores, kind) {
-        (ScoreValues::F32(a), ScoreKind::Logits) => {
-            first_bad(a.values(), ok_logit).map(|i| (i, f64::from(a.values()[i])))
-        }
-        (ScoreValues::F64(a), ScoreKind::Logits) => {
-            first_bad(a.values(), ok_logit).map(|i| (i, a.values()[i]))
-        }
-        (ScoreValues::F32(a), ScoreKind::Probs) => {
-            first_bad(a.values(), ok_prob).map(|i| (i, f64::from(a.values()[i])))
-        }
-        (ScoreValues::F64(a), ScoreKind::Probs) => first_bad(a.values(), ok_prob).map(|i| (i, a.values()[i])),
+    let ok: fn(f64) -> bool = match kind {
+        ScoreKind::Logits => |x| x.abs() <= MAX_ABS_LOGIT,
+        ScoreKind::Probs => |x| (0.0..=1.0).contains(&x),
     };
-    let Some((i, v)) = bad else { return Ok(()) };
-    let (row, class) = (i / width, i % width);
-    let at = if width > 1 { format!(" at class {class}") } else { String::new() };
-    Err(match kind {
-        ScoreKind::Logits if !v.is_finite() => ctx.err(
-            col,
-            row,
-            format!("non-finite logit {v}{at}"),
-            "hardmine needs finite logits: look for diverged training or fp16 overflow in the dumping code, or drop those images",
-        ),
-        ScoreKind::Logits => ctx.err(
-            col,
-            row,
-            format!("logit {v}{at} exceeds the supported magnitude {MAX_ABS_LOGIT:e}"),
-            "check that the column holds logits (not e.g. box coordinates); real detectors stay within a few hundred",
-        ),
-        ScoreKind::Probs => ctx.err(
-            col,
-            row,
-            format!("probability {v}{at} is outside [0, 1]"),
-            "dump probabilities after the sigmoid/softmax, or dump the logits instead (preferred)",
-        ),
-    })
+    let report = |i: usize, v: f64| -> Result<(), InputError> {
+        let (row, class) = (i / width, i % width);
+        let at = if width > 1 { format!(" at class {class}") } else { String::new() };
+        match kind {
+            ScoreKind::Logits if !v.is_finite() => ctx.invalid(
+                col,
+                row,
+                "non_finite_logit",
+                || format!("non-finite logit {v}{at}"),
+                "hardmine needs finite logits: look for diverged training or fp16 overflow in the dumping code",
+            ),
+            ScoreKind::Logits => ctx.invalid(
+                col,
+                row,
+                "logit_too_large",
+                || format!("logit {v}{at} exceeds the supported magnitude {MAX_ABS_LOGIT:e}"),
+                "check that the column holds logits (not e.g. box coordinates); real detectors stay within a few hundred",
+            ),
+            ScoreKind::Probs => ctx.invalid(
+                col,
+                row,
+                "probability_out_of_range",
+                || format!("probability {v}{at} is outside [0, 1]"),
+                "dump probabilities after the sigmoid/softmax, or dump the logits instead (preferred)",
+            ),
+        }
+    };
+    match scores {
+        ScoreValues::F32(a) => each_bad(a.values(), ok, report),
+        ScoreValues::F64(a) => each_bad(a.values(), ok, report),
+    }
 }
 
 fn check_softmax_sums(
@@ -529,25 +720,29 @@ fn check_softmax_sums(
     scores: &ScoreValues,
     width: usize,
 ) -> Result<(), InputError> {
-    fn rows<T: Copy + Into<f64>>(v: &[T], width: usize) -> Option<(usize, f64)> {
-        v.chunks_exact(width).enumerate().find_map(|(i, r)| {
-            let s: f64 = r.iter().map(|&x| x.into()).sum();
-            ((s - 1.0).abs() > 1e-3).then_some((i, s))
-        })
+    fn sums<T: Copy + Into<f64>>(v: &[T], width: usize) -> Vec<(usize, f64)> {
+        v.chunks_exact(width)
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let s: f64 = r.iter().map(|&x| x.into()).sum();
+                ((s - 1.0).abs() > 1e-3).then_some((i, s))
+            })
+            .collect()
     }
     let bad = match scores {
-        ScoreValues::F32(a) => rows(a.values(), width),
-        ScoreValues::F64(a) => rows(a.values(), width),
+        ScoreValues::F32(a) => sums(a.values(), width),
+        ScoreValues::F64(a) => sums(a.values(), width),
     };
-    match bad {
-        Some((row, s)) => Err(ctx.err(
+    for (row, s) in bad {
+        ctx.invalid(
             col,
             row,
-            format!("softmax probabilities sum to {s:.6}, not 1"),
+            "softmax_sum",
+            || format!("softmax probabilities sum to {s:.6}, not 1"),
             "dump the softmax output over all K classes (including background), or the logits",
-        )),
-        None => Ok(()),
+        )?;
     }
+    Ok(())
 }
 
 fn check_labels(
@@ -565,8 +760,10 @@ fn check_labels(
             (-2..width as i64).contains(&l)
         }
     };
-    if let Some(i) = labels.iter().position(|&l| !valid(l)) {
-        let l = labels[i];
+    for (i, &l) in labels.iter().enumerate() {
+        if valid(l) {
+            continue;
+        }
         let fix = if !softmax && l == width as i64 {
             format!("label {l} = C looks like mmdetection's background code: map it to -1 when dumping (labels[labels == {width}] = -1)")
         } else if softmax && l == -1 {
@@ -579,9 +776,16 @@ fn check_labels(
         } else {
             format!("sigmoid labels are 0..{} (foreground class), -1 (background) or -2 (ignored)", width - 1)
         };
-        return Err(ctx.err(col, i, format!("label {l} is outside the valid set for {width} classes"), fix));
+        ctx.invalid(
+            col,
+            i,
+            "label_out_of_range",
+            || format!("label {l} is outside the valid set for {width} classes"),
+            &fix,
+        )?;
     }
-    Ok(labels.iter().map(|&l| l as i32).collect())
+    // Skipped rows keep a harmless label; they are dropped before anyone reads it.
+    Ok(labels.iter().map(|&l| if valid(l) { l as i32 } else { -2 }).collect())
 }
 
 fn binary_targets(
@@ -599,25 +803,32 @@ fn binary_targets(
             let is_int = matches!(col.ty, ColumnType::Int);
             let v = number_column(ctx, col, arr, rows)?;
             if is_int {
-                if let Some(i) = v.iter().position(|&t| t != 0.0 && t != 1.0) {
-                    return Err(ctx.err(
-                        col,
-                        i,
-                        format!("integer target {} is not 0 or 1", v[i]),
-                        "write 0/1 targets (or floats in [0,1] for soft targets)",
-                    ));
+                for (i, &t) in v.iter().enumerate() {
+                    if t != 0.0 && t != 1.0 {
+                        ctx.invalid(
+                            col,
+                            i,
+                            "target_out_of_range",
+                            || format!("integer target {t} is not 0 or 1"),
+                            "write 0/1 targets (or floats in [0,1] for soft targets)",
+                        )?;
+                    }
                 }
             }
             v
         }
     };
-    if let Some(i) = values.iter().position(|t| !(0.0..=1.0).contains(t)) {
-        return Err(ctx.err(
-            col,
-            i,
-            format!("target {} is outside [0, 1]", values[i]),
-            "write 0/1 targets, or soft targets (IoU quality) in [0, 1]",
-        ));
+    for (i, &t) in values.iter().enumerate() {
+        // Integer targets other than 0 and 1 were reported above.
+        if !matches!(col.ty, ColumnType::Int) && !(0.0..=1.0).contains(&t) {
+            ctx.invalid(
+                col,
+                i,
+                "target_out_of_range",
+                || format!("target {t} is outside [0, 1]"),
+                "write 0/1 targets, or soft targets (IoU quality) in [0, 1]",
+            )?;
+        }
     }
-    Ok(values)
+    Ok(values.into_iter().map(|t| if (0.0..=1.0).contains(&t) { t } else { 0.0 }).collect())
 }

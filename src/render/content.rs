@@ -128,12 +128,22 @@ pub fn dump_summary(r: &Report) -> [String; 2] {
         Some(a) => format!("{} anchors, {} ignored; ", count(a), count(d.ignored)),
         None => String::new(),
     };
-    let second = format!(
+    let mut second = format!(
         "{anchors}{} decisions: {} positive, {} negative",
         count(d.decisions),
         count(d.positives),
         count(d.negatives)
     );
+    if !d.skipped.is_empty() {
+        let total: u64 = d.skipped.values().sum();
+        let reasons: Vec<String> = d.skipped.iter().map(|(k, n)| format!("{} {k}", count(*n))).collect();
+        second.push_str(&format!(
+            "; skipped {} invalid row{} ({})",
+            count(total),
+            if total == 1 { "" } else { "s" },
+            reasons.join(", ")
+        ));
+    }
     [first, second]
 }
 

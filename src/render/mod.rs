@@ -102,6 +102,7 @@ pub(crate) mod tests {
                     alpha: Some(0.25),
                     easy_threshold: 0.9,
                     background_class: None,
+                    on_invalid: crate::config::OnInvalid::Error,
                 },
             },
             dataset: DatasetSummary {
@@ -112,6 +113,7 @@ pub(crate) mod tests {
                 positives: 5,
                 negatives: 995,
                 ignored: 1,
+                skipped: BTreeMap::new(),
             },
             strategies: vec![
                 strategy("ce", &[], 0.77),

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use polars_arrow::array::{Array, FixedSizeListArray, ListArray, PrimitiveArray};
+use polars_arrow::bitmap::Bitmap;
 use polars_arrow::datatypes::{ArrowDataType, Field};
 use polars_arrow::offset::Offsets;
 use polars_core::prelude::*;
@@ -13,6 +14,8 @@ pub enum Col {
     I64(Vec<i64>),
     I32(Vec<i32>),
     OptI32(Vec<Option<i32>>),
+    OptI64(Vec<Option<i64>>),
+    OptF32(Vec<Option<f32>>),
     F32(Vec<f32>),
     F64(Vec<f64>),
     Str(Vec<String>),
@@ -23,6 +26,8 @@ pub enum Col {
     ListF64(Vec<Vec<f64>>),
     /// fixed_size_list<float32, n> from row-major values.
     Fixed(usize, Vec<f32>),
+    /// list<float32> with null rows and null entries.
+    OptListF32(Vec<Option<Vec<Option<f32>>>>),
 }
 
 fn list_array<T: polars_arrow::types::NativeType>(rows: Vec<Vec<T>>, inner: ArrowDataType) -> Box<dyn Array> {
@@ -32,6 +37,16 @@ fn list_array<T: polars_arrow::types::NativeType>(rows: Vec<Vec<T>>, inner: Arro
     ListArray::<i64>::new(dtype, offsets.into(), values.boxed(), None).boxed()
 }
 
+fn opt_list_array(rows: Vec<Option<Vec<Option<f32>>>>) -> Box<dyn Array> {
+    let offsets =
+        Offsets::<i64>::try_from_lengths(rows.iter().map(|r| r.as_ref().map_or(0, Vec::len))).unwrap();
+    let outer: Bitmap = rows.iter().map(Option::is_some).collect();
+    let flat: Vec<Option<f32>> = rows.into_iter().flatten().flatten().collect();
+    let values = PrimitiveArray::<f32>::from(flat);
+    let dtype = ArrowDataType::LargeList(Box::new(Field::new("item".into(), ArrowDataType::Float32, true)));
+    ListArray::<i64>::new(dtype, offsets.into(), values.boxed(), Some(outer)).boxed()
+}
+
 impl Col {
     fn into_column(self, name: &str) -> Column {
         let name: PlSmallStr = name.into();
@@ -39,6 +54,9 @@ impl Col {
             Col::I64(v) => Series::new(name, v),
             Col::I32(v) => Series::new(name, v),
             Col::OptI32(v) => Series::new(name, v),
+            Col::OptI64(v) => Series::new(name, v),
+            Col::OptF32(v) => Series::new(name, v),
+            Col::OptListF32(v) => Series::from_arrow(name, opt_list_array(v)).unwrap(),
             Col::F32(v) => Series::new(name, v),
             Col::F64(v) => Series::new(name, v),
             Col::Str(v) => Series::new(name, v),

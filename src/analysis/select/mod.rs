@@ -434,7 +434,7 @@ impl SelectAcc {
                     file: batch.file as u32,
                     count: [0; 4],
                     positive: false,
-                    row: batch.first_row + u64::from(row),
+                    row: batch.file_row(row as usize),
                     ce: 0.0,
                     focal: 0.0,
                     loss: [0.0; 4],

@@ -1,0 +1,367 @@
+//! Duplicate `(image_id, anchor_id)` rows.
+//!
+//! A dump that holds an image twice (a resumed dumping job appending to the same files, a data
+//! loader that repeats an image) counts its anchors twice and skews every share. When the dump
+//! has an `anchor_id` column, two checks catch this:
+//!
+//! - **exact**, for rows of one image that are contiguous in the dump: within each image run of a
+//!   batch the ids are checked for repeats (a linear scan when they are increasing, as dumps
+//!   usually write them; a sort otherwise), and the ids of the images at the edges of each part
+//!   of the pass are kept until the neighbouring part is merged, so an image split between row
+//!   groups or files is checked as a whole. The error names both rows.
+//! - **by count**, for any dump (also unsorted ones and merged shards): an image with more rows
+//!   than distinct ids between its smallest and largest id has a repeat, by the pigeonhole
+//!   principle. This catches an image written twice anywhere in the dump.
+//!
+//! In a binary dump the key is `(anchor_id, class)`: one anchor has one row per class.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{Batch, ImageKey};
+
+/// A repeated key: the image, the anchor id and the two rows (file index, row within the file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The image.
+    pub image: ImageKey,
+    /// The repeated anchor id.
+    pub anchor_id: i64,
+    /// Class of the repeated row (binary dumps).
+    pub class: Option<i32>,
+    /// The first row: file index and row within the file.
+    pub first: (u32, u64),
+    /// The repeat.
+    pub second: (u32, u64),
+}
+
+/// The key span of one image: rows and the smallest and largest key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    /// Rows with an anchor id.
+    pub rows: u64,
+    /// Smallest key.
+    pub min: i128,
+    /// Largest key.
+    pub max: i128,
+}
+
+impl Span {
+    fn merge(&mut self, o: &Span) {
+        self.rows += o.rows;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+
+    /// Distinct keys the span can hold.
+    pub fn capacity(&self) -> u128 {
+        (self.max - self.min) as u128 + 1
+    }
+}
+
+/// A row's key with its file index and row within the file.
+type Keyed = (i128, u32, u64);
+
+/// Keys of one image at an edge of a part, sorted by key.
+#[derive(Clone, Debug, PartialEq)]
+struct Edge {
+    image: ImageKey,
+    keys: Vec<Keyed>,
+}
+
+/// The edge images of a part: the first, and the last when it differs.
+#[derive(Clone, Debug, PartialEq)]
+struct Edges {
+    first: Edge,
+    last: Option<Edge>,
+}
+
+/// Mergeable duplicate checks. Parts must be merged in dump order for the exact check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdsAcc {
+    /// Key span per image (images with an anchor id only).
+    #[serde(with = "crate::analysis::pairs")]
+    pub spans: BTreeMap<ImageKey, Span>,
+    #[serde(skip)]
+    edges: Option<Edges>,
+    #[serde(skip)]
+    duplicate: Option<Duplicate>,
+    /// Keys carry a class (binary dump).
+    #[serde(skip)]
+    binary: bool,
+}
+
+/// The row's key: the anchor id, combined with the class in binary dumps.
+fn key(anchor: i64, class: Option<i32>) -> i128 {
+    match class {
+        Some(c) => (i128::from(anchor) << 16) | i128::from(c),
+        None => i128::from(anchor),
+    }
+}
+
+/// Splits a key back into anchor id and class.
+fn unkey(k: i128, binary: bool) -> (i64, Option<i32>) {
+    if binary {
+        ((k >> 16) as i64, Some((k & 0xffff) as i32))
+    } else {
+        (k as i64, None)
+    }
+}
+
+/// The first repeated key of a sorted slice, as its two entries.
+fn first_repeat(keys: &[Keyed]) -> Option<(Keyed, Keyed)> {
+    keys.windows(2).find(|w| w[0].0 == w[1].0).map(|w| (w[0], w[1]))
+}
+
+impl IdsAcc {
+    /// Checks one batch (a no-op without anchor ids).
+    pub fn observe_batch(&mut self, batch: &Batch) {
+        let Some(ids) = &batch.anchor_id else { return };
+        let class = batch.class.as_deref();
+        let binary = class.is_some();
+        self.binary |= binary;
+        let k = |r: usize| key(ids[r], class.map(|c| c[r]));
+        let file = batch.file as u32;
+        let n = batch.images.len();
+        for (i, run) in batch.images.iter().enumerate() {
+            if run.start == run.end {
+                continue;
+            }
+            let (mut min, mut max) = (i128::MAX, i128::MIN);
+            let mut increasing = true;
+            let mut prev = i128::MIN;
+            for r in run.start..run.end {
+                let x = k(r);
+                min = min.min(x);
+                max = max.max(x);
+                increasing &= x > prev;
+                prev = x;
+            }
+            let span = Span { rows: (run.end - run.start) as u64, min, max };
+            match self.spans.get_mut(&run.key) {
+                Some(s) => s.merge(&span),
+                None => {
+                    self.spans.insert(run.key.clone(), span);
+                }
+            }
+            let edge = i == 0 || i + 1 == n;
+            if increasing && !edge {
+                continue;
+            }
+            let mut keys: Vec<Keyed> =
+                (run.start..run.end).map(|r| (k(r), file, batch.file_row(r))).collect();
+            if !increasing {
+                keys.sort_unstable();
+                if let Some((a, b)) = first_repeat(&keys) {
+                    self.found(&run.key, a, b, binary);
+                }
+            }
+            if edge {
+                let e = Edge { image: run.key.clone(), keys };
+                match &mut self.edges {
+                    None => self.edges = Some(Edges { first: e, last: None }),
+                    Some(edges) => edges.last = Some(e),
+                }
+            }
+        }
+    }
+
+    fn found(&mut self, image: &ImageKey, a: Keyed, b: Keyed, binary: bool) {
+        if self.duplicate.is_none() {
+            let (anchor_id, class) = unkey(a.0, binary);
+            let (first, second) = if (a.1, a.2) <= (b.1, b.2) { (a, b) } else { (b, a) };
+            self.duplicate = Some(Duplicate {
+                image: image.clone(),
+                anchor_id,
+                class,
+                first: (first.1, first.2),
+                second: (second.1, second.2),
+            });
+        }
+    }
+
+    /// Absorbs the checks of the next part of the dump (in dump order).
+    pub fn merge(&mut self, other: IdsAcc) {
+        for (k, v) in other.spans {
+            match self.spans.get_mut(&k) {
+                Some(s) => s.merge(&v),
+                None => {
+                    self.spans.insert(k, v);
+                }
+            }
+        }
+        if self.duplicate.is_none() {
+            self.duplicate = other.duplicate;
+        }
+        let Some(b) = other.edges else { return };
+        let Some(a) = self.edges.take() else {
+            self.edges = Some(b);
+            return;
+        };
+        self.binary |= other.binary;
+        let a_single = a.last.is_none();
+        let (a_first, a_last) = match a.last {
+            Some(l) => (Some(a.first), l),
+            None => (None, a.first),
+        };
+        let Edges { first: b_first, last: b_last } = b;
+        if a_last.image != b_first.image {
+            // Different images meet: the edges are a's first and b's last.
+            let first = a_first.unwrap_or(a_last);
+            let last = Some(b_last.unwrap_or(b_first));
+            self.edges = Some(Edges { first, last });
+            return;
+        }
+        // One image continues across the boundary: check and join its keys.
+        let joined = self.join(a_last, b_first);
+        self.edges = Some(match (a_single, b_last) {
+            (true, None) => Edges { first: joined, last: None },
+            (true, Some(l)) => Edges { first: joined, last: Some(l) },
+            (false, None) => Edges { first: a_first.expect("a has two edges"), last: Some(joined) },
+            (false, Some(l)) => Edges { first: a_first.expect("a has two edges"), last: Some(l) },
+        });
+    }
+
+    /// The union of two sorted key lists of one image, recording the first key in both.
+    fn join(&mut self, a: Edge, b: Edge) -> Edge {
+        let mut keys = Vec::with_capacity(a.keys.len() + b.keys.len());
+        let (mut i, mut j) = (0, 0);
+        let mut repeat = None;
+        while i < a.keys.len() && j < b.keys.len() {
+            if a.keys[i].0 == b.keys[j].0 && repeat.is_none() {
+                repeat = Some((a.keys[i], b.keys[j]));
+            }
+            if a.keys[i] <= b.keys[j] {
+                keys.push(a.keys[i]);
+                i += 1;
+            } else {
+                keys.push(b.keys[j]);
+                j += 1;
+            }
+        }
+        keys.extend_from_slice(&a.keys[i..]);
+        keys.extend_from_slice(&b.keys[j..]);
+        if let Some((x, y)) = repeat {
+            self.found(&a.image, x, y, self.binary);
+        }
+        Edge { image: a.image, keys }
+    }
+
+    /// The first exact repeat found so far.
+    pub fn duplicate(&self) -> Option<&Duplicate> {
+        self.duplicate.as_ref()
+    }
+
+    /// The first image (in id order) with more rows than its key span holds, if any.
+    pub fn overfull(&self) -> Option<(&ImageKey, &Span)> {
+        self.spans.iter().find(|(_, s)| u128::from(s.rows) > s.capacity())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::{ScoreValues, Targets};
+    use polars_arrow::array::PrimitiveArray;
+
+    /// A batch of (image, anchor id) rows of file 0 from row `first_row`.
+    fn batch(rows: &[(i64, i64)], first_row: u64) -> Batch {
+        let images = crate::input::runs_of(rows.iter().map(|r| r.0));
+        Batch {
+            file: 0,
+            first_row,
+            rows: rows.len(),
+            row_index: None,
+            skipped: BTreeMap::new(),
+            images,
+            targets: Targets::Labels(vec![-1; rows.len()]),
+            scores: ScoreValues::F32(PrimitiveArray::from_vec(vec![0.0; rows.len()])),
+            class: None,
+            weight: None,
+            anchor_id: Some(rows.iter().map(|r| r.1).collect()),
+            level: None,
+            iou: None,
+            boxes: None,
+        }
+    }
+
+    /// Runs the checks over `rows` split into batches at `cuts`, merged in order.
+    fn check(rows: &[(i64, i64)], cuts: &[usize]) -> IdsAcc {
+        let mut total = IdsAcc::default();
+        let mut start = 0;
+        for &end in cuts.iter().chain(std::iter::once(&rows.len())) {
+            let mut part = IdsAcc::default();
+            part.observe_batch(&batch(&rows[start..end], start as u64));
+            total.merge(part);
+            start = end;
+        }
+        total
+    }
+
+    /// Brute force: the first repeated (image, anchor) pair in row order, as (first, second) rows.
+    fn brute(rows: &[(i64, i64)]) -> Option<(u64, u64)> {
+        let mut best: Option<(u64, u64)> = None;
+        for j in 0..rows.len() {
+            for i in 0..j {
+                if rows[i] == rows[j] {
+                    best = Some(best.map_or((i as u64, j as u64), |b| b.min((i as u64, j as u64))));
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn repeats_are_found_within_and_across_batches_exactly_when_they_exist() {
+        let mut rng = crate::rng::Rng::new(5, 0);
+        for case in 0..300 {
+            // Contiguous images of 1..6 rows, ids mostly increasing, sometimes shuffled or repeated.
+            let mut rows = Vec::new();
+            for img in 0..(1 + rng.below(5) as i64) {
+                let n = 1 + rng.below(6) as i64;
+                let mut ids: Vec<i64> = (0..n).map(|a| a * 2).collect();
+                if rng.uniform() < 0.3 {
+                    ids.reverse();
+                }
+                if rng.uniform() < 0.2 {
+                    let a = rng.below(n as u64) as usize;
+                    let b = rng.below(n as u64) as usize;
+                    ids[a] = ids[b];
+                }
+                rows.extend(ids.into_iter().map(|a| (img, a)));
+            }
+            let mut cuts: Vec<usize> =
+                (0..rng.below(4)).map(|_| rng.below(rows.len() as u64 + 1) as usize).collect();
+            cuts.sort_unstable();
+            let acc = check(&rows, &cuts);
+            let want = brute(&rows);
+            let got = acc.duplicate().map(|d| (d.first.1, d.second.1));
+            assert_eq!(got.is_some(), want.is_some(), "case {case}: {rows:?} cut at {cuts:?}");
+            if let (Some(d), Some(_)) = (acc.duplicate(), want) {
+                let (a, b) = (d.first.1 as usize, d.second.1 as usize);
+                assert!(a < b && rows[a] == rows[b], "case {case}: rows {a} and {b} of {rows:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_image_written_twice_anywhere_overfills_its_span() {
+        // Image 1 twice, apart: the exact check cannot see it, the count can.
+        let rows = [(1, 0), (1, 1), (1, 2), (2, 0), (1, 0), (1, 1), (1, 2)];
+        let acc = check(&rows, &[3, 4]);
+        let (image, span) = acc.overfull().expect("overfull");
+        assert_eq!(*image, ImageKey::Int(1));
+        assert_eq!((span.rows, span.min, span.max), (6, 0, 2));
+        // Sparse ids: three rows spread over 0..=4 are not overfull.
+        assert!(check(&[(1, 0), (1, 4), (1, 2)], &[]).overfull().is_none());
+    }
+
+    #[test]
+    fn binary_keys_keep_anchor_and_class_apart() {
+        assert_eq!(unkey(key(7, Some(3)), true), (7, Some(3)));
+        assert_eq!(unkey(key(-7, Some(65535)), true), (-7, Some(65535)));
+        assert_ne!(key(1, Some(0)), key(0, Some(1)));
+        assert_eq!(unkey(key(i64::MIN, None), false), (i64::MIN, None));
+    }
+}
