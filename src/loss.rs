@@ -295,4 +295,111 @@ mod tests {
         assert!(close(Decision::from_logit(2.0, 1.0).alpha_t(Some(0.25)), 0.25, 1e-15));
         assert_eq!(d.focal(0.0, None), d.ce);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any finite f32, from subnormals to +-f32::MAX.
+        fn finite_f32() -> impl Strategy<Value = f32> {
+            any::<f32>().prop_filter("finite", |x| x.is_finite())
+        }
+
+        /// No alpha weighting, or any alpha in [0, 1].
+        fn alpha() -> impl Strategy<Value = Option<f64>> {
+            prop_oneof![Just(None), (0.0..=1.0f64).prop_map(Some)]
+        }
+
+        /// Hard targets, and soft ones in [0, 1].
+        fn target() -> impl Strategy<Value = f64> {
+            prop_oneof![Just(0.0), Just(1.0), 0.0..=1.0f64]
+        }
+
+        fn all_finite_and_non_negative(
+            d: &Decision,
+            gamma: f64,
+            alpha: Option<f64>,
+        ) -> Result<(), TestCaseError> {
+            for (name, v) in [
+                ("ce", d.ce),
+                ("focal", d.focal(gamma, alpha)),
+                ("ce_grad", d.ce_grad()),
+                ("focal_grad", d.focal_grad(gamma, alpha)),
+                ("p_t", d.p_t),
+                ("q", d.q),
+            ] {
+                prop_assert!(v.is_finite() && v >= 0.0, "{name} = {v} for {d:?}");
+            }
+            Ok(())
+        }
+
+        /// Non-increasing up to rounding: `a >= b` within a few ulps.
+        fn not_above(b: f64, a: f64) -> bool {
+            b <= a + 8.0 * f64::EPSILON * a.abs().max(b.abs()) + 1e-300
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn every_loss_is_finite_for_every_finite_f32_logit(
+                x in finite_f32(), y in target(), gamma in 0.0..=5.0f64, alpha in alpha(),
+            ) {
+                all_finite_and_non_negative(&Decision::from_logit(f64::from(x), y), gamma, alpha)?;
+            }
+
+            #[test]
+            fn every_softmax_loss_is_finite_for_every_finite_f32_row(
+                row in prop::collection::vec(finite_f32(), 1..8), t in any::<prop::sample::Index>(),
+                gamma in 0.0..=5.0f64, alpha in alpha(),
+            ) {
+                let row: Vec<f64> = row.into_iter().map(f64::from).collect();
+                let t = t.index(row.len());
+                all_finite_and_non_negative(&Decision::from_softmax_logits(&row, t, 1.0), gamma, alpha)?;
+            }
+
+            #[test]
+            fn every_loss_is_finite_for_every_probability(
+                p in 0.0..=1.0f64, y in target(), gamma in 0.0..=5.0f64, alpha in alpha(),
+            ) {
+                all_finite_and_non_negative(&Decision::from_prob(p, y), gamma, alpha)?;
+            }
+
+            #[test]
+            fn focal_loss_never_exceeds_cross_entropy(
+                x in finite_f32(), y in target(), gamma in 0.0..=5.0f64, alpha in alpha(),
+            ) {
+                let d = Decision::from_logit(f64::from(x), y);
+                prop_assert!(d.focal(gamma, alpha) <= d.ce, "{} > {} for {d:?}", d.focal(gamma, alpha), d.ce);
+            }
+
+            #[test]
+            fn focal_loss_is_cross_entropy_at_gamma_zero_without_alpha(x in finite_f32(), y in target()) {
+                let d = Decision::from_logit(f64::from(x), y);
+                prop_assert_eq!(d.focal(0.0, None), d.ce);
+                prop_assert_eq!(d.focal_grad(0.0, None), d.ce_grad());
+            }
+
+            #[test]
+            fn losses_fall_as_p_t_rises(
+                a in finite_f32(), b in finite_f32(), positive in any::<bool>(),
+                gamma in 0.0..=5.0f64, alpha in alpha(),
+            ) {
+                // For a positive p_t rises with the logit; for a negative it falls.
+                let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+                let y = if positive { 1.0 } else { 0.0 };
+                let (easy, hard) = if positive { (hi, lo) } else { (lo, hi) };
+                let (e, h) = (Decision::from_logit(f64::from(easy), y), Decision::from_logit(f64::from(hard), y));
+                prop_assert!(e.p_t >= h.p_t);
+                prop_assert!(not_above(e.ce, h.ce), "CE {} at p_t {} vs {} at {}", e.ce, e.p_t, h.ce, h.p_t);
+                prop_assert!(
+                    not_above(e.focal(gamma, alpha), h.focal(gamma, alpha)),
+                    "FL {} vs {}", e.focal(gamma, alpha), h.focal(gamma, alpha)
+                );
+                // The same through probabilities.
+                let (pe, ph) = (Decision::from_prob(e.p_t, 1.0), Decision::from_prob(h.p_t, 1.0));
+                prop_assert!(not_above(pe.focal(gamma, alpha), ph.focal(gamma, alpha)));
+            }
+        }
+    }
 }

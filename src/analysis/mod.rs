@@ -151,6 +151,16 @@ impl Pass {
         Pass { dataset: DatasetAcc::default(), strategies, select, breakdown, sweep, ids: IdsAcc::default() }
     }
 
+    /// Empty accumulators for the part of the dump that starts at its beginning: the running
+    /// total that the parts are merged into, in dump order (see [`SelectAcc::set_starts_dump`]).
+    pub fn starting(config: &AnalysisConfig, mine: Option<MineSpec>) -> Pass {
+        let mut pass = Pass::new(config, mine);
+        if let Some(s) = &mut pass.select {
+            s.set_starts_dump();
+        }
+        pass
+    }
+
     /// Folds one batch into the accumulators. Images complete inside the batch are finalised.
     pub fn observe_batch(&mut self, exp: &Expansion, batch: &Batch, tau: f64) -> Result<(), Reappeared> {
         self.dataset.observe_batch(batch);
@@ -499,6 +509,9 @@ fn run_in_pool(
         _ => None,
     };
     let mut total = new_pass();
+    if let Some(s) = &mut total.select {
+        s.set_starts_dump();
+    }
     let mut drain = |pass: &mut Pass, exported: &mut bool| -> Result<(), Error> {
         if let (Some((_, sink)), Some(sel)) = (mine.as_mut(), pass.select.as_mut()) {
             let rows = sel.drain_export();
@@ -618,7 +631,7 @@ mod tests {
     /// A pass over `ranges` of `data`, each range a batch, merged in the order given.
     fn pass_over(data: &[Row], ranges: &[std::ops::Range<usize>], config: &AnalysisConfig) -> Pass {
         let exp = expansion();
-        let mut total = Pass::new(config, None);
+        let mut total = Pass::starting(config, None);
         for r in ranges {
             let mut pass = Pass::new(config, None);
             pass.observe_batch(&exp, &batch(&data[r.clone()], r.start as u64), config.easy_threshold())
@@ -687,7 +700,7 @@ mod tests {
         let mut one = observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C]), (0, 0, [1.0; C])], 0);
         one.finish_selection().unwrap();
         // Across row groups, image 0 is complete once image 1 follows it: seeing it again is an error.
-        let mut total = Pass::new(&config, None);
+        let mut total = Pass::starting(&config, None);
         total.merge(observed(&[(0, -1, [0.0; C]), (1, -1, [0.0; C])], 0)).unwrap();
         let err = total.merge(observed(&[(0, 0, [1.0; C])], 2)).unwrap_err();
         assert_eq!(err.image, "0");
@@ -703,5 +716,150 @@ mod tests {
         // Image 1: CE = 3 ln 2 over 1 positive; image 0 adds 0; mean over 2 images.
         let ce = &pass.strategy_reports()[0];
         assert!((ce.loss.normalized - 3.0 * std::f64::consts::LN_2 / 2.0).abs() < 1e-15);
+    }
+
+    mod properties {
+        use super::*;
+        use crate::config::SweepParams;
+        use crate::loss::Decision;
+        use proptest::prelude::*;
+
+        /// Every strategy, the sweep and the breakdowns.
+        fn everything() -> AnalysisConfig {
+            let strategies = StrategyKind::ALL.to_vec();
+            AnalysisParams {
+                strategies,
+                sweep: Some(SweepParams::default()),
+                breakdowns: true,
+                ..Default::default()
+            }
+            .check()
+            .unwrap()
+        }
+
+        /// The strategies whose sums merge in any order (no per-image selection).
+        fn reweighting() -> AnalysisConfig {
+            let strategies =
+                vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal, StrategyKind::Ghm];
+            AnalysisParams {
+                strategies,
+                sweep: Some(SweepParams::default()),
+                breakdowns: true,
+                ..Default::default()
+            }
+            .check()
+            .unwrap()
+        }
+
+        /// Sorted cut points in 0..=n, as consecutive ranges covering 0..n.
+        fn ranges(mut cuts: Vec<usize>, n: usize) -> Vec<std::ops::Range<usize>> {
+            cuts.iter_mut().for_each(|c| *c %= n + 1);
+            cuts.extend([0, n]);
+            cuts.sort_unstable();
+            cuts.windows(2).map(|w| w[0]..w[1]).collect()
+        }
+
+        /// The pass over one range.
+        fn part(data: &[Row], r: std::ops::Range<usize>, config: &AnalysisConfig) -> Pass {
+            let mut pass = if r.start == 0 { Pass::starting(config, None) } else { Pass::new(config, None) };
+            pass.observe_batch(
+                &expansion(),
+                &batch(&data[r.clone()], r.start as u64),
+                config.easy_threshold(),
+            )
+            .unwrap();
+            pass
+        }
+
+        fn merged(mut a: Pass, b: Pass) -> Pass {
+            a.merge(b).unwrap();
+            a
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn any_batching_gives_the_same_result(
+                seed in 0..1000u64, n in 1..600usize, cuts in prop::collection::vec(any::<usize>(), 0..10),
+            ) {
+                let config = everything();
+                let data = rows(seed, n);
+                let whole = pass_over(&data, &[0..n], &config);
+                let split = pass_over(&data, &ranges(cuts, n), &config);
+                prop_assert_eq!(&split, &whole);
+                let (a, b) = (split.report(&info(), &config, "t"), whole.report(&info(), &config, "t"));
+                prop_assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+            }
+
+            #[test]
+            fn merge_is_associative_in_dump_order_and_commutative_for_reweighting(
+                seed in 0..1000u64, n in 3..400usize, i in any::<usize>(), j in any::<usize>(),
+            ) {
+                let data = rows(seed, n);
+                let (i, j) = { let (a, b) = (1 + i % (n - 2), 1 + j % (n - 2)); (a.min(b), a.max(b) + 1) };
+                // Every strategy: parts in dump order, grouped either way.
+                let config = everything();
+                let p = |r: std::ops::Range<usize>| part(&data, r, &config);
+                let mut left = merged(merged(p(0..i), p(i..j)), p(j..n));
+                let mut right = merged(p(0..i), merged(p(i..j), p(j..n)));
+                left.finish_selection().unwrap();
+                right.finish_selection().unwrap();
+                prop_assert_eq!(&left, &right);
+                // Reweighting strategies: any order.
+                let config = reweighting();
+                let p = |r: std::ops::Range<usize>| part(&data, r, &config);
+                let ab = merged(p(0..i), p(i..n));
+                let ba = merged(p(i..n), p(0..i));
+                prop_assert_eq!(ab.strategy_reports(), ba.strategy_reports());
+                prop_assert_eq!(&ab.dataset, &ba.dataset);
+                prop_assert_eq!(&ab.sweep, &ba.sweep);
+                prop_assert_eq!(&ab.breakdown, &ba.breakdown);
+            }
+
+            #[test]
+            fn every_sweep_cell_is_the_focal_loss_summed_directly(seed in 0..1000u64, n in 1..400usize) {
+                // The sweep derives every alpha from two alpha-free sums; check each cell against
+                // alpha_t (1 - p_t)^gamma CE summed decision by decision in f64.
+                let alphas = vec![0.0, 0.1, 0.25, 0.5, 0.99, 1.0, -1.0];
+                let gammas = vec![0.0, 0.5, 1.0, 2.0, 3.7];
+                let params = SweepParams { gammas: gammas.clone(), alphas: alphas.clone(), ..Default::default() };
+                let config = AnalysisParams { sweep: Some(params), ..Default::default() }.check().unwrap();
+                let data = rows(seed, n);
+                let pass = pass_over(&data, &[0..n], &config);
+                let sweep = pass.report(&info(), &config, "t").sweep.unwrap();
+                let mut k = 0;
+                for &g in &gammas {
+                    for &a in &alphas {
+                        let alpha = (a >= 0.0).then_some(a);
+                        let mut want = 0.0;
+                        for &(_, label, logits) in &data {
+                            if label == -2 {
+                                continue;
+                            }
+                            for (c, &x) in logits.iter().enumerate() {
+                                let y = if label == c as i32 { 1.0 } else { 0.0 };
+                                want += Decision::from_logit(f64::from(x), y).focal(g, alpha);
+                            }
+                        }
+                        let cell = &sweep.grid[k];
+                        k += 1;
+                        prop_assert_eq!((cell.gamma, cell.alpha), (g, alpha));
+                        let got = cell.loss.total;
+                        prop_assert!((got - want).abs() <= 1e-12 * want.abs().max(1e-300), "g={g} a={a}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+
+        fn info() -> DumpInfo {
+            let exp = expansion();
+            DumpInfo {
+                inputs: vec!["d.parquet".into()],
+                shape: exp.shape,
+                width: exp.width,
+                background_class: 0,
+            }
+        }
     }
 }

@@ -345,6 +345,11 @@ pub struct SelectAcc {
     /// Images may be anywhere in the dump: keep every candidate for the spill (see [`spill`]).
     #[serde(default)]
     partitioned: bool,
+    /// This part starts at the beginning of the dump, so its first image cannot continue
+    /// leftwards. Parts that do not (the driver's per-unit parts) keep their first image open,
+    /// which makes merging associative: `(a + b) + c == a + (b + c)` for consecutive parts.
+    #[serde(default)]
+    starts_dump: bool,
     /// Results of finalised images.
     pub totals: SelectTotals,
 }
@@ -361,6 +366,7 @@ impl SelectAcc {
             last: None,
             origin: None,
             partitioned: false,
+            starts_dump: false,
             totals: SelectTotals::default(),
         }
     }
@@ -369,6 +375,13 @@ impl SelectAcc {
     /// finalising images as the dump moves past them.
     pub fn set_partitioned(&mut self) {
         self.partitioned = true;
+    }
+
+    /// Marks this (empty) accumulator as the one that starts at the beginning of the dump: the
+    /// parts merged into it, in order, finalise every image but the last as soon as it is
+    /// complete.
+    pub fn set_starts_dump(&mut self) {
+        self.starts_dump = true;
     }
 
     /// Takes every open image's candidates (partitioned mode: they go to the spill).
@@ -513,7 +526,11 @@ impl SelectAcc {
         if self.origin.is_none() {
             self.origin = other.origin;
         }
-        let keep: Vec<ImageKey> = self.last.iter().cloned().collect();
+        let keep: Vec<ImageKey> = if self.starts_dump {
+            self.last.iter().cloned().collect()
+        } else {
+            self.first.iter().chain(self.last.iter()).cloned().collect()
+        };
         self.settle(&keep)
     }
 
