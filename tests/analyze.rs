@@ -435,25 +435,32 @@ fn json_is_byte_identical_across_threads_and_row_group_sizes() {
     std::fs::create_dir_all(env.path("groups_of_100k")).unwrap();
     d.write(&env.path("groups_of_17/dump.parquet"), 0..d.image.len(), 17);
     d.write(&env.path("groups_of_100k/dump.parquet"), 0..d.image.len(), 100_000);
-    let mut outputs = Vec::new();
-    for dir in ["groups_of_17", "groups_of_100k"] {
-        for threads in ["1", "2", "3"] {
-            let r = env.run(&[
-                "analyze",
-                &format!("{dir}/../{dir}/dump.parquet"),
-                "--threads",
-                threads,
-                "--keep-ignored-images",
-                "--format",
-                "json",
-            ]);
-            let out = r.ok();
-            // Paths differ by directory name only; compare everything after the inputs.
-            outputs.push(out.replace(dir, "DIR"));
+    // Every strategy (seeded sampling included), then the sweep with its breakdowns.
+    let commands: [&[&str]; 2] =
+        [&["analyze", "--strategies", "ce,alpha_ce,focal,ohem,ssd,sampled,ghm", "--draws", "20"], &["sweep"]];
+    for command in commands {
+        let mut outputs = Vec::new();
+        for dir in ["groups_of_17", "groups_of_100k"] {
+            // Three thread counts, and a rerun of the first.
+            for threads in ["1", "2", "3", "1"] {
+                let input = format!("{dir}/../{dir}/dump.parquet");
+                let mut argv = command.to_vec();
+                argv.extend([
+                    input.as_str(),
+                    "--threads",
+                    threads,
+                    "--keep-ignored-images",
+                    "--format",
+                    "json",
+                ]);
+                let out = env.run(&argv).ok();
+                // Paths differ by directory name only; compare everything after the inputs.
+                outputs.push(out.replace(dir, "DIR"));
+            }
         }
-    }
-    for o in &outputs[1..] {
-        assert_eq!(o, &outputs[0]);
+        for o in &outputs[1..] {
+            assert_eq!(o, &outputs[0], "{command:?}");
+        }
     }
 }
 

@@ -5,7 +5,9 @@ mod util;
 
 mod analyze;
 mod cli;
+mod durability;
 mod errors;
+mod fuzz;
 mod report;
 mod strategies;
 mod sweep;

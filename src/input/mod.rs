@@ -6,6 +6,7 @@
 //! row groups in flight: a dump is never collected whole.
 
 mod discover;
+mod pages;
 mod read;
 mod schema;
 
@@ -352,10 +353,13 @@ fn read_footer(path: &Path) -> Result<(Arc<FileMetadata>, polars_arrow::datatype
     if len == 0 {
         return Err(parquet_error(path, "the file is empty (0 bytes)"));
     }
-    let mut reader = ParquetReader::new(file);
-    let metadata = reader.get_metadata().map_err(|e| parquet_error(path, e))?.clone();
-    let schema = infer_schema(&metadata).map_err(|e| parquet_error(path, e))?;
-    Ok((metadata, schema))
+    guarded(path, || {
+        let mut reader = ParquetReader::new(file);
+        let metadata = reader.get_metadata().map_err(|e| parquet_error(path, e))?.clone();
+        pages::check_footer(path, &metadata, len)?;
+        let schema = infer_schema(&metadata).map_err(|e| parquet_error(path, e))?;
+        Ok((metadata, schema))
+    })
 }
 
 fn parquet_error(path: &Path, detail: impl ToString) -> InputError {
@@ -371,13 +375,44 @@ fn reader_for(
     columns: Vec<String>,
 ) -> Result<polars_core::frame::DataFrame, InputError> {
     let path: &PathBuf = &file.input.path;
-    let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
-    let mut reader = ParquetReader::new(f);
-    reader.set_metadata(file.metadata.clone());
-    reader
-        .with_columns(Some(columns))
-        .with_slice(Some((unit.offset as usize, unit.rows)))
-        .read_parallel(ParallelStrategy::None)
-        .finish()
-        .map_err(|e| parquet_error(path, e))
+    guarded(path, || {
+        pages::check_pages(path, &file.metadata, unit.row_group, &columns)?;
+        let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
+        let mut reader = ParquetReader::new(f);
+        reader.set_metadata(file.metadata.clone());
+        reader
+            .with_columns(Some(columns))
+            .with_slice(Some((unit.offset as usize, unit.rows)))
+            .read_parallel(ParallelStrategy::None)
+            .finish()
+            .map_err(|e| parquet_error(path, e))
+    })
+}
+
+thread_local! {
+    static IN_READER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside a call into the Parquet decoder whose panics hardmine turns
+/// into errors. A panic hook can stay silent for those (the binary's does): the error that
+/// follows says what happened.
+pub fn in_reader_call() -> bool {
+    IN_READER.with(|f| f.get())
+}
+
+/// Runs a call into the Parquet decoder, turning a panic into an error naming the file.
+/// polars-parquet 0.55 panics on some corrupt files (malformed thrift, impossible offsets)
+/// instead of returning an error; the fuzz harness (`tests/util/fuzz.rs`) found them.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, InputError>) -> Result<T, InputError> {
+    let before = IN_READER.with(|flag| flag.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    IN_READER.with(|flag| flag.set(before));
+    r.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown failure".into());
+        Err(parquet_error(path, format!("the Parquet decoder failed: {what}")))
+    })
 }

@@ -35,6 +35,12 @@ pub(super) fn first_list_width(file: &DumpFile, unit: Unit) -> Result<usize, Inp
     let arr = column_array(&df, name, file)?;
     if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
         let o = l.offsets();
+        if o.len() < 2 {
+            return Err(InputError::Parquet {
+                path: file.input.path.clone(),
+                detail: format!("column '{name}' decoded no rows where the footer announces {}", unit.rows),
+            });
+        }
         return Ok((o[1] - o[0]) as usize);
     }
     Ok(0)

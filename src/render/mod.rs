@@ -132,4 +132,35 @@ pub(crate) mod tests {
             health: Vec::new(),
         }
     }
+
+    /// A writer that accepts `left` bytes, then fails as a full disk does.
+    struct FailAfter(usize);
+
+    impl std::io::Write for FailAfter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_renderer_passes_a_failing_writer_s_error_on() {
+        let report = sample_report();
+        for format in
+            [super::Format::Table, super::Format::Json, super::Format::Html, super::Format::Markdown]
+        {
+            for left in [0, 7, 300] {
+                let r = super::renderer(format, true).render(&report, &mut FailAfter(left));
+                let e = r.expect_err("a failed write must not look like success");
+                assert!(e.to_string().contains("no space left"), "{format:?} after {left} bytes: {e}");
+            }
+        }
+    }
 }

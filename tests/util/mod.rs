@@ -2,6 +2,7 @@
 //! Parquet fixture writers and an independent f64 reference implementation.
 
 pub mod fixture;
+pub mod fuzz;
 pub mod reference;
 pub mod select_ref;
 
