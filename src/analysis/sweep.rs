@@ -70,21 +70,51 @@ fn modulated(gamma: f64, q: f64, ln_q: f64) -> f64 {
 impl Accumulator for SweepAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let g = self.grid.gammas.len();
+        // Per gamma, f64 subtotals within an anchor (deterministic: an anchor's decisions always
+        // arrive together, in class order): loss per bucket, squares and image sums per side.
+        let mut part = vec![[0.0f64; 8]; g];
         for run in chunk.runs {
             let mut image_sums = vec![[ExactSum::ZERO; 2]; g];
-            for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
-                let side = usize::from(m.bucket.is_positive());
-                let ce = d.ce * m.weight;
-                let ln_ce = ce.ln();
-                for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
-                    let l = modulated(gamma, d.q, d.ln_q) * ce;
+            let decisions = &chunk.decisions[run.start..run.end];
+            let meta = &chunk.meta[run.start..run.end];
+            let mut i = 0;
+            while i < decisions.len() {
+                let row = meta[i].row;
+                let mut used = [false; 4];
+                while i < decisions.len() && meta[i].row == row {
+                    let (d, m) = (&decisions[i], &meta[i]);
+                    let bucket = m.bucket as usize;
+                    let side = usize::from(m.bucket.is_positive());
+                    used[bucket] = true;
+                    let ce = d.ce * m.weight;
+                    let ln_ce = ce.ln();
+                    for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
+                        let l = modulated(gamma, d.q, d.ln_q) * ce;
+                        let p = &mut part[gi];
+                        p[bucket] += l;
+                        p[4 + side] += l * l;
+                        p[6 + side] += l;
+                        // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
+                        let ln_l = if l > 0.0 { gamma * d.ln_q + ln_ce } else { f64::NEG_INFINITY };
+                        self.sums[gi].hist[side].add(l, ln_l);
+                    }
+                    i += 1;
+                }
+                let sides = [used[0] || used[1], used[2] || used[3]];
+                for (gi, p) in part.iter_mut().enumerate() {
                     let s = &mut self.sums[gi];
-                    s.loss[m.bucket as usize] += l;
-                    s.sq[side] += l * l;
-                    // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
-                    let ln_l = if l > 0.0 { gamma * d.ln_q + ln_ce } else { f64::NEG_INFINITY };
-                    s.hist[side].add(l, ln_l);
-                    image_sums[gi][side] += l;
+                    for b in 0..4 {
+                        if used[b] {
+                            s.loss[b] += p[b];
+                        }
+                    }
+                    for side in 0..2 {
+                        if sides[side] {
+                            s.sq[side] += p[4 + side];
+                            image_sums[gi][side] += p[6 + side];
+                        }
+                    }
+                    *p = [0.0; 8];
                 }
             }
             let key = &chunk.batch.images[run.image].key;

@@ -112,6 +112,9 @@ impl WeightedAcc {
 impl Accumulator for WeightedAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let Weighting { kind, gamma, alpha } = self.weighting;
+        // Exact sums per decision (no f64 subtotals), so that a dense dump and the binary dump of
+        // the same decisions give identical numbers.
+        let mut count = [0u64; 4];
         for run in chunk.runs {
             let mut image_loss = ExactSum::ZERO;
             for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
@@ -125,8 +128,7 @@ impl Accumulator for WeightedAcc {
                 };
                 let (loss, grad) = (loss * m.weight, grad * m.weight);
                 let b = &mut self.buckets[m.bucket as usize];
-                b.count += 1;
-                b.selected += 1.0;
+                count[m.bucket as usize] += 1;
                 b.loss += loss;
                 b.grad += grad;
                 image_loss += loss;
@@ -138,6 +140,11 @@ impl Accumulator for WeightedAcc {
                     self.per_image.insert(key.clone(), image_loss);
                 }
             }
+        }
+        // Every decision is selected with weight 1: the selected sum is the count.
+        for (b, n) in self.buckets.iter_mut().zip(count) {
+            b.count += n;
+            b.selected += n as f64;
         }
     }
 
