@@ -58,7 +58,7 @@ fn pass(c: &mut Criterion) {
     }
     .check()
     .unwrap();
-    for images in [4usize, 16] {
+    for images in [4usize, 16, 64] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = SynthConfig { images, anchors_per_image: 20_000, classes: 20, ..Default::default() };
         synth::generate(dir.path(), &cfg).unwrap();
@@ -73,6 +73,55 @@ fn pass(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("analyze_all", decisions), &dump, |b, dump| {
             b.iter(|| analysis::analyze(dump, &all).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// The compute part alone (decoded batches in memory, every strategy and the sweep) at 1 and
+/// 2 threads: the pass's thread scaling without the reader.
+fn compute(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compute");
+    g.sample_size(10);
+    let config =
+        AnalysisParams { sweep: Some(SweepParams::default()), ..Default::default() }.check().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Row groups of 8192 rows: 40 units, so that two threads get balanced shares (real dumps
+    // have hundreds of row groups).
+    let cfg = SynthConfig {
+        images: 16,
+        anchors_per_image: 20_000,
+        classes: 20,
+        rows_per_group: 8192,
+        ..Default::default()
+    };
+    synth::generate(dir.path(), &cfg).unwrap();
+    let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
+    let batches: Vec<_> = dump.units().iter().map(|&u| dump.read(u).unwrap()).collect();
+    let exp = dump.expansion();
+    let decisions = (cfg.images * cfg.anchors_per_image * cfg.classes) as u64;
+    g.throughput(Throughput::Elements(decisions));
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        g.bench_with_input(BenchmarkId::new("threads", threads), &threads, |b, _| {
+            b.iter(|| {
+                pool.install(|| {
+                    let parts: Vec<analysis::Pass> = batches
+                        .par_iter()
+                        .map(|batch| {
+                            let mut p = analysis::Pass::new(&config, None);
+                            p.observe_batch(&exp, batch, config.easy_threshold()).unwrap();
+                            p
+                        })
+                        .collect();
+                    let mut total = analysis::Pass::starting(&config, None);
+                    for p in parts {
+                        total.merge(p).unwrap();
+                    }
+                    total.finish_selection().unwrap();
+                    black_box(total.strategy_reports())
+                })
+            })
         });
     }
     g.finish();
@@ -108,5 +157,5 @@ fn sweep(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, kernels, pass, sweep);
+criterion_group!(benches, kernels, pass, compute, sweep);
 criterion_main!(benches);

@@ -225,6 +225,15 @@ impl IdsAcc {
 
     /// The union of two sorted key lists of one image, recording the first key in both.
     fn join(&mut self, a: Edge, b: Edge) -> Edge {
+        // Usual case: ids keep increasing across the boundary. Appending is amortised linear,
+        // so an image split over many row groups costs no more than reading it.
+        if let (Some(x), Some(y)) = (a.keys.last(), b.keys.first()) {
+            if x.0 < y.0 {
+                let mut a = a;
+                a.keys.extend_from_slice(&b.keys);
+                return a;
+            }
+        }
         let mut keys = Vec::with_capacity(a.keys.len() + b.keys.len());
         let (mut i, mut j) = (0, 0);
         let mut repeat = None;
