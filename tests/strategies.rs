@@ -539,7 +539,7 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
     part(half..n).write(&env, "u/b.parquet", 9);
     // The reference sees the rows in the same order: file a, then file b.
     let images = r::by_image(&shuffled.anchors());
-    let out = env.run(&[
+    let args = [
         "analyze",
         "u",
         "--ohem-k",
@@ -555,7 +555,8 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
         "--keep-ignored-images",
         "--format",
         "json",
-    ]);
+    ];
+    let out = env.run(&args);
     assert!(out.stderr().contains("re-read the dump in partitions"), "{}", out.stderr());
     let rep = out.json();
     let ohem = |img: &[Anchor]| r::indicator(img.len(), &r::ohem(img, 10, Some(0.4), None));
@@ -565,26 +566,9 @@ fn images_scattered_over_files_and_row_groups_give_the_same_selection() {
     r::check_sel(&rep, "ssd", &r::total(&images, N_IMAGES, ssd));
     r::check_sel(&rep, "sampled", &r::total(&images, N_IMAGES, sampled));
     // The same at one thread, byte for byte, and the export follows the same selection.
-    let one = env.run(&[
-        "analyze",
-        "u",
-        "--ohem-k",
-        "10",
-        "--neg-pos-ratio",
-        "2",
-        "--batch-size-per-image",
-        "8",
-        "--draws",
-        "0",
-        "--ohem-nms",
-        "0.4",
-        "--keep-ignored-images",
-        "--format",
-        "json",
-        "--threads",
-        "1",
-        "--quiet",
-    ]);
+    let mut at_one_thread = args.to_vec();
+    at_one_thread.extend(["--threads", "1", "--quiet"]);
+    let one = env.run(&at_one_thread);
     assert_eq!(one.json(), rep);
     let out = env.run(&[
         "mine",

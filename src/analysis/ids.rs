@@ -276,23 +276,16 @@ mod tests {
 
     /// A batch of (image, anchor id) rows of file 0 from row `first_row`.
     fn batch(rows: &[(i64, i64)], first_row: u64) -> Batch {
-        let images = crate::input::runs_of(rows.iter().map(|r| r.0));
-        Batch {
-            file: 0,
+        let n = rows.len();
+        let scores = ScoreValues::F32(PrimitiveArray::from_vec(vec![0.0; n]));
+        let mut b = crate::input::test_batch(
+            rows.iter().map(|r| r.0),
+            Targets::Labels(vec![-1; n]),
+            scores,
             first_row,
-            rows: rows.len(),
-            row_index: None,
-            skipped: BTreeMap::new(),
-            images,
-            targets: Targets::Labels(vec![-1; rows.len()]),
-            scores: ScoreValues::F32(PrimitiveArray::from_vec(vec![0.0; rows.len()])),
-            class: None,
-            weight: None,
-            anchor_id: Some(rows.iter().map(|r| r.1).collect()),
-            level: None,
-            iou: None,
-            boxes: None,
-        }
+        );
+        b.anchor_id = Some(rows.iter().map(|r| r.1).collect());
+        b
     }
 
     /// Runs the checks over `rows` split into batches at `cuts`, merged in order.

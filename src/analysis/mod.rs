@@ -602,23 +602,12 @@ mod tests {
 
     /// A batch of `rows`, the first of which is row `first_row` of the file.
     fn batch(rows: &[Row], first_row: u64) -> Batch {
-        let images = crate::input::runs_of(rows.iter().map(|r| r.0));
-        Batch {
-            file: 0,
+        crate::input::test_batch(
+            rows.iter().map(|r| r.0),
+            Targets::Labels(rows.iter().map(|r| r.1).collect()),
+            ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),
             first_row,
-            rows: rows.len(),
-            row_index: None,
-            skipped: Default::default(),
-            images,
-            targets: Targets::Labels(rows.iter().map(|r| r.1).collect()),
-            scores: ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),
-            class: None,
-            weight: None,
-            anchor_id: None,
-            level: None,
-            iou: None,
-            boxes: None,
-        }
+        )
     }
 
     /// Dense sigmoid logits with C classes.
@@ -724,31 +713,20 @@ mod tests {
         use crate::loss::Decision;
         use proptest::prelude::*;
 
+        /// `strategies`, the sweep and the breakdowns.
+        fn with_sweep(strategies: Vec<StrategyKind>) -> AnalysisConfig {
+            let sweep = Some(SweepParams::default());
+            AnalysisParams { strategies, sweep, breakdowns: true, ..Default::default() }.check().unwrap()
+        }
+
         /// Every strategy, the sweep and the breakdowns.
         fn everything() -> AnalysisConfig {
-            let strategies = StrategyKind::ALL.to_vec();
-            AnalysisParams {
-                strategies,
-                sweep: Some(SweepParams::default()),
-                breakdowns: true,
-                ..Default::default()
-            }
-            .check()
-            .unwrap()
+            with_sweep(StrategyKind::ALL.to_vec())
         }
 
         /// The strategies whose sums merge in any order (no per-image selection).
         fn reweighting() -> AnalysisConfig {
-            let strategies =
-                vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal, StrategyKind::Ghm];
-            AnalysisParams {
-                strategies,
-                sweep: Some(SweepParams::default()),
-                breakdowns: true,
-                ..Default::default()
-            }
-            .check()
-            .unwrap()
+            with_sweep(vec![StrategyKind::Ce, StrategyKind::AlphaCe, StrategyKind::Focal, StrategyKind::Ghm])
         }
 
         /// Sorted cut points in 0..=n, as consecutive ranges covering 0..n.

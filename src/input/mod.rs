@@ -139,6 +139,34 @@ pub(crate) fn runs_of(ids: impl IntoIterator<Item = i64>) -> Vec<ImageRun> {
     images
 }
 
+/// A batch of file 0 for unit tests: image ids per row, targets and scores, nothing optional.
+#[cfg(test)]
+pub(crate) fn test_batch(
+    ids: impl IntoIterator<Item = i64>,
+    targets: Targets,
+    scores: ScoreValues,
+    first_row: u64,
+) -> Batch {
+    let images = runs_of(ids);
+    let rows = images.last().map_or(0, |r| r.end);
+    Batch {
+        file: 0,
+        first_row,
+        rows,
+        row_index: None,
+        skipped: BTreeMap::new(),
+        images,
+        targets,
+        scores,
+        class: None,
+        weight: None,
+        anchor_id: None,
+        level: None,
+        iou: None,
+        boxes: None,
+    }
+}
+
 impl Batch {
     /// The row's index within its file.
     #[inline]
