@@ -155,10 +155,15 @@ impl Pass {
     /// total that the parts are merged into, in dump order (see [`SelectAcc::set_starts_dump`]).
     pub fn starting(config: &AnalysisConfig, mine: Option<MineSpec>) -> Pass {
         let mut pass = Pass::new(config, mine);
-        if let Some(s) = &mut pass.select {
+        pass.set_starts_dump();
+        pass
+    }
+
+    /// Marks this (empty) pass as the one the dump's parts are merged into, in order.
+    pub fn set_starts_dump(&mut self) {
+        if let Some(s) = &mut self.select {
             s.set_starts_dump();
         }
-        pass
     }
 
     /// Folds one batch into the accumulators. Images complete inside the batch are finalised.
@@ -509,9 +514,7 @@ fn run_in_pool(
         _ => None,
     };
     let mut total = new_pass();
-    if let Some(s) = &mut total.select {
-        s.set_starts_dump();
-    }
+    total.set_starts_dump();
     let mut drain = |pass: &mut Pass, exported: &mut bool| -> Result<(), Error> {
         if let (Some((_, sink)), Some(sel)) = (mine.as_mut(), pass.select.as_mut()) {
             let rows = sel.drain_export();

@@ -2,6 +2,8 @@
 //! of the [`Report`] alone (histograms and curves, never raw points), so its size does not grow
 //! with the dump.
 
+use plotters::coord::ranged1d::{SegmentedCoord, ValueFormatter};
+use plotters::coord::types::RangedCoordusize;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -409,20 +411,7 @@ fn neg_pos(rows: &[GroupRow], what: &str) -> Result<String> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d((0..n - 1).into_segmented(), (0.5f64..max * 2.0).log_scale())?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .disable_x_mesh()
-            .x_labels(n.min(40))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_desc(what)
-            .y_desc("negatives per positive (log)")
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style((FONT, 13))
-            .draw()?;
+        group_mesh(&mut chart, &names, what, "negatives per positive (log)", &|y| format!("{y:.0}"))?;
         chart.draw_series(values.iter().enumerate().map(|(i, &v)| {
             let mut bar = Rectangle::new(
                 [(SegmentValue::Exact(i), 0.5), (SegmentValue::Exact(i + 1), v)],
@@ -435,6 +424,34 @@ fn neg_pos(rows: &[GroupRow], what: &str) -> Result<String> {
     })
 }
 
+/// The mesh of a bar chart with one segment per group, labelled by `names`.
+fn group_mesh<Y>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<SegmentedCoord<RangedCoordusize>, Y>>,
+    names: &[String],
+    what: &str,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<()>
+where
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    chart
+        .configure_mesh()
+        .light_line_style(WHITE)
+        .disable_x_mesh()
+        .x_labels(names.len().clamp(1, 40))
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .x_desc(what)
+        .y_desc(y_desc)
+        .y_label_formatter(y_label)
+        .label_style((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
 fn easy_shares(rows: &[GroupRow], what: &str) -> Result<String> {
     let names: Vec<String> = rows.iter().map(|r| key_text(&r.key)).collect();
     let n = names.len().max(1);
@@ -445,20 +462,9 @@ fn easy_shares(rows: &[GroupRow], what: &str) -> Result<String> {
             .x_label_area_size(40)
             .y_label_area_size(48)
             .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..1f64)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .disable_x_mesh()
-            .x_labels(n.min(40))
-            .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_desc(what)
-            .y_desc("easy negatives' share of the loss")
-            .y_label_formatter(&|y| format!("{:.0}%", 100.0 * y))
-            .label_style((FONT, 13))
-            .draw()?;
+        group_mesh(&mut chart, &names, what, "easy negatives' share of the loss", &|y| {
+            format!("{:.0}%", 100.0 * y)
+        })?;
         // Two bars per group, CE on the left and focal loss on the right of the segment.
         let segment = (W - 120 - 24 - 48) as f64 / n as f64;
         let (outer, inner) = ((0.12 * segment) as u32, (0.5 * segment) as u32);
