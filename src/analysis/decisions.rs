@@ -8,7 +8,7 @@
 //! runs it covers.
 
 use crate::config::{Activation, ScoreKind};
-use crate::input::{Batch, DumpShape, ScoreValues, Targets};
+use crate::input::{Batch, DumpShape, Targets};
 use crate::loss::Decision;
 
 /// What the expansion needs to know about a dump.
@@ -143,9 +143,10 @@ impl Buffers {
 
 /// Expands a batch into decision chunks and hands each to `sink`.
 pub fn for_each_chunk(exp: &Expansion, batch: &Batch, tau: f64, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
-    match &batch.scores {
-        ScoreValues::F32(a) => expand(exp, batch, a.values().as_slice(), tau, sink),
-        ScoreValues::F64(a) => expand(exp, batch, a.values().as_slice(), tau, sink),
+    match (batch.scores.f32s(), batch.scores.f64s()) {
+        (Some(v), _) => expand(exp, batch, v, tau, sink),
+        (_, Some(v)) => expand(exp, batch, v, tau, sink),
+        (None, None) => unreachable!("scores are float32 or float64"),
     }
 }
 

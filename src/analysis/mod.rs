@@ -581,7 +581,6 @@ mod tests {
     use crate::config::{Activation, AnalysisParams, ScoreKind, StrategyKind};
     use crate::input::{DumpShape, ScoreValues, Targets};
     use crate::rng::Rng;
-    use polars_arrow::array::PrimitiveArray;
 
     const C: usize = 3;
 
@@ -608,7 +607,7 @@ mod tests {
         crate::input::test_batch(
             rows.iter().map(|r| r.0),
             Targets::Labels(rows.iter().map(|r| r.1).collect()),
-            ScoreValues::F32(PrimitiveArray::from_vec(rows.iter().flat_map(|r| r.2).collect())),
+            ScoreValues::from_f32((rows.iter().flat_map(|r| r.2).collect())),
             first_row,
         )
     }

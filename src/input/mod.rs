@@ -79,6 +79,29 @@ pub enum ScoreValues {
     F64(polars_arrow::array::PrimitiveArray<f64>),
 }
 
+impl ScoreValues {
+    /// Scores held as float32 (`None` for float64 columns).
+    pub fn f32s(&self) -> Option<&[f32]> {
+        match self {
+            ScoreValues::F32(a) => Some(a.values().as_slice()),
+            ScoreValues::F64(_) => None,
+        }
+    }
+
+    /// Scores held as float64 (`None` for float32 columns).
+    pub fn f64s(&self) -> Option<&[f64]> {
+        match self {
+            ScoreValues::F64(a) => Some(a.values().as_slice()),
+            ScoreValues::F32(_) => None,
+        }
+    }
+
+    /// float32 scores from a vector (tests and library users building batches by hand).
+    pub fn from_f32(v: Vec<f32>) -> ScoreValues {
+        ScoreValues::F32(polars_arrow::array::PrimitiveArray::from_vec(v))
+    }
+}
+
 /// One decoded, validated row group.
 #[derive(Clone, Debug)]
 pub struct Batch {
@@ -201,6 +224,8 @@ pub struct DumpFile {
     /// Resolved columns.
     pub columns: FileColumns,
     metadata: Arc<FileMetadata>,
+    /// The footer without its row groups: each read adds only the group it decodes.
+    skeleton: Arc<FileMetadata>,
 }
 
 /// An opened, validated dump: the files, their shared shape and the row groups to read.
@@ -230,7 +255,8 @@ impl Dump {
                 schema::check_consistent((&f0.input.path, s0, &f0.columns), (&input.path, &s, &columns))?;
             }
             shape.get_or_insert(s);
-            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata });
+            let skeleton = Arc::new(FileMetadata { row_groups: Vec::new(), ..(*metadata).clone() });
+            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata, skeleton });
         }
         let shape = shape.expect("discover returns at least one file");
         let mut units = Vec::new();
@@ -407,10 +433,21 @@ fn reader_for(
         pages::check_pages(path, &file.metadata, unit.row_group, &columns)?;
         let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
         let mut reader = ParquetReader::new(f);
-        reader.set_metadata(file.metadata.clone());
+        // A footer holding only this row group, and no slice: with a slice, polars-io 0.55
+        // decodes the repetition/definition levels of every earlier row group of the file
+        // before filtering them away, so reading group k costs k groups (quadratic in the file;
+        // see docs/benchmarks.md). `unit.rows` smaller than the group (the one-row read of
+        // `first_list_width`) still takes a slice, within this group only.
+        let group = &file.metadata.row_groups[unit.row_group];
+        let mut one: FileMetadata = (*file.skeleton).clone();
+        one.row_groups = vec![group.clone()];
+        one.num_rows = group.num_rows();
+        one.max_row_group_height = group.num_rows();
+        reader.set_metadata(Arc::new(one));
+        let slice = (unit.rows < group.num_rows()).then_some((0, unit.rows));
         reader
             .with_columns(Some(columns))
-            .with_slice(Some((unit.offset as usize, unit.rows)))
+            .with_slice(slice)
             .read_parallel(ParallelStrategy::None)
             .finish()
             .map_err(|e| parquet_error(path, e))
