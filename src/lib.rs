@@ -21,6 +21,7 @@
 pub mod analysis;
 pub mod config;
 pub mod error;
+pub mod fastmath;
 pub mod input;
 pub mod loss;
 pub mod mine;

@@ -15,6 +15,8 @@
 //! (torchvision's sigmoid_focal_loss accepts them), a = p - y and
 //! b = -p (1 - p) (2y - 1) CE / (1 - p_t).
 
+use crate::fastmath::{exp_neg, ln_1p_unit};
+
 /// Torch's binary/categorical cross-entropy on probabilities clamps `ln p` at this value.
 pub const LOG_CLAMP: f64 = -100.0;
 
@@ -45,15 +47,11 @@ impl Decision {
             // z is the logit of the true outcome: p_t = sigmoid(z).
             let s = if y == 1.0 { 1.0 } else { -1.0 };
             let z = s * x;
-            let e = (-z.abs()).exp();
-            let l = e.ln_1p();
-            let inv = 1.0 / (1.0 + e);
-            let (p_t, q, ce, ln_q) =
-                if z >= 0.0 { (inv, e * inv, l, -z - l) } else { (e * inv, inv, l - z, -l) };
-            Decision { y, p_t, q, ln_q, ce, a: -q * s, b: -p_t * ce * s }
+            let e = exp_neg(-z.abs());
+            hard(z, y, s, e, ln_1p_unit(e), 1.0 / (1.0 + e))
         } else {
-            let e = (-x.abs()).exp();
-            let l = e.ln_1p();
+            let e = exp_neg(-x.abs());
+            let l = ln_1p_unit(e);
             let inv = 1.0 / (1.0 + e);
             let (p, one_minus_p) = if x >= 0.0 { (inv, e * inv) } else { (e * inv, inv) };
             // torch.nn.functional.binary_cross_entropy_with_logits
@@ -127,15 +125,7 @@ impl Decision {
     /// The modulating factor (1 - p_t)^gamma, from ln(1 - p_t) so it never cancels.
     #[inline]
     pub fn focal_factor(&self, gamma: f64) -> f64 {
-        if gamma == 0.0 {
-            1.0
-        } else if gamma == 1.0 {
-            self.q
-        } else if gamma == 2.0 {
-            self.q * self.q
-        } else {
-            (gamma * self.ln_q).exp()
-        }
+        modulating(gamma, self.q, self.ln_q)
     }
 
     /// Gradient norm of cross-entropy, |dCE/dx| (= |p - y|).
@@ -155,6 +145,87 @@ impl Decision {
     pub fn focal_grad(&self, gamma: f64, alpha: Option<f64>) -> f64 {
         self.alpha_t(alpha) * self.focal_factor(gamma) * (self.a + gamma * self.b).abs()
     }
+}
+
+/// The modulating factor (1 - p_t)^gamma from q = 1 - p_t and ln q: products (and one square
+/// root) for gammas that are multiples of 1/2 up to 16, as the sweep's grid and the usual
+/// settings are; `exp(gamma ln q)` otherwise.
+#[inline]
+pub fn modulating(gamma: f64, q: f64, ln_q: f64) -> f64 {
+    if gamma == 0.0 {
+        1.0
+    } else if gamma == 1.0 {
+        q
+    } else if gamma == 2.0 {
+        q * q
+    } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+        let whole = q.powi(gamma as i32);
+        if gamma.fract() == 0.0 {
+            whole
+        } else {
+            whole * q.sqrt()
+        }
+    } else {
+        (gamma * ln_q).exp()
+    }
+}
+
+/// A hard-target sigmoid decision from z (the logit of the true outcome, s = +1 for y = 1 and
+/// -1 for y = 0), e = exp(-|z|), l = ln(1 + e) and inv = 1 / (1 + e).
+#[inline(always)]
+fn hard(z: f64, y: f64, s: f64, e: f64, l: f64, inv: f64) -> Decision {
+    let (p_t, q, ce, ln_q) = if z >= 0.0 { (inv, e * inv, l, -z - l) } else { (e * inv, inv, l - z, -l) };
+    Decision { y, p_t, q, ln_q, ce, a: -q * s, b: -p_t * ce * s }
+}
+
+/// Sigmoid decisions of logits `xs` with hard targets `ys` (each 0 or 1), appended to `out`:
+/// the same values as [`Decision::from_logit`], bit for bit, with the transcendental part
+/// computed over whole lanes of values (see [`crate::fastmath`]).
+pub fn hard_logit_decisions(xs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
+    debug_assert_eq!(xs.len(), ys.len());
+    const LANES: usize = 64;
+    let mut e = [0.0f64; LANES];
+    let mut l = [0.0f64; LANES];
+    let mut inv = [0.0f64; LANES];
+    let mut z = [0.0f64; LANES];
+    out.reserve(xs.len());
+    for (xs, ys) in xs.chunks(LANES).zip(ys.chunks(LANES)) {
+        let n = xs.len();
+        for i in 0..n {
+            z[i] = if ys[i] == 1.0 { xs[i] } else { -xs[i] };
+        }
+        sigmoid_terms(&z[..n], &mut e[..n], &mut l[..n], &mut inv[..n]);
+        for i in 0..n {
+            let s = if ys[i] == 1.0 { 1.0 } else { -1.0 };
+            out.push(hard(z[i], ys[i], s, e[i], l[i], inv[i]));
+        }
+    }
+}
+
+/// e = exp(-|z|), l = ln(1 + e), inv = 1 / (1 + e) for every z; the AVX2 copy where the
+/// processor has it (bit-identical: no fused multiply-adds in either).
+fn sigmoid_terms(z: &[f64], e: &mut [f64], l: &mut [f64], inv: &mut [f64]) {
+    #[inline(always)]
+    fn body(z: &[f64], e: &mut [f64], l: &mut [f64], inv: &mut [f64]) {
+        for i in 0..z.len().min(e.len()).min(l.len()).min(inv.len()) {
+            let ei = exp_neg(-z[i].abs());
+            e[i] = ei;
+            l[i] = ln_1p_unit(ei);
+            inv[i] = 1.0 / (1.0 + ei);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(z: &[f64], e: &mut [f64], l: &mut [f64], inv: &mut [f64]) {
+            body(z, e, l, inv)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2 (checked just above).
+            return unsafe { avx2(z, e, l, inv) };
+        }
+    }
+    body(z, e, l, inv)
 }
 
 #[inline]

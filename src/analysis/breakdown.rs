@@ -43,8 +43,8 @@ pub struct Group {
     pub en_focal: ExactSum,
 }
 
-/// Sums of one anchor's decisions (in f64: an anchor's decisions are always added in the same
-/// order, so the subtotal is deterministic) before they go into the exact group sums.
+/// f64 subtotals of a group within a run of a summation block, before they go into the exact
+/// group sums (see `analysis::edges`: the same rows always form the same runs).
 #[derive(Clone, Copy, Debug, Default)]
 struct Partial {
     decisions: u64,
@@ -57,6 +57,16 @@ struct Partial {
 }
 
 impl Partial {
+    fn absorb(&mut self, o: &Partial) {
+        self.decisions += o.decisions;
+        self.positives += o.positives;
+        self.easy_negatives += o.easy_negatives;
+        self.ce += o.ce;
+        self.focal += o.focal;
+        self.en_ce += o.en_ce;
+        self.en_focal += o.en_focal;
+    }
+
     fn add(&mut self, positive: bool, easy_negative: bool, ce: f64, focal: f64) {
         self.decisions += 1;
         self.positives += u64::from(positive);
@@ -241,11 +251,15 @@ impl Accumulator for BreakdownAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let batch = chunk.batch;
         let (gamma, alpha) = (self.gamma, self.alpha);
+        // f64 subtotals per run (one image within one summation block), folded exactly once
+        // per run: per class, per level, per IoU band, for the image, and the logit sum.
+        let mut class: Vec<Partial> = Vec::new();
+        let mut levels: Vec<(i64, Partial)> = Vec::new();
+        let mut ious = [Partial::default(); IOU_BANDS];
         for run in chunk.runs {
-            // Exact per-image sums: f64 subtotals only within an anchor, whose decisions always
-            // arrive together, so the result does not depend on how rows were batched.
-            let mut image = Group::default();
+            let mut image = Partial::default();
             let mut anchor = Partial::default();
+            let mut logit_sum = 0.0f64;
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
             for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
@@ -255,12 +269,10 @@ impl Accumulator for BreakdownAcc {
                 let focal = d.focal(gamma, alpha) * m.weight;
                 anchor.add(positive, easy_negative, ce, focal);
                 let c = m.class as usize;
-                if self.class.len() <= c {
-                    self.class.resize(c + 1, Group::default());
+                if class.len() <= c {
+                    class.resize(c + 1, Partial::default());
                 }
-                let mut one = Partial::default();
-                one.add(positive, easy_negative, ce, focal);
-                self.class[c].add_partial(&one);
+                class[c].add(positive, easy_negative, ce, focal);
                 // Gradient density of |p - y|.
                 let bin = ((d.ce_grad() * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
                 self.density[usize::from(positive)][bin] += 1;
@@ -273,24 +285,49 @@ impl Accumulator for BreakdownAcc {
                 let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
                 h.fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
                 if !positive && logit.is_finite() {
-                    h.negative_logit_sum += logit;
+                    logit_sum += logit;
                     h.negatives += 1;
                 }
                 // The anchor's decisions are done: its level and IoU band get them at once.
                 let row = m.row as usize;
                 if meta.get(i + 1).is_none_or(|n| n.row != m.row) {
-                    if let Some(levels) = &batch.level {
-                        self.level.entry(levels[row]).or_default().add_partial(&anchor);
+                    if let Some(lv) = &batch.level {
+                        let l = lv[row];
+                        match levels.iter_mut().find(|(k, _)| *k == l) {
+                            Some((_, p)) => p.absorb(&anchor),
+                            None => levels.push((l, anchor)),
+                        }
                     }
-                    if let Some(ious) = &batch.iou {
-                        self.iou[band(ious[row])].add_partial(&anchor);
+                    if let Some(iou) = &batch.iou {
+                        ious[band(iou[row])].absorb(&anchor);
                     }
-                    image.add_partial(&anchor);
+                    image.absorb(&anchor);
                     anchor = Partial::default();
                 }
             }
+            self.health.negative_logit_sum += logit_sum;
+            for (c, p) in class.iter_mut().enumerate() {
+                if p.decisions > 0 {
+                    if self.class.len() <= c {
+                        self.class.resize(c + 1, Group::default());
+                    }
+                    self.class[c].add_partial(p);
+                    *p = Partial::default();
+                }
+            }
+            for (l, p) in levels.drain(..) {
+                self.level.entry(l).or_default().add_partial(&p);
+            }
+            for (g, p) in self.iou.iter_mut().zip(ious.iter_mut()) {
+                if p.decisions > 0 {
+                    g.add_partial(p);
+                    *p = Partial::default();
+                }
+            }
+            let mut sums = Group::default();
+            sums.add_partial(&image);
             if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
-                e.group.merge_decisions(&image);
+                e.group.merge_decisions(&sums);
             }
         }
     }

@@ -22,8 +22,27 @@ pub struct Expansion {
     pub background_class: u32,
 }
 
-/// Decisions per chunk: large enough to amortise per-chunk work, small enough to stay in cache.
+/// Decisions per chunk (at most, unless one row holds more): large enough to amortise
+/// per-chunk work, small enough to stay in cache.
 pub const CHUNK: usize = 4096;
+
+impl Expansion {
+    /// Decisions per row: C for dense sigmoid dumps, 1 otherwise.
+    pub fn decisions_per_row(&self) -> usize {
+        match (self.shape.layout, self.shape.activation) {
+            (crate::config::Layout::Dense, Activation::Sigmoid) => self.width.max(1),
+            _ => 1,
+        }
+    }
+
+    /// Rows per summation block: the largest power of two whose decisions fit in [`CHUNK`]
+    /// (at least 1). Blocks are file rows `k * block_rows .. (k + 1) * block_rows`; see
+    /// [`super::edges`].
+    pub fn block_rows(&self) -> u64 {
+        let fit = (CHUNK / self.decisions_per_row()).max(1);
+        1u64 << fit.ilog2()
+    }
+}
 
 /// The four buckets of the easy/hard x positive/negative split.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -107,6 +126,11 @@ pub struct DecisionChunk<'a> {
     pub meta: &'a [Meta],
     /// Image runs covering all decisions, in order.
     pub runs: &'a [ChunkRun],
+    /// Whether the chunk is a whole summation block (all rows of the block it lies in). The
+    /// rows of a block that a batch boundary cuts come again, joined, in a whole chunk later
+    /// (see [`super::edges`]); accumulators that sum in f64 within a chunk observe whole
+    /// chunks only.
+    pub whole: bool,
 }
 
 /// Reusable buffers for one thread.
@@ -116,6 +140,11 @@ struct Buffers {
     meta: Vec<Meta>,
     runs: Vec<ChunkRun>,
     row: Vec<f64>,
+    /// Logits and hard targets whose decisions are computed at flush, over the whole chunk at
+    /// once (the vectorised kernel).
+    xs: Vec<f64>,
+    ys: Vec<f64>,
+    tau: f64,
 }
 
 impl Buffers {
@@ -131,9 +160,31 @@ impl Buffers {
         self.meta.push(m);
     }
 
-    fn flush(&mut self, batch: &Batch, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
+    /// Queues a hard-target logit decision; its bucket is set at flush.
+    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32) {
+        match self.runs.last_mut() {
+            Some(r) if r.image == image => r.end += 1,
+            _ => {
+                let n = self.meta.len();
+                self.runs.push(ChunkRun { image, start: n, end: n + 1 });
+            }
+        }
+        self.xs.push(x);
+        self.ys.push(y);
+        self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight: 1.0 });
+    }
+
+    fn flush(&mut self, batch: &Batch, whole: bool, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
+        if !self.xs.is_empty() {
+            crate::loss::hard_logit_decisions(&self.xs, &self.ys, &mut self.decisions);
+            for (m, d) in self.meta.iter_mut().zip(&self.decisions) {
+                m.bucket = Bucket::of(d.y > 0.0, d.p_t, self.tau);
+            }
+            self.xs.clear();
+            self.ys.clear();
+        }
         if !self.decisions.is_empty() {
-            sink(&DecisionChunk { batch, decisions: &self.decisions, meta: &self.meta, runs: &self.runs });
+            sink(&DecisionChunk { batch, decisions: &self.decisions, meta: &self.meta, runs: &self.runs, whole });
         }
         self.decisions.clear();
         self.meta.clear();
@@ -141,7 +192,8 @@ impl Buffers {
     }
 }
 
-/// Expands a batch into decision chunks and hands each to `sink`.
+/// Expands a batch into decision chunks, one per summation block (and image run within it),
+/// and hands each to `sink`.
 pub fn for_each_chunk(exp: &Expansion, batch: &Batch, tau: f64, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
     match (batch.scores.f32s(), batch.scores.f64s()) {
         (Some(v), _) => expand(exp, batch, v, tau, sink),
@@ -160,11 +212,25 @@ fn expand<T: Copy + Into<f64>>(
     let shape = exp.shape;
     let width = exp.width;
     let logits = shape.scores == ScoreKind::Logits;
-    let mut buf = Buffers::default();
+    let mut buf = Buffers { tau, ..Buffers::default() };
     buf.decisions.reserve(CHUNK + width);
     buf.meta.reserve(CHUNK + width);
+    let block_rows = exp.block_rows();
+    // Whether block `b` lies whole inside the batch's span of file rows.
+    let whole = |b: u64| {
+        let (start, end) = (b * block_rows, ((b + 1) * block_rows).min(batch.file_rows));
+        start >= batch.first_row && end <= batch.end_row
+    };
+    let mut block = u64::MAX;
     for (image, run) in batch.images.iter().enumerate() {
         for row in run.start..run.end {
+            let b = batch.file_row(row) / block_rows;
+            if b != block {
+                if block != u64::MAX {
+                    buf.flush(batch, whole(block), sink);
+                }
+                block = b;
+            }
             match (&batch.targets, shape.activation) {
                 (Targets::Labels(labels), Activation::Sigmoid) => {
                     let label = labels[row];
@@ -175,9 +241,13 @@ fn expand<T: Copy + Into<f64>>(
                     for (c, &x) in xs.iter().enumerate() {
                         let y = if label == c as i32 { 1.0 } else { 0.0 };
                         let x: f64 = x.into();
-                        let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
-                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                        buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                        if logits {
+                            buf.push_logit(image, x, y, row as u32, c as u32);
+                        } else {
+                            let d = Decision::from_prob(x, y);
+                            let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                            buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                        }
                     }
                 }
                 (Targets::Labels(labels), Activation::Softmax) => {
@@ -207,10 +277,9 @@ fn expand<T: Copy + Into<f64>>(
                     buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
                 }
             }
-            if buf.decisions.len() >= CHUNK {
-                buf.flush(batch, sink);
-            }
         }
     }
-    buf.flush(batch, sink);
+    if block != u64::MAX {
+        buf.flush(batch, whole(block), sink);
+    }
 }

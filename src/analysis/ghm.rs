@@ -111,16 +111,32 @@ impl GhmAcc {
 
 impl Accumulator for GhmAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        // f64 subtotals within a run of a summation block, one exact add per run and bin (see
+        // `analysis::edges`).
+        let n = self.bins;
+        let mut ce = vec![0.0f64; 4 * n];
+        let mut grad = vec![0.0f64; 4 * n];
         for run in chunk.runs {
-            let mut image = vec![ExactSum::ZERO; self.bins];
+            let mut image = vec![ExactSum::ZERO; n];
             for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
                 let g = d.ce_grad();
-                let bin = bin_of(g, self.bins);
-                let b = &mut self.buckets[m.bucket as usize];
-                b.count[bin] += 1;
-                b.ce[bin] += d.ce * m.weight;
-                b.grad[bin] += g * m.weight;
-                image[bin] += d.ce * m.weight;
+                let bin = bin_of(g, n);
+                let at = m.bucket as usize * n + bin;
+                self.buckets[m.bucket as usize].count[bin] += 1;
+                ce[at] += d.ce * m.weight;
+                grad[at] += g * m.weight;
+            }
+            for (bucket, b) in self.buckets.iter_mut().enumerate() {
+                for bin in 0..n {
+                    let at = bucket * n + bin;
+                    if ce[at] != 0.0 || grad[at] != 0.0 {
+                        b.ce[bin] += ce[at];
+                        b.grad[bin] += grad[at];
+                        image[bin] += ce[at];
+                        ce[at] = 0.0;
+                        grad[at] = 0.0;
+                    }
+                }
             }
             let key = &chunk.batch.images[run.image].key;
             let entry = match self.per_image.get_mut(key) {

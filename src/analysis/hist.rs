@@ -43,6 +43,41 @@ impl Default for LogHist {
     }
 }
 
+/// f64 subtotals of a few slots out of many (histogram bins, classes), folded into exact sums
+/// once per summation block: only the slots touched since the last fold are visited.
+#[derive(Clone, Debug, Default)]
+pub struct LocalSums {
+    sum: Vec<f64>,
+    touched: Vec<usize>,
+}
+
+impl LocalSums {
+    /// Adds `x` to slot `i`.
+    #[inline]
+    pub fn add(&mut self, i: usize, x: f64) {
+        if i >= self.sum.len() {
+            self.sum.resize(i + 1, f64::NAN);
+        }
+        let s = &mut self.sum[i];
+        if s.is_nan() {
+            // NaN marks an untouched slot (terms are finite), so a slot holding 0.0 is still
+            // folded: the result does not depend on which slots happened to sum to zero.
+            *s = 0.0;
+            self.touched.push(i);
+        }
+        *s += x;
+    }
+
+    /// Hands every touched slot's subtotal to `f` (in the order first touched) and resets.
+    pub fn drain(&mut self, mut f: impl FnMut(usize, f64)) {
+        for &i in &self.touched {
+            f(i, self.sum[i]);
+            self.sum[i] = f64::NAN;
+        }
+        self.touched.clear();
+    }
+}
+
 /// The bin of a loss given its natural log (`-inf` for a zero loss).
 #[inline]
 pub fn bin_of_ln(ln_loss: f64) -> usize {
@@ -62,6 +97,20 @@ impl LogHist {
         let b = bin_of_ln(ln_loss);
         self.count[b] += 1;
         self.sum[b] += loss;
+    }
+
+    /// Counts a loss in bin `bin` now and adds it to `local`'s f64 subtotal of that bin, which
+    /// [`LogHist::absorb`] folds in exactly (once per summation block, see `analysis::edges`).
+    #[inline]
+    pub fn add_local(&mut self, local: &mut LocalSums, loss: f64, ln_loss: f64) {
+        let b = bin_of_ln(ln_loss);
+        self.count[b] += 1;
+        local.add(b, loss);
+    }
+
+    /// Folds the subtotals of `local` into the exact bin sums and empties it.
+    pub fn absorb(&mut self, local: &mut LocalSums) {
+        local.drain(|b, x| self.sum[b] += x);
     }
 
     /// Adds another histogram.

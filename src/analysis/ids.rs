@@ -276,7 +276,7 @@ mod tests {
     /// A batch of (image, anchor id) rows of file 0 from row `first_row`.
     fn batch(rows: &[(i64, i64)], first_row: u64) -> Batch {
         let n = rows.len();
-        let scores = ScoreValues::from_f32((vec![0.0; n]));
+        let scores = ScoreValues::from_f32(vec![0.0; n]);
         let mut b = crate::input::test_batch(
             rows.iter().map(|r| r.0),
             Targets::Labels(vec![-1; n]),

@@ -12,6 +12,7 @@
 pub mod breakdown;
 pub mod dataset;
 pub mod decisions;
+pub mod edges;
 pub mod ghm;
 pub mod health;
 pub mod hist;
@@ -34,6 +35,7 @@ use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport
 use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
 use decisions::{DecisionChunk, Expansion};
+use edges::Edges;
 use ghm::GhmAcc;
 use ids::IdsAcc;
 use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
@@ -131,6 +133,13 @@ pub struct Pass {
     /// Duplicate `(image_id, anchor_id)` checks (dumps with an `anchor_id` column).
     #[serde(default)]
     pub ids: IdsAcc,
+    /// Summation blocks cut by batch boundaries, waiting for their other pieces (empty once
+    /// the whole dump was merged: never saved).
+    #[serde(skip)]
+    edges: Edges,
+    /// The expansion and easy threshold of the batches seen (to sum joined blocks on merge).
+    #[serde(skip)]
+    context: Option<(Expansion, f64)>,
 }
 
 impl Pass {
@@ -148,7 +157,16 @@ impl Pass {
         let select = SelectConfig::from_config(config, mine).map(SelectAcc::new);
         let breakdown = config.breakdowns().then(|| BreakdownAcc::new(config.gamma(), config.alpha()));
         let sweep = config.sweep().cloned().map(SweepAcc::new);
-        Pass { dataset: DatasetAcc::default(), strategies, select, breakdown, sweep, ids: IdsAcc::default() }
+        Pass {
+            dataset: DatasetAcc::default(),
+            strategies,
+            select,
+            breakdown,
+            sweep,
+            ids: IdsAcc::default(),
+            edges: Edges::default(),
+            context: None,
+        }
     }
 
     /// Empty accumulators for the part of the dump that starts at its beginning: the running
@@ -176,22 +194,20 @@ impl Pass {
         if let Some(b) = &mut self.breakdown {
             b.observe_batch(batch);
         }
-        let Pass { dataset, strategies, select, breakdown, sweep, ids: _ } = self;
+        self.context = Some((*exp, tau));
+        let Pass { dataset, strategies, select, breakdown, sweep, .. } = self;
         decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
             dataset.observe(chunk);
-            for s in strategies.iter_mut() {
-                s.observe(chunk);
-            }
             if let Some(sel) = select.as_mut() {
                 sel.observe(chunk);
             }
-            if let Some(b) = breakdown.as_mut() {
-                b.observe(chunk);
-            }
-            if let Some(s) = sweep.as_mut() {
-                s.observe(chunk);
+            if chunk.whole {
+                Self::observe_sums(strategies, breakdown, sweep, chunk);
             }
         });
+        for block in self.edges.cut(batch, exp.block_rows()) {
+            self.observe_block(&block);
+        }
         if let Some(sel) = &mut self.select {
             sel.settle_interior()?;
             sel.finalize_ready();
@@ -199,9 +215,41 @@ impl Pass {
         Ok(())
     }
 
+    /// The accumulators that sum in f64 within a summation block: they see whole blocks only.
+    fn observe_sums(
+        strategies: &mut [StrategyAcc],
+        breakdown: &mut Option<BreakdownAcc>,
+        sweep: &mut Option<SweepAcc>,
+        chunk: &DecisionChunk<'_>,
+    ) {
+        for s in strategies.iter_mut() {
+            s.observe(chunk);
+        }
+        if let Some(b) = breakdown.as_mut() {
+            b.observe(chunk);
+        }
+        if let Some(s) = sweep.as_mut() {
+            s.observe(chunk);
+        }
+    }
+
+    /// Sums a summation block joined from the pieces that batch boundaries cut.
+    fn observe_block(&mut self, block: &Batch) {
+        let Some((exp, tau)) = self.context else { return };
+        let Pass { strategies, breakdown, sweep, .. } = self;
+        decisions::for_each_chunk(&exp, block, tau, &mut |chunk| {
+            debug_assert!(chunk.whole, "a joined block is whole");
+            Self::observe_sums(strategies, breakdown, sweep, chunk);
+        });
+    }
+
     /// Absorbs the pass over the next part of the input (parts must come in dump order for the
     /// per-image selection; everything else merges in any order).
     pub fn merge(&mut self, other: Pass) -> Result<(), Reappeared> {
+        if self.context.is_none() {
+            self.context = other.context;
+        }
+        let blocks = self.edges.merge(other.edges);
         self.dataset.merge(other.dataset);
         self.ids.merge(other.ids);
         for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
@@ -213,10 +261,15 @@ impl Pass {
         if let (Some(a), Some(b)) = (&mut self.sweep, other.sweep) {
             a.merge(b);
         }
-        match (&mut self.select, other.select) {
+        let selected = match (&mut self.select, other.select) {
             (Some(a), Some(b)) => a.merge(b),
             _ => Ok(()),
+        };
+        // After the accumulators merged: the joined blocks' images are known to both sides.
+        for block in blocks {
+            self.observe_block(&block);
         }
+        selected
     }
 
     /// Refuses dumps whose counts make the analysis meaningless, unless the options allow them:
@@ -353,8 +406,12 @@ impl Pass {
         }
     }
 
-    /// Finalises the images still open at the end of the input.
+    /// Finalises the images still open at the end of the input (and sums any summation block
+    /// still waiting for a piece, which only a partial input leaves).
     pub fn finish_selection(&mut self) -> Result<(), Reappeared> {
+        for block in self.edges.drain() {
+            self.observe_block(&block);
+        }
         match &mut self.select {
             Some(s) => s.finish_all(),
             None => Ok(()),
@@ -602,14 +659,16 @@ mod tests {
 
     type Row = (i64, i32, [f32; C]);
 
-    /// A batch of `rows`, the first of which is row `first_row` of the file.
-    fn batch(rows: &[Row], first_row: u64) -> Batch {
-        crate::input::test_batch(
+    /// A batch of `rows`, the first of which is row `first_row` of a file of `file_rows` rows.
+    fn batch(rows: &[Row], first_row: u64, file_rows: usize) -> Batch {
+        let mut b = crate::input::test_batch(
             rows.iter().map(|r| r.0),
             Targets::Labels(rows.iter().map(|r| r.1).collect()),
-            ScoreValues::from_f32((rows.iter().flat_map(|r| r.2).collect())),
+            ScoreValues::from_f32(rows.iter().flat_map(|r| r.2).collect()),
             first_row,
-        )
+        );
+        b.file_rows = file_rows as u64;
+        b
     }
 
     /// Dense sigmoid logits with C classes.
@@ -625,7 +684,7 @@ mod tests {
         let mut total = Pass::starting(config, None);
         for r in ranges {
             let mut pass = Pass::new(config, None);
-            pass.observe_batch(&exp, &batch(&data[r.clone()], r.start as u64), config.easy_threshold())
+            pass.observe_batch(&exp, &batch(&data[r.clone()], r.start as u64, data.len()), config.easy_threshold())
                 .unwrap();
             total.merge(pass).unwrap();
         }
@@ -684,7 +743,7 @@ mod tests {
         let exp = expansion();
         let observed = |rows: &[Row], first_row: u64| {
             let mut pass = Pass::new(&config, None);
-            pass.observe_batch(&exp, &batch(rows, first_row), 0.9).unwrap();
+            pass.observe_batch(&exp, &batch(rows, first_row, 3), 0.9).unwrap();
             pass
         };
         // Inside one row group the rows of image 0 are gathered: no error.
@@ -744,7 +803,7 @@ mod tests {
             let mut pass = if r.start == 0 { Pass::starting(config, None) } else { Pass::new(config, None) };
             pass.observe_batch(
                 &expansion(),
-                &batch(&data[r.clone()], r.start as u64),
+                &batch(&data[r.clone()], r.start as u64, data.len()),
                 config.easy_threshold(),
             )
             .unwrap();

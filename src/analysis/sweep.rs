@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
-use super::hist::LogHist;
+use super::hist::{LocalSums, LogHist};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::SweepGrid;
@@ -54,68 +54,45 @@ impl SweepAcc {
     }
 }
 
-#[inline]
-fn modulated(gamma: f64, q: f64, ln_q: f64) -> f64 {
-    if gamma == 0.0 {
-        1.0
-    } else if gamma == 1.0 {
-        q
-    } else if gamma == 2.0 {
-        q * q
-    } else {
-        (gamma * ln_q).exp()
-    }
-}
-
 impl Accumulator for SweepAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let g = self.grid.gammas.len();
-        // Per gamma, f64 subtotals within an anchor (deterministic: an anchor's decisions always
-        // arrive together, in class order): loss per bucket, squares and image sums per side.
+        // Per gamma, f64 subtotals within a run of a summation block (see `analysis::edges`),
+        // folded exactly once per run: loss per bucket, squares and image sums per side, and the
+        // histogram bins' losses.
         let mut part = vec![[0.0f64; 8]; g];
+        let mut bins: Vec<LocalSums> = vec![LocalSums::default(); 2 * g];
         for run in chunk.runs {
             let mut image_sums = vec![[ExactSum::ZERO; 2]; g];
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
-            let mut i = 0;
-            while i < decisions.len() {
-                let row = meta[i].row;
-                let mut used = [false; 4];
-                while i < decisions.len() && meta[i].row == row {
-                    let (d, m) = (&decisions[i], &meta[i]);
-                    let bucket = m.bucket as usize;
-                    let side = usize::from(m.bucket.is_positive());
-                    used[bucket] = true;
-                    let ce = d.ce * m.weight;
-                    let ln_ce = ce.ln();
-                    for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
-                        let l = modulated(gamma, d.q, d.ln_q) * ce;
-                        let p = &mut part[gi];
-                        p[bucket] += l;
-                        p[4 + side] += l * l;
-                        p[6 + side] += l;
-                        // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
-                        let ln_l = if l > 0.0 { gamma * d.ln_q + ln_ce } else { f64::NEG_INFINITY };
-                        self.sums[gi].hist[side].add(l, ln_l);
-                    }
-                    i += 1;
+            for (d, m) in decisions.iter().zip(meta) {
+                let bucket = m.bucket as usize;
+                let side = usize::from(m.bucket.is_positive());
+                let ce = d.ce * m.weight;
+                let ln_ce = ce.ln();
+                for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
+                    let l = crate::loss::modulating(gamma, d.q, d.ln_q) * ce;
+                    let p = &mut part[gi];
+                    p[bucket] += l;
+                    p[4 + side] += l * l;
+                    p[6 + side] += l;
+                    // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
+                    let ln_l = if l > 0.0 { gamma * d.ln_q + ln_ce } else { f64::NEG_INFINITY };
+                    self.sums[gi].hist[side].add_local(&mut bins[2 * gi + side], l, ln_l);
                 }
-                let sides = [used[0] || used[1], used[2] || used[3]];
-                for (gi, p) in part.iter_mut().enumerate() {
-                    let s = &mut self.sums[gi];
-                    for b in 0..4 {
-                        if used[b] {
-                            s.loss[b] += p[b];
-                        }
-                    }
-                    for side in 0..2 {
-                        if sides[side] {
-                            s.sq[side] += p[4 + side];
-                            image_sums[gi][side] += p[6 + side];
-                        }
-                    }
-                    *p = [0.0; 8];
+            }
+            for (gi, p) in part.iter_mut().enumerate() {
+                let s = &mut self.sums[gi];
+                for b in 0..4 {
+                    s.loss[b] += p[b];
                 }
+                for side in 0..2 {
+                    s.sq[side] += p[4 + side];
+                    image_sums[gi][side] += p[6 + side];
+                    s.hist[side].absorb(&mut bins[2 * gi + side]);
+                }
+                *p = [0.0; 8];
             }
             let key = &chunk.batch.images[run.image].key;
             let entry = match self.per_image.get_mut(key) {

@@ -112,11 +112,13 @@ impl WeightedAcc {
 impl Accumulator for WeightedAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let Weighting { kind, gamma, alpha } = self.weighting;
-        // Exact sums per decision (no f64 subtotals), so that a dense dump and the binary dump of
-        // the same decisions give identical numbers.
+        // f64 subtotals within a run of a summation block, one exact add per run (see
+        // `analysis::edges`): the same rows always form the same runs, whatever the batching.
         let mut count = [0u64; 4];
         for run in chunk.runs {
-            let mut image_loss = ExactSum::ZERO;
+            // Bucket sums in registers: each decision adds to all four with a 0/1 mask (a
+            // runtime index would chain every add through memory).
+            let (mut loss_b, mut grad_b) = ([0.0f64; 4], [0.0f64; 4]);
             for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
                 let (loss, grad) = match kind {
                     WeightedKind::Ce => (d.ce, d.ce_grad()),
@@ -126,12 +128,21 @@ impl Accumulator for WeightedAcc {
                     }
                     WeightedKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
                 };
+                let b = m.bucket as usize;
                 let (loss, grad) = (loss * m.weight, grad * m.weight);
-                let b = &mut self.buckets[m.bucket as usize];
-                count[m.bucket as usize] += 1;
-                b.loss += loss;
-                b.grad += grad;
-                image_loss += loss;
+                for k in 0..4 {
+                    let hit = k == b;
+                    let mask = if hit { 1.0 } else { 0.0 };
+                    loss_b[k] += loss * mask;
+                    grad_b[k] += grad * mask;
+                    count[k] += u64::from(hit);
+                }
+            }
+            let mut image_loss = ExactSum::ZERO;
+            for b in 0..4 {
+                self.buckets[b].loss += loss_b[b];
+                self.buckets[b].grad += grad_b[b];
+                image_loss += loss_b[b];
             }
             let key = &chunk.batch.images[run.image].key;
             match self.per_image.get_mut(key) {

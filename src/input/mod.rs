@@ -9,6 +9,7 @@ mod discover;
 mod pages;
 mod read;
 mod schema;
+mod slice;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -109,6 +110,11 @@ pub struct Batch {
     pub file: usize,
     /// Row index (within the file) of the row group's first row.
     pub first_row: u64,
+    /// One past the file row of the last row this batch covers (skipped rows included): the
+    /// batch covers the file rows `first_row..end_row`.
+    pub end_row: u64,
+    /// Rows in the batch's file.
+    pub file_rows: u64,
     /// Number of rows (after skipping invalid ones).
     pub rows: usize,
     /// Each row's index within the file, when invalid rows were skipped (otherwise row `i` is
@@ -163,6 +169,7 @@ pub(crate) fn runs_of(ids: impl IntoIterator<Item = i64>) -> Vec<ImageRun> {
 }
 
 /// A batch of file 0 for unit tests: image ids per row, targets and scores, nothing optional.
+/// Its file ends with it (set `file_rows` when a test splits one file into several batches).
 #[cfg(test)]
 pub(crate) fn test_batch(
     ids: impl IntoIterator<Item = i64>,
@@ -175,6 +182,8 @@ pub(crate) fn test_batch(
     Batch {
         file: 0,
         first_row,
+        end_row: first_row + rows as u64,
+        file_rows: first_row + rows as u64,
         rows,
         row_index: None,
         skipped: BTreeMap::new(),

@@ -311,6 +311,8 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
     let batch = Batch {
         file: unit.file,
         first_row: unit.offset,
+        end_row: unit.offset + rows as u64,
+        file_rows: file.rows,
         rows,
         row_index: None,
         images,
@@ -370,6 +372,8 @@ fn compact(b: Batch, bad: &[(usize, &'static str)], width: usize) -> Batch {
     Batch {
         file: b.file,
         first_row: b.first_row,
+        end_row: b.end_row,
+        file_rows: b.file_rows,
         rows: kept.len(),
         row_index: Some(kept.iter().map(|&r| b.first_row + r as u64).collect()),
         images,
