@@ -66,7 +66,12 @@ fn pass(c: &mut Criterion) {
         let decisions = (images * cfg.anchors_per_image * cfg.classes) as u64;
         g.throughput(Throughput::Elements(decisions));
         g.bench_with_input(BenchmarkId::new("read", decisions), &dump, |b, dump| {
-            b.iter(|| dump.units().par_iter().map(|&u| dump.read(u).unwrap().rows).sum::<usize>())
+            b.iter(|| {
+                dump.units()
+                    .par_iter()
+                    .map(|&u| dump.read_batches(u).unwrap().iter().map(|b| b.rows).sum::<usize>())
+                    .sum::<usize>()
+            })
         });
         g.bench_with_input(BenchmarkId::new("analyze_reweighting", decisions), &dump, |b, dump| {
             b.iter(|| analysis::analyze(dump, &reweighting).unwrap())
@@ -97,7 +102,7 @@ fn compute(c: &mut Criterion) {
     };
     synth::generate(dir.path(), &cfg).unwrap();
     let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
-    let batches: Vec<_> = dump.units().iter().map(|&u| dump.read(u).unwrap()).collect();
+    let batches: Vec<_> = dump.units().iter().flat_map(|&u| dump.read_batches(u).unwrap()).collect();
     let exp = dump.expansion();
     let decisions = (cfg.images * cfg.anchors_per_image * cfg.classes) as u64;
     g.throughput(Throughput::Elements(decisions));

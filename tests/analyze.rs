@@ -2,7 +2,7 @@
 
 use crate::util::fixture::{write, Col};
 use crate::util::reference::{check, expected, Dec, Score};
-use crate::util::{Env, Lcg};
+use crate::util::{assert_json_close, Env, Lcg};
 
 const STRATEGIES: [&str; 3] = ["ce", "alpha_ce", "focal"];
 
@@ -499,30 +499,6 @@ fn dense_and_binary_dumps_of_the_same_seed_agree() {
     assert_json_close(&a["strategies"], &b["strategies"], 1e-12, "strategies");
 }
 
-/// Two JSON values with the same structure whose numbers agree to `rel` (integers exactly).
-fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rel: f64, at: &str) {
-    use serde_json::Value;
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            let scale = x.abs().max(y.abs());
-            assert!((x - y).abs() <= rel * scale, "{at}: {x} vs {y}");
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            assert_eq!(x.len(), y.len(), "{at}");
-            for (i, (x, y)) in x.iter().zip(y).enumerate() {
-                assert_json_close(x, y, rel, &format!("{at}[{i}]"));
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{at}");
-            for (k, v) in x {
-                assert_json_close(v, &y[k], rel, &format!("{at}.{k}"));
-            }
-        }
-        _ => assert_eq!(a, b, "{at}"),
-    }
-}
 
 /// The committed fixtures in tests/fixtures were written by pyarrow (tests/fixtures/make_fixtures.py).
 fn fixture(name: &str) -> String {
@@ -679,4 +655,61 @@ fn an_image_split_between_shards_is_refused_for_per_image_strategies() {
         ])
         .json();
     assert_eq!(merged["strategies"], one["strategies"]);
+}
+
+#[test]
+fn one_large_row_group_is_read_in_bounded_batches_that_give_the_many_small_groups_result() {
+    use hardmine::config::AnalysisParams;
+    use hardmine::input::{batch_rows, Dump, MAX_BATCH_ROWS};
+    let env = Env::new();
+    // Just over two batches of rows in one row group; images of 4000 rows span the batch ends.
+    let d = dense(11, 34, 4000, 3);
+    let n = d.image.len();
+    let size = batch_rows(3, 4);
+    assert_eq!(size, MAX_BATCH_ROWS);
+    assert!(n > 2 * size && n < 3 * size);
+    for (dir, group) in [("one_group", n), ("batch_groups", size), ("groups_of_999", 999)] {
+        std::fs::create_dir_all(env.path(dir)).unwrap();
+        d.write(&env.path(&format!("{dir}/dump.parquet")), 0..n, group);
+    }
+    // The row group reaches the pass in ceil(n / size) batches of consecutive rows: memory per
+    // batch does not grow with the row group.
+    let config = AnalysisParams::default().check().unwrap();
+    let dump = Dump::open(&[env.path("one_group").display().to_string()], config.dump()).unwrap();
+    assert_eq!(dump.units().len(), 1);
+    let batches = dump.read_batches(dump.units()[0]).unwrap();
+    assert_eq!(batches.len(), n.div_ceil(size));
+    let mut next = 0u64;
+    for b in &batches {
+        assert!(b.rows <= size);
+        assert_eq!(b.first_row, next);
+        assert_eq!(b.scores.f32s().unwrap().len(), b.rows * 3);
+        next += b.rows as u64;
+    }
+    assert_eq!(next, n as u64);
+    // And the report is the one of the file whose row groups are those batches (and of any other
+    // grouping), for every strategy, per-image selections included.
+    let mut outputs = Vec::new();
+    for dir in ["one_group", "batch_groups", "groups_of_999"] {
+        for threads in ["1", "2"] {
+            let input = format!("{dir}/dump.parquet");
+            let argv = [
+                "analyze",
+                "--strategies",
+                "ce,alpha_ce,focal,ohem,ssd,sampled,ghm",
+                "--draws",
+                "5",
+                input.as_str(),
+                "--threads",
+                threads,
+                "--keep-ignored-images",
+                "--format",
+                "json",
+            ];
+            outputs.push(env.run(&argv).ok().replace(dir, "DIR"));
+        }
+    }
+    for o in &outputs[1..] {
+        assert_eq!(o, &outputs[0]);
+    }
 }

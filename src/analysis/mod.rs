@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisConfig, DumpOptions, Layout, StrategyKind};
 use crate::error::{Error, InputError};
-use crate::input::{Batch, Dump, DumpInfo};
+use crate::input::{Batch, Dump, DumpInfo, ImageKey};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
 use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
@@ -586,24 +586,56 @@ fn run_in_pool(
     // (a few decoded row groups per thread) and a deterministic merge sequence.
     let window = 4 * rayon::current_num_threads().max(1);
     for units in dump.units().chunks(window) {
-        let parts: Vec<Result<Pass, Error>> = units
+        type Opened = Vec<(ImageKey, Vec<select::Candidate>)>;
+        let spilling = spill.is_some();
+        let parts: Vec<Result<(Pass, Opened), Error>> = units
             .par_iter()
             .map(|&unit| {
                 if observer.cancelled() {
                     return Err(InputError::Interrupted.into());
                 }
-                let batch = dump.read(unit)?;
-                let mut pass = new_pass();
-                pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
+                // A row group arrives in batches (bounded memory whatever its size). Each batch
+                // is folded into a fresh pass merged into the unit's, in order: exactly what a
+                // file whose row groups were those batches gives (merges are associative in
+                // dump order), so results do not depend on the batch size.
+                // Partitioned mode: every batch's open images go to the spill (via `opened`)
+                // before the merge, so that merging settles nothing, as between units.
+                let mut unit_pass: Option<Pass> = None;
+                let mut opened: Vec<(ImageKey, Vec<select::Candidate>)> = Vec::new();
+                dump.read_unit(unit, &mut |batch| -> Result<(), Error> {
+                    let mut pass = new_pass();
+                    pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
+                    if spilling {
+                        if let Some(sel) = pass.select.as_mut() {
+                            opened.extend(sel.take_open());
+                        }
+                    }
+                    match unit_pass.as_mut() {
+                        None => unit_pass = Some(pass),
+                        Some(u) => {
+                            u.merge(pass).map_err(unsorted)?;
+                            // Images complete inside the group need not wait for its end.
+                            if let Some(sel) = &mut u.select {
+                                sel.finalize_ready();
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
                 observer.rows_done(unit.rows);
-                Ok(pass)
+                Ok((unit_pass.unwrap_or_else(new_pass), opened))
             })
             .collect();
         for part in parts {
-            let mut part = part?;
-            if let (Some(spill), Some(sel)) = (spill.as_mut(), part.select.as_mut()) {
-                for (key, cands) in sel.take_open() {
-                    spill.write(&key, &cands).map_err(spill_error)?;
+            let (mut part, opened) = part?;
+            if let Some(spill) = spill.as_mut() {
+                for (key, cands) in &opened {
+                    spill.write(key, cands).map_err(spill_error)?;
+                }
+                if let Some(sel) = part.select.as_mut() {
+                    for (key, cands) in sel.take_open() {
+                        spill.write(&key, &cands).map_err(spill_error)?;
+                    }
                 }
             }
             total.merge(part).map_err(unsorted)?;

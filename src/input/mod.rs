@@ -1,9 +1,16 @@
 //! Reading dumps: Parquet discovery, schema detection and validation, and row-group batches.
 //!
 //! [`Dump::open`] finds the files, reads only their footers, resolves the layout and columns and
-//! checks them (fail fast, before the long pass). [`Dump::read`] decodes one row group, projected
-//! to the columns the analysis needs, into a validated [`Batch`]. Memory is bounded by the
-//! row groups in flight: a dump is never collected whole.
+//! checks them (fail fast, before the long pass). [`Dump::read_unit`] decodes one row group,
+//! projected to the columns the analysis needs, in batches of at most [`MAX_BATCH_ROWS`] rows
+//! (and about [`MAX_BATCH_SCORE_BYTES`] of scores), each a validated [`Batch`]. Memory is
+//! bounded by the batches in flight, whatever the row-group size: a dump is never collected
+//! whole, and neither is a row group.
+//!
+//! The footer and the schema are read with polars (the types and checks users' files were
+//! validated against); the data pages are decoded with arrow-rs `parquet`, whose reader
+//! streams a row group page by page and whose fixed-size-list decoder is ~1.7x faster per core
+//! than polars' (docs/benchmarks.md, "Reader").
 
 mod discover;
 mod pages;
@@ -16,7 +23,13 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use polars_io::parquet::read::{infer_schema, FileMetadata, ParallelStrategy, ParquetReader};
+use arrow_array::RecordBatch;
+use arrow_buffer::ScalarBuffer;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::ProjectionMask;
+use polars_io::parquet::read::{infer_schema, FileMetadata, ParquetReader};
 use polars_io::SerReader;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +44,21 @@ use crate::error::InputError;
 /// mean the column does not hold logits (or training diverged). The bound also keeps every loss
 /// term far inside the range of the exact accumulators.
 pub const MAX_ABS_LOGIT: f64 = 1e6;
+
+/// The most rows in one decoded batch. Large enough that per-batch costs (a reader call, a
+/// fresh accumulator, a merge) vanish against ~1M decisions, small enough that a batch and its
+/// derived per-row vectors stay a few MB per thread whatever the row-group size (users' files
+/// have row groups of 1M rows and more; polars decoded them whole).
+pub const MAX_BATCH_ROWS: usize = 65_536;
+
+/// The most score bytes in one decoded batch (wide score lists get fewer rows per batch), so
+/// that memory per batch in flight stays ~16 MB of scores for any class count.
+pub const MAX_BATCH_SCORE_BYTES: usize = 16 << 20;
+
+/// Rows per batch for `width` scores per row of `score_bytes` bytes each.
+pub fn batch_rows(width: usize, score_bytes: usize) -> usize {
+    (MAX_BATCH_SCORE_BYTES / (width.max(1) * score_bytes.max(1))).clamp(1, MAX_BATCH_ROWS)
+}
 
 /// Identifies an image across the whole dump.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -71,20 +99,21 @@ pub enum Targets {
     Binary(Vec<f64>),
 }
 
-/// The score values of a batch, zero-copy from the decoded Parquet column.
+/// The score values of a batch, zero-copy from the decoded Parquet column (an arrow-rs buffer,
+/// already sliced to the batch's rows).
 #[derive(Clone, Debug)]
 pub enum ScoreValues {
     /// float32 scores.
-    F32(polars_arrow::array::PrimitiveArray<f32>),
+    F32(ScalarBuffer<f32>),
     /// float64 scores.
-    F64(polars_arrow::array::PrimitiveArray<f64>),
+    F64(ScalarBuffer<f64>),
 }
 
 impl ScoreValues {
     /// Scores held as float32 (`None` for float64 columns).
     pub fn f32s(&self) -> Option<&[f32]> {
         match self {
-            ScoreValues::F32(a) => Some(a.values().as_slice()),
+            ScoreValues::F32(a) => Some(a),
             ScoreValues::F64(_) => None,
         }
     }
@@ -92,23 +121,23 @@ impl ScoreValues {
     /// Scores held as float64 (`None` for float32 columns).
     pub fn f64s(&self) -> Option<&[f64]> {
         match self {
-            ScoreValues::F64(a) => Some(a.values().as_slice()),
+            ScoreValues::F64(a) => Some(a),
             ScoreValues::F32(_) => None,
         }
     }
 
     /// float32 scores from a vector (tests and library users building batches by hand).
     pub fn from_f32(v: Vec<f32>) -> ScoreValues {
-        ScoreValues::F32(polars_arrow::array::PrimitiveArray::from_vec(v))
+        ScoreValues::F32(ScalarBuffer::from(v))
     }
 }
 
-/// One decoded, validated row group.
+/// One decoded, validated batch of consecutive rows of a row group.
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// Index of the file in [`Dump::files`].
     pub file: usize,
-    /// Row index (within the file) of the row group's first row.
+    /// Row index (within the file) of the batch's first row.
     pub first_row: u64,
     /// One past the file row of the last row this batch covers (skipped rows included): the
     /// batch covers the file rows `first_row..end_row`.
@@ -232,9 +261,10 @@ pub struct DumpFile {
     pub rows: u64,
     /// Resolved columns.
     pub columns: FileColumns,
+    /// The footer as polars reads it (schema resolution and the page checks).
     metadata: Arc<FileMetadata>,
-    /// The footer without its row groups: each read adds only the group it decodes.
-    skeleton: Arc<FileMetadata>,
+    /// The footer as arrow-rs reads it, loaded once per file and shared by every read.
+    arrow: ArrowReaderMetadata,
 }
 
 /// An opened, validated dump: the files, their shared shape and the row groups to read.
@@ -257,15 +287,14 @@ impl Dump {
         let mut files = Vec::with_capacity(inputs.len());
         let mut shape: Option<DumpShape> = None;
         for input in inputs {
-            let (metadata, schema) = read_footer(&input.path)?;
+            let (metadata, schema, arrow) = read_footer(&input.path)?;
             let (s, columns) = schema::resolve(&input, &schema, options)?;
             if let (Some(s0), Some(f0)) = (shape.as_ref(), files.first()) {
                 let f0: &DumpFile = f0;
                 schema::check_consistent((&f0.input.path, s0, &f0.columns), (&input.path, &s, &columns))?;
             }
             shape.get_or_insert(s);
-            let skeleton = Arc::new(FileMetadata { row_groups: Vec::new(), ..(*metadata).clone() });
-            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata, skeleton });
+            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata, arrow });
         }
         let shape = shape.expect("discover returns at least one file");
         let mut units = Vec::new();
@@ -404,13 +433,32 @@ impl Dump {
         self.extras
     }
 
-    /// Decodes and validates one row group.
-    pub fn read(&self, unit: Unit) -> Result<Batch, InputError> {
-        read::read_batch(self, &self.files[unit.file], unit)
+    /// Decodes and validates one row group, handing its batches to `f` in row order (each of at
+    /// most [`MAX_BATCH_ROWS`] rows, with `first_row` its first row's index in the file). Stops
+    /// at the first error, the reader's or `f`'s.
+    pub fn read_unit<E: From<InputError>>(
+        &self,
+        unit: Unit,
+        f: &mut dyn FnMut(Batch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        read::read_unit(self, &self.files[unit.file], unit, f)
+    }
+
+    /// The batches of one row group, collected (tests and benches; the pass streams them with
+    /// [`Dump::read_unit`]).
+    pub fn read_batches(&self, unit: Unit) -> Result<Vec<Batch>, InputError> {
+        let mut out = Vec::new();
+        self.read_unit(unit, &mut |b| {
+            out.push(b);
+            Ok::<(), InputError>(())
+        })?;
+        Ok(out)
     }
 }
 
-fn read_footer(path: &Path) -> Result<(Arc<FileMetadata>, polars_arrow::datatypes::ArrowSchema), InputError> {
+type Footer = (Arc<FileMetadata>, polars_arrow::datatypes::ArrowSchema, ArrowReaderMetadata);
+
+fn read_footer(path: &Path) -> Result<Footer, InputError> {
     let file = File::open(path).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
     let len = file.metadata().map_err(|source| InputError::Io { path: path.to_path_buf(), source })?.len();
     if len == 0 {
@@ -421,7 +469,10 @@ fn read_footer(path: &Path) -> Result<(Arc<FileMetadata>, polars_arrow::datatype
         let metadata = reader.get_metadata().map_err(|e| parquet_error(path, e))?.clone();
         pages::check_footer(path, &metadata, len)?;
         let schema = infer_schema(&metadata).map_err(|e| parquet_error(path, e))?;
-        Ok((metadata, schema))
+        let file = File::open(path).map_err(|source| InputError::Io { path: path.to_path_buf(), source })?;
+        let arrow = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
+            .map_err(|e| parquet_error(path, e))?;
+        Ok((metadata, schema, arrow))
     })
 }
 
@@ -431,36 +482,45 @@ fn parquet_error(path: &Path, detail: impl ToString) -> InputError {
     InputError::Parquet { path: path.to_path_buf(), detail }
 }
 
-/// Opens a row group for decoding.
-fn reader_for(
+/// Decodes the columns `columns` (top-level names) of one row group in batches of `batch_rows`
+/// rows (`limit`: stop after that many rows), handing each to `f`. The page headers are
+/// checked first; every decoder call runs under [`guarded`], `f` does not.
+fn decode_group<E: From<InputError>>(
     file: &DumpFile,
     unit: Unit,
-    columns: Vec<String>,
-) -> Result<polars_core::frame::DataFrame, InputError> {
+    columns: &[String],
+    batch_rows: usize,
+    limit: Option<usize>,
+    f: &mut dyn FnMut(RecordBatch) -> Result<(), E>,
+) -> Result<(), E> {
     let path: &PathBuf = &file.input.path;
-    guarded(path, || {
-        pages::check_pages(path, &file.metadata, unit.row_group, &columns)?;
+    let mut reader = guarded(path, || {
+        pages::check_pages(path, &file.metadata, unit.row_group, columns)?;
         let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
-        let mut reader = ParquetReader::new(f);
-        // A footer holding only this row group, and no slice: with a slice, polars-io 0.55
-        // decodes the repetition/definition levels of every earlier row group of the file
-        // before filtering them away, so reading group k costs k groups (quadratic in the file;
-        // see docs/benchmarks.md). `unit.rows` smaller than the group (the one-row read of
-        // `first_list_width`) still takes a slice, within this group only.
-        let group = &file.metadata.row_groups[unit.row_group];
-        let mut one: FileMetadata = (*file.skeleton).clone();
-        one.row_groups = vec![group.clone()];
-        one.num_rows = group.num_rows();
-        one.max_row_group_height = group.num_rows();
-        reader.set_metadata(Arc::new(one));
-        let slice = (unit.rows < group.num_rows()).then_some((0, unit.rows));
-        reader
-            .with_columns(Some(columns))
-            .with_slice(slice)
-            .read_parallel(ParallelStrategy::None)
-            .finish()
-            .map_err(|e| parquet_error(path, e))
-    })
+        let schema = file.arrow.parquet_schema();
+        let leaves = schema
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.path().parts().first().is_some_and(|top| columns.contains(top)))
+            .map(|(i, _)| i);
+        let mask = ProjectionMask::leaves(schema, leaves);
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, file.arrow.clone())
+            .with_projection(mask)
+            .with_row_groups(vec![unit.row_group])
+            .with_batch_size(batch_rows);
+        if let Some(n) = limit {
+            builder = builder.with_limit(n);
+        }
+        builder.build().map_err(|e| parquet_error(path, e))
+    })?;
+    loop {
+        let next = guarded(path, || reader.next().transpose().map_err(|e| parquet_error(path, e)))?;
+        match next {
+            Some(batch) => f(batch)?,
+            None => return Ok(()),
+        }
+    }
 }
 
 thread_local! {

@@ -1,4 +1,4 @@
-//! Decoding one row group into a validated [`Batch`].
+//! Decoding one row group into validated [`Batch`]es.
 //!
 //! Every value is checked here, before any loss is computed: nulls, ragged or empty score lists,
 //! non-finite or implausible logits, probabilities outside [0, 1], labels outside the valid set,
@@ -10,46 +10,54 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use polars_arrow::array::{
-    Array, BinaryViewArrayGeneric, BooleanArray, FixedSizeListArray, ListArray, PrimitiveArray, Utf8Array,
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type,
+    UInt8Type,
 };
-use polars_arrow::datatypes::ArrowDataType;
-use polars_arrow::offset::Offset;
-use polars_arrow::types::NativeType;
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, GenericListArray, OffsetSizeTrait, RecordBatch};
+use arrow_buffer::ScalarBuffer;
+use arrow_schema::DataType;
 
 use super::schema::{ColumnType, Resolved, Source};
 use super::{
-    reader_for, Batch, Dump, DumpFile, HiveValue, ImageKey, ImageRun, ScoreValues, Targets, Unit,
-    MAX_ABS_LOGIT,
+    batch_rows, decode_group, Batch, Dump, DumpFile, HiveValue, ImageKey, ImageRun, ScoreValues, Targets,
+    Unit, MAX_ABS_LOGIT,
 };
 use crate::config::{Activation, Layout, OnInvalid, ScoreKind};
 use crate::error::InputError;
 
-type ArrayRef = Box<dyn Array>;
-
 /// Reads the first row of a variable-length score list to learn the class count.
 pub(super) fn first_list_width(file: &DumpFile, unit: Unit) -> Result<usize, InputError> {
-    let one = Unit { rows: 1, ..unit };
     let Source::Column(name) = &file.columns.scores.source else { return Ok(1) };
-    let df = reader_for(file, one, vec![name.clone()])?;
-    let arr = column_array(&df, name, file)?;
-    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
-        let o = l.offsets();
-        if o.len() < 2 {
-            return Err(InputError::Parquet {
-                path: file.input.path.clone(),
-                detail: format!("column '{name}' decoded no rows where the footer announces {}", unit.rows),
-            });
+    let mut width = None;
+    decode_group(file, unit, std::slice::from_ref(name), 1, Some(1), &mut |b| {
+        if width.is_none() {
+            let arr = column_array(&b, name, file)?;
+            let o: Option<(usize, usize)> = match arr.data_type() {
+                DataType::List(_) => {
+                    arr.as_list::<i32>().value_offsets().get(..2).map(|o| (o[0] as usize, o[1] as usize))
+                }
+                DataType::LargeList(_) => {
+                    arr.as_list::<i64>().value_offsets().get(..2).map(|o| (o[0] as usize, o[1] as usize))
+                }
+                _ => Some((0, 0)),
+            };
+            width = o.map(|(a, b)| b.saturating_sub(a));
         }
-        return Ok((o[1] - o[0]) as usize);
-    }
-    Ok(0)
+        Ok::<(), InputError>(())
+    })?;
+    width.ok_or_else(|| InputError::Parquet {
+        path: file.input.path.clone(),
+        detail: format!("column '{name}' decoded no rows where the footer announces {}", unit.rows),
+    })
 }
 
 /// Where we are, the policy, and the invalid rows found so far.
 struct Ctx<'a> {
     file: &'a DumpFile,
-    unit: Unit,
+    /// The file row of the batch's first row.
+    first_row: u64,
     skip: bool,
     /// Invalid rows (skip policy): local row and reason.
     bad: RefCell<Vec<(usize, &'static str)>>,
@@ -68,7 +76,7 @@ impl Ctx<'_> {
         InputError::Value {
             path: self.file.input.path.clone(),
             column: col.name.clone(),
-            row: self.unit.offset + local_row as u64,
+            row: self.first_row + local_row as u64,
             problem: problem.into(),
             fix: fix.into(),
         }
@@ -103,7 +111,7 @@ impl Ctx<'_> {
         if arr.null_count() == 0 {
             return Ok(());
         }
-        if let Some(v) = arr.validity() {
+        if let Some(v) = arr.nulls() {
             for (row, valid) in v.iter().enumerate() {
                 if !valid {
                     self.invalid(
@@ -120,23 +128,35 @@ impl Ctx<'_> {
     }
 }
 
-fn column_array(
-    df: &polars_core::frame::DataFrame,
-    name: &str,
-    file: &DumpFile,
-) -> Result<ArrayRef, InputError> {
-    let col = df
-        .column(name)
-        .map_err(|e| InputError::Parquet { path: file.input.path.clone(), detail: e.to_string() })?;
-    let series = col.as_materialized_series().rechunk();
-    series.chunks().first().cloned().ok_or_else(|| InputError::Parquet {
+fn column_array(batch: &RecordBatch, name: &str, file: &DumpFile) -> Result<ArrayRef, InputError> {
+    batch.column_by_name(name).cloned().ok_or_else(|| InputError::Parquet {
         path: file.input.path.clone(),
         detail: format!("column '{name}' decoded no data"),
     })
 }
 
-/// Decodes and validates one row group.
-pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Batch, InputError> {
+/// Bytes per score value of the file's score column (8 when in doubt).
+fn score_bytes(file: &DumpFile) -> usize {
+    let Source::Column(name) = &file.columns.scores.source else { return 8 };
+    let Ok(field) = file.arrow.schema().field_with_name(name) else { return 8 };
+    match field.data_type() {
+        DataType::Float32 => 4,
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)
+            if f.data_type() == &DataType::Float32 =>
+        {
+            4
+        }
+        _ => 8,
+    }
+}
+
+/// Decodes one row group in batches and validates each, handing them to `f` in row order.
+pub(super) fn read_unit<E: From<InputError>>(
+    dump: &Dump,
+    file: &DumpFile,
+    unit: Unit,
+    f: &mut dyn FnMut(Batch) -> Result<(), E>,
+) -> Result<(), E> {
     let cols = &file.columns;
     let shape = dump.shape();
     let mut wanted: Vec<&Resolved> = vec![&cols.image_id, &cols.label, &cols.scores];
@@ -162,25 +182,59 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
             }
         }
     }
-    let df = reader_for(file, unit, physical)?;
+    let mut first_row = unit.offset;
+    let size = batch_rows(dump.width(), score_bytes(file));
+    decode_group(file, unit, &physical, size, None, &mut |rb| {
+        let rows = rb.num_rows();
+        if first_row + rows as u64 > unit.offset + unit.rows as u64 {
+            return Err(E::from(decoded_too_many(file, &physical, unit)));
+        }
+        let batch = validate(dump, file, unit.file, first_row, &rb)?;
+        first_row += rows as u64;
+        f(batch)
+    })?;
+    let decoded = first_row - unit.offset;
+    if decoded != unit.rows as u64 {
+        let n = physical.first().map_or("", String::as_str);
+        return Err(E::from(InputError::Parquet {
+            path: file.input.path.clone(),
+            detail: format!("column '{n}' decoded {decoded} rows, the row group has {}", unit.rows),
+        }));
+    }
+    Ok(())
+}
+
+fn decoded_too_many(file: &DumpFile, physical: &[String], unit: Unit) -> InputError {
+    let n = physical.first().map_or("", String::as_str);
+    InputError::Parquet {
+        path: file.input.path.clone(),
+        detail: format!("column '{n}' decoded more rows than the row group's {}", unit.rows),
+    }
+}
+
+/// Validates one decoded batch whose first row is file row `first_row`.
+fn validate(
+    dump: &Dump,
+    file: &DumpFile,
+    file_index: usize,
+    first_row: u64,
+    rb: &RecordBatch,
+) -> Result<Batch, InputError> {
+    let cols = &file.columns;
+    let shape = dump.shape();
+    let extras = dump.extras();
     let ctx = Ctx {
         file,
-        unit,
+        first_row,
         skip: dump.on_invalid() == OnInvalid::Skip,
         bad: RefCell::new(Vec::new()),
         first: RefCell::new(None),
     };
-    let rows = unit.rows;
+    let rows = rb.num_rows();
     let get = |r: &Resolved| -> Result<Option<ArrayRef>, InputError> {
         match &r.source {
             Source::Column(n) => {
-                let arr = column_array(&df, n, file)?;
-                if arr.len() != rows {
-                    return Err(InputError::Parquet {
-                        path: file.input.path.clone(),
-                        detail: format!("column '{n}' decoded {} rows, the row group has {rows}", arr.len()),
-                    });
-                }
+                let arr = column_array(rb, n, file)?;
                 ctx.check_nulls(r, arr.as_ref())?;
                 Ok(Some(arr))
             }
@@ -206,7 +260,8 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
     })?;
     let scores = match shape.layout {
         Layout::Dense => list_values(&ctx, &cols.scores, scores_arr.as_ref(), width)?,
-        Layout::Binary => float_values(scores_arr.as_ref()),
+        Layout::Binary => float_values(scores_arr.as_ref())
+            .ok_or_else(|| not_float(&ctx, &cols.scores, scores_arr.as_ref()))?,
     };
     check_scores(&ctx, &cols.scores, &scores, shape.scores, width)?;
 
@@ -309,9 +364,9 @@ pub(super) fn read_batch(dump: &Dump, file: &DumpFile, unit: Unit) -> Result<Bat
     };
 
     let batch = Batch {
-        file: unit.file,
-        first_row: unit.offset,
-        end_row: unit.offset + rows as u64,
+        file: file_index,
+        first_row,
+        end_row: first_row + rows as u64,
         file_rows: file.rows,
         rows,
         row_index: None,
@@ -348,11 +403,12 @@ fn compact(b: Batch, bad: &[(usize, &'static str)], width: usize) -> Batch {
     fn pick<T: Copy>(v: &[T], kept: &[usize]) -> Vec<T> {
         kept.iter().map(|&r| v[r]).collect()
     }
-    fn pick_rows<T: NativeType>(a: &PrimitiveArray<T>, kept: &[usize], width: usize) -> PrimitiveArray<T> {
-        let v = a.values();
-        PrimitiveArray::from_vec(
-            kept.iter().flat_map(|&r| v[r * width..(r + 1) * width].iter().copied()).collect(),
-        )
+    fn pick_rows<T: arrow_buffer::ArrowNativeType>(
+        v: &ScalarBuffer<T>,
+        kept: &[usize],
+        width: usize,
+    ) -> ScalarBuffer<T> {
+        kept.iter().flat_map(|&r| v[r * width..(r + 1) * width].iter().copied()).collect::<Vec<T>>().into()
     }
     // Runs over the kept rows, in order, as if the skipped rows had never been written: an
     // image whose rows were all skipped disappears, and the runs on either side of a skipped
@@ -417,17 +473,17 @@ fn image_runs(ctx: &Ctx<'_>, col: &Resolved, arr: &dyn Array) -> Result<Vec<Imag
             )
         })?;
         push_runs(&|a, b| ints[a] == ints[b], &|i| ImageKey::Int(ints[i]));
-    } else if let Some(s) = arr.as_any().downcast_ref::<BinaryViewArrayGeneric<str>>() {
+    } else if let Some(s) = arr.as_string_view_opt() {
         push_runs(&|a, b| s.value(a) == s.value(b), &|i| ImageKey::Str(s.value(i).into()));
-    } else if let Some(s) = arr.as_any().downcast_ref::<Utf8Array<i64>>() {
+    } else if let Some(s) = arr.as_string_opt::<i64>() {
         push_runs(&|a, b| s.value(a) == s.value(b), &|i| ImageKey::Str(s.value(i).into()));
-    } else if let Some(s) = arr.as_any().downcast_ref::<Utf8Array<i32>>() {
+    } else if let Some(s) = arr.as_string_opt::<i32>() {
         push_runs(&|a, b| s.value(a) == s.value(b), &|i| ImageKey::Str(s.value(i).into()));
     } else {
         return Err(ctx.err(
             col,
             0,
-            format!("unsupported image id type {:?}", arr.dtype()),
+            format!("unsupported image id type {:?}", arr.data_type()),
             "write image ids as integers or strings",
         ));
     }
@@ -436,21 +492,23 @@ fn image_runs(ctx: &Ctx<'_>, col: &Resolved, arr: &dyn Array) -> Result<Vec<Imag
 
 /// Integer arrays of any width as i64. `Err(row)` for a u64 above i64::MAX.
 fn as_i64(arr: &dyn Array) -> Option<Result<Vec<i64>, usize>> {
-    fn widen<T: NativeType + Into<i64>>(arr: &dyn Array) -> Vec<i64> {
-        let a = arr.as_any().downcast_ref::<PrimitiveArray<T>>().expect("dtype checked");
-        a.values().iter().map(|&v| v.into()).collect()
+    fn widen<T: ArrowPrimitiveType>(arr: &dyn Array) -> Vec<i64>
+    where
+        T::Native: Into<i64>,
+    {
+        arr.as_primitive::<T>().values().iter().map(|&v| v.into()).collect()
     }
-    use ArrowDataType as D;
-    Some(Ok(match arr.dtype() {
-        D::Int8 => widen::<i8>(arr),
-        D::Int16 => widen::<i16>(arr),
-        D::Int32 => widen::<i32>(arr),
-        D::Int64 => widen::<i64>(arr),
-        D::UInt8 => widen::<u8>(arr),
-        D::UInt16 => widen::<u16>(arr),
-        D::UInt32 => widen::<u32>(arr),
+    use DataType as D;
+    Some(Ok(match arr.data_type() {
+        D::Int8 => widen::<Int8Type>(arr),
+        D::Int16 => widen::<Int16Type>(arr),
+        D::Int32 => widen::<Int32Type>(arr),
+        D::Int64 => widen::<Int64Type>(arr),
+        D::UInt8 => widen::<UInt8Type>(arr),
+        D::UInt16 => widen::<UInt16Type>(arr),
+        D::UInt32 => widen::<UInt32Type>(arr),
         D::UInt64 => {
-            let a = arr.as_any().downcast_ref::<PrimitiveArray<u64>>().expect("dtype checked");
+            let a = arr.as_primitive::<UInt64Type>();
             let mut out = Vec::with_capacity(a.len());
             for (i, &v) in a.values().iter().enumerate() {
                 match i64::try_from(v) {
@@ -491,7 +549,7 @@ fn int_column(
             None => Err(ctx.err(
                 col,
                 0,
-                format!("expected integers, found {:?}", arr.dtype()),
+                format!("expected integers, found {:?}", arr.data_type()),
                 "write an integer column",
             )),
         },
@@ -519,37 +577,42 @@ fn number_column(
                     .collect());
             }
             match float_values(arr.as_ref()) {
-                ScoreValues::F32(a) => Ok(a.values().iter().map(|&v| f64::from(v)).collect()),
-                ScoreValues::F64(a) => Ok(a.values().as_slice().to_vec()),
+                Some(ScoreValues::F32(a)) => Ok(a.iter().map(|&v| f64::from(v)).collect()),
+                Some(ScoreValues::F64(a)) => Ok(a.to_vec()),
+                None => Err(not_float(ctx, col, arr.as_ref())),
             }
         }
     }
 }
 
-fn float_values(arr: &dyn Array) -> ScoreValues {
-    if let Some(a) = arr.as_any().downcast_ref::<PrimitiveArray<f32>>() {
-        ScoreValues::F32(a.clone())
-    } else {
-        ScoreValues::F64(
-            arr.as_any().downcast_ref::<PrimitiveArray<f64>>().expect("dtype checked as float").clone(),
-        )
+/// The values of a float32/float64 array, zero-copy (`None` for other types).
+fn float_values(arr: &dyn Array) -> Option<ScoreValues> {
+    match arr.data_type() {
+        DataType::Float32 => Some(ScoreValues::F32(arr.as_primitive::<Float32Type>().values().clone())),
+        DataType::Float64 => Some(ScoreValues::F64(arr.as_primitive::<Float64Type>().values().clone())),
+        _ => None,
     }
+}
+
+/// A column whose decoded type is not the float type the schema promised.
+fn not_float(ctx: &Ctx<'_>, col: &Resolved, arr: &dyn Array) -> InputError {
+    ctx.err(col, 0, format!("expected floats, found {:?}", arr.data_type()), "write float32/float64 values")
 }
 
 /// The values of a variable-length list with `width` entries in every valid row. When every row
 /// has `width` entries the values are used in place; otherwise (rows to skip) the rows are
 /// copied, with zeros standing in for the skipped ones so that rows stay aligned.
-fn uniform_list<O: Offset>(
+fn uniform_list<O: OffsetSizeTrait>(
     ctx: &Ctx<'_>,
     col: &Resolved,
-    l: &ListArray<O>,
+    l: &GenericListArray<O>,
     width: usize,
 ) -> Result<ScoreValues, InputError> {
-    let offsets = l.offsets().as_slice();
+    let offsets = l.value_offsets();
     let rows = offsets.len() - 1;
     let mut ragged = false;
     for (i, w) in offsets.windows(2).enumerate() {
-        let len = (w[1].to_usize()) - (w[0].to_usize());
+        let len = w[1].as_usize() - w[0].as_usize();
         if len == width {
             continue;
         }
@@ -564,30 +627,29 @@ fn uniform_list<O: Offset>(
             ctx.invalid(col, i, reason, || problem, "write exactly one score per class in every row")?;
         }
     }
-    let values = l.values();
+    let start = offsets[0].as_usize();
+    let end = offsets[rows].as_usize();
+    // The child array is not sliced to the list's rows: positions are absolute.
+    let values = l.values().slice(start, end - start);
     null_scores(
         ctx,
         col,
         values.as_ref(),
         |pos| {
             // The row whose range holds `pos`.
-            offsets.partition_point(|o| o.to_usize() <= pos).saturating_sub(1)
+            offsets.partition_point(|o| o.as_usize() <= pos + start).saturating_sub(1)
         },
-        |pos, row| pos - offsets[row].to_usize(),
+        |pos, row| pos + start - offsets[row].as_usize(),
     )?;
-    let start = offsets[0].to_usize();
+    let floats = float_values(values.as_ref()).ok_or_else(|| not_float(ctx, col, values.as_ref()))?;
     if !ragged {
-        return Ok(match float_values(values.as_ref()) {
-            ScoreValues::F32(a) => ScoreValues::F32(a.sliced(start, rows * width)),
-            ScoreValues::F64(a) => ScoreValues::F64(a.sliced(start, rows * width)),
-        });
+        return Ok(floats);
     }
-    fn aligned<T: NativeType + Default>(
-        a: &PrimitiveArray<T>,
+    fn aligned<T: arrow_buffer::ArrowNativeType>(
+        v: &ScalarBuffer<T>,
         offsets: &[usize],
         width: usize,
-    ) -> PrimitiveArray<T> {
-        let v = a.values();
+    ) -> ScalarBuffer<T> {
         let mut out = Vec::with_capacity((offsets.len() - 1) * width);
         for w in offsets.windows(2) {
             if w[1] - w[0] == width {
@@ -596,10 +658,11 @@ fn uniform_list<O: Offset>(
                 out.extend(std::iter::repeat_n(T::default(), width));
             }
         }
-        PrimitiveArray::from_vec(out)
+        out.into()
     }
-    let offs: Vec<usize> = offsets.iter().map(|o| o.to_usize()).collect();
-    Ok(match float_values(values.as_ref()) {
+    // Offsets relative to the sliced values.
+    let offs: Vec<usize> = offsets.iter().map(|o| o.as_usize() - start).collect();
+    Ok(match floats {
         ScoreValues::F32(a) => ScoreValues::F32(aligned(&a, &offs, width)),
         ScoreValues::F64(a) => ScoreValues::F64(aligned(&a, &offs, width)),
     })
@@ -617,7 +680,7 @@ fn null_scores(
     if values.null_count() == 0 {
         return Ok(());
     }
-    if let Some(v) = values.validity() {
+    if let Some(v) = values.nulls() {
         for (pos, valid) in v.iter().enumerate() {
             if !valid {
                 let row = row_of(pos);
@@ -642,26 +705,29 @@ fn list_values(
     arr: &dyn Array,
     width: usize,
 ) -> Result<ScoreValues, InputError> {
-    if let Some(f) = arr.as_any().downcast_ref::<FixedSizeListArray>() {
-        if f.size() != width {
+    if let Some(f) = arr.as_fixed_size_list_opt() {
+        let size = f.value_length() as usize;
+        if size != width {
             return Err(ctx.err(
                 col,
                 0,
-                format!("fixed-size list of {} scores, earlier rows had {width}", f.size()),
+                format!("fixed-size list of {size} scores, earlier rows had {width}"),
                 "write the same number of classes in every file",
             ));
         }
-        // polars-arrow pre-slices fixed-size list values to the array's rows.
-        null_scores(ctx, col, f.values().as_ref(), |pos| pos / width.max(1), |pos, _| pos % width.max(1))?;
-        return Ok(float_values(f.values().as_ref()));
+        // arrow-rs slices fixed-size list values with the list; the slice (of an Arc, no copy)
+        // only guards the length.
+        let values = f.values().slice(0, f.len() * size);
+        null_scores(ctx, col, values.as_ref(), |pos| pos / width.max(1), |pos, _| pos % width.max(1))?;
+        return float_values(values.as_ref()).ok_or_else(|| not_float(ctx, col, values.as_ref()));
     }
-    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i64>>() {
+    if let Some(l) = arr.as_list_opt::<i64>() {
         return uniform_list(ctx, col, l, width);
     }
-    if let Some(l) = arr.as_any().downcast_ref::<ListArray<i32>>() {
+    if let Some(l) = arr.as_list_opt::<i32>() {
         return uniform_list(ctx, col, l, width);
     }
-    Err(ctx.err(col, 0, format!("unsupported list type {:?}", arr.dtype()), "write list<float32>"))
+    Err(ctx.err(col, 0, format!("unsupported list type {:?}", arr.data_type()), "write list<float32>"))
 }
 
 fn check_scores(
@@ -719,8 +785,8 @@ fn check_scores(
         }
     };
     match scores {
-        ScoreValues::F32(a) => each_bad(a.values(), ok, report),
-        ScoreValues::F64(a) => each_bad(a.values(), ok, report),
+        ScoreValues::F32(a) => each_bad(a, ok, report),
+        ScoreValues::F64(a) => each_bad(a, ok, report),
     }
 }
 
@@ -740,8 +806,8 @@ fn check_softmax_sums(
             .collect()
     }
     let bad = match scores {
-        ScoreValues::F32(a) => sums(a.values(), width),
-        ScoreValues::F64(a) => sums(a.values(), width),
+        ScoreValues::F32(a) => sums(a, width),
+        ScoreValues::F64(a) => sums(a, width),
     };
     for (row, s) in bad {
         ctx.invalid(
@@ -805,9 +871,8 @@ fn binary_targets(
     rows: usize,
 ) -> Result<Vec<f64>, InputError> {
     let values: Vec<f64> = match &arr {
-        Some(a) if matches!(a.dtype(), ArrowDataType::Boolean) => {
-            let b = a.as_any().downcast_ref::<BooleanArray>().expect("dtype checked");
-            b.values().iter().map(|v| if v { 1.0 } else { 0.0 }).collect()
+        Some(a) if matches!(a.data_type(), DataType::Boolean) => {
+            a.as_boolean().values().iter().map(|v| if v { 1.0 } else { 0.0 }).collect()
         }
         _ => {
             let is_int = matches!(col.ty, ColumnType::Int);

@@ -12,7 +12,7 @@ use super::{Batch, ImageRun, ScoreValues, Targets};
 impl ScoreValues {
     /// float64 scores from a vector.
     pub fn from_f64(v: Vec<f64>) -> ScoreValues {
-        ScoreValues::F64(polars_arrow::array::PrimitiveArray::from_vec(v))
+        ScoreValues::F64(arrow_buffer::ScalarBuffer::from(v))
     }
 
     /// The number of score values.
