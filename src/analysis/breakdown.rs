@@ -256,6 +256,9 @@ impl Accumulator for BreakdownAcc {
         let mut class: Vec<Partial> = Vec::new();
         let mut levels: Vec<(i64, Partial)> = Vec::new();
         let mut ious = [Partial::default(); IOU_BANDS];
+        let mut density = vec![0u64; 4 * DENSITY_BINS];
+        let (mut saturated, mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) =
+            (0u64, 0u64, 0u64, 0u64, 0u64);
         for run in chunk.runs {
             let mut image = Partial::default();
             let mut anchor = Partial::default();
@@ -273,20 +276,20 @@ impl Accumulator for BreakdownAcc {
                     class.resize(c + 1, Partial::default());
                 }
                 class[c].add(positive, easy_negative, ce, focal);
-                // Gradient density of |p - y|.
+                // Gradient density of |p - y| (two lanes: most decisions fall in one bin, and
+                // a single counter would chain every increment through memory).
                 let bin = ((d.ce_grad() * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
-                self.density[usize::from(positive)][bin] += 1;
-                // Health.
-                let h = &mut self.health;
-                h.saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);
-                h.fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
-                h.fp16_underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
+                density[((i & 1) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
+                // Health, in local counters.
+                saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);
+                fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
+                fp16_underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
                 // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
                 let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
-                h.fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
+                fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
                 if !positive && logit.is_finite() {
                     logit_sum += logit;
-                    h.negatives += 1;
+                    negatives += 1;
                 }
                 // The anchor's decisions are done: its level and IoU band get them at once.
                 let row = m.row as usize;
@@ -330,6 +333,18 @@ impl Accumulator for BreakdownAcc {
                 e.group.merge_decisions(&sums);
             }
         }
+        for side in 0..2 {
+            for bin in 0..DENSITY_BINS {
+                self.density[side][bin] +=
+                    density[side * DENSITY_BINS + bin] + density[(2 + side) * DENSITY_BINS + bin];
+            }
+        }
+        let h = &mut self.health;
+        h.saturated += saturated;
+        h.fp32_one += fp32_one;
+        h.fp16_underflow += fp16_underflow;
+        h.fp16_overflow += fp16_overflow;
+        h.negatives += negatives;
     }
 
     fn merge(&mut self, o: Self) {

@@ -113,28 +113,42 @@ impl Accumulator for GhmAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         // f64 subtotals within a run of a summation block, one exact add per run and bin (see
         // `analysis::edges`).
+        // Decision i goes to lane i % 4 (four independent add chains: most decisions fall in
+        // the same bin); the lanes are combined in a fixed order at the end of the run.
         let n = self.bins;
-        let mut ce = vec![0.0f64; 4 * n];
-        let mut grad = vec![0.0f64; 4 * n];
+        let width = 4 * n;
+        let mut ce = vec![0.0f64; 4 * width];
+        let mut grad = vec![0.0f64; 4 * width];
+        let mut count = vec![0u64; 4 * width];
         for run in chunk.runs {
             let mut image = vec![ExactSum::ZERO; n];
-            for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
+            let decisions = &chunk.decisions[run.start..run.end];
+            let meta = &chunk.meta[run.start..run.end];
+            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
                 let g = d.ce_grad();
-                let bin = bin_of(g, n);
-                let at = m.bucket as usize * n + bin;
-                self.buckets[m.bucket as usize].count[bin] += 1;
+                let at = (i & 3) * width + m.bucket as usize * n + bin_of(g, n);
+                count[at] += 1;
                 ce[at] += d.ce * m.weight;
                 grad[at] += g * m.weight;
             }
             for (bucket, b) in self.buckets.iter_mut().enumerate() {
                 for bin in 0..n {
                     let at = bucket * n + bin;
-                    if ce[at] != 0.0 || grad[at] != 0.0 {
-                        b.ce[bin] += ce[at];
-                        b.grad[bin] += grad[at];
-                        image[bin] += ce[at];
-                        ce[at] = 0.0;
-                        grad[at] = 0.0;
+                    let lanes = [at, width + at, 2 * width + at, 3 * width + at];
+                    let c: u64 = lanes.iter().map(|&k| count[k]).sum();
+                    if c == 0 {
+                        continue;
+                    }
+                    let sum = |v: &[f64]| (v[lanes[0]] + v[lanes[1]]) + (v[lanes[2]] + v[lanes[3]]);
+                    let (ce_sum, grad_sum) = (sum(&ce), sum(&grad));
+                    b.count[bin] += c;
+                    b.ce[bin] += ce_sum;
+                    b.grad[bin] += grad_sum;
+                    image[bin] += ce_sum;
+                    for k in lanes {
+                        count[k] = 0;
+                        ce[k] = 0.0;
+                        grad[k] = 0.0;
                     }
                 }
             }

@@ -116,10 +116,14 @@ impl Accumulator for WeightedAcc {
         // `analysis::edges`): the same rows always form the same runs, whatever the batching.
         let mut count = [0u64; 4];
         for run in chunk.runs {
-            // Bucket sums in registers: each decision adds to all four with a 0/1 mask (a
-            // runtime index would chain every add through memory).
-            let (mut loss_b, mut grad_b) = ([0.0f64; 4], [0.0f64; 4]);
-            for (d, m) in chunk.decisions[run.start..run.end].iter().zip(&chunk.meta[run.start..run.end]) {
+            // Bucket sums in four interleaved lanes (decision i goes to lane i % 4): four
+            // independent add chains instead of one, combined at the end of the run in a fixed
+            // order, so the result depends only on the run's decisions.
+            let mut lanes = [[0.0f64; 8]; 4];
+            let mut counts = [[0u64; 4]; 4];
+            let decisions = &chunk.decisions[run.start..run.end];
+            let meta = &chunk.meta[run.start..run.end];
+            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
                 let (loss, grad) = match kind {
                     WeightedKind::Ce => (d.ce, d.ce_grad()),
                     WeightedKind::AlphaCe => {
@@ -129,14 +133,21 @@ impl Accumulator for WeightedAcc {
                     WeightedKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
                 };
                 let b = m.bucket as usize;
-                let (loss, grad) = (loss * m.weight, grad * m.weight);
+                let lane = &mut lanes[i & 3];
+                lane[b] += loss * m.weight;
+                lane[4 + b] += grad * m.weight;
+                counts[i & 3][b] += 1;
+            }
+            for c in counts {
                 for k in 0..4 {
-                    let hit = k == b;
-                    let mask = if hit { 1.0 } else { 0.0 };
-                    loss_b[k] += loss * mask;
-                    grad_b[k] += grad * mask;
-                    count[k] += u64::from(hit);
+                    count[k] += c[k];
                 }
+            }
+            let mut loss_b = [0.0f64; 4];
+            let mut grad_b = [0.0f64; 4];
+            for k in 0..4 {
+                loss_b[k] = (lanes[0][k] + lanes[1][k]) + (lanes[2][k] + lanes[3][k]);
+                grad_b[k] = (lanes[0][4 + k] + lanes[1][4 + k]) + (lanes[2][4 + k] + lanes[3][4 + k]);
             }
             let mut image_loss = ExactSum::ZERO;
             for b in 0..4 {
