@@ -424,7 +424,12 @@ impl SelectAcc {
             let key = &batch.images[run.image].key;
             let segments = match self.open.get_mut(key) {
                 Some(l) => l,
-                None => self.open.entry(key.clone()).or_insert_with(|| vec![Vec::new()]),
+                None => {
+                    // At most one candidate per row of the image in this batch: no regrowth.
+                    let image = &batch.images[run.image];
+                    let rows = image.end - image.start;
+                    self.open.entry(key.clone()).or_insert_with(|| vec![Vec::with_capacity(rows)])
+                }
             };
             let list = segments.last_mut().expect("segments are never empty");
             let mut i = run.start;

@@ -84,10 +84,12 @@ impl SampledTotals {
         self.chosen.count_all(cands);
         // Per stratum (negatives, positives), per bucket: sums of decision counts, CE and
         // gradient; the expectation is each sum times the stratum's inclusion probability.
+        // f64 sums: the image is complete and its candidates are in canonical (dump) order, so
+        // the sums do not depend on how the dump was split.
         let mut n = [0usize; 2];
         let mut count = [[0f64; 4]; 2];
-        let mut loss = [[ExactSum::ZERO; 4]; 2];
-        let mut grad = [[ExactSum::ZERO; 4]; 2];
+        let mut loss = [[0f64; 4]; 2];
+        let mut grad = [[0f64; 4]; 2];
         for c in cands {
             let s = usize::from(c.positive);
             n[s] += 1;
@@ -103,9 +105,9 @@ impl SampledTotals {
             for b in 0..4 {
                 let bucket = &mut self.chosen.buckets[b];
                 bucket.selected += pi[s] * count[s][b];
-                let l = pi[s] * loss[s][b].value();
+                let l = pi[s] * loss[s][b];
                 bucket.loss += l;
-                bucket.grad += pi[s] * grad[s][b].value();
+                bucket.grad += pi[s] * grad[s][b];
                 image_loss += l;
             }
         }
@@ -117,7 +119,7 @@ impl SampledTotals {
         let mut dev = [[[0f64; 4]; 2]; 2]; // [stratum][count|loss][bucket]
         let means: [[[f64; 4]; 2]; 2] = [0, 1].map(|s| {
             let m = n[s].max(1) as f64;
-            [count[s].map(|x| x / m), loss[s].map(|x| x.value() / m)]
+            [count[s].map(|x| x / m), loss[s].map(|x| x / m)]
         });
         for c in cands {
             let s = usize::from(c.positive);
