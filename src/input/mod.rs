@@ -535,8 +535,9 @@ pub fn in_reader_call() -> bool {
 }
 
 /// Runs a call into the Parquet decoder, turning a panic into an error naming the file.
-/// polars-parquet 0.55 panics on some corrupt files (malformed thrift, impossible offsets)
-/// instead of returning an error; the fuzz harness (`tests/util/fuzz.rs`) found them.
+/// Decoders panic on some corrupt files (malformed thrift, impossible offsets) instead of
+/// returning an error; the fuzz harness (`tests/util/fuzz.rs`) found such panics in
+/// polars-parquet 0.55 (footers are still parsed with it) and keeps looking in both.
 fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, InputError>) -> Result<T, InputError> {
     let before = IN_READER.with(|flag| flag.replace(true));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));

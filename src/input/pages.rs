@@ -1,9 +1,9 @@
-//! Sanity checks of the Parquet footer and page headers, before polars decodes anything.
+//! Sanity checks of the Parquet footer and page headers, before any data page is decoded.
 //!
-//! polars-parquet 0.55 trusts the counts it reads: a corrupt page header (say a value count
-//! that became negative) makes it reserve exabytes, and the process aborts with "memory
-//! allocation failed" instead of reporting the file (found by the fuzz harness,
-//! `tests/util/fuzz.rs`). These checks bound every count and size by what the file can hold,
+//! Decoders trust the counts they read: with polars-parquet 0.55 (the decoder before arrow-rs)
+//! a corrupt page header (say a value count that became negative) made it reserve exabytes, and
+//! the process aborted with "memory allocation failed" instead of reporting the file (found by
+//! the fuzz harness, `tests/util/fuzz.rs`, which now runs against the arrow-rs decoder). These checks bound every count and size by what the file can hold,
 //! so such files give a clear error naming the file, row group, column and byte offset.
 //! They read only the page headers (a few dozen bytes per page, pages are ~1 MB).
 
