@@ -148,27 +148,24 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn push(&mut self, image: usize, d: Decision, m: Meta) {
+    /// Counts one more decision (the next, at index `meta.len()`) in `image`'s run.
+    fn extend_run(&mut self, image: usize) {
+        let n = self.meta.len();
         match self.runs.last_mut() {
             Some(r) if r.image == image => r.end += 1,
-            _ => {
-                let n = self.decisions.len();
-                self.runs.push(ChunkRun { image, start: n, end: n + 1 });
-            }
+            _ => self.runs.push(ChunkRun { image, start: n, end: n + 1 }),
         }
+    }
+
+    fn push(&mut self, image: usize, d: Decision, m: Meta) {
+        self.extend_run(image);
         self.decisions.push(d);
         self.meta.push(m);
     }
 
     /// Queues a hard-target logit decision; its bucket is set at flush.
     fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32) {
-        match self.runs.last_mut() {
-            Some(r) if r.image == image => r.end += 1,
-            _ => {
-                let n = self.meta.len();
-                self.runs.push(ChunkRun { image, start: n, end: n + 1 });
-            }
-        }
+        self.extend_run(image);
         self.xs.push(x);
         self.ys.push(y);
         self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight: 1.0 });
