@@ -499,7 +499,6 @@ fn dense_and_binary_dumps_of_the_same_seed_agree() {
     assert_json_close(&a["strategies"], &b["strategies"], 1e-12, "strategies");
 }
 
-
 /// The committed fixtures in tests/fixtures were written by pyarrow (tests/fixtures/make_fixtures.py).
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))

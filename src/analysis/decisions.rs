@@ -181,7 +181,13 @@ impl Buffers {
             self.ys.clear();
         }
         if !self.decisions.is_empty() {
-            sink(&DecisionChunk { batch, decisions: &self.decisions, meta: &self.meta, runs: &self.runs, whole });
+            sink(&DecisionChunk {
+                batch,
+                decisions: &self.decisions,
+                meta: &self.meta,
+                runs: &self.runs,
+                whole,
+            });
         }
         self.decisions.clear();
         self.meta.clear();
@@ -243,7 +249,11 @@ fn expand<T: Copy + Into<f64>>(
                         } else {
                             let d = Decision::from_prob(x, y);
                             let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                            buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                            buf.push(
+                                image,
+                                d,
+                                Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 },
+                            );
                         }
                     }
                 }

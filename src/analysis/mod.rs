@@ -716,8 +716,12 @@ mod tests {
         let mut total = Pass::starting(config, None);
         for r in ranges {
             let mut pass = Pass::new(config, None);
-            pass.observe_batch(&exp, &batch(&data[r.clone()], r.start as u64, data.len()), config.easy_threshold())
-                .unwrap();
+            pass.observe_batch(
+                &exp,
+                &batch(&data[r.clone()], r.start as u64, data.len()),
+                config.easy_threshold(),
+            )
+            .unwrap();
             total.merge(pass).unwrap();
         }
         total.finish_selection().unwrap();

@@ -105,12 +105,21 @@ impl Batch {
         }
         fn join<T: Clone>(parts: &[Batch], get: impl Fn(&Batch) -> Option<&Vec<T>>) -> Option<Vec<T>> {
             get(&parts[0])?;
-            Some(parts.iter().flat_map(|p| get(p).expect("parts have the same columns").iter().cloned()).collect())
+            Some(
+                parts
+                    .iter()
+                    .flat_map(|p| get(p).expect("parts have the same columns").iter().cloned())
+                    .collect(),
+            )
         }
         let scores = if first.scores.f32s().is_some() {
-            ScoreValues::from_f32(parts.iter().flat_map(|p| p.scores.f32s().unwrap_or(&[]).iter().copied()).collect())
+            ScoreValues::from_f32(
+                parts.iter().flat_map(|p| p.scores.f32s().unwrap_or(&[]).iter().copied()).collect(),
+            )
         } else {
-            ScoreValues::from_f64(parts.iter().flat_map(|p| p.scores.f64s().unwrap_or(&[]).iter().copied()).collect())
+            ScoreValues::from_f64(
+                parts.iter().flat_map(|p| p.scores.f64s().unwrap_or(&[]).iter().copied()).collect(),
+            )
         };
         let targets = match &first.targets {
             Targets::Labels(_) => Targets::Labels(
@@ -162,7 +171,8 @@ mod tests {
     fn slices_concatenate_back_to_the_batch() {
         let ids = [1, 1, 2, 2, 2, 3];
         let scores: Vec<f32> = (0..12).map(|i| i as f32).collect();
-        let b = test_batch(ids, Targets::Labels(vec![-1, 0, 1, -2, -1, 0]), ScoreValues::from_f32(scores), 10);
+        let b =
+            test_batch(ids, Targets::Labels(vec![-1, 0, 1, -2, -1, 0]), ScoreValues::from_f32(scores), 10);
         let (a, c) = (b.slice(0..3, 10..13), b.slice(3..6, 13..16));
         assert_eq!(a.images.len(), 2);
         assert_eq!(c.images[0].key, b.images[1].key);
