@@ -629,13 +629,9 @@ fn run_in_pool(
         for part in parts {
             let (mut part, opened) = part?;
             if let Some(spill) = spill.as_mut() {
-                for (key, cands) in &opened {
+                let still_open = part.select.as_mut().map(|s| s.take_open()).unwrap_or_default();
+                for (key, cands) in opened.iter().chain(&still_open) {
                     spill.write(key, cands).map_err(spill_error)?;
-                }
-                if let Some(sel) = part.select.as_mut() {
-                    for (key, cands) in sel.take_open() {
-                        spill.write(&key, &cands).map_err(spill_error)?;
-                    }
                 }
             }
             total.merge(part).map_err(unsorted)?;

@@ -121,24 +121,18 @@ impl Batch {
                 parts.iter().flat_map(|p| p.scores.f64s().unwrap_or(&[]).iter().copied()).collect(),
             )
         };
-        let targets = match &first.targets {
-            Targets::Labels(_) => Targets::Labels(
-                parts
-                    .iter()
-                    .flat_map(|p| match &p.targets {
-                        Targets::Labels(l) => l.iter().copied(),
-                        Targets::Binary(_) => [].iter().copied(),
-                    })
-                    .collect(),
-            ),
-            Targets::Binary(_) => Targets::Binary(
-                parts
-                    .iter()
-                    .flat_map(|p| match &p.targets {
-                        Targets::Binary(t) => t.iter().copied(),
-                        Targets::Labels(_) => [].iter().copied(),
-                    })
-                    .collect(),
+        let labels = join(parts, |p| match &p.targets {
+            Targets::Labels(l) => Some(l),
+            Targets::Binary(_) => None,
+        });
+        let targets = match labels {
+            Some(l) => Targets::Labels(l),
+            None => Targets::Binary(
+                join(parts, |p| match &p.targets {
+                    Targets::Binary(t) => Some(t),
+                    Targets::Labels(_) => None,
+                })
+                .unwrap_or_default(),
             ),
         };
         Batch {
