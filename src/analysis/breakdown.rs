@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{Bucket, DecisionChunk};
+use super::decisions::{Bucket, DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::input::{Batch, ImageKey, Targets};
@@ -250,7 +250,7 @@ impl Accumulator for BreakdownAcc {
 
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let batch = chunk.batch;
-        let (gamma, alpha) = (self.gamma, self.alpha);
+        let focus = Focus { gamma: self.gamma, alpha: self.alpha };
         // f64 subtotals per run (one image within one summation block), folded exactly once
         // per run: per class, per level, per IoU band, for the image, and the logit sum.
         let mut class: Vec<Partial> = Vec::new();
@@ -269,7 +269,7 @@ impl Accumulator for BreakdownAcc {
                 let positive = m.bucket.is_positive();
                 let easy_negative = m.bucket == Bucket::EasyNegative;
                 let ce = d.ce * m.weight;
-                let focal = d.focal(gamma, alpha) * m.weight;
+                let focal = chunk.terms.focal_of(focus, run.start + i, d) * m.weight;
                 anchor.add(positive, easy_negative, ce, focal);
                 let c = m.class as usize;
                 if class.len() <= c {
@@ -278,7 +278,8 @@ impl Accumulator for BreakdownAcc {
                 class[c].add(positive, easy_negative, ce, focal);
                 // Gradient density of |p - y| (two lanes: most decisions fall in one bin, and
                 // a single counter would chain every increment through memory).
-                let bin = ((d.ce_grad() * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
+                let bin = ((chunk.terms.ce_grad[run.start + i] * DENSITY_BINS as f64) as usize)
+                    .min(DENSITY_BINS - 1);
                 density[((i & 1) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
                 // Health, in local counters.
                 saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);

@@ -115,6 +115,84 @@ pub struct ChunkRun {
     pub end: usize,
 }
 
+/// The focal loss's parameters that the accumulators share: the analysis's gamma and alpha.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Focus {
+    /// Focusing parameter gamma.
+    pub gamma: f64,
+    /// alpha, `None` = no alpha weighting.
+    pub alpha: Option<f64>,
+}
+
+/// What turns rows into decisions: the easy threshold and the focal parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Scoring {
+    /// Easy threshold tau on p_t.
+    pub tau: f64,
+    /// gamma and alpha of [`Terms`].
+    pub focus: Focus,
+}
+
+/// Per-decision quantities several accumulators need, computed once per chunk, parallel to
+/// [`DecisionChunk::decisions`], with the same bits as the [`Decision`] methods give.
+#[derive(Clone, Debug, Default)]
+pub struct Terms {
+    /// The gamma and alpha of `focal` and `focal_grad`.
+    pub focus: Focus,
+    /// alpha_t ([`Decision::alpha_t`]).
+    pub alpha_t: Vec<f64>,
+    /// |p - y| ([`Decision::ce_grad`]).
+    pub ce_grad: Vec<f64>,
+    /// Focal loss ([`Decision::focal`]), unweighted.
+    pub focal: Vec<f64>,
+    /// Its gradient norm ([`Decision::focal_grad`]), unweighted.
+    pub focal_grad: Vec<f64>,
+}
+
+impl Terms {
+    /// Recomputes the terms for `decisions`.
+    fn compute(&mut self, decisions: &[Decision]) {
+        let gamma = self.focus.gamma;
+        // The modulating factor's branch on gamma, out of the loop (the same bits as
+        // `loss::modulating`).
+        if gamma == 2.0 {
+            self.fill(decisions, |q, _| q * q);
+        } else if gamma == 0.0 {
+            self.fill(decisions, |_, _| 1.0);
+        } else {
+            self.fill(decisions, |q, ln_q| crate::loss::modulating(gamma, q, ln_q));
+        }
+    }
+
+    #[inline(always)]
+    fn fill(&mut self, decisions: &[Decision], factor: impl Fn(f64, f64) -> f64) {
+        let Focus { gamma, alpha } = self.focus;
+        for v in [&mut self.alpha_t, &mut self.ce_grad, &mut self.focal, &mut self.focal_grad] {
+            v.clear();
+            v.reserve(decisions.len());
+        }
+        for d in decisions {
+            let a = d.alpha_t(alpha);
+            let m = factor(d.q, d.ln_q);
+            self.alpha_t.push(a);
+            self.ce_grad.push(d.ce_grad());
+            self.focal.push(a * m * d.ce);
+            self.focal_grad.push(a * m * (d.a + gamma * d.b).abs());
+        }
+    }
+
+    /// The focal loss of decision `i` under `focus`: the precomputed value when `focus` is
+    /// the one the terms were computed with.
+    #[inline]
+    pub fn focal_of(&self, focus: Focus, i: usize, d: &Decision) -> f64 {
+        if focus == self.focus {
+            self.focal[i]
+        } else {
+            d.focal(focus.gamma, focus.alpha)
+        }
+    }
+}
+
 /// A slice of decisions, with their metadata and image runs.
 #[derive(Clone, Copy, Debug)]
 pub struct DecisionChunk<'a> {
@@ -126,6 +204,8 @@ pub struct DecisionChunk<'a> {
     pub meta: &'a [Meta],
     /// Image runs covering all decisions, in order.
     pub runs: &'a [ChunkRun],
+    /// Per-decision terms, parallel to `decisions`.
+    pub terms: &'a Terms,
     /// Whether the chunk is a whole summation block (all rows of the block it lies in). The
     /// rows of a block that a batch boundary cuts come again, joined, in a whole chunk later
     /// (see [`super::edges`]); accumulators that sum in f64 within a chunk observe whole
@@ -145,6 +225,7 @@ struct Buffers {
     xs: Vec<f64>,
     ys: Vec<f64>,
     tau: f64,
+    terms: Terms,
 }
 
 impl Buffers {
@@ -181,11 +262,13 @@ impl Buffers {
             self.ys.clear();
         }
         if !self.decisions.is_empty() {
+            self.terms.compute(&self.decisions);
             sink(&DecisionChunk {
                 batch,
                 decisions: &self.decisions,
                 meta: &self.meta,
                 runs: &self.runs,
+                terms: &self.terms,
                 whole,
             });
         }
@@ -197,10 +280,15 @@ impl Buffers {
 
 /// Expands a batch into decision chunks, one per summation block (and image run within it),
 /// and hands each to `sink`.
-pub fn for_each_chunk(exp: &Expansion, batch: &Batch, tau: f64, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
+pub fn for_each_chunk(
+    exp: &Expansion,
+    batch: &Batch,
+    scoring: &Scoring,
+    sink: &mut dyn FnMut(&DecisionChunk<'_>),
+) {
     match (batch.scores.f32s(), batch.scores.f64s()) {
-        (Some(v), _) => expand(exp, batch, v, tau, sink),
-        (_, Some(v)) => expand(exp, batch, v, tau, sink),
+        (Some(v), _) => expand(exp, batch, v, scoring, sink),
+        (_, Some(v)) => expand(exp, batch, v, scoring, sink),
         (None, None) => unreachable!("scores are float32 or float64"),
     }
 }
@@ -209,13 +297,15 @@ fn expand<T: Copy + Into<f64>>(
     exp: &Expansion,
     batch: &Batch,
     scores: &[T],
-    tau: f64,
+    scoring: &Scoring,
     sink: &mut dyn FnMut(&DecisionChunk<'_>),
 ) {
+    let tau = scoring.tau;
     let shape = exp.shape;
     let width = exp.width;
     let logits = shape.scores == ScoreKind::Logits;
     let mut buf = Buffers { tau, ..Buffers::default() };
+    buf.terms.focus = scoring.focus;
     buf.decisions.reserve(CHUNK + width);
     buf.meta.reserve(CHUNK + width);
     let block_rows = exp.block_rows();

@@ -34,7 +34,7 @@ use crate::input::{Batch, Dump, DumpInfo, ImageKey};
 use crate::report::{DatasetSummary, Metadata, Parameters, Report, StrategyReport, SCHEMA_VERSION};
 use breakdown::BreakdownAcc;
 use dataset::DatasetAcc;
-use decisions::{DecisionChunk, Expansion};
+use decisions::{DecisionChunk, Expansion, Focus, Scoring};
 use edges::Edges;
 use ghm::GhmAcc;
 use ids::IdsAcc;
@@ -139,7 +139,10 @@ pub struct Pass {
     edges: Edges,
     /// The expansion and easy threshold of the batches seen (to sum joined blocks on merge).
     #[serde(skip)]
-    context: Option<(Expansion, f64)>,
+    context: Option<(Expansion, Scoring)>,
+    /// The analysis's focal parameters (for the per-chunk [`decisions::Terms`]).
+    #[serde(skip)]
+    focus: Focus,
 }
 
 impl Pass {
@@ -166,6 +169,7 @@ impl Pass {
             ids: IdsAcc::default(),
             edges: Edges::default(),
             context: None,
+            focus: Focus { gamma: config.gamma(), alpha: config.alpha() },
         }
     }
 
@@ -194,9 +198,10 @@ impl Pass {
         if let Some(b) = &mut self.breakdown {
             b.observe_batch(batch);
         }
-        self.context = Some((*exp, tau));
+        let scoring = Scoring { tau, focus: self.focus };
+        self.context = Some((*exp, scoring));
         let Pass { dataset, strategies, select, breakdown, sweep, .. } = self;
-        decisions::for_each_chunk(exp, batch, tau, &mut |chunk| {
+        decisions::for_each_chunk(exp, batch, &scoring, &mut |chunk| {
             dataset.observe(chunk);
             if let Some(sel) = select.as_mut() {
                 sel.observe(chunk);
@@ -235,9 +240,9 @@ impl Pass {
 
     /// Sums a summation block joined from the pieces that batch boundaries cut.
     fn observe_block(&mut self, block: &Batch) {
-        let Some((exp, tau)) = self.context else { return };
+        let Some((exp, scoring)) = self.context else { return };
         let Pass { strategies, breakdown, sweep, .. } = self;
-        decisions::for_each_chunk(&exp, block, tau, &mut |chunk| {
+        decisions::for_each_chunk(&exp, block, &scoring, &mut |chunk| {
             debug_assert!(chunk.whole, "a joined block is whole");
             Self::observe_sums(strategies, breakdown, sweep, chunk);
         });

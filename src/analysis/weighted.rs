@@ -14,11 +14,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
-use super::decisions::DecisionChunk;
+use super::decisions::{DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::{Accumulator, BucketAcc};
 use crate::config::StrategyKind;
 use crate::input::ImageKey;
+use crate::loss::Decision;
 use crate::report::StrategyReport;
 
 /// The reweighting strategies.
@@ -109,9 +110,10 @@ impl WeightedAcc {
     }
 }
 
-impl Accumulator for WeightedAcc {
-    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        let Weighting { kind, gamma, alpha } = self.weighting;
+impl WeightedAcc {
+    /// Sums one chunk; `terms(i, d)` gives decision `i`'s loss and gradient norm (unweighted).
+    #[inline(always)]
+    fn observe_with(&mut self, chunk: &DecisionChunk<'_>, terms: impl Fn(usize, &Decision) -> (f64, f64)) {
         // f64 subtotals within a run of a summation block, one exact add per run (see
         // `analysis::edges`): the same rows always form the same runs, whatever the batching.
         let mut count = [0u64; 4];
@@ -124,14 +126,7 @@ impl Accumulator for WeightedAcc {
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
             for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
-                let (loss, grad) = match kind {
-                    WeightedKind::Ce => (d.ce, d.ce_grad()),
-                    WeightedKind::AlphaCe => {
-                        let a = d.alpha_t(alpha);
-                        (a * d.ce, a * d.ce_grad())
-                    }
-                    WeightedKind::Focal => (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)),
-                };
+                let (loss, grad) = terms(run.start + i, d);
                 let b = m.bucket as usize;
                 let lane = &mut lanes[i & 3];
                 lane[b] += loss * m.weight;
@@ -167,6 +162,31 @@ impl Accumulator for WeightedAcc {
         for (b, n) in self.buckets.iter_mut().zip(count) {
             b.count += n;
             b.selected += n as f64;
+        }
+    }
+}
+
+impl Accumulator for WeightedAcc {
+    fn observe(&mut self, chunk: &DecisionChunk<'_>) {
+        let Weighting { kind, gamma, alpha } = self.weighting;
+        // The chunk's precomputed terms where they are this strategy's (the same bits as the
+        // `Decision` methods), the methods otherwise.
+        let t = chunk.terms;
+        let shared = t.focus == Focus { gamma, alpha };
+        match kind {
+            WeightedKind::Ce => self.observe_with(chunk, |i, d| (d.ce, t.ce_grad[i])),
+            WeightedKind::AlphaCe if t.focus.alpha == alpha => self.observe_with(chunk, |i, d| {
+                let a = t.alpha_t[i];
+                (a * d.ce, a * t.ce_grad[i])
+            }),
+            WeightedKind::AlphaCe => self.observe_with(chunk, |_, d| {
+                let a = d.alpha_t(alpha);
+                (a * d.ce, a * d.ce_grad())
+            }),
+            WeightedKind::Focal if shared => self.observe_with(chunk, |i, _| (t.focal[i], t.focal_grad[i])),
+            WeightedKind::Focal => {
+                self.observe_with(chunk, |_, d| (d.focal(gamma, alpha), d.focal_grad(gamma, alpha)))
+            }
         }
     }
 

@@ -7,32 +7,33 @@
 //! floor(f k) positives are kept and the rest of the k slots go to negatives, each by loss (the
 //! focal-loss paper's "OHEM 1:3" is f = 0.25).
 
-use super::{hardest_first, top, Candidate};
+use super::{rank, top, Candidate, Split};
 use crate::config::OhemParams;
 
-/// Indices of the selected candidates, hardest first.
-pub fn select(cands: &[Candidate], p: &OhemParams) -> Vec<usize> {
+/// Indices of the selected candidates (in dump order, split by `split`), hardest first.
+pub fn select(cands: &[Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {
     let k = p.k;
     let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
-    let mut sel = match p.nms {
-        None if p.pos_fraction.is_none() => return top(cands, (0..cands.len()).collect(), k, |c| c.ce),
+    let sel = match p.nms {
+        None if p.pos_fraction.is_none() => {
+            let all: Vec<usize> = (0..cands.len()).collect();
+            return top(cands, &all, k, |c| c.ce);
+        }
         None => {
-            let (pos, neg): (Vec<usize>, Vec<usize>) = (0..cands.len()).partition(|&i| cands[i].positive);
-            let pos = top(cands, pos, max_pos, |c| c.ce);
-            let neg = top(cands, neg, k - pos.len(), |c| c.ce);
+            let pos = top(cands, &split.pos, max_pos, |c| c.ce);
+            let neg = top(cands, &split.neg, k - pos.len(), |c| c.ce);
             [pos, neg].concat()
         }
         Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),
     };
-    sel.sort_unstable_by(|&i, &j| hardest_first(cands[i].ce, &cands[i], cands[j].ce, &cands[j]));
-    sel
+    rank(cands, &sel, |c| c.ce)
 }
 
 /// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
 /// `max_pos` positives and negatives for the remaining slots.
 fn nms_select(cands: &[Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..cands.len()).collect();
-    order.sort_unstable_by(|&i, &j| hardest_first(cands[i].ce, &cands[i], cands[j].ce, &cands[j]));
+    let all: Vec<usize> = (0..cands.len()).collect();
+    let order = rank(cands, &all, |c| c.ce);
     // Every survivor suppresses later boxes, whether or not a quota lets it in.
     let mut kept: Vec<[f32; 4]> = Vec::new();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
@@ -106,14 +107,18 @@ mod tests {
         }
     }
 
+    fn sel(c: &[Candidate], p: &OhemParams) -> Vec<usize> {
+        select(c, &Split::of(c), p)
+    }
+
     #[test]
     fn ties_go_to_the_earlier_row_and_k_may_exceed_the_image() {
         let c =
             vec![cand(0, 1.0, false, [0.0; 4]), cand(1, 2.0, false, [0.0; 4]), cand(2, 1.0, false, [0.0; 4])];
         let p = OhemParams { k: 2, nms: None, pos_fraction: None };
-        assert_eq!(select(&c, &p), vec![1, 0]);
+        assert_eq!(sel(&c, &p), vec![1, 0]);
         let p = OhemParams { k: 10, ..p };
-        assert_eq!(select(&c, &p), vec![1, 0, 2]);
+        assert_eq!(sel(&c, &p), vec![1, 0, 2]);
     }
 
     #[test]
@@ -125,10 +130,10 @@ mod tests {
             cand(2, 0.5, false, [50.0, 50.0, 60.0, 60.0]),
         ];
         let p = OhemParams { k: 2, nms: Some(0.5), pos_fraction: None };
-        assert_eq!(select(&c, &p), vec![1, 2]);
+        assert_eq!(sel(&c, &p), vec![1, 2]);
         // A suppressed box cannot suppress: the threshold is strict (IoU 0.81 is not > 0.9).
         let p = OhemParams { k: 3, nms: Some(0.9), pos_fraction: None };
-        assert_eq!(select(&c, &p), vec![1, 0, 2]);
+        assert_eq!(sel(&c, &p), vec![1, 0, 2]);
     }
 
     #[test]
@@ -141,7 +146,7 @@ mod tests {
             cand(4, 1.0, false, [0.0; 4]),
         ];
         let p = OhemParams { k: 4, nms: None, pos_fraction: Some(0.25) };
-        assert_eq!(select(&c, &p), vec![0, 2, 3, 4]);
+        assert_eq!(sel(&c, &p), vec![0, 2, 3, 4]);
         // The same through NMS that suppresses nothing (boxes far apart).
         let spread: Vec<Candidate> = c
             .iter()
@@ -158,8 +163,8 @@ mod tests {
             })
             .collect();
         let p = OhemParams { k: 4, nms: Some(0.5), pos_fraction: Some(0.25) };
-        assert_eq!(select(&spread, &p), vec![0, 2, 3, 4]);
+        assert_eq!(sel(&spread, &p), vec![0, 2, 3, 4]);
         let p = OhemParams { k: 2, nms: Some(0.5), pos_fraction: None };
-        assert_eq!(select(&spread, &p), vec![0, 1]);
+        assert_eq!(sel(&spread, &p), vec![0, 1]);
     }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Candidate, Chosen};
+use super::{Candidate, Chosen, Split};
 use crate::analysis::sum::ExactSum;
 use crate::config::SampledParams;
 use crate::input::ImageKey;
@@ -36,10 +36,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The sampling plan of an image.
-    pub fn new(cands: &[Candidate], p: &SampledParams) -> Plan {
-        let n_positives = cands.iter().filter(|c| c.positive).count();
-        let n_negatives = cands.len() - n_positives;
+    /// The sampling plan of an image whose candidates split into `split`.
+    pub fn new(split: &Split, p: &SampledParams) -> Plan {
+        let (n_positives, n_negatives) = (split.pos.len(), split.neg.len());
         // int(B * f) in Python: truncation of the float product.
         let want = (p.batch_size_per_image as f64 * p.positive_fraction).floor() as usize;
         let n_pos = n_positives.min(want);
@@ -72,16 +71,20 @@ pub struct SampledTotals {
 }
 
 impl SampledTotals {
-    /// Adds one image's expectation, variances and draws.
+    /// Adds one image's expectation, variances and draws: its candidates (in dump order),
+    /// their split and decisions per bucket.
+    #[allow(clippy::too_many_arguments)]
     pub fn add_image(
         &mut self,
         cands: &[Candidate],
+        split: &Split,
+        counts: &[u64; 4],
         plan: &Plan,
         p: &SampledParams,
         key: &ImageKey,
         norm: f64,
     ) {
-        self.chosen.count_all(cands);
+        self.chosen.count_all(counts);
         // Per stratum (negatives, positives), per bucket: sums of decision counts, CE and
         // gradient; the expectation is each sum times the stratum's inclusion probability.
         // f64 sums: the image is complete and its candidates are in canonical (dump) order, so
@@ -146,7 +149,7 @@ impl SampledTotals {
             self.draws.resize(p.draws, [ExactSum::ZERO; 4]);
             self.draw_selected.resize(p.draws, 0);
         }
-        let pools = Pools::new(cands, p, key);
+        let pools = Pools::new(split, p, key);
         for d in 0..p.draws {
             for i in pools.draw(plan, d as u64) {
                 let c = &cands[i];
@@ -235,22 +238,20 @@ impl SampledTotals {
 }
 
 /// The positive and negative candidates of an image, and its random stream's seed.
-struct Pools {
-    pos: Vec<usize>,
-    neg: Vec<usize>,
+struct Pools<'a> {
+    split: &'a Split,
     seed: u64,
 }
 
-impl Pools {
-    fn new(cands: &[Candidate], p: &SampledParams, key: &ImageKey) -> Pools {
-        let (pos, neg) = (0..cands.len()).partition(|&i| cands[i].positive);
-        Pools { pos, neg, seed: p.seed ^ stable_hash(key.to_string().as_bytes()) }
+impl<'a> Pools<'a> {
+    fn new(split: &'a Split, p: &SampledParams, key: &ImageKey) -> Pools<'a> {
+        Pools { split, seed: p.seed ^ stable_hash(key.to_string().as_bytes()) }
     }
 
     fn draw(&self, plan: &Plan, d: u64) -> Vec<usize> {
         let mut rng = Rng::new(self.seed, d);
         let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
-        for (pool, k) in [(&self.pos, plan.n_pos), (&self.neg, plan.n_neg)] {
+        for (pool, k) in [(&self.split.pos, plan.n_pos), (&self.split.neg, plan.n_neg)] {
             out.extend(choose(&mut rng, pool.len(), k).into_iter().map(|j| pool[j]));
         }
         out.sort_unstable();
@@ -258,11 +259,12 @@ impl Pools {
     }
 }
 
-/// One seeded draw of an image: the indices of the sampled candidates, in index order. The
-/// stream depends only on the seed, the image id and the draw number, so draws do not change
-/// with the thread count or the order in which images are finalised.
-pub fn draw(cands: &[Candidate], plan: &Plan, p: &SampledParams, key: &ImageKey, d: u64) -> Vec<usize> {
-    Pools::new(cands, p, key).draw(plan, d)
+/// One seeded draw of an image whose candidates split into `split`: the indices of the sampled
+/// candidates, in index order. The stream depends only on the seed, the image id and the draw
+/// number, so draws do not change with the thread count or the order in which images are
+/// finalised.
+pub fn draw(split: &Split, plan: &Plan, p: &SampledParams, key: &ImageKey, d: u64) -> Vec<usize> {
+    Pools::new(split, p, key).draw(plan, d)
 }
 
 /// `k` distinct indices of `0..n`, uniformly (Floyd's algorithm), in ascending order.
@@ -335,17 +337,17 @@ mod tests {
         };
         let cands: Vec<Candidate> = (0..1000).map(|i| cand(i < 10)).collect();
         let p = SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 0, seed: 0 };
-        let plan = Plan::new(&cands, &p);
+        let plan = Plan::new(&Split::of(&cands), &p);
         assert_eq!((plan.n_pos, plan.n_neg), (10, 246));
         assert_eq!(plan.p_pos, 1.0);
         // B larger than the image: everything is taken.
         let p = SampledParams { batch_size_per_image: 5000, ..p };
-        let plan = Plan::new(&cands, &p);
+        let plan = Plan::new(&Split::of(&cands), &p);
         assert_eq!((plan.n_pos, plan.n_neg, plan.p_neg), (10, 990, 1.0));
         // int(512 * 0.25) = 128 positives at most.
         let many: Vec<Candidate> = (0..1000).map(|i| cand(i < 500)).collect();
         let p = SampledParams { batch_size_per_image: 512, positive_fraction: 0.25, draws: 0, seed: 0 };
-        assert_eq!(Plan::new(&many, &p).n_pos, 128);
+        assert_eq!(Plan::new(&Split::of(&many), &p).n_pos, 128);
     }
 
     #[test]

@@ -9,13 +9,13 @@
 //! rank trick (`idx.sort(1)[1] < num_negative`) also counts positives' losses a second time;
 //! hardmine caps at the negatives, as mmdetection does.
 
-use super::{top, Candidate};
+use super::{top, Candidate, Split};
 use crate::config::{EmptyImages, SsdParams};
 
-/// Indices of the selected candidates: positives in dump order, then the mined negatives,
-/// hardest first.
-pub fn select(cands: &[Candidate], p: &SsdParams) -> Vec<usize> {
-    let (pos, neg): (Vec<usize>, Vec<usize>) = (0..cands.len()).partition(|&i| cands[i].positive);
+/// Indices of the selected candidates (in dump order, split by `split`): positives in dump
+/// order, then the mined negatives, hardest first.
+pub fn select(cands: &[Candidate], split: &Split, p: &SsdParams) -> Vec<usize> {
+    let (pos, neg) = (&split.pos, &split.neg);
     let m = if pos.is_empty() {
         match p.empty_images {
             EmptyImages::NoNegatives => 0,
@@ -25,5 +25,5 @@ pub fn select(cands: &[Candidate], p: &SsdParams) -> Vec<usize> {
         pos.len().saturating_mul(p.neg_pos_ratio)
     };
     let neg = top(cands, neg, m.min(cands.len()), |c| c.ce);
-    [pos, neg].concat()
+    [pos.as_slice(), &neg].concat()
 }
