@@ -239,28 +239,37 @@ impl Buffers {
     }
 
     fn push(&mut self, image: usize, d: Decision, m: Meta) {
+        self.settle();
         self.extend_run(image);
         self.decisions.push(d);
         self.meta.push(m);
     }
 
-    /// Queues a hard-target logit decision; its bucket is set at flush.
-    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32) {
+    /// Queues a hard-target logit decision (`meta[decisions.len()..]` are the queued ones);
+    /// its bucket is set when the queue is computed.
+    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32, weight: f64) {
         self.extend_run(image);
         self.xs.push(x);
         self.ys.push(y);
-        self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight: 1.0 });
+        self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight });
+    }
+
+    /// Computes the queued logit decisions, over all of them at once (the vectorised kernel).
+    fn settle(&mut self) {
+        if self.xs.is_empty() {
+            return;
+        }
+        let from = self.decisions.len();
+        crate::loss::hard_logit_decisions(&self.xs, &self.ys, &mut self.decisions);
+        for (m, d) in self.meta[from..].iter_mut().zip(&self.decisions[from..]) {
+            m.bucket = Bucket::of(d.y > 0.0, d.p_t, self.tau);
+        }
+        self.xs.clear();
+        self.ys.clear();
     }
 
     fn flush(&mut self, batch: &Batch, whole: bool, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
-        if !self.xs.is_empty() {
-            crate::loss::hard_logit_decisions(&self.xs, &self.ys, &mut self.decisions);
-            for (m, d) in self.meta.iter_mut().zip(&self.decisions) {
-                m.bucket = Bucket::of(d.y > 0.0, d.p_t, self.tau);
-            }
-            self.xs.clear();
-            self.ys.clear();
-        }
+        self.settle();
         if !self.decisions.is_empty() {
             self.terms.compute(&self.decisions);
             sink(&DecisionChunk {
@@ -335,7 +344,7 @@ fn expand<T: Copy + Into<f64>>(
                         let y = if label == c as i32 { 1.0 } else { 0.0 };
                         let x: f64 = x.into();
                         if logits {
-                            buf.push_logit(image, x, y, row as u32, c as u32);
+                            buf.push_logit(image, x, y, row as u32, c as u32, 1.0);
                         } else {
                             let d = Decision::from_prob(x, y);
                             let bucket = Bucket::of(y > 0.0, d.p_t, tau);
@@ -367,11 +376,15 @@ fn expand<T: Copy + Into<f64>>(
                 (Targets::Binary(targets), _) => {
                     let y = targets[row];
                     let x: f64 = scores[row].into();
-                    let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
-                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
                     let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
                     let weight = batch.weight.as_ref().map_or(1.0, |w| w[row]);
-                    buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                    if logits && (y == 0.0 || y == 1.0) {
+                        buf.push_logit(image, x, y, row as u32, class, weight);
+                    } else {
+                        let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
+                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                        buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                    }
                 }
             }
         }

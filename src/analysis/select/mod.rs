@@ -19,7 +19,6 @@ pub mod sampled;
 pub mod spill;
 pub mod ssd;
 
-use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
@@ -100,13 +99,8 @@ impl Candidate {
     }
 }
 
-/// Hardest first: higher `score` first, then earlier in the dump.
-pub fn hardest_first(sa: f64, a: &Candidate, sb: f64, b: &Candidate) -> Ordering {
-    sb.total_cmp(&sa).then(a.file.cmp(&b.file)).then(a.row.cmp(&b.row))
-}
-
-/// A key whose ascending order is [`hardest_first`]'s for candidates listed in dump order:
-/// the score's bits mapped to an unsigned integer in descending `total_cmp` order, then the
+/// A key whose ascending order is "hardest first" (higher score first, by `f64::total_cmp`,
+/// then earlier in the dump) for candidates listed in dump order: the score's bits mapped to an unsigned integer in descending `total_cmp` order, then the
 /// index (which, in dump order, is the position). Sorting 16-byte keys instead of indices with
 /// a comparator that reads the candidates avoids a cache miss per comparison.
 #[inline]
@@ -118,18 +112,18 @@ pub fn rank_key(score: f64, index: usize) -> (u64, usize) {
 }
 
 /// `idx` ordered hardest first by `score`; `cands` must be in dump order.
-pub fn rank(cands: &[Candidate], idx: &[usize], score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
+pub fn rank(cands: &[&Candidate], idx: &[usize], score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
     top(cands, idx, idx.len(), score)
 }
 
 /// The `m` hardest of `idx` by `score`, hardest first; `cands` must be in dump order (ties go
 /// to the lower index).
-pub fn top(cands: &[Candidate], idx: &[usize], m: usize, score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
+pub fn top(cands: &[&Candidate], idx: &[usize], m: usize, score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
     debug_assert!(cands.is_sorted_by(|a, b| (a.file, a.row) <= (b.file, b.row)), "candidates in dump order");
     if m == 0 {
         return Vec::new();
     }
-    let mut keys: Vec<(u64, usize)> = idx.iter().map(|&i| rank_key(score(&cands[i]), i)).collect();
+    let mut keys: Vec<(u64, usize)> = idx.iter().map(|&i| rank_key(score(cands[i]), i)).collect();
     if m < keys.len() {
         keys.select_nth_unstable(m - 1);
         keys.truncate(m);
@@ -154,7 +148,7 @@ pub struct Split {
 
 impl Split {
     /// The split of `cands`.
-    pub fn of(cands: &[Candidate]) -> Split {
+    pub fn of(cands: &[&Candidate]) -> Split {
         let mut split =
             Split { neg: Vec::with_capacity(cands.len()), in_dump_order: true, ..Split::default() };
         let mut previous = (0u32, 0u64);
@@ -297,11 +291,11 @@ impl Chosen {
 
     /// Adds an image (decisions per bucket `counts`) whose selected candidates are `sel`
     /// (weight 1); returns `sel`.
-    fn take(&mut self, cands: &[Candidate], counts: &[u64; 4], sel: Vec<usize>, norm: f64) -> Vec<usize> {
+    fn take(&mut self, cands: &[&Candidate], counts: &[u64; 4], sel: Vec<usize>, norm: f64) -> Vec<usize> {
         self.count_all(counts);
         let mut loss = ExactSum::ZERO;
         for &i in &sel {
-            loss += self.select(&cands[i], 1.0);
+            loss += self.select(cands[i], 1.0);
         }
         self.normalized += loss.value() / norm;
         sel
@@ -435,7 +429,10 @@ impl SelectAcc {
 
     /// Takes every open image's candidates (partitioned mode: they go to the spill).
     pub fn take_open(&mut self) -> Vec<(ImageKey, Vec<Candidate>)> {
-        std::mem::take(&mut self.open).into_iter().map(|(k, segments)| (k, join(segments))).collect()
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(k, segments)| (k, segments.into_iter().flatten().collect()))
+            .collect()
     }
 
     /// Finalises complete images read back from the spill.
@@ -592,13 +589,8 @@ impl SelectAcc {
     pub fn finalize_ready(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         let config = &self.config;
-        let results: Vec<SelectTotals> = ready
-            .into_par_iter()
-            .map(|(key, segments)| {
-                let cands = join(segments);
-                finalize_image(config, key, cands)
-            })
-            .collect();
+        let results: Vec<SelectTotals> =
+            ready.into_par_iter().map(|(key, segments)| finalize_image(config, key, &segments)).collect();
         for r in results {
             self.totals.merge(r);
         }
@@ -627,20 +619,11 @@ impl SelectAcc {
     }
 }
 
-/// An image's candidate segments as one list, moved (not cloned) into the first segment.
-fn join(segments: Vec<Vec<Candidate>>) -> Vec<Candidate> {
-    let total: usize = segments.iter().map(Vec::len).sum();
-    let mut segments = segments.into_iter();
-    let mut all = segments.next().unwrap_or_default();
-    all.reserve_exact(total - all.len());
-    for s in segments {
-        all.extend(s);
-    }
-    all
-}
-
 /// Runs every selection strategy on one complete image.
-fn finalize_image(config: &SelectConfig, key: ImageKey, mut cands: Vec<Candidate>) -> SelectTotals {
+fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidate>]) -> SelectTotals {
+    // References, not a joined copy: an image's candidates may be hundreds of megabytes (a
+    // binary dump has one per decision).
+    let mut cands: Vec<&Candidate> = segments.iter().flatten().collect();
     // A canonical order, whatever order the parts were merged in (sorted dumps already are).
     // One scan for the split, the counts and the order check (an image's candidates do not
     // fit in cache: every scan is a trip to memory).
@@ -729,7 +712,7 @@ fn finalize_image(config: &SelectConfig, key: ImageKey, mut cands: Vec<Candidate
         let ranked = top(&cands, &rows, limit, score);
         let mut out = Vec::with_capacity(ranked.len());
         for (rank, &i) in ranked.iter().enumerate() {
-            let c = &cands[i];
+            let c = cands[i];
             let info = c.info.as_deref();
             let weight = match spec.strategy {
                 MineStrategy::Focal if c.ce > 0.0 => c.focal / c.ce,
@@ -833,5 +816,35 @@ impl SelectAcc {
         let focal_share_in_ohem = c.ohem.is_some().then(|| ratio(&o.focal_in_ohem));
         (!jaccard.is_empty() || focal_share_in_ohem.is_some())
             .then_some(Overlaps { jaccard, focal_share_in_ohem })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rank_keys_order_like_total_cmp_descending_then_index() {
+        let scores = [
+            f64::INFINITY,
+            1e300,
+            2.5,
+            1.0,
+            f64::MIN_POSITIVE,
+            5e-324,
+            0.0,
+            -0.0,
+            -5e-324,
+            -1.0,
+            f64::NEG_INFINITY,
+        ];
+        for (i, &a) in scores.iter().enumerate() {
+            for (j, &b) in scores.iter().enumerate() {
+                let want = b.total_cmp(&a).then(i.cmp(&j));
+                assert_eq!(rank_key(a, i).cmp(&rank_key(b, j)), want, "{a} vs {b}");
+            }
+            // Equal scores: the earlier index first.
+            assert!(rank_key(a, 3) < rank_key(a, 4));
+        }
     }
 }

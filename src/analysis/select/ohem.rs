@@ -11,7 +11,7 @@ use super::{rank, top, Candidate, Split};
 use crate::config::OhemParams;
 
 /// Indices of the selected candidates (in dump order, split by `split`), hardest first.
-pub fn select(cands: &[Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {
+pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {
     let k = p.k;
     let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
     let sel = match p.nms {
@@ -31,7 +31,7 @@ pub fn select(cands: &[Candidate], split: &Split, p: &OhemParams) -> Vec<usize> 
 
 /// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
 /// `max_pos` positives and negatives for the remaining slots.
-fn nms_select(cands: &[Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
+fn nms_select(cands: &[&Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
     let all: Vec<usize> = (0..cands.len()).collect();
     let order = rank(cands, &all, |c| c.ce);
     // Every survivor suppresses later boxes, whether or not a quota lets it in.
@@ -108,7 +108,8 @@ mod tests {
     }
 
     fn sel(c: &[Candidate], p: &OhemParams) -> Vec<usize> {
-        select(c, &Split::of(c), p)
+        let refs: Vec<&Candidate> = c.iter().collect();
+        select(&refs, &Split::of(&refs), p)
     }
 
     #[test]

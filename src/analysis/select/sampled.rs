@@ -76,7 +76,7 @@ impl SampledTotals {
     #[allow(clippy::too_many_arguments)]
     pub fn add_image(
         &mut self,
-        cands: &[Candidate],
+        cands: &[&Candidate],
         split: &Split,
         counts: &[u64; 4],
         plan: &Plan,
@@ -337,17 +337,17 @@ mod tests {
         };
         let cands: Vec<Candidate> = (0..1000).map(|i| cand(i < 10)).collect();
         let p = SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 0, seed: 0 };
-        let plan = Plan::new(&Split::of(&cands), &p);
+        let plan = Plan::new(&Split::of(&cands.iter().collect::<Vec<_>>()), &p);
         assert_eq!((plan.n_pos, plan.n_neg), (10, 246));
         assert_eq!(plan.p_pos, 1.0);
         // B larger than the image: everything is taken.
         let p = SampledParams { batch_size_per_image: 5000, ..p };
-        let plan = Plan::new(&Split::of(&cands), &p);
+        let plan = Plan::new(&Split::of(&cands.iter().collect::<Vec<_>>()), &p);
         assert_eq!((plan.n_pos, plan.n_neg, plan.p_neg), (10, 990, 1.0));
         // int(512 * 0.25) = 128 positives at most.
         let many: Vec<Candidate> = (0..1000).map(|i| cand(i < 500)).collect();
         let p = SampledParams { batch_size_per_image: 512, positive_fraction: 0.25, draws: 0, seed: 0 };
-        assert_eq!(Plan::new(&Split::of(&many), &p).n_pos, 128);
+        assert_eq!(Plan::new(&Split::of(&many.iter().collect::<Vec<_>>()), &p).n_pos, 128);
     }
 
     #[test]

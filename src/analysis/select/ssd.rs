@@ -14,7 +14,7 @@ use crate::config::{EmptyImages, SsdParams};
 
 /// Indices of the selected candidates (in dump order, split by `split`): positives in dump
 /// order, then the mined negatives, hardest first.
-pub fn select(cands: &[Candidate], split: &Split, p: &SsdParams) -> Vec<usize> {
+pub fn select(cands: &[&Candidate], split: &Split, p: &SsdParams) -> Vec<usize> {
     let (pos, neg) = (&split.pos, &split.neg);
     let m = if pos.is_empty() {
         match p.empty_images {
