@@ -587,50 +587,50 @@ fn run_in_pool(
         }
         Ok(())
     };
-    // Windows of row groups are processed in parallel and merged in order: bounded memory
-    // (a few decoded row groups per thread) and a deterministic merge sequence.
-    let window = 4 * rayon::current_num_threads().max(1);
-    for units in dump.units().chunks(window) {
-        type Opened = Vec<(ImageKey, Vec<select::Candidate>)>;
-        let spilling = spill.is_some();
-        let parts: Vec<Result<(Pass, Opened), Error>> = units
-            .par_iter()
-            .map(|&unit| {
-                if observer.cancelled() {
-                    return Err(InputError::Interrupted.into());
+    type Opened = Vec<(ImageKey, Vec<select::Candidate>)>;
+    let spilling = spill.is_some();
+    // One row group: read in batches, folded into one pass.
+    let process = |unit: crate::input::Unit| -> Result<(Pass, Opened), Error> {
+        if observer.cancelled() {
+            return Err(InputError::Interrupted.into());
+        }
+        // A row group arrives in batches (bounded memory whatever its size). Each batch is
+        // folded into a fresh pass merged into the unit's, in order: exactly what a file whose
+        // row groups were those batches gives (merges are associative in dump order), so
+        // results do not depend on the batch size.
+        // Partitioned mode: every batch's open images go to the spill (via `opened`) before the
+        // merge, so that merging settles nothing, as between units.
+        let mut unit_pass: Option<Pass> = None;
+        let mut opened: Opened = Vec::new();
+        dump.read_unit(unit, &mut |batch| -> Result<(), Error> {
+            let mut pass = new_pass();
+            pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
+            if spilling {
+                if let Some(sel) = pass.select.as_mut() {
+                    opened.extend(sel.take_open());
                 }
-                // A row group arrives in batches (bounded memory whatever its size). Each batch
-                // is folded into a fresh pass merged into the unit's, in order: exactly what a
-                // file whose row groups were those batches gives (merges are associative in
-                // dump order), so results do not depend on the batch size.
-                // Partitioned mode: every batch's open images go to the spill (via `opened`)
-                // before the merge, so that merging settles nothing, as between units.
-                let mut unit_pass: Option<Pass> = None;
-                let mut opened: Vec<(ImageKey, Vec<select::Candidate>)> = Vec::new();
-                dump.read_unit(unit, &mut |batch| -> Result<(), Error> {
-                    let mut pass = new_pass();
-                    pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
-                    if spilling {
-                        if let Some(sel) = pass.select.as_mut() {
-                            opened.extend(sel.take_open());
-                        }
+            }
+            match unit_pass.as_mut() {
+                None => unit_pass = Some(pass),
+                Some(u) => {
+                    u.merge(pass).map_err(unsorted)?;
+                    // Images complete inside the group need not wait for its end.
+                    if let Some(sel) = &mut u.select {
+                        sel.finalize_ready();
                     }
-                    match unit_pass.as_mut() {
-                        None => unit_pass = Some(pass),
-                        Some(u) => {
-                            u.merge(pass).map_err(unsorted)?;
-                            // Images complete inside the group need not wait for its end.
-                            if let Some(sel) = &mut u.select {
-                                sel.finalize_ready();
-                            }
-                        }
-                    }
-                    Ok(())
-                })?;
-                observer.rows_done(unit.rows);
-                Ok((unit_pass.unwrap_or_else(new_pass), opened))
-            })
-            .collect();
+                }
+            }
+            Ok(())
+        })?;
+        observer.rows_done(unit.rows);
+        Ok((unit_pass.unwrap_or_else(new_pass), opened))
+    };
+    // The parts of one window, merged into the total in dump order.
+    let mut merge = |parts: Vec<Result<(Pass, Opened), Error>>,
+                     total: &mut Pass,
+                     spill: &mut Option<select::spill::Spill>,
+                     exported: &mut bool|
+     -> Result<(), Error> {
         for part in parts {
             let (mut part, opened) = part?;
             if let Some(spill) = spill.as_mut() {
@@ -647,7 +647,29 @@ fn run_in_pool(
         if let Some(sel) = &mut total.select {
             sel.finalize_ready();
         }
-        drain(&mut total, exported)?;
+        drain(total, exported)
+    };
+    // Windows of row groups are processed in parallel and merged in order: bounded memory
+    // (a few decoded row groups per thread, two windows at a time) and a deterministic merge
+    // sequence. A window's merge (serial, apart from the images it finalises) runs alongside
+    // the next window's reading, so no core waits for it.
+    let window = 4 * rayon::current_num_threads().max(1);
+    let mut pending: Option<Vec<Result<(Pass, Opened), Error>>> = None;
+    let mut windows = dump.units().chunks(window);
+    loop {
+        let units = windows.next();
+        if units.is_none() && pending.is_none() {
+            break;
+        }
+        let (merged, parts) = rayon::join(
+            || match pending.take() {
+                Some(parts) => merge(parts, &mut total, &mut spill, exported),
+                None => Ok(()),
+            },
+            || units.map(|units| units.par_iter().map(|&unit| process(unit)).collect::<Vec<_>>()),
+        );
+        merged?;
+        pending = parts;
     }
     if let (Some(mut spill), Some(sel)) = (spill, total.select.as_mut()) {
         spill.finish().map_err(spill_error)?;
