@@ -15,6 +15,8 @@ use crate::report::{GradientDensity, GroupRow, Normalizer};
 
 /// Bins of the gradient-norm histograms.
 pub const DENSITY_BINS: usize = 100;
+/// Independent counters per gradient-density bin (decision i counts in lane i % 8).
+const DENSITY_LANES: usize = 8;
 /// Width of the IoU bands.
 pub const IOU_BANDS: usize = 10;
 /// Images listed in each top list.
@@ -256,7 +258,7 @@ impl Accumulator for BreakdownAcc {
         let mut class: Vec<Partial> = Vec::new();
         let mut levels: Vec<(i64, Partial)> = Vec::new();
         let mut ious = [Partial::default(); IOU_BANDS];
-        let mut density = vec![0u64; 4 * DENSITY_BINS];
+        let mut density = vec![0u64; 2 * DENSITY_LANES * DENSITY_BINS];
         let (mut saturated, mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) =
             (0u64, 0u64, 0u64, 0u64, 0u64);
         for run in chunk.runs {
@@ -276,11 +278,11 @@ impl Accumulator for BreakdownAcc {
                     class.resize(c + 1, Partial::default());
                 }
                 class[c].add(positive, easy_negative, ce, focal);
-                // Gradient density of |p - y| (two lanes: most decisions fall in one bin, and
-                // a single counter would chain every increment through memory).
+                // Gradient density of |p - y| (in lanes: most decisions fall in one bin, and a
+                // single counter would chain every increment through memory).
                 let bin = ((chunk.terms.ce_grad[run.start + i] * DENSITY_BINS as f64) as usize)
                     .min(DENSITY_BINS - 1);
-                density[((i & 1) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
+                density[((i % DENSITY_LANES) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
                 // Health, in local counters.
                 saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);
                 fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
@@ -337,7 +339,7 @@ impl Accumulator for BreakdownAcc {
         for side in 0..2 {
             for bin in 0..DENSITY_BINS {
                 self.density[side][bin] +=
-                    density[side * DENSITY_BINS + bin] + density[(2 + side) * DENSITY_BINS + bin];
+                    (0..DENSITY_LANES).map(|l| density[(2 * l + side) * DENSITY_BINS + bin]).sum::<u64>();
             }
         }
         let h = &mut self.health;

@@ -167,17 +167,20 @@ impl Terms {
     #[inline(always)]
     fn fill(&mut self, decisions: &[Decision], factor: impl Fn(f64, f64) -> f64) {
         let Focus { gamma, alpha } = self.focus;
+        let n = decisions.len();
         for v in [&mut self.alpha_t, &mut self.ce_grad, &mut self.focal, &mut self.focal_grad] {
             v.clear();
-            v.reserve(decisions.len());
+            v.resize(n, 0.0);
         }
-        for d in decisions {
+        let columns =
+            self.alpha_t.iter_mut().zip(&mut self.ce_grad).zip(&mut self.focal).zip(&mut self.focal_grad);
+        for (d, (((alpha_t, ce_grad), focal), focal_grad)) in decisions.iter().zip(columns) {
             let a = d.alpha_t(alpha);
             let m = factor(d.q, d.ln_q);
-            self.alpha_t.push(a);
-            self.ce_grad.push(d.ce_grad());
-            self.focal.push(a * m * d.ce);
-            self.focal_grad.push(a * m * (d.a + gamma * d.b).abs());
+            *alpha_t = a;
+            *ce_grad = d.ce_grad();
+            *focal = a * m * d.ce;
+            *focal_grad = a * m * (d.a + gamma * d.b).abs();
         }
     }
 
@@ -252,6 +255,23 @@ impl Buffers {
         self.xs.push(x);
         self.ys.push(y);
         self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight });
+    }
+
+    /// Queues the C hard-target logit decisions of a dense sigmoid row labelled `label`.
+    fn push_logit_row<T: Copy + Into<f64>>(&mut self, image: usize, xs: &[T], label: i32, row: u32) {
+        let (n, c) = (self.meta.len(), xs.len());
+        match self.runs.last_mut() {
+            Some(r) if r.image == image => r.end += c,
+            _ => self.runs.push(ChunkRun { image, start: n, end: n + c }),
+        }
+        self.xs.extend(xs.iter().map(|&x| x.into()));
+        self.ys.extend((0..c).map(|k| if label == k as i32 { 1.0 } else { 0.0 }));
+        self.meta.extend((0..c as u32).map(|class| Meta {
+            row,
+            class,
+            bucket: Bucket::EasyNegative,
+            weight: 1.0,
+        }));
     }
 
     /// Computes the queued logit decisions, over all of them at once (the vectorised kernel).
@@ -340,20 +360,15 @@ fn expand<T: Copy + Into<f64>>(
                         continue;
                     }
                     let xs = &scores[row * width..(row + 1) * width];
+                    if logits {
+                        buf.push_logit_row(image, xs, label, row as u32);
+                        continue;
+                    }
                     for (c, &x) in xs.iter().enumerate() {
                         let y = if label == c as i32 { 1.0 } else { 0.0 };
-                        let x: f64 = x.into();
-                        if logits {
-                            buf.push_logit(image, x, y, row as u32, c as u32, 1.0);
-                        } else {
-                            let d = Decision::from_prob(x, y);
-                            let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                            buf.push(
-                                image,
-                                d,
-                                Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 },
-                            );
-                        }
+                        let d = Decision::from_prob(x.into(), y);
+                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                        buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
                     }
                 }
                 (Targets::Labels(labels), Activation::Softmax) => {
