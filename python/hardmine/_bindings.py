@@ -1,0 +1,311 @@
+"""hardmine.analyze / sweep / report / mine / merge: the CLI's commands as Python functions.
+
+Each function turns its keyword arguments into the CLI's argument list (``gamma=1.5`` becomes
+``--gamma=1.5``, ``strategies=["ce", "focal"]`` becomes ``--strategies=ce,focal``, ``quiet=True``
+becomes ``--quiet``; ``None`` and ``False`` leave the flag out) and hands it to the extension
+(``hardmine._native.run``), which parses it with the CLI's own clap definitions and runs the
+same library calls in-process. Names, defaults, accepted values and error messages are
+therefore the CLI's, by construction (``hardmine analyze --help`` documents every setting).
+
+The pass runs with the GIL released; Ctrl-C (KeyboardInterrupt, also in a notebook) stops it
+within a row group and writes no output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Iterable, Union
+
+from . import _native
+from ._native import HardmineError
+
+# Tracebacks say `hardmine.HardmineError`, where users import it from.
+HardmineError.__module__ = "hardmine"
+
+__all__ = ["analyze", "sweep", "report", "mine", "merge", "HardmineError"]
+
+Source = Union[str, "os.PathLike[str]", Any]
+
+# Keyword names that differ from the long option: `columns` is `--col` (repeatable).
+_RENAMED = {"columns": "col"}
+# Options given once per value instead of as one comma-separated list.
+_REPEATED = {"col"}
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)  # shortest repr that round-trips: the same f64 on the Rust side
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    return str(v)
+
+
+def _flags(kwargs: dict) -> list:
+    argv = []
+    for key, value in kwargs.items():
+        name = _RENAMED.get(key, key).replace("_", "-")
+        flag = "--" + name
+        if value is None or value is False:
+            continue
+        if value is True:
+            argv.append(flag)
+        elif name in _REPEATED:
+            items = value.items() if isinstance(value, dict) else None
+            values = [f"{k}={v}" for k, v in items] if items is not None else (
+                [value] if isinstance(value, str) else list(value))
+            argv += [f"{flag}={_value(v)}" for v in values]
+        elif isinstance(value, (list, tuple)):
+            argv.append(f"{flag}={','.join(_value(v) for v in value)}")
+        else:
+            # `--flag=value`: a value starting with '-' (alpha=-1) is never read as a flag.
+            argv.append(f"{flag}={_value(value)}")
+    return argv
+
+
+class _Sources:
+    """The CLI arguments for `source`; Arrow stream producers are spilled to temporary Parquet."""
+
+    def __init__(self, source: Any):
+        self.tmp = None
+        self.names = {}  # temporary file -> what it stands for in metadata.inputs
+        try:
+            items = [source] if _is_single(source) else list(source)
+        except TypeError:  # not a path and not iterable: _arg says what is accepted
+            items = [source]
+        try:
+            self.args = [self._arg(i, s) for i, s in enumerate(items)]
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _arg(self, i: int, s: Any) -> str:
+        if isinstance(s, (str, os.PathLike)):
+            return os.fspath(s)
+        if hasattr(s, "__arrow_c_stream__"):
+            return self._spill(i, s)
+        raise HardmineError(
+            f"source {i} is a {type(s).__module__}.{type(s).__qualname__}, not a path or an "
+            "Arrow stream\n  fix: pass a path, a directory, a glob, a list of them, or an object "
+            "with __arrow_c_stream__ (pyarrow Table/RecordBatchReader, polars DataFrame)")
+
+    def _spill(self, i: int, s: Any) -> str:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.tmp is None:
+            self.tmp = tempfile.mkdtemp(prefix="hardmine-arrow-")
+        path = os.path.join(self.tmp, f"arrow-source-{i}.parquet")
+        reader = pa.RecordBatchReader.from_stream(s)
+        with pq.ParquetWriter(path, reader.schema) as w:
+            for batch in reader:
+                # Row groups of at most 64k rows, as hardmine.capture writes them.
+                w.write_batch(batch, row_group_size=65536)
+        self.names[path] = f"<{type(s).__module__}.{type(s).__qualname__} #{i}>"
+        return path
+
+    def rename(self, report: dict) -> dict:
+        meta = report.get("metadata") if isinstance(report, dict) else None
+        if self.names and meta and isinstance(meta.get("inputs"), list):
+            meta["inputs"] = [self.names.get(p, p) for p in meta["inputs"]]
+        return report
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.tmp is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _is_single(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) or hasattr(source, "__arrow_c_stream__")
+
+
+def _run(command: str, sources: "Iterable[str]", kwargs: dict) -> dict:
+    argv = [command, *_flags(kwargs), "--", *sources]
+    return json.loads(_native.run(argv))
+
+
+def analyze(source: Source, **kwargs: Any) -> dict:
+    with _Sources(source) as s:
+        return s.rename(_run("analyze", s.args, kwargs))
+
+
+def sweep(source: Source, **kwargs: Any) -> dict:
+    with _Sources(source) as s:
+        return s.rename(_run("sweep", s.args, kwargs))
+
+
+def report(source: Source, out: "str | os.PathLike[str]", **kwargs: Any) -> dict:
+    with _Sources(source) as s:
+        return s.rename(_run("report", s.args, {"out": out, **kwargs}))
+
+
+def mine(source: Source, strategy: str, out: "str | os.PathLike[str]", **kwargs: Any) -> dict:
+    with _Sources(source) as s:
+        return _run("mine", s.args, {"strategy": strategy, "out": out, **kwargs})
+
+
+def merge(states: "Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[str]]]]",
+          **kwargs: Any) -> dict:
+    items = [states] if isinstance(states, (str, os.PathLike)) else list(states)
+    return _run("merge", [os.fspath(p) for p in items], kwargs)
+
+
+# --- docstrings: one block per group of CLI flags, shared as the CLI shares them -------------
+
+_SOURCE = """\
+    source: a Parquet file, a directory (searched recursively, hive partitions too), a glob,
+        or a list of them; or an Arrow stream producer (anything with ``__arrow_c_stream__``:
+        pyarrow Table / RecordBatchReader, polars DataFrame, ...). Limitation: an Arrow source
+        is first written to a temporary Parquet file (with pyarrow; deleted afterwards), so it
+        is copied once; ``metadata.inputs`` names it ``<module.Type #i>``."""
+
+_DUMP = """\
+    Reading the dump (as the CLI's flags of the same name):
+    layout: "dense" or "binary" (default: detected from the columns).
+    activation: "sigmoid" (default; RetinaNet, FCOS) or "softmax" (SSD, Faster R-CNN).
+    background_class: softmax only, index of the background class (default 0).
+    scores: "logits" or "probs" when the dump has both.
+    columns: {"label": "gt_class", ...} or ["label=gt_class", ...]: column renames (``--col``).
+    on_invalid: "error" (default) or "skip" rows with invalid values (counted in the report).
+    allow_no_positives: analyse a dump without any positive (default False).
+    keep_ignored_images: count all-ignored images with zero loss (default False)."""
+
+_RUN = """\
+    threads: worker threads (default: all cores).
+    quiet: no notes on stderr (default False)."""
+
+_STRATEGY = """\
+    Strategy settings:
+    gamma: focal-loss gamma (default 2.0; 0 = CE).
+    alpha: class-balance weight in [0, 1]; negative (-1) disables it (default 0.25).
+    ohem_k: OHEM candidates kept per image (default 128).
+    ohem_nms: OHEM greedy NMS IoU before the top k (needs x1, y1, x2, y2; default none).
+    ohem_pos_fraction: OHEM at most floor(F*k) positives (default none).
+    neg_pos_ratio: SSD negatives per positive (default 3).
+    ssd_empty_images: "no-negatives" (default) or "all-negatives".
+    preset: sampling preset, "rpn" (256 @ 0.5) or "rcnn" (512 @ 0.25).
+    batch_size_per_image: sampling candidates per image (default 256 or the preset's).
+    positive_fraction: sampling share of positives (default 0.5 or the preset's).
+    draws: sampling seeded draws for the spread (default 100; 0 = none).
+    seed: seed of the draws (default 0).
+    ghm_bins: GHM-C gradient-norm bins (default 30)."""
+
+_SWEEP = """\
+    Sweep:
+    gammas: gammas to sweep, a list or "0,0.5,1" (default 0, 0.5, 1, 2, 5).
+    alphas: alphas to sweep; negative = no alpha weighting (default 0.25, 0.5, 0.75, -1).
+    target_easy_share: recommend the smallest gamma whose easy negatives carry less than this
+        share of the loss (default 0.1)."""
+
+_OUTPUT = """\
+    output: also write the report to this file (atomically), as the CLI's ``--output``.
+    format: the format of that file, "table" (default) or "json"."""
+
+_RAISES = """\
+    Raises HardmineError (message and ``fix`` line as the CLI prints them) on a bad setting,
+    an unknown keyword, a missing or invalid dump; KeyboardInterrupt on Ctrl-C."""
+
+analyze.__doc__ = f"""Compare the strategies bucket by bucket; returns the report as a dict.
+
+    The dict is the JSON of ``hardmine analyze --format json`` (``schema_version``, ``metadata``,
+    ``dataset``, ``strategies``, ...; docs/json-schema.md).
+
+{_SOURCE}
+
+    strategies: list or comma-separated string of ce, alpha_ce, focal, ohem, ssd, sampled, ghm
+        (default all).
+    easy_threshold: a decision is easy when p_t is at least this (default 0.9).
+    save_state: also write the accumulator state to this file, for :func:`merge`.
+{_RUN}
+
+{_STRATEGY}
+
+{_DUMP}
+
+{_OUTPUT}
+
+{_RAISES}
+
+    Example: ``hardmine.analyze("dump/", strategies=["ce", "focal"], gamma=2, alpha=0.25)``
+    """
+
+sweep.__doc__ = f"""Sweep gamma x alpha; returns the report as a dict (``hardmine sweep --format json``).
+
+{_SOURCE}
+    easy_threshold: a decision is easy when p_t is at least this (default 0.9).
+{_RUN}
+
+{_SWEEP}
+
+{_DUMP}
+
+{_OUTPUT}
+
+{_RAISES}
+
+    Example: ``hardmine.sweep("dump/", gammas=[0, 1, 2], alphas=[0.25, -1])``
+    """
+
+report.__doc__ = f"""Write the full report (HTML, or Markdown for a .md ``out``) and return it as a dict.
+
+    The file is what ``hardmine report`` writes; the dict is the report's JSON, with
+    ``metadata.invocation`` set to the equivalent ``hardmine report ...`` command line.
+
+{_SOURCE}
+    out: the file to write (atomically); Markdown keeps its charts in ``<stem>_files/``.
+    format: "html" or "markdown" (default: markdown for a .md file, html otherwise).
+    strategies: list or comma-separated string of strategies (default all).
+    easy_threshold: a decision is easy when p_t is at least this (default 0.9).
+{_RUN}
+
+{_SWEEP}
+
+{_STRATEGY}
+
+{_DUMP}
+
+{_RAISES}
+
+    Example: ``hardmine.report("dump/", "report.html", gammas=[0, 1, 2])``
+    """
+
+mine.__doc__ = f"""Export the hard examples a strategy selects to Parquet, as ``hardmine mine``.
+
+    Returns ``{{"rows": int, "images": int, "strategy": str, "out": str}}`` (what the CLI prints
+    on stderr).
+
+{_SOURCE}
+    strategy: "ohem", "ssd", "sampled" or "focal".
+    out: the Parquet file to write (atomically).
+    top: at most N rows per image, hardest first (default: all selected; 128 for focal).
+{_RUN}
+
+{_STRATEGY}
+
+{_DUMP}
+
+{_RAISES}
+
+    Example: ``hardmine.mine("dump/", "ohem", "hard.parquet", ohem_k=64)``
+    """
+
+merge.__doc__ = f"""Merge shard states (``analyze(..., save_state=...)``) into one report dict.
+
+    The dict is the JSON of ``hardmine merge --format json``: the report one run over all the
+    shards' inputs gives (shard by image).
+
+    states: a state file or a list of them, in dump order.
+
+{_OUTPUT}
+
+{_RAISES}
+
+    Example: ``hardmine.merge(["s0.state", "s1.state"])``
+    """
