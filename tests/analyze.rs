@@ -704,6 +704,30 @@ fn shard_states_merge_into_the_report_of_one_run() {
     assert!(e.contains("state version 99") && e.contains("fix:"), "{e}");
     std::fs::write(env.path("junk.state"), b"not json").unwrap();
     assert!(env.run(&["merge", "junk.state"]).err().contains("not a hardmine state file"));
+    // A state written by another hardmine version.
+    // (Edited as text: the state's 128-bit sums do not survive a serde_json::Value.)
+    let text = std::fs::read_to_string(env.path("s1.state")).unwrap();
+    let ours = env!("CARGO_PKG_VERSION");
+    let field = format!("\"hardmine_version\":\"{ours}\"");
+    assert!(text.contains(&field), "no {field} in the state");
+    std::fs::write(env.path("old.state"), text.replace(&field, "\"hardmine_version\":\"0.0.1-old\""))
+        .unwrap();
+    let e = env.run(&["merge", "s0.state", "old.state"]).err();
+    assert!(
+        e.contains("written by hardmine 0.0.1-old")
+            && e.contains(&format!("the first by hardmine {ours}"))
+            && e.contains("old.state"),
+        "{e}"
+    );
+    // Dumps of another shape (4 classes instead of 3).
+    env.run(&["generate", "--out", "c4", "--images", "2", "--anchors-per-image", "500", "--classes", "4"])
+        .ok();
+    env.run(&["analyze", "c4", "--save-state", "c4.state", "--quiet"]).ok();
+    let e = env.run(&["merge", "s0.state", "c4.state"]).err();
+    assert!(
+        e.contains("the dumps differ in layout, scores, activation or class count") && e.contains("fix:"),
+        "{e}"
+    );
 }
 
 #[test]
