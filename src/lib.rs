@@ -7,13 +7,20 @@
 //!
 //! Data flows one way: input → analysis → report → render.
 //!
-//! ```no_run
-//! use hardmine::{analysis, config::AnalysisParams, input::Dump, render};
+//! ```
+//! use hardmine::{analysis, config::AnalysisParams, input::Dump, render, synth};
+//!
+//! // A small synthetic dump (what `hardmine generate` writes), then the whole pipeline.
+//! let dir = tempfile::tempdir().unwrap();
+//! let small = synth::SynthConfig { images: 2, anchors_per_image: 2_000, classes: 4, ..Default::default() };
+//! synth::generate(dir.path(), &small)?;
 //!
 //! let config = AnalysisParams::default().check()?;
-//! let dump = Dump::open(&["dump/".to_string()], config.dump())?;
+//! let dump = Dump::open(&[dir.path().display().to_string()], config.dump())?;
 //! let report = analysis::analyze(&dump, &config)?;
-//! render::render_to_string(&report, render::Format::Table)?;
+//! assert_eq!(report.dataset.decisions, 2 * 2_000 * 4 - report.dataset.ignored * 4);
+//! let table = render::render_to_string(&report, render::Format::Table)?;
+//! assert!(table.contains("easy negatives"));
 //! # Ok::<(), hardmine::Error>(())
 //! ```
 #![deny(missing_docs)]

@@ -5,7 +5,8 @@
 //! A state is versioned JSON: the analysis settings (without the thread count), the facts about
 //! the dump, and the merged accumulators. Every sum in it is exact, so merging is exact too.
 //! Shard by image: each image's rows must be in one shard (the per-image strategies finalise an
-//! image within its shard); a merge that finds an image in two shards says so.
+//! image within its shard); a merge that finds an image in two shards says so. States merge only
+//! with states of the same hardmine version (`hardmine_version`), and `merge` refuses the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -76,7 +77,8 @@ impl State {
     }
 }
 
-/// Merges states (in the order given) into one: same settings and dump shape required.
+/// Merges states (in the order given) into one: same hardmine version, settings and dump shape
+/// required.
 pub fn merge(states: Vec<(PathBuf, State)>) -> Result<State, StateError> {
     let mut iter = states.into_iter();
     let Some((first_path, mut total)) = iter.next() else {
@@ -88,6 +90,14 @@ pub fn merge(states: Vec<(PathBuf, State)>) -> Result<State, StateError> {
             first: first_path.clone(),
             what: what.to_string(),
         };
+        // Within one version only: a version may change how sums are blocked or rounded, and a
+        // merged report must be what one run of one version gives.
+        if s.hardmine_version != total.hardmine_version {
+            return Err(incompatible(&format!(
+                "it was written by hardmine {}, the first by hardmine {}; states merge only within one version (re-run the older shards with this one)",
+                s.hardmine_version, total.hardmine_version
+            )));
+        }
         if s.config != total.config {
             return Err(incompatible(
                 "the analysis settings differ (strategies, gamma, alpha, thresholds, sweep or columns)",

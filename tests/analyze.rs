@@ -297,6 +297,49 @@ fn sigmoid_probabilities_clamp_like_torch_and_match_brute_force() {
 }
 
 #[test]
+fn sigmoid_probabilities_of_exactly_0_and_1_clamp_the_log_at_minus_100_like_torch() {
+    // torch.nn.functional.binary_cross_entropy clamps its log terms at -100: a certain and wrong
+    // probability costs 100 nats, not infinity; a certain and right one costs 0.
+    let env = Env::new();
+    write(
+        &env.path("p.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0, 1])),
+            // Row 0: class 0 positive with p = 0, class 1 negative with p = 1 (both wrong).
+            // Row 1: class 0 negative with p = 0, class 1 positive with p = 1 (both right).
+            // Row 2: background; class 0 at f32's smallest subnormal (a negative: it costs
+            // -ln(1 - 1.4e-45), about 1.4e-45), class 1 at p = 1 (wrong: 100).
+            ("label", Col::I32(vec![0, 1, -1])),
+            ("probs", Col::ListF32(vec![vec![0.0, 1.0], vec![0.0, 1.0], vec![f32::from_bits(1), 1.0]])),
+        ],
+        10,
+    );
+    let rep = env
+        .run(&[
+            "analyze",
+            "p.parquet",
+            "--strategies",
+            "ce,focal",
+            "--gamma",
+            "2",
+            "--alpha",
+            "0.25",
+            "--format",
+            "json",
+        ])
+        .json();
+    assert_eq!(rep["metadata"]["scores"], "probs");
+    let total = |s: usize| rep["strategies"][s]["loss"]["total"].as_f64().unwrap();
+    // CE: 100 (row 0, class 0) + 100 (row 0, class 1) + 0 + 0 + 1.4e-45 + 100 (row 2, class 1).
+    crate::util::assert_close(total(0), 300.0, 1e-12, "ce total");
+    // Focal, p_t = 0 for the three wrong ones: alpha_t (1 - 0)^2 x 100 = 25 + 75 + 75.
+    crate::util::assert_close(total(1), 175.0, 1e-12, "focal total");
+    let hard = |s: usize, b: &str| rep["strategies"][s]["buckets"][b]["count"].as_u64().unwrap();
+    assert_eq!((hard(0, "hard_positive"), hard(0, "hard_negative")), (1, 2));
+    assert_eq!((hard(0, "easy_positive"), hard(0, "easy_negative")), (1, 2));
+}
+
+#[test]
 fn focal_loss_paper_ratios_100x_at_pt_0_9_and_about_1000x_at_pt_0_968() {
     // Lin et al. 2017, section 3.2: with gamma = 2, an example with p_t = 0.9 has 100x lower
     // loss than with CE, and with p_t ~ 0.968 about 1000x lower.
@@ -547,6 +590,64 @@ fn pyarrow_written_dumps_read_like_polars_written_ones() {
     let bin = env.run(&["analyze", &fixture("pyarrow_binary.parquet"), "--format", "json"]).json();
     assert_eq!(bin["dataset"]["decisions"], 30);
     assert_eq!(bin["metadata"]["layout"], "binary");
+    check_pyarrow_binary(&bin);
+}
+
+/// The pyarrow binary fixture's numbers against the brute-force reference, from its values read
+/// with polars (bool targets, float64 logits, int16 classes): every reweighting strategy, and the
+/// per-class breakdown's counts and CE shares.
+fn check_pyarrow_binary(bin: &serde_json::Value) {
+    use polars_io::prelude::*;
+    let df =
+        ParquetReader::new(std::fs::File::open(fixture("pyarrow_binary.parquet")).unwrap()).finish().unwrap();
+    let ids: Vec<i64> = df.column("image_id").unwrap().i64().unwrap().into_no_null_iter().collect();
+    let targets: Vec<bool> =
+        df.column("target").unwrap().bool().unwrap().iter().map(|t| t.unwrap()).collect();
+    let logits: Vec<f64> = df.column("logit").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let classes: Vec<i16> = df.column("class").unwrap().i16().unwrap().into_no_null_iter().collect();
+    assert_eq!((ids.len(), targets.len(), logits.len(), classes.len()), (30, 30, 30, 30));
+    let decs: Vec<Dec> = (0..30)
+        .map(|i| Dec {
+            image: ids[i].to_string(),
+            score: Score::Logit(logits[i]),
+            y: if targets[i] { 1.0 } else { 0.0 },
+            weight: 1.0,
+        })
+        .collect();
+    let mut images: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    images.dedup();
+    for s in STRATEGIES {
+        check(bin, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
+    }
+    // Per class: decisions, positives and the class's share of CE, summed here from the logits.
+    let ce = |i: usize| {
+        let p = 1.0 / (1.0 + (-logits[i]).exp());
+        if targets[i] {
+            -p.ln()
+        } else {
+            -(1.0 - p).ln()
+        }
+    };
+    let total: f64 = (0..30).map(ce).sum();
+    let rows = bin["breakdowns"]["by_class"].as_array().unwrap();
+    let mut seen: Vec<i16> = classes.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(rows.len(), seen.len(), "one row per class present");
+    for row in rows {
+        let k = row["key"].as_i64().unwrap() as i16;
+        let mine: Vec<usize> = (0..30).filter(|&i| classes[i] == k).collect();
+        assert_eq!(row["decisions"].as_u64().unwrap(), mine.len() as u64, "class {k} decisions");
+        let positives = mine.iter().filter(|&&i| targets[i]).count() as u64;
+        assert_eq!(row["positives"].as_u64().unwrap(), positives, "class {k} positives");
+        let share: f64 = mine.iter().map(|&i| ce(i)).sum::<f64>() / total;
+        crate::util::assert_close(
+            row["ce_share"].as_f64().unwrap(),
+            share,
+            1e-9,
+            &format!("class {k} ce_share"),
+        );
+    }
 }
 
 #[test]
@@ -603,6 +704,30 @@ fn shard_states_merge_into_the_report_of_one_run() {
     assert!(e.contains("state version 99") && e.contains("fix:"), "{e}");
     std::fs::write(env.path("junk.state"), b"not json").unwrap();
     assert!(env.run(&["merge", "junk.state"]).err().contains("not a hardmine state file"));
+    // A state written by another hardmine version.
+    // (Edited as text: the state's 128-bit sums do not survive a serde_json::Value.)
+    let text = std::fs::read_to_string(env.path("s1.state")).unwrap();
+    let ours = env!("CARGO_PKG_VERSION");
+    let field = format!("\"hardmine_version\":\"{ours}\"");
+    assert!(text.contains(&field), "no {field} in the state");
+    std::fs::write(env.path("old.state"), text.replace(&field, "\"hardmine_version\":\"0.0.1-old\""))
+        .unwrap();
+    let e = env.run(&["merge", "s0.state", "old.state"]).err();
+    assert!(
+        e.contains("written by hardmine 0.0.1-old")
+            && e.contains(&format!("the first by hardmine {ours}"))
+            && e.contains("old.state"),
+        "{e}"
+    );
+    // Dumps of another shape (4 classes instead of 3).
+    env.run(&["generate", "--out", "c4", "--images", "2", "--anchors-per-image", "500", "--classes", "4"])
+        .ok();
+    env.run(&["analyze", "c4", "--save-state", "c4.state", "--quiet"]).ok();
+    let e = env.run(&["merge", "s0.state", "c4.state"]).err();
+    assert!(
+        e.contains("the dumps differ in layout, scores, activation or class count") && e.contains("fix:"),
+        "{e}"
+    );
 }
 
 #[test]

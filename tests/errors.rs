@@ -667,3 +667,152 @@ fn duplicate_image_and_anchor_ids_are_refused_naming_both_rows() {
         &["image '0' has anchor_id 1 and class 1 twice", "row 2 of g.parquet", "row 3 of g.parquet"],
     );
 }
+
+/// A file that breaks `reason`'s rule at row 2 (and nowhere else), the column it names and the
+/// flags it needs.
+fn breaking(reason: &str) -> (Vec<(&'static str, Col)>, &'static str, Vec<&'static str>) {
+    let n = 8;
+    let image = || Col::I64((0..n as i64).map(|i| i / 4).collect());
+    let labels = |bad: Option<i32>| {
+        let mut l = vec![0, -1, -1, -1, 1, -1, -2, -1];
+        if let Some(b) = bad {
+            l[2] = b;
+        }
+        Col::I32(l)
+    };
+    let scores = |c: usize| -> Vec<Vec<f32>> {
+        (0..n).map(|i| (0..c).map(|k| (i + k) as f32 * 0.5 - 2.0).collect()).collect()
+    };
+    let with = |mut rows: Vec<Vec<f32>>, f: &dyn Fn(&mut Vec<f32>)| {
+        f(&mut rows[2]);
+        Col::ListF32(rows)
+    };
+    let dense = |logits: Col| vec![("image_id", image()), ("label", labels(None)), ("logits", logits)];
+    let binary = |extra: Vec<(&'static str, Col)>, target: Vec<f32>| {
+        let mut cols = vec![
+            ("image_id", image()),
+            ("target", Col::F32(target)),
+            ("logit", Col::F32((0..n).map(|i| i as f32 - 4.0).collect())),
+        ];
+        cols.extend(extra);
+        cols
+    };
+    let targets = || vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+    match reason {
+        "null" => {
+            let mut l: Vec<Option<i32>> =
+                vec![Some(0), Some(-1), None, Some(-1), Some(1), Some(-1), Some(-2), Some(-1)];
+            l[2] = None;
+            (
+                vec![("image_id", image()), ("label", Col::OptI32(l)), ("logits", Col::ListF32(scores(3)))],
+                "label",
+                vec![],
+            )
+        }
+        "empty_list" => (dense(with(scores(3), &|r| r.clear())), "logits", vec![]),
+        "ragged_list" => (dense(with(scores(3), &|r| r.truncate(2))), "logits", vec![]),
+        "non_finite_logit" => (dense(with(scores(3), &|r| r[1] = f32::NAN)), "logits", vec![]),
+        "logit_too_large" => (dense(with(scores(3), &|r| r[1] = 1e7)), "logits", vec![]),
+        "probability_out_of_range" => {
+            let probs: Vec<Vec<f32>> = (0..n).map(|i| vec![0.1 + 0.1 * (i % 3) as f32, 0.2, 0.05]).collect();
+            let mut p = probs;
+            p[2][0] = 1.5;
+            (
+                vec![("image_id", image()), ("label", labels(None)), ("probs", Col::ListF32(p))],
+                "probs",
+                vec![],
+            )
+        }
+        "softmax_sum" => {
+            let mut p: Vec<Vec<f32>> = (0..n).map(|_| vec![0.5, 0.25, 0.25]).collect();
+            p[2] = vec![0.2, 0.2, 0.2];
+            let l = Col::I32(vec![1, 0, 0, 0, 2, 0, -2, 0]);
+            (
+                vec![("image_id", image()), ("label", l), ("probs", Col::ListF32(p))],
+                "probs",
+                vec!["--activation", "softmax"],
+            )
+        }
+        "label_out_of_range" => (
+            vec![("image_id", image()), ("label", labels(Some(9))), ("logits", Col::ListF32(scores(3)))],
+            "label",
+            vec![],
+        ),
+        "target_out_of_range" => {
+            let mut t = targets();
+            t[2] = 1.5;
+            (binary(vec![], t), "target", vec![])
+        }
+        "class_out_of_range" => {
+            let c = Col::I32(vec![0, 1, -1, 2, 0, 1, 2, 0]);
+            (binary(vec![("class", c)], targets()), "class", vec![])
+        }
+        "weight_invalid" => {
+            let w = Col::F32(vec![1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0]);
+            (binary(vec![("weight", w)], targets()), "weight", vec![])
+        }
+        "iou_out_of_range" => {
+            let mut cols = dense(Col::ListF32(scores(3)));
+            cols.push(("iou", Col::F32(vec![0.1, 0.2, 1.5, 0.0, 0.7, 0.3, 0.45, 0.1])));
+            (cols, "iou", vec![])
+        }
+        "box_non_finite" => {
+            let mut cols = dense(Col::ListF32(scores(3)));
+            for (k, name) in ["x1", "y1", "x2", "y2"].into_iter().enumerate() {
+                let mut v: Vec<f32> = (0..n).map(|i| (i * 10 + k * 5) as f32).collect();
+                if name == "x1" {
+                    v[2] = f32::INFINITY;
+                }
+                cols.push((name, Col::F32(v)));
+            }
+            (cols, "x1", vec!["--ohem-nms", "0.5"])
+        }
+        other => panic!("no test case for the input rule '{other}': add one to `breaking`"),
+    }
+}
+
+#[test]
+fn every_input_rule_errors_with_file_column_row_and_fix_and_skips_with_its_reason() {
+    let env = Env::new();
+    for rule in hardmine::input::RULES {
+        let (cols, column, flags) = breaking(rule.reason);
+        let file = format!("{}.parquet", rule.reason);
+        write(&env.path(&file), cols, 3);
+        // Strict (default): the file, the column, the row, what is wrong and the fix.
+        let mut argv = vec!["analyze", file.as_str()];
+        argv.extend(flags.iter().copied());
+        let e = env.run(&argv).err();
+        let at = format!("column '{column}', row 2:");
+        assert!(e.contains(&file) && e.contains(&at), "{}: no '{file}' or '{at}' in:\n{e}", rule.reason);
+        assert!(e.contains("fix:") && e.contains("--on-invalid skip"), "{}: no fix in:\n{e}", rule.reason);
+        let specific = ["label_out_of_range"]; // names the expected convention instead
+        if !specific.contains(&rule.reason) {
+            assert!(e.contains(rule.fix), "{}: the rule's fix missing from:\n{e}", rule.reason);
+        }
+        // Skip: the row is dropped and counted under the rule's reason, and nothing else.
+        argv.extend(["--on-invalid", "skip", "--format", "json", "--allow-no-positives"]);
+        let j = env.run(&argv).json();
+        assert_eq!(j["dataset"]["skipped"], serde_json::json!({ rule.reason: 1 }), "{}", rule.reason);
+    }
+}
+
+#[test]
+fn unsigned_image_ids_beyond_i64_are_refused_clearly() {
+    let env = Env::new();
+    // An unsigned id above i64::MAX cannot be an image id.
+    use polars_core::prelude::*;
+    let mut df = df!(
+        "image_id" => [0u64, u64::MAX],
+        "label" => [0i32, -1],
+    )
+    .unwrap();
+    let logits = Series::new(
+        "logits".into(),
+        [Series::new("".into(), [1.0f32, 2.0]), Series::new("".into(), [0.5f32, -1.0])],
+    );
+    df.with_column(logits.into()).unwrap();
+    let mut f = std::fs::File::create(env.path("u64.parquet")).unwrap();
+    polars_io::prelude::ParquetWriter::new(&mut f).finish(&mut df).unwrap();
+    let e = analyze_err(&env, &["u64.parquet"]);
+    assert_mentions(&e, &["u64.parquet", "image_id"]);
+}

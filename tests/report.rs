@@ -74,16 +74,17 @@ fn headless(browser: &Path, profile: &Path) -> Command {
     c
 }
 
+/// Reported as ignored by a plain `cargo test` (a machine without Chromium would otherwise pass
+/// it without running it, invisibly); `cargo test -- --ignored` runs it, and .ci/run does, after
+/// installing Chromium. Asked for explicitly, a missing browser is a failure.
 #[test]
+#[ignore = "needs Chromium: run with `cargo test --test main -- --ignored` (.ci/run does)"]
 fn the_html_report_renders_in_a_real_browser() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("HARDMINE_REQUIRE_BROWSER").is_none(),
-            "HARDMINE_REQUIRE_BROWSER is set but no chromium was found (set HARDMINE_CHROMIUM)"
-        );
-        eprintln!("skipped: no chromium on PATH (.ci/run installs it and sets HARDMINE_REQUIRE_BROWSER)");
-        return;
-    };
+    let browser = chromium().unwrap_or_else(|| {
+        panic!(
+            "no chromium, chromium-browser or google-chrome on PATH: install one (Debian: apt-get install chromium) or set HARDMINE_CHROMIUM to its path"
+        )
+    });
     let env = Env::new();
     small_dump(&env);
     let out = env.run(&["report", "dump", "--out", "report.html", "--quiet"]);
@@ -100,7 +101,14 @@ fn the_html_report_renders_in_a_real_browser() {
         let at = dom_text
             .find(&format!("<section id=\"{id}\""))
             .unwrap_or_else(|| panic!("chart {id} missing from the DOM"));
-        assert!(dom_text[at..].contains("<svg"), "chart {id} has no svg");
+        // Its own svg, inside its section (not merely some chart further down the page).
+        let section = &dom_text[at..];
+        let section =
+            &section[..section.find("</section>").unwrap_or_else(|| panic!("chart {id}: unclosed section"))];
+        assert!(
+            section.contains("<svg") && section.contains("</svg>") && section.contains("<figcaption>"),
+            "chart {id} has no complete svg in its section"
+        );
     }
     let logs = String::from_utf8_lossy(&dom.stderr);
     for line in logs.lines() {
@@ -221,4 +229,107 @@ fn no_progress_bar_or_colour_off_a_terminal() {
     assert_eq!(quiet.stderr(), "");
     let text = env.run(&["analyze", "dump"]).ok();
     assert!(!text.contains('\x1b'));
+}
+
+/// Image ids that try to break out of every output format.
+fn hostile_ids() -> Vec<String> {
+    vec![
+        "<img src=x onerror=alert(1)>".into(),
+        "<script>alert(1)</script>".into(),
+        "a|b|c".into(),
+        "line\nbreak".into(),
+        "[click](javascript:alert(1))".into(),
+        "``code`` & \"quotes\" 'single'".into(),
+        format!("long-{}", "x".repeat(5000)),
+        "back\\slash".into(),
+    ]
+}
+
+/// A dense dump whose images carry `hostile_ids`, with positives in each, so that the per-image
+/// tables (top images by loss and by easy-negative share) list them.
+fn hostile_dump(env: &Env) {
+    let ids = hostile_ids();
+    let (per_image, classes) = (40usize, 3usize);
+    let mut g = crate::util::Lcg(5);
+    let mut image = Vec::new();
+    let mut label = Vec::new();
+    let mut logits = Vec::new();
+    for id in &ids {
+        for a in 0..per_image {
+            image.push(id.clone());
+            label.push(if a % 10 == 0 { (a / 10 % classes) as i32 } else { -1 });
+            logits.extend((0..classes).map(|_| g.range(-6.0, 2.0) as f32));
+        }
+    }
+    crate::util::fixture::write(
+        &env.path("hostile.parquet"),
+        vec![
+            ("image_id", crate::util::fixture::Col::Str(image)),
+            ("label", crate::util::fixture::Col::I32(label)),
+            ("logits", crate::util::fixture::Col::Fixed(classes, logits)),
+        ],
+        64,
+    );
+}
+
+#[test]
+fn dump_provided_strings_are_escaped_in_every_renderer() {
+    let env = Env::new();
+    hostile_dump(&env);
+    // JSON: the ids come back exactly (a JSON parser sees the original strings).
+    let json = env.run(&["analyze", "hostile.parquet", "--format", "json"]).json();
+    let listed: Vec<String> = json["breakdowns"]["top_images_by_loss"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed.len(), hostile_ids().len().min(10));
+    for id in &listed {
+        assert!(hostile_ids().contains(id), "{id:?} is not one of the dump's ids");
+    }
+
+    // Markdown: no raw HTML from the dump, no link or code span opened by it, and every table
+    // row has as many cells as its header.
+    env.run(&["report", "hostile.parquet", "--out", "r.md", "--quiet"]).ok();
+    let md = std::fs::read_to_string(env.path("r.md")).unwrap();
+    for raw in ["<img", "<script", "[click](javascript:", "line\nbreak"] {
+        assert!(!md.contains(raw), "raw {raw:?} in the Markdown report");
+    }
+    assert!(md.contains("\\[click\\](javascript:alert(1))"), "the link text is shown, escaped");
+    assert!(md.contains("&lt;img src=x onerror=alert(1)&gt;"), "the id is shown, escaped");
+    let cells = |line: &str| {
+        // Unescaped pipes delimit cells.
+        let b = line.as_bytes();
+        (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+    };
+    let mut header: Option<usize> = None;
+    for line in md.lines() {
+        if !line.starts_with('|') {
+            header = None;
+            continue;
+        }
+        match header {
+            None => header = Some(cells(line)),
+            Some(n) => assert_eq!(
+                cells(line),
+                n,
+                "a row with a different cell count: {}",
+                &line[..line.len().min(200)]
+            ),
+        }
+    }
+
+    // HTML: escaped text, no element from the dump.
+    env.run(&["report", "hostile.parquet", "--out", "r.html", "--quiet"]).ok();
+    let html = std::fs::read_to_string(env.path("r.html")).unwrap();
+    for raw in ["<img src=x", "<script>alert", "javascript:alert(1)\""] {
+        assert!(!html.contains(raw), "raw {raw:?} in the HTML report");
+    }
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+
+    // The terminal table: one line per row (a newline in an id does not start a new row).
+    let text = env.run(&["analyze", "hostile.parquet"]).ok();
+    assert!(!text.contains("line\nbreak"), "a raw newline from an id in the terminal output");
 }

@@ -331,9 +331,48 @@ fn sampled_variance_is_the_hypergeometric_one_and_draws_agree_with_the_expectati
             }
         }
     }
+    // The selected loss of a bucket: within each stratum a simple random sample of k of N
+    // candidates, each carrying x_i = its CE if it is in the bucket, else 0; the sample sum has
+    // variance k (N - k) / (N - 1) x (1/N) sum (x_i - mean)^2 (Cochran, Sampling Techniques,
+    // theorem 2.2), and the strata and images are independent.
+    let mut var_loss = [0.0; 4];
+    for img in 0..5 {
+        let rows: Vec<usize> = (0..n).filter(|&i| image[i] == img).collect();
+        let pos_total = rows.iter().filter(|&&i| target[i] > 0.0).count();
+        let n_pos = pos_total.min(16);
+        for positive in [false, true] {
+            let stratum: Vec<usize> =
+                rows.iter().copied().filter(|&i| (target[i] > 0.0) == positive).collect();
+            let big_n = stratum.len();
+            let k = if positive { n_pos } else { (rows.len() - pos_total).min(64 - n_pos) };
+            if big_n < 2 || k == 0 {
+                continue;
+            }
+            for (b, v) in var_loss.iter_mut().enumerate() {
+                let x: Vec<f64> = stratum
+                    .iter()
+                    .map(|&i| {
+                        let p = 1.0 / (1.0 + (-(logit[i] as f64)).exp());
+                        let p_t = if positive { p } else { 1.0 - p };
+                        let bucket = usize::from(positive) * 2 + usize::from(p_t < 0.9);
+                        if bucket == b {
+                            -p_t.ln()
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let mean = x.iter().sum::<f64>() / big_n as f64;
+                let pop_var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / big_n as f64;
+                *v += (k * (big_n - k)) as f64 / (big_n - 1) as f64 * pop_var;
+            }
+        }
+    }
     for (b, name) in names.iter().enumerate() {
         let got = s["extra"]["selected_std"][name].as_f64().unwrap();
         assert!((got - var[b].sqrt()).abs() < 1e-9, "{name}: {got} vs {}", var[b].sqrt());
+        let got = s["extra"]["loss_std"][name].as_f64().unwrap();
+        crate::util::assert_close(got, var_loss[b].sqrt(), 1e-9, &format!("{name} loss_std"));
         // 2000 seeded draws: their mean bucket loss is within 4 standard errors of the exact
         // expectation, and their spread matches the exact standard deviation.
         let draws = &s["extra"]["draws"]["loss"][name];

@@ -457,3 +457,126 @@ fn sweep_flags_are_validated() {
         assert!(e.contains(flag), "{args:?}: {e}");
     }
 }
+
+/// The easy-negative share of the focal loss at `gamma` with alpha `a`, from the alpha-free
+/// bucket losses of the sweep grid's cell (gamma, no alpha), checked against brute force in
+/// `sweep_grid_balanced_alphas_and_recommendation_match_brute_force`:
+/// (1 - a) L_en / (a L_pos + (1 - a) L_neg).
+fn easy_share(sweep: &serde_json::Value, gamma: f64, a: f64) -> f64 {
+    let cell = sweep["grid"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["gamma"].as_f64() == Some(gamma) && c["alpha"].is_null())
+        .unwrap_or_else(|| panic!("no alpha-free cell at gamma {gamma}"));
+    let total = cell["loss"]["total"].as_f64().unwrap();
+    let loss = |b: &str| total * cell["buckets"][b]["loss_share"].as_f64().unwrap();
+    let (en, hn, pos) =
+        (loss("easy_negative"), loss("hard_negative"), loss("easy_positive") + loss("hard_positive"));
+    (1.0 - a) * en / (a * pos + (1.0 - a) * (en + hn))
+}
+
+fn balanced(sweep: &serde_json::Value, gamma: f64) -> f64 {
+    let b = sweep["balanced_alpha"].as_array().unwrap();
+    b.iter().find(|x| x["gamma"].as_f64() == Some(gamma)).unwrap()["alpha"].as_f64().unwrap()
+}
+
+fn generated(env: &Env) {
+    env.run(&[
+        "generate",
+        "--out",
+        "d",
+        "--images",
+        "3",
+        "--anchors-per-image",
+        "3000",
+        "--classes",
+        "3",
+        "--seed",
+        "3",
+    ])
+    .ok();
+}
+
+#[test]
+fn a_target_no_gamma_reaches_picks_the_closest_and_says_so() {
+    let env = Env::new();
+    generated(&env);
+    let rep = env.run(&["sweep", "d", "--target-easy-share", "0.0001", "--format", "json"]).json();
+    let sw = &rep["sweep"];
+    let rec = &sw["recommendation"];
+    assert_eq!(rec["target_met"], false);
+    // The closest: the smallest share at each gamma's balanced alpha, computed here from the grid.
+    let gammas = [0.0, 0.5, 1.0, 2.0, 5.0];
+    let shares: Vec<f64> = gammas.iter().map(|&g| easy_share(sw, g, balanced(sw, g))).collect();
+    let best = (0..gammas.len()).min_by(|&a, &b| shares[a].total_cmp(&shares[b])).unwrap();
+    assert!(shares.iter().all(|&s| s >= 0.0001), "the target must be out of reach: {shares:?}");
+    assert_eq!(rec["gamma"].as_f64().unwrap(), gammas[best]);
+    assert_close(rec["alpha"].as_f64().unwrap(), balanced(sw, gammas[best]), 1e-15, "alpha");
+    let first = rec["reasons"][0].as_str().unwrap();
+    let want = format!(
+        "no swept gamma brings the easy-negative share below 0.0%; gamma {} comes closest with {:.1}%",
+        gammas[best],
+        100.0 * shares[best]
+    );
+    assert_eq!(first, want);
+    // The terminal says the target was not met.
+    let text = env.run(&["sweep", "d", "--target-easy-share", "0.0001"]).ok();
+    assert!(text.contains("recommendation (target not met): gamma"), "{text}");
+}
+
+#[test]
+fn unsorted_gammas_give_the_recommendation_of_the_sorted_grid() {
+    let env = Env::new();
+    generated(&env);
+    let sorted = env.run(&["sweep", "d", "--gammas", "0,0.5,1,2,5", "--format", "json"]).json();
+    let unsorted = env.run(&["sweep", "d", "--gammas", "5,1,0,2,0.5", "--format", "json"]).json();
+    let (a, b) = (&sorted["sweep"]["recommendation"], &unsorted["sweep"]["recommendation"]);
+    assert_eq!(a, b);
+    // The rule independently: the smallest gamma whose share at its balanced alpha is < 10%.
+    let sw = &sorted["sweep"];
+    let gammas = [0.0, 0.5, 1.0, 2.0, 5.0];
+    let pick =
+        gammas.iter().position(|&g| easy_share(sw, g, balanced(sw, g)) < 0.1).expect("met on this dump");
+    assert_eq!(a["target_met"], true);
+    assert_eq!(a["gamma"].as_f64().unwrap(), gammas[pick]);
+    assert!(pick > 0, "the default dump needs some focusing");
+    let prev = gammas[pick - 1];
+    let want = format!(
+        "at the next smaller gamma, {prev}, they carry {:.1}%",
+        100.0 * easy_share(sw, prev, balanced(sw, prev))
+    );
+    assert_eq!(a["reasons"][1].as_str().unwrap(), want);
+    // The grid keeps the order given.
+    let first_gamma = |r: &serde_json::Value| r["sweep"]["grid"][0]["gamma"].as_f64().unwrap();
+    assert_eq!((first_gamma(&sorted), first_gamma(&unsorted)), (0.0, 5.0));
+}
+
+#[test]
+fn a_dump_without_positives_gets_no_recommendation() {
+    let env = Env::new();
+    write(
+        &env.path("neg.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0, 0, 1, 1])),
+            ("label", Col::I32(vec![-1, -1, -1, -2])),
+            (
+                "logits",
+                Col::ListF32(vec![vec![-3.0, 1.0], vec![-0.5, -6.0], vec![2.0, -2.0], vec![0.0, 0.0]]),
+            ),
+        ],
+        10,
+    );
+    let rep = env.run(&["sweep", "neg.parquet", "--allow-no-positives", "--format", "json"]).json();
+    let rec = &rep["sweep"]["recommendation"];
+    assert_eq!(rec["target_met"], false);
+    assert_eq!((rec["gamma"].as_f64(), rec["alpha"].as_f64()), (Some(0.0), Some(0.5)));
+    assert!(
+        rec["reasons"][0].as_str().unwrap().starts_with("the dump has no positive decisions"),
+        "{}",
+        rec["reasons"]
+    );
+    // Without the flag the dump is refused.
+    let e = env.run(&["sweep", "neg.parquet"]).err();
+    assert!(e.contains("--allow-no-positives"), "{e}");
+}

@@ -3,50 +3,81 @@
 //! A pass over billions of decisions adds the same numbers in a different order depending on the
 //! thread count, the row-group sizes and how shards are merged. Plain f64 addition is not
 //! associative, so such runs would differ in the last bits and the JSON would not be
-//! byte-identical. [`ExactSum`] accumulates in 128-bit fixed point with 63 fractional bits: every
-//! term is rounded once (towards zero, to a multiple of 2^-63 ≈ 1.1e-19) and the additions are
-//! exact integer additions, so the result depends only on the multiset of terms. Totals up to
-//! 2^64 ≈ 1.8e19 are representable; the input checks bound every term far below that
-//! (see [`crate::input::MAX_ABS_LOGIT`]).
+//! byte-identical. [`ExactSum`] accumulates in fixed point with 63 fractional bits: every term is
+//! rounded once (towards zero, to a multiple of 2^-63 ≈ 1.1e-19) and the additions are exact
+//! integer additions, so the result depends only on the multiset of terms.
+//!
+//! Range: a term must be finite and below 2^62 ≈ 4.6e18 in magnitude (the pass adds one term per
+//! summation block and quantity, e.g. at most 4096 decisions' CE of at most
+//! [`crate::input::MAX_ABS_LOGIT`] each, or their squares: far below). A term (a block's subtotal)
+//! smaller than 2^-63 in magnitude counts as 0. The total has no practical bound: the 128-bit
+//! accumulator carries into a 64-bit count of wraps, so totals beyond 2^64 ≈ 1.8e19 (squares of
+//! large losses over billions of decisions) stay exact instead of wrapping silently.
 
 use serde::{Deserialize, Serialize};
 
 const FRAC_BITS: u32 = 63;
 const SCALE: f64 = (1u64 << FRAC_BITS) as f64;
+/// 2^128 in units of the result: 2^(128 - 63).
+const WRAP: f64 = (1u128 << (128 - FRAC_BITS)) as f64;
 
 /// An exact, associative and commutative sum of f64 terms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExactSum {
     fixed: i128,
+    /// Carries of `fixed` (the sum is `wraps` x 2^128 + `fixed`, in units of 2^-63): 0 unless
+    /// the total passed 2^64.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    wraps: i64,
+}
+
+fn is_zero(x: &i64) -> bool {
+    *x == 0
 }
 
 impl ExactSum {
     /// The empty sum.
-    pub const ZERO: ExactSum = ExactSum { fixed: 0 };
+    pub const ZERO: ExactSum = ExactSum { fixed: 0, wraps: 0 };
 
-    /// Adds one finite term.
+    /// Adds one finite term of magnitude below 2^62.
     #[inline]
     pub fn add(&mut self, x: f64) {
-        debug_assert!(x.is_finite() && x.abs() < 1e15, "term out of range: {x}");
+        debug_assert!(x.is_finite() && x.abs() < (1u64 << 62) as f64, "term out of range: {x}");
         // `as i64` truncates towards zero in one instruction (f64::trunc is a libm call on
         // baseline x86-64).
         let whole = x as i64;
         let frac = ((x - whole as f64) * SCALE) as i64;
-        self.fixed = self.fixed.wrapping_add((i128::from(whole) << FRAC_BITS) + i128::from(frac));
+        self.add_fixed((i128::from(whole) << FRAC_BITS) + i128::from(frac));
+    }
+
+    #[inline]
+    fn add_fixed(&mut self, t: i128) {
+        let (sum, wrapped) = self.fixed.overflowing_add(t);
+        self.fixed = sum;
+        if wrapped {
+            self.wraps += if t > 0 { 1 } else { -1 };
+        }
     }
 
     /// Adds another sum (exactly).
     #[inline]
     pub fn merge(&mut self, other: ExactSum) {
-        self.fixed = self.fixed.wrapping_add(other.fixed);
+        self.add_fixed(other.fixed);
+        self.wraps += other.wraps;
     }
 
-    /// The sum, rounded to the nearest f64.
+    /// The sum, rounded to the nearest f64 (when it is below 2^64 in magnitude; beyond, within
+    /// an ulp).
     pub fn value(&self) -> f64 {
         // Split so that both halves convert exactly before the final rounding.
         let whole = self.fixed >> FRAC_BITS;
         let frac = self.fixed - (whole << FRAC_BITS);
-        whole as f64 + frac as f64 / SCALE
+        let v = whole as f64 + frac as f64 / SCALE;
+        if self.wraps == 0 {
+            v
+        } else {
+            self.wraps as f64 * WRAP + v
+        }
     }
 }
 
@@ -96,6 +127,53 @@ mod tests {
         t += -2.75;
         t += 0.5;
         assert_eq!(t.value(), -2.25);
+    }
+
+    #[test]
+    fn the_documented_range_holds() {
+        // Resolution: a term below 2^-63 counts as 0, one of 2^-63 exactly.
+        let tiny = (2.0f64).powi(-63);
+        let mut s = ExactSum::ZERO;
+        s += tiny / 2.0;
+        assert_eq!(s, ExactSum::ZERO);
+        s += tiny;
+        assert_eq!(s.value(), tiny);
+        // Totals beyond 2^64 do not wrap: 16 terms of 2^61 (2^65 in all), in any order, and
+        // back to zero exactly.
+        let big = (2.0f64).powi(61);
+        let mut up = ExactSum::ZERO;
+        for _ in 0..16 {
+            up += big;
+        }
+        assert_eq!(up.value(), (2.0f64).powi(65));
+        let mut mixed = ExactSum::ZERO;
+        for i in 0..32 {
+            mixed += if i % 2 == 0 { big } else { 0.5 };
+        }
+        assert_eq!(mixed.value(), 16.0 * big + 8.0);
+        let mut down = up;
+        for _ in 0..16 {
+            down += -big;
+        }
+        assert_eq!(down, ExactSum::ZERO);
+        // Merging wrapped sums is exact and commutative.
+        let (mut a, mut b) = (up, ExactSum::ZERO);
+        b += -big;
+        a.merge(b);
+        let mut c = b;
+        c.merge(up);
+        assert_eq!(a, c);
+        assert_eq!(a.value(), 15.0 * big);
+        // Negative totals beyond -2^64 too.
+        let mut neg = ExactSum::ZERO;
+        for _ in 0..20 {
+            neg += -big;
+        }
+        assert_eq!(neg.value(), -20.0 * big);
+        // The serialised form of a sum that never wrapped is unchanged (no `wraps` field).
+        assert_eq!(serde_json::to_string(&s).unwrap(), format!("{{\"fixed\":{}}}", 1));
+        let back: ExactSum = serde_json::from_str(&serde_json::to_string(&up).unwrap()).unwrap();
+        assert_eq!(back, up);
     }
 
     #[test]

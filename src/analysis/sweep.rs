@@ -215,7 +215,8 @@ impl SweepAcc {
             };
             cdfs.push(Cdf { gamma, negatives: side(&s.hist[0]), positives: side(&s.hist[1]) });
         }
-        let recommendation = self.recommend(&balanced);
+        let positives: u64 = images.values().map(|c| c.positives).sum();
+        let recommendation = self.recommend(&balanced, positives);
         SweepReport {
             grid,
             balanced_alpha: balanced,
@@ -243,18 +244,33 @@ impl SweepAcc {
     }
 
     /// The documented rule: the smallest gamma of the grid whose easy negatives carry less than
-    /// the target share of the loss at its balanced alpha.
-    fn recommend(&self, balanced: &[BalancedAlpha]) -> Recommendation {
+    /// the target share of the loss at its balanced alpha. A dump without positive decisions has
+    /// no balance to strike: then nothing is recommended (`target_met` false, the smallest gamma
+    /// and alpha 0.5 as placeholders) and the first reason says why.
+    fn recommend(&self, balanced: &[BalancedAlpha], positives: u64) -> Recommendation {
         let target = self.grid.target_easy_share;
         let mut order: Vec<usize> = (0..self.grid.gammas.len()).collect();
         order.sort_by(|&a, &b| self.grid.gammas[a].total_cmp(&self.grid.gammas[b]));
-        let shares: Vec<(usize, f64)> =
-            order.iter().map(|&gi| (gi, self.easy_share(gi, balanced[gi].alpha))).collect();
         let pct = |x: f64| format!("{:.1}%", 100.0 * x);
         let rule = format!(
             "the smallest swept gamma at which easy negatives carry less than {} of the focal loss, with the alpha that balances positive and negative loss",
             pct(target)
         );
+        if positives == 0 {
+            let gamma = order.first().map_or(0.0, |&gi| self.grid.gammas[gi]);
+            return Recommendation {
+                gamma,
+                alpha: 0.5,
+                rule,
+                target_met: false,
+                reasons: vec![
+                    "the dump has no positive decisions: every loss share is a negative's, no alpha balances positives against negatives, and no gamma can be recommended".to_string(),
+                    "check the label mapping of the dumping code (docs/dumping.md), or dump steps whose images have objects".to_string(),
+                ],
+            };
+        }
+        let shares: Vec<(usize, f64)> =
+            order.iter().map(|&gi| (gi, self.easy_share(gi, balanced[gi].alpha))).collect();
         let chosen = shares.iter().position(|&(_, s)| s < target);
         let (pick, met) = match chosen {
             Some(i) => (i, true),

@@ -34,6 +34,7 @@ use polars_io::SerReader;
 use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, HiveValue, InputFile};
+pub use read::{Rule, RULES};
 pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
 
 pub use crate::config::Extras;

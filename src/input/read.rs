@@ -53,6 +53,132 @@ pub(super) fn first_list_width(file: &DumpFile, unit: Unit) -> Result<usize, Inp
     })
 }
 
+/// One per-value check of the input, as a row of the table [`RULES`]: the reason code a row that
+/// fails it is counted under with `--on-invalid skip` (the key of `dataset.skipped`), the column
+/// it applies to, what a valid value is, and the fix printed with the error under the default
+/// strict policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Reason code.
+    pub reason: &'static str,
+    /// The column (by role: `image_id`, `label`/`target`, `logits`/`probs`/`logit`/`prob`,
+    /// `class`, `weight`, `iou`, a box corner, or any).
+    pub column: &'static str,
+    /// What a valid value is.
+    pub requires: &'static str,
+    /// How to fix the dump (a few rules add specifics to it).
+    pub fix: &'static str,
+}
+
+/// A null where a value is needed (any column read, or an entry of a score list).
+pub const NULL: Rule = Rule {
+    reason: "null",
+    column: "any",
+    requires: "a value in every row",
+    fix: "write a value in every row (drop or fill incomplete rows when dumping)",
+};
+/// A dense score list with no entries.
+pub const EMPTY_LIST: Rule = Rule {
+    reason: "empty_list",
+    column: "scores",
+    requires: "C scores per row",
+    fix: "write exactly one score per class in every row",
+};
+/// A dense score list whose length differs from the first row's.
+pub const RAGGED_LIST: Rule = Rule {
+    reason: "ragged_list",
+    column: "scores",
+    requires: "C scores per row",
+    fix: "write exactly one score per class in every row",
+};
+/// A NaN or infinite logit.
+pub const NON_FINITE_LOGIT: Rule = Rule {
+    reason: "non_finite_logit",
+    column: "scores",
+    requires: "finite logits",
+    fix: "hardmine needs finite logits: look for diverged training or fp16 overflow in the dumping code",
+};
+/// A logit beyond [`super::MAX_ABS_LOGIT`].
+pub const LOGIT_TOO_LARGE: Rule = Rule {
+    reason: "logit_too_large",
+    column: "scores",
+    requires: "|logit| <= 1e6",
+    fix: "check that the column holds logits (not e.g. box coordinates); real detectors stay within a few hundred",
+};
+/// A probability outside [0, 1].
+pub const PROBABILITY_OUT_OF_RANGE: Rule = Rule {
+    reason: "probability_out_of_range",
+    column: "scores",
+    requires: "probabilities in [0, 1]",
+    fix: "dump probabilities after the sigmoid/softmax, or dump the logits instead (preferred)",
+};
+/// A row of softmax probabilities that does not sum to 1 (within 1e-3).
+pub const SOFTMAX_SUM: Rule = Rule {
+    reason: "softmax_sum",
+    column: "scores",
+    requires: "softmax probabilities summing to 1",
+    fix: "dump the softmax output over all K classes (including background), or the logits",
+};
+/// A dense label outside the valid set (sigmoid: -2..C-1; softmax: -2 and 0..K-1).
+pub const LABEL_OUT_OF_RANGE: Rule = Rule {
+    reason: "label_out_of_range",
+    column: "label",
+    requires: "sigmoid: 0..C-1, -1 (background), -2 (ignored); softmax: 0..K-1 or -2",
+    fix: "write labels in hardmine's convention (docs/dump-format.md)",
+};
+/// A binary target outside [0, 1] (or an integer target other than 0 and 1).
+pub const TARGET_OUT_OF_RANGE: Rule = Rule {
+    reason: "target_out_of_range",
+    column: "target",
+    requires: "targets in [0, 1] (integers: 0 or 1)",
+    fix: "write 0/1 targets, or soft targets (IoU quality) in [0, 1]",
+};
+/// A binary `class` that is negative or above 65535.
+pub const CLASS_OUT_OF_RANGE: Rule = Rule {
+    reason: "class_out_of_range",
+    column: "class",
+    requires: "class indices 0..65535",
+    fix: "write class indices 0..C-1",
+};
+/// A binary `weight` that is negative, non-finite or above 1e6.
+pub const WEIGHT_INVALID: Rule = Rule {
+    reason: "weight_invalid",
+    column: "weight",
+    requires: "finite weights in [0, 1e6]",
+    fix: "write loss weights >= 0",
+};
+/// An `iou` outside [0, 1].
+pub const IOU_OUT_OF_RANGE: Rule = Rule {
+    reason: "iou_out_of_range",
+    column: "iou",
+    requires: "IoU in [0, 1]",
+    fix: "write the max IoU of each anchor with any ground-truth box",
+};
+/// A NaN or infinite box coordinate.
+pub const BOX_NON_FINITE: Rule = Rule {
+    reason: "box_non_finite",
+    column: "x1, y1, x2, y2",
+    requires: "finite box corners",
+    fix: "write finite box corners",
+};
+
+/// Every per-value check, in the order of docs/dump-format.md.
+pub const RULES: [Rule; 13] = [
+    NULL,
+    EMPTY_LIST,
+    RAGGED_LIST,
+    NON_FINITE_LOGIT,
+    LOGIT_TOO_LARGE,
+    PROBABILITY_OUT_OF_RANGE,
+    SOFTMAX_SUM,
+    LABEL_OUT_OF_RANGE,
+    TARGET_OUT_OF_RANGE,
+    CLASS_OUT_OF_RANGE,
+    WEIGHT_INVALID,
+    IOU_OUT_OF_RANGE,
+    BOX_NON_FINITE,
+];
+
 /// Where we are, the policy, and the invalid rows found so far.
 struct Ctx<'a> {
     file: &'a DumpFile,
@@ -82,17 +208,29 @@ impl Ctx<'_> {
         }
     }
 
-    /// A row with an invalid value: the error under the strict policy, a recorded skip otherwise.
+    /// A row that fails `rule`: the error under the strict policy (with the rule's fix), a
+    /// recorded skip otherwise.
     fn invalid(
         &self,
         col: &Resolved,
         row: usize,
-        reason: &'static str,
+        rule: &Rule,
+        problem: impl FnOnce() -> String,
+    ) -> Result<(), InputError> {
+        self.invalid_fix(col, row, rule, problem, rule.fix)
+    }
+
+    /// [`Ctx::invalid`] with a fix more specific than the rule's.
+    fn invalid_fix(
+        &self,
+        col: &Resolved,
+        row: usize,
+        rule: &Rule,
         problem: impl FnOnce() -> String,
         fix: &str,
     ) -> Result<(), InputError> {
         if self.skip {
-            self.bad.borrow_mut().push((row, reason));
+            self.bad.borrow_mut().push((row, rule.reason));
         } else {
             // Strict: keep the earliest row's error, so that the message names the first bad
             // row of the row group whichever column is checked first.
@@ -114,13 +252,7 @@ impl Ctx<'_> {
         if let Some(v) = arr.nulls() {
             for (row, valid) in v.iter().enumerate() {
                 if !valid {
-                    self.invalid(
-                        col,
-                        row,
-                        "null",
-                        || "null value".into(),
-                        "write a value in every row (drop or fill incomplete rows when dumping)",
-                    )?;
+                    self.invalid(col, row, &NULL, || "null value".into())?;
                 }
             }
         }
@@ -282,13 +414,7 @@ fn validate(
             let v = int_column(&ctx, r, get(r)?, rows)?;
             for (i, &c) in v.iter().enumerate() {
                 if c < 0 || c > i64::from(u16::MAX) {
-                    ctx.invalid(
-                        r,
-                        i,
-                        "class_out_of_range",
-                        || format!("class {c} is negative or too large"),
-                        "write class indices 0..C-1",
-                    )?;
+                    ctx.invalid(r, i, &CLASS_OUT_OF_RANGE, || format!("class {c} is negative or too large"))?;
                 }
             }
             Some(v.into_iter().map(|c| c.clamp(0, i64::from(u16::MAX)) as i32).collect())
@@ -300,13 +426,9 @@ fn validate(
             let v = number_column(&ctx, r, get(r)?, rows)?;
             for (i, &w) in v.iter().enumerate() {
                 if !(w.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&w)) {
-                    ctx.invalid(
-                        r,
-                        i,
-                        "weight_invalid",
-                        || format!("weight {w} is not a finite non-negative number"),
-                        "write loss weights >= 0",
-                    )?;
+                    ctx.invalid(r, i, &WEIGHT_INVALID, || {
+                        format!("weight {w} is not a finite number in [0, 1e6]")
+                    })?;
                 }
             }
             Some(v)
@@ -327,13 +449,7 @@ fn validate(
             let v = number_column(&ctx, r, get(r)?, rows)?;
             for (i, &x) in v.iter().enumerate() {
                 if !(0.0..=1.0).contains(&x) {
-                    ctx.invalid(
-                        r,
-                        i,
-                        "iou_out_of_range",
-                        || format!("IoU {x} is outside [0, 1]"),
-                        "write the max IoU of each anchor with any ground-truth box",
-                    )?;
+                    ctx.invalid(r, i, &IOU_OUT_OF_RANGE, || format!("IoU {x} is outside [0, 1]"))?;
                 }
             }
             Some(v.into_iter().map(|x| x as f32).collect())
@@ -347,13 +463,7 @@ fn validate(
                 let v = number_column(&ctx, r, get(r)?, rows)?;
                 for (i, &x) in v.iter().enumerate() {
                     if !x.is_finite() {
-                        ctx.invalid(
-                            r,
-                            i,
-                            "box_non_finite",
-                            || format!("non-finite box coordinate {x}"),
-                            "write finite box corners",
-                        )?;
+                        ctx.invalid(r, i, &BOX_NON_FINITE, || format!("non-finite box coordinate {x}"))?;
                     }
                 }
                 coords.push(v);
@@ -619,12 +729,12 @@ fn uniform_list<O: OffsetSizeTrait>(
         // Null rows (already reported as nulls) have no entries either.
         ragged = true;
         if l.is_valid(i) {
-            let (reason, problem) = if len == 0 {
-                ("empty_list", "empty score list".to_string())
+            let (rule, problem) = if len == 0 {
+                (&EMPTY_LIST, "empty score list".to_string())
             } else {
-                ("ragged_list", format!("ragged score list: {len} entries where earlier rows have {width}"))
+                (&RAGGED_LIST, format!("ragged score list: {len} entries where earlier rows have {width}"))
             };
-            ctx.invalid(col, i, reason, || problem, "write exactly one score per class in every row")?;
+            ctx.invalid(col, i, rule, || problem)?;
         }
     }
     let start = offsets[0].as_usize();
@@ -685,10 +795,10 @@ fn null_scores(
             if !valid {
                 let row = row_of(pos);
                 let class = class_of(pos, row);
-                ctx.invalid(
+                ctx.invalid_fix(
                     col,
                     row,
-                    "null",
+                    &NULL,
                     || format!("null score at class {class}"),
                     "write a score for every class",
                 )?;
@@ -761,27 +871,15 @@ fn check_scores(
         let (row, class) = (i / width, i % width);
         let at = if width > 1 { format!(" at class {class}") } else { String::new() };
         match kind {
-            ScoreKind::Logits if !v.is_finite() => ctx.invalid(
-                col,
-                row,
-                "non_finite_logit",
-                || format!("non-finite logit {v}{at}"),
-                "hardmine needs finite logits: look for diverged training or fp16 overflow in the dumping code",
-            ),
-            ScoreKind::Logits => ctx.invalid(
-                col,
-                row,
-                "logit_too_large",
-                || format!("logit {v}{at} exceeds the supported magnitude {MAX_ABS_LOGIT:e}"),
-                "check that the column holds logits (not e.g. box coordinates); real detectors stay within a few hundred",
-            ),
-            ScoreKind::Probs => ctx.invalid(
-                col,
-                row,
-                "probability_out_of_range",
-                || format!("probability {v}{at} is outside [0, 1]"),
-                "dump probabilities after the sigmoid/softmax, or dump the logits instead (preferred)",
-            ),
+            ScoreKind::Logits if !v.is_finite() => {
+                ctx.invalid(col, row, &NON_FINITE_LOGIT, || format!("non-finite logit {v}{at}"))
+            }
+            ScoreKind::Logits => ctx.invalid(col, row, &LOGIT_TOO_LARGE, || {
+                format!("logit {v}{at} exceeds the supported magnitude {MAX_ABS_LOGIT:e}")
+            }),
+            ScoreKind::Probs => ctx.invalid(col, row, &PROBABILITY_OUT_OF_RANGE, || {
+                format!("probability {v}{at} is outside [0, 1]")
+            }),
         }
     };
     match scores {
@@ -810,13 +908,7 @@ fn check_softmax_sums(
         ScoreValues::F64(a) => sums(a, width),
     };
     for (row, s) in bad {
-        ctx.invalid(
-            col,
-            row,
-            "softmax_sum",
-            || format!("softmax probabilities sum to {s:.6}, not 1"),
-            "dump the softmax output over all K classes (including background), or the logits",
-        )?;
+        ctx.invalid(col, row, &SOFTMAX_SUM, || format!("softmax probabilities sum to {s:.6}, not 1"))?;
     }
     Ok(())
 }
@@ -852,10 +944,10 @@ fn check_labels(
         } else {
             format!("sigmoid labels are 0..{} (foreground class), -1 (background) or -2 (ignored)", width - 1)
         };
-        ctx.invalid(
+        ctx.invalid_fix(
             col,
             i,
-            "label_out_of_range",
+            &LABEL_OUT_OF_RANGE,
             || format!("label {l} is outside the valid set for {width} classes"),
             &fix,
         )?;
@@ -880,10 +972,10 @@ fn binary_targets(
             if is_int {
                 for (i, &t) in v.iter().enumerate() {
                     if t != 0.0 && t != 1.0 {
-                        ctx.invalid(
+                        ctx.invalid_fix(
                             col,
                             i,
-                            "target_out_of_range",
+                            &TARGET_OUT_OF_RANGE,
                             || format!("integer target {t} is not 0 or 1"),
                             "write 0/1 targets (or floats in [0,1] for soft targets)",
                         )?;
@@ -896,13 +988,7 @@ fn binary_targets(
     for (i, &t) in values.iter().enumerate() {
         // Integer targets other than 0 and 1 were reported above.
         if !matches!(col.ty, ColumnType::Int) && !(0.0..=1.0).contains(&t) {
-            ctx.invalid(
-                col,
-                i,
-                "target_out_of_range",
-                || format!("target {t} is outside [0, 1]"),
-                "write 0/1 targets, or soft targets (IoU quality) in [0, 1]",
-            )?;
+            ctx.invalid(col, i, &TARGET_OUT_OF_RANGE, || format!("target {t} is outside [0, 1]"))?;
         }
     }
     Ok(values.into_iter().map(|t| if (0.0..=1.0).contains(&t) { t } else { 0.0 }).collect())

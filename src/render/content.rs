@@ -298,7 +298,13 @@ pub fn recommendation(sw: &SweepReport) -> (String, String, Vec<String>, Vec<Str
     let table: Vec<String> =
         sw.table_1b.iter().map(|r| format!("{} ({}) {:.1}", r.gamma, r.alpha, r.ap)).collect();
     (
-        format!("recommendation: gamma {}, alpha {:.3}", rec.gamma, rec.alpha),
+        if rec.target_met {
+            format!("recommendation: gamma {}, alpha {:.3}", rec.gamma, rec.alpha)
+        } else {
+            // The reasons say why: no swept gamma reaches the target, or there is nothing to
+            // balance (no positives).
+            format!("recommendation (target not met): gamma {}, alpha {:.3}", rec.gamma, rec.alpha)
+        },
         rec.rule.clone(),
         rec.reasons.clone(),
         vec![

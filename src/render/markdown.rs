@@ -17,8 +17,49 @@ pub struct Markdown {
     pub assets: String,
 }
 
+/// Escapes text (which may come from the dump: image ids, paths, column names) for Markdown:
+/// HTML-significant characters become entities, so that a Markdown-to-HTML renderer shows them
+/// instead of running them (`<img onerror=...>`); brackets and backticks are escaped, so that no
+/// link or code span starts inside; `|` is escaped and line breaks become spaces, so that a
+/// table cell stays one cell.
+pub fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '[' | ']' | '`' | '|' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A code span of `s` shown verbatim (nothing inside a code span is markup or HTML), fenced
+/// with more backticks than `s` holds in a row; line breaks become spaces.
+pub fn code(s: &str) -> String {
+    let s = s.replace(['\n', '\r'], " ");
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    // A space inside the fence when the content starts or ends with a backtick.
+    let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
+    format!("{fence}{pad}{s}{pad}{fence}")
+}
+
+/// A fenced code block of `s`, with a fence longer than any backtick run in it.
+fn code_block(s: &str, info: &str) -> String {
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat((longest + 1).max(3));
+    format!("{fence}{info}\n{s}\n{fence}\n")
+}
+
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|")
+    text(s)
 }
 
 /// A pipe table.
@@ -45,19 +86,23 @@ impl Renderer for Markdown {
         let mut b = String::from("# hardmine report\n\n");
         let headline = content::headline(r);
         if let Some(first) = headline.first() {
-            let _ = writeln!(b, "**{first}**");
+            let _ = writeln!(b, "**{}**", text(first));
         }
         for line in headline.iter().skip(1) {
-            let _ = writeln!(b, "\n{line}");
+            let _ = writeln!(b, "\n{}", text(line));
         }
         let [d1, d2] = content::dump_summary(r);
-        let _ = writeln!(b, "\n{d1}; {d2}\n");
+        let _ = writeln!(b, "\n{}; {}\n", text(&d1), text(&d2));
         let figure = |b: &mut String, id: &str| {
             if let Some(c) = charts.iter().find(|c| c.id == id) {
                 let _ = writeln!(
                     b,
                     "## {}\n\n![{}]({}/{}.svg)\n\n{}\n",
-                    c.title, c.title, self.assets, c.id, c.caption
+                    text(&c.title),
+                    text(&c.title),
+                    self.assets,
+                    c.id,
+                    text(&c.caption)
                 );
             }
         };
@@ -67,7 +112,7 @@ impl Renderer for Markdown {
         b.push_str(&table(&content::bucket_shares(r, false)));
         b.push_str(&table(&content::bucket_shares(r, true)));
         for n in content::selection_notes(r) {
-            let _ = writeln!(b, "- {n}");
+            let _ = writeln!(b, "- {}", text(&n));
         }
         b.push('\n');
         for id in ["loss_vs_pt", "cdf_negatives", "cdf_positives", "gradient_density"] {
@@ -78,13 +123,13 @@ impl Renderer for Markdown {
             b.push_str("## Which gamma and alpha\n\n");
             b.push_str(&table(&content::sweep_grid(sw)));
             let (heading, rule, reasons, references) = content::recommendation(sw);
-            let _ = writeln!(b, "**{heading}**\n\nRule: {rule}\n");
+            let _ = writeln!(b, "**{}**\n\nRule: {}\n", text(&heading), text(&rule));
             for reason in reasons {
-                let _ = writeln!(b, "- {reason}");
+                let _ = writeln!(b, "- {}", text(&reason));
             }
             b.push('\n');
             for line in references {
-                let _ = writeln!(b, "{line}\n");
+                let _ = writeln!(b, "{}\n", text(&line));
             }
             b.push_str(&table(&content::cdf_summary(sw)));
         }
@@ -114,20 +159,20 @@ impl Renderer for Markdown {
             b.push_str("No findings.\n\n");
         }
         for h in &r.health {
-            let _ = writeln!(b, "- **{}**: {}", h.level, h.message);
+            let _ = writeln!(b, "- **{}**: {}", h.level, text(&h.message));
             if let Some(fix) = &h.fix {
-                let _ = writeln!(b, "  - fix: {fix}");
+                let _ = writeln!(b, "  - fix: {}", text(fix));
             }
         }
         b.push_str("\n## How this report was made\n\n");
         let m = &r.metadata;
         if let Some(cmd) = &m.invocation {
-            let _ = writeln!(b, "```sh\n{cmd}\n```\n");
+            let _ = writeln!(b, "{}", code_block(cmd, "sh"));
         }
         let _ =
             writeln!(b, "hardmine {}; easy: p_t >= {}; inputs:\n", m.version, m.parameters.easy_threshold);
         for i in &m.inputs {
-            let _ = writeln!(b, "- `{i}`");
+            let _ = writeln!(b, "- {}", code(i));
         }
         out.write_all(b.as_bytes())
     }

@@ -108,12 +108,28 @@ fn kind(e: &hardmine::Error) -> String {
     d[..end].trim_end_matches('(').to_string()
 }
 
-/// Runs `f` with panics caught and silenced; `Err(message)` for a panic.
+thread_local! {
+    /// Set while this thread runs a fuzz case under [`guarded`]: its panics are not printed.
+    static SILENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with panics caught; `Err(message)` for a panic. A panic on this thread is not
+/// printed (the case reports it); the global panic hook is installed once and never swapped, so
+/// tests running in parallel keep their panic messages (swapping it per call raced: two callers
+/// could leave the silent hook installed for everyone).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let hook = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !SILENT.with(|s| s.get()) {
+                previous(info);
+            }
+        }));
+    });
+    SILENT.with(|s| s.set(true));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
-    panic::set_hook(hook);
+    SILENT.with(|s| s.set(false));
     r.map_err(panic_text)
 }
 

@@ -295,4 +295,25 @@ pub fn check_ghm(report: &serde_json::Value, anchors: &[Anchor], n_images: usize
         1e-9,
         "ghm mmdetection_loss",
     );
+    // Counts per bucket, and gradient shares: each decision's |p - y| times its bin's weight.
+    let mut count = [0u64; 4];
+    let mut grad = [0.0; 4];
+    for a in anchors {
+        for &(g, _, b) in &a.decisions {
+            count[b] += 1;
+            grad[b] += w(g) * g;
+        }
+    }
+    let grad_total: f64 = grad.iter().sum();
+    for (b, name) in ["easy_negative", "hard_negative", "easy_positive", "hard_positive"].iter().enumerate() {
+        assert_eq!(s["buckets"][name]["count"].as_u64().unwrap(), count[b], "ghm {name} count");
+        if grad_total > 0.0 {
+            assert_close(
+                s["buckets"][name]["grad_share"].as_f64().unwrap(),
+                grad[b] / grad_total,
+                1e-9,
+                &format!("ghm {name} grad_share"),
+            );
+        }
+    }
 }

@@ -134,7 +134,7 @@ pub fn top(cands: &[&Candidate], idx: &[usize], m: usize, score: impl Fn(&Candid
 
 /// An image's candidates split into positives and negatives (indices), with its decisions per
 /// bucket, from one scan.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Split {
     /// Positive candidates.
     pub pos: Vec<usize>,
@@ -144,13 +144,27 @@ pub struct Split {
     pub counts: [u64; 4],
     /// Whether the candidates are in dump order (file, then row).
     pub in_dump_order: bool,
+    /// The sampling strata's sums, when asked for ([`Split::with_strata`]).
+    pub strata: Option<sampled::Strata>,
 }
 
 impl Split {
     /// The split of `cands`.
     pub fn of(cands: &[&Candidate]) -> Split {
+        Split::scan(cands, false)
+    }
+
+    /// The split of `cands` and the sums of its sampling strata, in the same scan (an image's
+    /// candidates do not fit in cache: every scan is a trip to memory).
+    pub fn with_strata(cands: &[&Candidate]) -> Split {
+        Split::scan(cands, true)
+    }
+
+    #[inline(always)]
+    fn scan(cands: &[&Candidate], with_strata: bool) -> Split {
         let mut split =
             Split { neg: Vec::with_capacity(cands.len()), in_dump_order: true, ..Split::default() };
+        let mut strata = sampled::Strata::default();
         let mut previous = (0u32, 0u64);
         for (i, c) in cands.iter().enumerate() {
             if c.positive {
@@ -161,10 +175,14 @@ impl Split {
             for (n, &k) in split.counts.iter_mut().zip(&c.count) {
                 *n += u64::from(k);
             }
+            if with_strata {
+                strata.add(c);
+            }
             let here = (c.file, c.row);
             split.in_dump_order &= i == 0 || previous <= here;
             previous = here;
         }
+        split.strata = with_strata.then_some(strata);
         split
     }
 }
@@ -627,10 +645,11 @@ fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidat
     // A canonical order, whatever order the parts were merged in (sorted dumps already are).
     // One scan for the split, the counts and the order check (an image's candidates do not
     // fit in cache: every scan is a trip to memory).
-    let mut split = Split::of(&cands);
+    let scan = if config.sampled.is_some() { Split::with_strata } else { Split::of };
+    let mut split = scan(&cands);
     if !split.in_dump_order {
         cands.sort_unstable_by(|a, b| a.file.cmp(&b.file).then(a.row.cmp(&b.row)));
-        split = Split::of(&cands);
+        split = scan(&cands);
     }
     let counts = split.counts;
     let norm = (counts[2] + counts[3]).max(1) as f64;

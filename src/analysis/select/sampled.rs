@@ -55,6 +55,34 @@ impl Plan {
     }
 }
 
+/// Per stratum (negatives, positives), per bucket: candidates, and the sums of their decision
+/// counts, CE and gradient norm, added in dump order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Strata {
+    /// Candidates per stratum.
+    pub n: [usize; 2],
+    /// Decisions per stratum and bucket.
+    pub count: [[f64; 4]; 2],
+    /// CE per stratum and bucket.
+    pub loss: [[f64; 4]; 2],
+    /// Gradient norm per stratum and bucket.
+    pub grad: [[f64; 4]; 2],
+}
+
+impl Strata {
+    /// Adds one candidate.
+    #[inline(always)]
+    pub fn add(&mut self, c: &Candidate) {
+        let s = usize::from(c.positive);
+        self.n[s] += 1;
+        for b in 0..4 {
+            self.count[s][b] += f64::from(c.count[b]);
+            self.loss[s][b] += c.loss[b];
+            self.grad[s][b] += c.grad[b];
+        }
+    }
+}
+
 /// Sampling totals over finalised images.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SampledTotals {
@@ -89,19 +117,15 @@ impl SampledTotals {
         // gradient; the expectation is each sum times the stratum's inclusion probability.
         // f64 sums: the image is complete and its candidates are in canonical (dump) order, so
         // the sums do not depend on how the dump was split.
-        let mut n = [0usize; 2];
-        let mut count = [[0f64; 4]; 2];
-        let mut loss = [[0f64; 4]; 2];
-        let mut grad = [[0f64; 4]; 2];
-        for c in cands {
-            let s = usize::from(c.positive);
-            n[s] += 1;
-            for b in 0..4 {
-                count[s][b] += f64::from(c.count[b]);
-                loss[s][b] += c.loss[b];
-                grad[s][b] += c.grad[b];
+        let strata = match &split.strata {
+            Some(s) => s.clone(),
+            None => {
+                let mut s = Strata::default();
+                cands.iter().for_each(|c| s.add(c));
+                s
             }
-        }
+        };
+        let Strata { n, count, loss, grad } = strata;
         let pi = [plan.p_neg, plan.p_pos];
         let mut image_loss = 0.0;
         for s in 0..2 {
