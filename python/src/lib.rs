@@ -8,11 +8,13 @@
 //!   with the binary's `AnalyzeArgs`, `SweepArgs`, ... (compiled in from src/cli, see cli.rs).
 //!   Names, defaults, accepted values and error messages therefore cannot drift from the CLI;
 //!   a typo'd keyword is clap's "unexpected argument '--gamm'" error, as on the command line.
-//! - **The commands are mirrored, not called.** The CLI's `run` functions print the report to
-//!   stdout and install a process-wide Ctrl-C handler; the functions in [`commands`] do the same
-//!   steps in the same order with the same library calls, but return the JSON text (rendered by
-//!   the same renderer as `--format json`) and take an observer that Python can cancel. The
-//!   tests compare the results with the binary's output byte for byte, so a drift fails them.
+//! - **The commands share the CLI's steps.** The CLI's `run` functions print the report to
+//!   stdout and install a process-wide Ctrl-C handler, so they are not called; the functions in
+//!   [`commands`] call the same per-command pieces of src/cli (`config()` of each command's
+//!   arguments, `ReportArgs::render`, `MergeArgs::merged`) and the same library calls, but
+//!   return the JSON text (rendered by the same renderer as `--format json`) and take an
+//!   observer that Python can cancel. The tests compare the results with the binary's output
+//!   byte for byte.
 //! - **The pass runs on a worker thread with the GIL released.** The calling thread waits in
 //!   slices of 50 ms; between slices it takes the GIL and calls `PyErr_CheckSignals`, which runs
 //!   Python's SIGINT handler on the main thread (signal handlers only run there). On
@@ -24,12 +26,10 @@
 
 mod cli;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -94,17 +94,13 @@ impl Observer for Watch {
 mod commands {
     use super::*;
     use hardmine::analysis;
-    use hardmine::analysis::select::{MineSpec, MineStrategy};
-    use hardmine::config::{parse_strategies, AnalysisParams, StrategyKind};
     use hardmine::input::Dump;
-    use hardmine::output::{write_atomic, AtomicFile};
-    use hardmine::render::{self, charts, Format, Renderer};
+    use hardmine::output::AtomicFile;
+    use hardmine::render::{self, Format};
     use hardmine::report::Report;
-    use hardmine::state::{self, State};
+    use hardmine::state::State;
 
     use crate::cli::common::{OutputArgs, Sink};
-    use crate::cli::mine::MineStrategyArg;
-    use crate::cli::report::ReportFormat;
 
     fn json(report: &Report) -> anyhow::Result<String> {
         Ok(render::render_to_string(report, Format::Json)?)
@@ -134,15 +130,7 @@ mod commands {
     }
 
     pub fn sweep(args: cli::sweep::SweepArgs, watch: &Watch) -> anyhow::Result<String> {
-        let params = AnalysisParams {
-            dump: args.dump.params(),
-            strategies: vec![StrategyKind::Ce, StrategyKind::Focal],
-            easy_threshold: args.easy_threshold,
-            threads: args.run.threads,
-            sweep: Some(args.sweep.params()?),
-            ..Default::default()
-        };
-        let config = params.check()?;
+        let config = args.config()?;
         let sink = open_sink(&args.output)?;
         let dump = Dump::open(&args.inputs, config.dump())?;
         let report = analysis::run(&dump, &config, watch, None)?.finish(&dump, &config, "sweep");
@@ -152,66 +140,24 @@ mod commands {
         json(&report)
     }
 
-    /// As src/cli/report.rs: `report.md` keeps its charts in `report_files/`.
-    fn assets_dir(out: &Path) -> (PathBuf, String) {
-        let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
-        let name = format!("{stem}_files");
-        (out.with_file_name(&name), name)
-    }
-
     pub fn report(
         args: cli::report::ReportArgs,
         watch: &Watch,
         invocation: String,
     ) -> anyhow::Result<String> {
-        let format = args.format.unwrap_or(match args.out.extension().and_then(|e| e.to_str()) {
-            Some("md" | "markdown") => ReportFormat::Markdown,
-            _ => ReportFormat::Html,
-        });
-        let mut params = AnalysisParams {
-            dump: args.dump.params(),
-            strategies: parse_strategies(&args.strategies)?,
-            easy_threshold: args.easy_threshold,
-            threads: args.run.threads,
-            sweep: Some(args.sweep.params()?),
-            ..Default::default()
-        };
-        args.strategy.apply(&mut params);
-        let config = params.check()?;
+        let config = args.config()?;
         let mut out = AtomicFile::create(&args.out)?;
         let dump = Dump::open(&args.inputs, config.dump())?;
         let mut report = analysis::run(&dump, &config, watch, None)?.finish(&dump, &config, "report");
         report.metadata.invocation = Some(invocation);
-        match format {
-            ReportFormat::Html => {
-                render::Html.render(&report, &mut out).context("cannot render the report")?
-            }
-            ReportFormat::Markdown => {
-                let (dir, name) = assets_dir(&args.out);
-                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-                for c in
-                    charts::charts(&report).map_err(|e| anyhow::anyhow!("cannot draw the charts: {e}"))?
-                {
-                    write_atomic(&dir.join(format!("{}.svg", c.id)), c.svg.as_bytes())?;
-                }
-                render::Markdown { assets: name }
-                    .render(&report, &mut out)
-                    .context("cannot render the report")?;
-            }
-        }
+        args.render(&report, &mut out)?;
         out.commit()?;
         json(&report)
     }
 
     pub fn merge(args: cli::merge::MergeArgs) -> anyhow::Result<String> {
         let sink = open_sink(&args.output)?;
-        let mut states = Vec::with_capacity(args.states.len());
-        for p in &args.states {
-            states.push((p.clone(), State::read(p)?));
-        }
-        let merged = state::merge(states)?;
-        merged.pass.check_dataset(merged.config.dump())?;
-        let report = merged.pass.report(&merged.dump, &merged.config, "merge");
+        let report = args.merged()?;
         if let Some(sink) = sink {
             sink.write(&report, args.output.format())?;
         }
@@ -219,26 +165,7 @@ mod commands {
     }
 
     pub fn mine(args: cli::mine::MineArgs, watch: &Watch) -> anyhow::Result<String> {
-        let (strategy, kind) = match args.strategy {
-            MineStrategyArg::Ohem => (MineStrategy::Ohem, StrategyKind::Ohem),
-            MineStrategyArg::Ssd => (MineStrategy::Ssd, StrategyKind::Ssd),
-            MineStrategyArg::Sampled => (MineStrategy::Sampled, StrategyKind::Sampled),
-            MineStrategyArg::Focal => (MineStrategy::Focal, StrategyKind::Focal),
-        };
-        if args.top == Some(0) {
-            anyhow::bail!("invalid value 0 for --top: export at least 1 row per image");
-        }
-        let mut params = AnalysisParams {
-            dump: args.dump.params(),
-            strategies: vec![kind],
-            threads: args.run.threads,
-            ..Default::default()
-        };
-        args.strategy_args.apply(&mut params);
-        params.sampled.draws = 0;
-        let config = params.check()?;
-        let top = args.top.or((kind == StrategyKind::Focal).then_some(128));
-        let spec = MineSpec { strategy, top };
+        let (config, spec) = args.config()?;
         let dump = Dump::open(&args.inputs, &config.dump().for_export())?;
         let summary = hardmine::mine::mine(&dump, &config, spec, &args.out, watch)?;
         // What the CLI says on stderr ("mined N rows (ohem) from M images into FILE"), as JSON.
@@ -246,7 +173,7 @@ mod commands {
             "{{\"rows\": {}, \"images\": {}, \"strategy\": \"{}\", \"out\": {}}}",
             summary.rows,
             summary.images,
-            strategy.name(),
+            spec.strategy.name(),
             json_string(&args.out.display().to_string())
         ))
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use hardmine::report::Report;
 use hardmine::state::{self, State};
 
 use super::common::OutputArgs;
@@ -27,15 +28,22 @@ pub struct MergeArgs {
     pub output: OutputArgs,
 }
 
+impl MergeArgs {
+    /// The report of the merged states (read and merged in the order given).
+    pub fn merged(&self) -> anyhow::Result<Report> {
+        let mut states = Vec::with_capacity(self.states.len());
+        for p in &self.states {
+            states.push((p.clone(), State::read(p)?));
+        }
+        let merged = state::merge(states)?;
+        merged.pass.check_dataset(merged.config.dump())?;
+        Ok(merged.pass.report(&merged.dump, &merged.config, "merge"))
+    }
+}
+
 pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let sink = args.output.open()?;
-    let mut states = Vec::with_capacity(args.states.len());
-    for p in &args.states {
-        states.push((p.clone(), State::read(p)?));
-    }
-    let merged = state::merge(states)?;
-    merged.pass.check_dataset(merged.config.dump())?;
-    let report = merged.pass.report(&merged.dump, &merged.config, "merge");
+    let report = args.merged()?;
     sink.write(&report, args.output.format())?;
     Ok(ExitCode::SUCCESS)
 }

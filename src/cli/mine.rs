@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 
 use hardmine::analysis::select::{MineSpec, MineStrategy};
-use hardmine::config::{AnalysisParams, StrategyKind};
+use hardmine::config::{AnalysisConfig, AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 use hardmine::mine;
 
@@ -56,28 +56,35 @@ pub enum MineStrategyArg {
     Focal,
 }
 
-pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
-    let (strategy, kind) = match args.strategy {
-        MineStrategyArg::Ohem => (MineStrategy::Ohem, StrategyKind::Ohem),
-        MineStrategyArg::Ssd => (MineStrategy::Ssd, StrategyKind::Ssd),
-        MineStrategyArg::Sampled => (MineStrategy::Sampled, StrategyKind::Sampled),
-        MineStrategyArg::Focal => (MineStrategy::Focal, StrategyKind::Focal),
-    };
-    if args.top == Some(0) {
-        anyhow::bail!("invalid value 0 for --top: export at least 1 row per image");
+impl MineArgs {
+    /// The checked analysis settings and what to export.
+    pub fn config(&self) -> anyhow::Result<(AnalysisConfig, MineSpec)> {
+        let (strategy, kind) = match self.strategy {
+            MineStrategyArg::Ohem => (MineStrategy::Ohem, StrategyKind::Ohem),
+            MineStrategyArg::Ssd => (MineStrategy::Ssd, StrategyKind::Ssd),
+            MineStrategyArg::Sampled => (MineStrategy::Sampled, StrategyKind::Sampled),
+            MineStrategyArg::Focal => (MineStrategy::Focal, StrategyKind::Focal),
+        };
+        if self.top == Some(0) {
+            anyhow::bail!("invalid value 0 for --top: export at least 1 row per image");
+        }
+        let mut params = AnalysisParams {
+            dump: self.dump.params(),
+            strategies: vec![kind],
+            threads: self.run.threads,
+            ..Default::default()
+        };
+        self.strategy_args.apply(&mut params);
+        // The export uses one draw of its own; the spread statistics are not needed here.
+        params.sampled.draws = 0;
+        let config = params.check()?;
+        let top = self.top.or((kind == StrategyKind::Focal).then_some(128));
+        Ok((config, MineSpec { strategy, top }))
     }
-    let mut params = AnalysisParams {
-        dump: args.dump.params(),
-        strategies: vec![kind],
-        threads: args.run.threads,
-        ..Default::default()
-    };
-    args.strategy_args.apply(&mut params);
-    // The export uses one draw of its own; the spread statistics are not needed here.
-    params.sampled.draws = 0;
-    let config = params.check()?;
-    let top = args.top.or((kind == StrategyKind::Focal).then_some(128));
-    let spec = MineSpec { strategy, top };
+}
+
+pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
+    let (config, spec) = args.config()?;
     let dump = Dump::open(&args.inputs, &config.dump().for_export())?;
     let progress = Progress::new(dump.rows(), args.run.quiet);
     let summary = mine::mine(&dump, &config, spec, &args.out, &progress);
@@ -87,7 +94,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "mined {} rows ({}) from {} images into {}",
             summary.rows,
-            strategy.name(),
+            spec.strategy.name(),
             summary.images,
             args.out.display()
         );

@@ -7,10 +7,11 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use hardmine::analysis;
-use hardmine::config::{parse_strategies, AnalysisParams};
+use hardmine::config::{parse_strategies, AnalysisConfig, AnalysisParams};
 use hardmine::input::Dump;
 use hardmine::output::{write_atomic, AtomicFile};
 use hardmine::render::{self, charts, Renderer};
+use hardmine::report::Report;
 
 use super::common::{invocation, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs};
 
@@ -57,27 +58,55 @@ pub enum ReportFormat {
 }
 
 /// `report.md` keeps its charts in `report_files/`.
-fn assets_dir(out: &Path) -> (PathBuf, String) {
+pub fn assets_dir(out: &Path) -> (PathBuf, String) {
     let stem = out.file_stem().and_then(|s| s.to_str()).unwrap_or("report");
     let name = format!("{stem}_files");
     (out.with_file_name(&name), name)
 }
 
+impl ReportArgs {
+    /// The format: `--format`, else from the extension of `--out` (`.md`: Markdown).
+    pub fn format(&self) -> ReportFormat {
+        self.format.unwrap_or(match self.out.extension().and_then(|e| e.to_str()) {
+            Some("md" | "markdown") => ReportFormat::Markdown,
+            _ => ReportFormat::Html,
+        })
+    }
+
+    /// The checked analysis settings (every requested strategy, the sweep, the breakdowns).
+    pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
+        let mut params = AnalysisParams {
+            dump: self.dump.params(),
+            strategies: parse_strategies(&self.strategies)?,
+            easy_threshold: self.easy_threshold,
+            threads: self.run.threads,
+            sweep: Some(self.sweep.params()?),
+            ..Default::default()
+        };
+        self.strategy.apply(&mut params);
+        Ok(params.check()?)
+    }
+
+    /// Renders `report` into `out` (the file of `--out`, committed by the caller): HTML, or
+    /// Markdown with its charts written beside it.
+    pub fn render(&self, report: &Report, out: &mut AtomicFile) -> anyhow::Result<()> {
+        match self.format() {
+            ReportFormat::Html => render::Html.render(report, out).context("cannot render the report")?,
+            ReportFormat::Markdown => {
+                let (dir, name) = assets_dir(&self.out);
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                for c in charts::charts(report).map_err(|e| anyhow::anyhow!("cannot draw the charts: {e}"))? {
+                    write_atomic(&dir.join(format!("{}.svg", c.id)), c.svg.as_bytes())?;
+                }
+                render::Markdown { assets: name }.render(report, out).context("cannot render the report")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    let format = args.format.unwrap_or(match args.out.extension().and_then(|e| e.to_str()) {
-        Some("md" | "markdown") => ReportFormat::Markdown,
-        _ => ReportFormat::Html,
-    });
-    let mut params = AnalysisParams {
-        dump: args.dump.params(),
-        strategies: parse_strategies(&args.strategies)?,
-        easy_threshold: args.easy_threshold,
-        threads: args.run.threads,
-        sweep: Some(args.sweep.params()?),
-        ..Default::default()
-    };
-    args.strategy.apply(&mut params);
-    let config = params.check()?;
+    let config = args.config()?;
     // Fail fast on an unwritable destination, before the pass.
     let mut out = AtomicFile::create(&args.out)?;
     let dump = Dump::open(&args.inputs, config.dump())?;
@@ -86,19 +115,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     let mut report = pass?.finish(&dump, &config, "report");
     report.metadata.invocation = Some(invocation());
-    match format {
-        ReportFormat::Html => render::Html.render(&report, &mut out).context("cannot render the report")?,
-        ReportFormat::Markdown => {
-            let (dir, name) = assets_dir(&args.out);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            for c in charts::charts(&report).map_err(|e| anyhow::anyhow!("cannot draw the charts: {e}"))? {
-                write_atomic(&dir.join(format!("{}.svg", c.id)), c.svg.as_bytes())?;
-            }
-            render::Markdown { assets: name }
-                .render(&report, &mut out)
-                .context("cannot render the report")?;
-        }
-    }
+    args.render(&report, &mut out)?;
     out.commit()?;
     if !args.run.quiet {
         let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use hardmine::analysis;
-use hardmine::config::{AnalysisParams, StrategyKind};
+use hardmine::config::{AnalysisConfig, AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 
 use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, SweepGridArgs};
@@ -35,16 +35,23 @@ pub struct SweepArgs {
     pub output: OutputArgs,
 }
 
+impl SweepArgs {
+    /// The checked analysis settings: CE and focal loss, and the sweep grid.
+    pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
+        let params = AnalysisParams {
+            dump: self.dump.params(),
+            strategies: vec![StrategyKind::Ce, StrategyKind::Focal],
+            easy_threshold: self.easy_threshold,
+            threads: self.run.threads,
+            sweep: Some(self.sweep.params()?),
+            ..Default::default()
+        };
+        Ok(params.check()?)
+    }
+}
+
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let params = AnalysisParams {
-        dump: args.dump.params(),
-        strategies: vec![StrategyKind::Ce, StrategyKind::Focal],
-        easy_threshold: args.easy_threshold,
-        threads: args.run.threads,
-        sweep: Some(args.sweep.params()?),
-        ..Default::default()
-    };
-    let config = params.check()?;
+    let config = args.config()?;
     let sink = args.output.open()?;
     let dump = Dump::open(&args.inputs, config.dump())?;
     let progress = Progress::new(dump.rows(), args.run.quiet);
