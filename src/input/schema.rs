@@ -405,3 +405,151 @@ fn missing(path: &Path, logical: &str, found: &str, what: &str) -> InputError {
 fn schema_error(path: &Path, problem: impl Into<String>, fix: impl Into<String>) -> InputError {
     InputError::Schema { path: path.to_path_buf(), problem: problem.into(), fix: fix.into() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DumpParams;
+    use polars_arrow::datatypes::Field;
+
+    fn schema(fields: &[(&str, ArrowDataType)]) -> ArrowSchema {
+        fields
+            .iter()
+            .map(|(n, t)| Field::new((*n).into(), t.clone(), true))
+            .map(|f| (f.name.clone(), f))
+            .collect()
+    }
+
+    fn list(t: ArrowDataType) -> ArrowDataType {
+        ArrowDataType::LargeList(Box::new(Field::new("item".into(), t, true)))
+    }
+
+    fn file(hive: &[(&str, HiveValue)]) -> InputFile {
+        InputFile {
+            path: "d/part.parquet".into(),
+            hive: hive.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+        }
+    }
+
+    fn options(p: DumpParams) -> DumpOptions {
+        p.check().unwrap()
+    }
+
+    fn dense(extra: &[(&str, ArrowDataType)]) -> ArrowSchema {
+        let mut f = vec![
+            ("image_id", ArrowDataType::Int64),
+            ("label", ArrowDataType::Int32),
+            ("logits", list(ArrowDataType::Float32)),
+        ];
+        f.extend(extra.iter().cloned());
+        schema(&f)
+    }
+
+    fn error(r: Result<(DumpShape, FileColumns), InputError>) -> String {
+        r.map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn detects_dense_and_binary_layouts_and_score_kinds() {
+        let (shape, cols) = resolve(&file(&[]), &dense(&[]), &options(DumpParams::default())).unwrap();
+        assert_eq!(
+            (shape.layout, shape.scores, shape.activation),
+            (Layout::Dense, ScoreKind::Logits, Activation::Sigmoid)
+        );
+        assert_eq!(cols.scores.name, "logits");
+        let binary = schema(&[
+            ("image_id", ArrowDataType::Utf8View),
+            ("target", ArrowDataType::Boolean),
+            ("prob", ArrowDataType::Float64),
+            ("class", ArrowDataType::Int16),
+        ]);
+        let (shape, cols) = resolve(&file(&[]), &binary, &options(DumpParams::default())).unwrap();
+        assert_eq!((shape.layout, shape.scores), (Layout::Binary, ScoreKind::Probs));
+        assert_eq!(cols.class.unwrap().ty, ColumnType::Int);
+    }
+
+    #[test]
+    fn a_hive_key_stands_in_for_a_missing_column() {
+        let s = schema(&[("label", ArrowDataType::Int32), ("logits", list(ArrowDataType::Float32))]);
+        let (_, cols) =
+            resolve(&file(&[("image_id", HiveValue::Int(7))]), &s, &options(DumpParams::default())).unwrap();
+        assert_eq!(cols.image_id.source, Source::Hive(HiveValue::Int(7)));
+        // A column of the file wins over a hive key of the same name.
+        let (_, cols) =
+            resolve(&file(&[("image_id", HiveValue::Int(7))]), &dense(&[]), &options(DumpParams::default()))
+                .unwrap();
+        assert_eq!(cols.image_id.source, Source::Column("image_id".into()));
+    }
+
+    #[test]
+    fn schema_errors_name_the_file_the_column_and_a_fix() {
+        let o = options(DumpParams::default());
+        // Both score kinds.
+        let e = error(resolve(&file(&[]), &dense(&[("probs", list(ArrowDataType::Float32))]), &o));
+        assert!(
+            e.contains("d/part.parquet") && e.contains("both 'logits' and 'probs'") && e.contains("--scores"),
+            "{e}"
+        );
+        // No scores at all: the columns found are listed, hive keys marked.
+        let s = schema(&[("image_id", ArrowDataType::Int64), ("label", ArrowDataType::Int32)]);
+        let e = error(resolve(&file(&[("step", HiveValue::Int(3))]), &s, &o));
+        assert!(
+            e.contains("no score column") && e.contains("step (hive)") && e.contains("--col logits="),
+            "{e}"
+        );
+        // Dense and binary scores together.
+        let e = error(resolve(&file(&[]), &dense(&[("logit", ArrowDataType::Float32)]), &o));
+        assert!(e.contains("--layout dense or --layout binary"), "{e}");
+        // Wrong types.
+        let s = schema(&[
+            ("image_id", ArrowDataType::Int64),
+            ("label", ArrowDataType::Float32),
+            ("logits", list(ArrowDataType::Float32)),
+        ]);
+        let e = error(resolve(&file(&[]), &s, &o));
+        assert!(e.contains("label") && e.contains("integer class index"), "{e}");
+        let s = schema(&[
+            ("image_id", ArrowDataType::Int64),
+            ("label", ArrowDataType::Int32),
+            ("logits", list(ArrowDataType::Utf8View)),
+        ]);
+        let e = error(resolve(&file(&[]), &s, &o));
+        assert!(e.contains("logits") && e.contains("list of float32/float64"), "{e}");
+        // Some box corners only.
+        let e = error(resolve(
+            &file(&[]),
+            &dense(&[("x1", ArrowDataType::Float32), ("y1", ArrowDataType::Float32)]),
+            &o,
+        ));
+        assert!(e.contains("x1, y1, x2, y2") && e.contains("all four"), "{e}");
+        // Scores cannot come from a hive key (a constant per directory is not a score list).
+        let s = schema(&[("image_id", ArrowDataType::Int64), ("label", ArrowDataType::Int32)]);
+        let e = error(resolve(&file(&[("logits", HiveValue::Int(1))]), &s, &o));
+        assert!(e.contains("logits") && e.contains("list of float32/float64"), "{e}");
+        // Softmax needs the dense layout.
+        let binary = schema(&[
+            ("image_id", ArrowDataType::Int64),
+            ("target", ArrowDataType::Float32),
+            ("logit", ArrowDataType::Float32),
+        ]);
+        let softmax = options(DumpParams { activation: Activation::Softmax, ..Default::default() });
+        let e = error(resolve(&file(&[]), &binary, &softmax));
+        assert!(e.contains("--activation softmax needs a dense dump"), "{e}");
+    }
+
+    #[test]
+    fn renamed_columns_resolve_under_their_physical_names() {
+        let s = schema(&[
+            ("img", ArrowDataType::Int64),
+            ("label", ArrowDataType::Int32),
+            ("cls_scores", list(ArrowDataType::Float64)),
+        ]);
+        let o = options(DumpParams {
+            columns: vec!["image_id=img".into(), "logits=cls_scores".into()],
+            ..Default::default()
+        });
+        let (_, cols) = resolve(&file(&[]), &s, &o).unwrap();
+        assert_eq!((cols.image_id.name.as_str(), cols.scores.name.as_str()), ("img", "cls_scores"));
+        assert_eq!(cols.scores.logical, "logits");
+    }
+}
