@@ -950,6 +950,181 @@ mod tests {
             }
         }
 
+        /// The dump shapes the pass handles, beyond dense sigmoid logits.
+        #[derive(Clone, Copy, Debug)]
+        enum Shape {
+            SigmoidProbs,
+            SoftmaxLogits,
+            SoftmaxProbs,
+            /// Binary logits with hard and soft targets, weights and classes.
+            Binary,
+        }
+
+        const SHAPES: [Shape; 4] =
+            [Shape::SigmoidProbs, Shape::SoftmaxLogits, Shape::SoftmaxProbs, Shape::Binary];
+
+        /// A dump of `shape`: every column by row, boxes on every row (OHEM's NMS reads them).
+        struct Dump {
+            exp: Expansion,
+            images: Vec<i64>,
+            labels: Vec<i32>,
+            targets: Vec<f64>,
+            scores: Vec<f64>,
+            weight: Vec<f64>,
+            class: Vec<i32>,
+            boxes: Vec<[f32; 4]>,
+        }
+
+        fn dump(shape: Shape, seed: u64, n: usize) -> Dump {
+            let mut rng = crate::rng::Rng::new(seed, 1);
+            let (layout, scores, activation) = match shape {
+                Shape::SigmoidProbs => (Layout::Dense, ScoreKind::Probs, Activation::Sigmoid),
+                Shape::SoftmaxLogits => (Layout::Dense, ScoreKind::Logits, Activation::Softmax),
+                Shape::SoftmaxProbs => (Layout::Dense, ScoreKind::Probs, Activation::Softmax),
+                Shape::Binary => (Layout::Binary, ScoreKind::Logits, Activation::Sigmoid),
+            };
+            let width = if layout == Layout::Binary { 1 } else { C };
+            let exp =
+                Expansion { shape: DumpShape { layout, scores, activation }, width, background_class: 0 };
+            let mut d = Dump {
+                exp,
+                images: Vec::new(),
+                labels: Vec::new(),
+                targets: Vec::new(),
+                scores: Vec::new(),
+                weight: Vec::new(),
+                class: Vec::new(),
+                boxes: Vec::new(),
+            };
+            let mut image = 0;
+            for _ in 0..n {
+                if rng.uniform() < 0.02 {
+                    image += 1;
+                }
+                d.images.push(image);
+                let logits: Vec<f64> = (0..width).map(|_| rng.normal() * 4.0).collect();
+                match shape {
+                    Shape::SigmoidProbs => {
+                        d.labels.push([-2, -1, -1, -1, -1, 0, 1, 2][rng.below(8) as usize]);
+                        d.scores.extend(logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())));
+                    }
+                    Shape::SoftmaxLogits | Shape::SoftmaxProbs => {
+                        // Class 0 is the background.
+                        d.labels.push([-2, 0, 0, 0, 0, 1, 2][rng.below(7) as usize]);
+                        if matches!(shape, Shape::SoftmaxLogits) {
+                            d.scores.extend(&logits);
+                        } else {
+                            let m = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                            let e: Vec<f64> = logits.iter().map(|x| (x - m).exp()).collect();
+                            let sum: f64 = e.iter().sum();
+                            d.scores.extend(e.iter().map(|v| v / sum));
+                        }
+                    }
+                    Shape::Binary => {
+                        d.targets.push(match rng.below(10) {
+                            0 => 1.0,
+                            1 => rng.uniform(), // a soft (IoU-quality) target
+                            _ => 0.0,
+                        });
+                        d.scores.push(logits[0]);
+                        d.weight.push(2.0 * rng.uniform());
+                        d.class.push(rng.below(4) as i32);
+                    }
+                }
+                let (x, y) = ((rng.uniform() * 100.0) as f32, (rng.uniform() * 100.0) as f32);
+                let (w, h) = ((5.0 + rng.uniform() * 20.0) as f32, (5.0 + rng.uniform() * 20.0) as f32);
+                d.boxes.push([x, y, x + w, y + h]);
+            }
+            d
+        }
+
+        impl Dump {
+            fn len(&self) -> usize {
+                self.images.len()
+            }
+
+            /// Rows `r` as a batch of a file of `len()` rows.
+            fn batch(&self, r: std::ops::Range<usize>) -> Batch {
+                let w = self.exp.width;
+                let binary = self.exp.shape.layout == Layout::Binary;
+                let targets = if binary {
+                    Targets::Binary(self.targets[r.clone()].to_vec())
+                } else {
+                    Targets::Labels(self.labels[r.clone()].to_vec())
+                };
+                let scores = ScoreValues::from_f64(self.scores[r.start * w..r.end * w].to_vec());
+                let mut b = crate::input::test_batch(
+                    self.images[r.clone()].iter().copied(),
+                    targets,
+                    scores,
+                    r.start as u64,
+                );
+                b.file_rows = self.len() as u64;
+                if binary {
+                    b.weight = Some(self.weight[r.clone()].to_vec());
+                    b.class = Some(self.class[r.clone()].to_vec());
+                }
+                b.boxes = Some(self.boxes[r].to_vec());
+                b
+            }
+
+            /// The pass over `ranges`, each a batch, merged in order.
+            fn pass(&self, ranges: &[std::ops::Range<usize>], config: &AnalysisConfig) -> Pass {
+                let mut total = Pass::starting(config, None);
+                for r in ranges {
+                    let mut p = Pass::new(config, None);
+                    p.observe_batch(&self.exp, &self.batch(r.clone()), config.easy_threshold()).unwrap();
+                    total.merge(p).unwrap();
+                }
+                total.finish_selection().unwrap();
+                total
+            }
+
+            fn info(&self) -> DumpInfo {
+                DumpInfo {
+                    inputs: vec!["d.parquet".into()],
+                    shape: self.exp.shape,
+                    width: self.exp.width,
+                    background_class: 0,
+                }
+            }
+        }
+
+        /// Every strategy (OHEM with NMS over the boxes), the sweep and the breakdowns.
+        fn everything_with_nms() -> AnalysisConfig {
+            let mut p = AnalysisParams {
+                strategies: StrategyKind::ALL.to_vec(),
+                sweep: Some(SweepParams::default()),
+                breakdowns: true,
+                ..Default::default()
+            };
+            p.ohem.k = 16;
+            p.ohem.nms = Some(0.5);
+            p.check().unwrap()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn any_batching_gives_the_same_result_for_every_dump_shape(
+                shape in 0..SHAPES.len(), seed in 0..1000u64, n in 1..500usize,
+                cuts in prop::collection::vec(any::<usize>(), 0..10),
+            ) {
+                let d = dump(SHAPES[shape], seed, n);
+                let config = everything_with_nms();
+                let whole = d.pass(&[0..n], &config);
+                let split = d.pass(&ranges(cuts, n), &config);
+                prop_assert_eq!(&split, &whole);
+                let (a, b) = (split.report(&d.info(), &config, "t"), whole.report(&d.info(), &config, "t"));
+                prop_assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+                // Every total is finite.
+                for s in &a.strategies {
+                    prop_assert!(s.loss.total.is_finite() && s.loss.normalized.is_finite(), "{}: {:?}", s.name, s.loss);
+                }
+            }
+        }
+
         fn info() -> DumpInfo {
             let exp = expansion();
             DumpInfo {
