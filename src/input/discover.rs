@@ -121,7 +121,18 @@ fn walk(root: &Path, dir: &Path, found: &mut Vec<InputFile>) -> Result<(), Input
         .map_err(io)?;
     entries.sort();
     for p in entries {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+            // Skipping it would silently leave data out of the analysis.
+            let lossy = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if lossy.ends_with(".parquet") || lossy.ends_with(".pq") || p.is_dir() {
+                return Err(InputError::NoFiles {
+                    spec: p.display().to_string(),
+                    problem: "the name is not valid UTF-8, so hardmine cannot name it in reports".into(),
+                    fix: "rename it with UTF-8 characters (e.g. `convmv -f latin1 -t utf8 --notest`)".into(),
+                });
+            }
+            continue;
+        };
         if name.starts_with('.') || name.starts_with('_') {
             continue;
         }
@@ -205,6 +216,15 @@ mod tests {
         assert!(discover(std::slice::from_ref(&d)).unwrap_err().to_string().contains("no *.parquet"));
         assert!(discover(&[format!("{d}/*.parquet")]).unwrap_err().to_string().contains("matched no files"));
         assert!(discover(&[format!("{d}/nope.parquet")]).unwrap_err().to_string().contains("no such file"));
+        // A file whose name is not UTF-8 is an error, not silently left out.
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let bad = dir.path().join(std::ffi::OsStr::from_bytes(b"img\xff<b>|.parquet"));
+            std::fs::write(&bad, b"x").unwrap();
+            let e = discover(std::slice::from_ref(&d)).unwrap_err().to_string();
+            assert!(e.contains("not valid UTF-8") && e.contains("rename"), "{e}");
+        }
         assert!(discover(&[]).is_err());
     }
 }

@@ -993,3 +993,48 @@ fn binary_targets(
     }
     Ok(values.into_iter().map(|t| if (0.0..=1.0).contains(&t) { t } else { 0.0 }).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_has_a_distinct_reason_a_requirement_and_a_fix() {
+        let mut reasons: Vec<&str> = RULES.iter().map(|r| r.reason).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), RULES.len(), "reasons must be distinct: they key dataset.skipped");
+        for r in RULES {
+            assert!(r.reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{}", r.reason);
+            assert!(!r.column.is_empty() && !r.requires.is_empty() && !r.fix.is_empty(), "{r:?}");
+            // The docs' table lists every reason (docs/dump-format.md, "Value checks").
+            let docs = include_str!("../../docs/dump-format.md");
+            assert!(
+                docs.contains(&format!("| `{}` |", r.reason)),
+                "{} missing from docs/dump-format.md",
+                r.reason
+            );
+        }
+    }
+
+    #[test]
+    fn compact_drops_the_bad_rows_keeps_the_others_aligned_and_counts_reasons() {
+        let mut b = crate::input::test_batch(
+            [0, 0, 0, 1, 1],
+            Targets::Labels(vec![0, -1, -1, 1, -1]),
+            ScoreValues::from_f32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]),
+            100,
+        );
+        b.level = Some(vec![3, 4, 5, 6, 7]);
+        let c = compact(b, &[(1, NULL.reason), (4, IOU_OUT_OF_RANGE.reason), (2, NULL.reason)], 2);
+        assert_eq!(c.rows, 2);
+        assert_eq!(c.level, Some(vec![3, 6]));
+        assert_eq!(c.scores.f32s().unwrap(), &[1.0, 2.0, 7.0, 8.0]);
+        assert!(matches!(&c.targets, Targets::Labels(l) if l == &[0, 1]));
+        // Each kept row remembers its row in the file.
+        assert_eq!((c.file_row(0), c.file_row(1)), (100, 103));
+        assert_eq!(c.skipped.get("null"), Some(&2));
+        assert_eq!(c.skipped.get("iou_out_of_range"), Some(&1));
+        assert_eq!(c.images.iter().map(|r| (r.start, r.end)).collect::<Vec<_>>(), vec![(0, 1), (1, 2)]);
+    }
+}
