@@ -529,7 +529,7 @@ pub fn parse_numbers(flag: &'static str, list: &str) -> Result<Vec<f64>, ConfigE
 pub struct AnalysisParams {
     /// How to read the dump.
     pub dump: DumpParams,
-    /// Strategies to compare, in report order (default: ce, alpha_ce, focal).
+    /// Strategies to compare, in report order (default: every strategy, [`StrategyKind::ALL`]).
     pub strategies: Vec<StrategyKind>,
     /// Focusing parameter gamma of the focal loss (default 2, the focal-loss paper's choice).
     pub gamma: f64,

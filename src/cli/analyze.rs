@@ -10,7 +10,7 @@ use hardmine::config::{parse_strategies, AnalysisParams};
 use hardmine::input::Dump;
 use hardmine::state::State;
 
-use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, StrategyArgs};
+use super::common::{defaults, DumpArgs, OutputArgs, Progress, RunArgs, StrategyArgs};
 
 /// Examples shown by `hardmine analyze --help`, one per strategy.
 pub const EXAMPLES: &str = "\
@@ -33,10 +33,10 @@ pub struct AnalyzeArgs {
     #[arg(required = true, value_name = "DUMP")]
     pub inputs: Vec<String>,
     /// Strategies to compare, comma-separated: ce, alpha_ce, focal, ohem, ssd, sampled, ghm.
-    #[arg(long, default_value = "ce,alpha_ce,focal,ohem,ssd,sampled,ghm", value_name = "LIST")]
+    #[arg(long, default_value_t = defaults::strategies(), value_name = "LIST")]
     pub strategies: String,
     /// A decision is easy when p_t is at least this.
-    #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::easy_threshold(), value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
     /// Also save the merged accumulator state, for `hardmine merge` (shard by image).
     #[arg(long, value_name = "FILE")]

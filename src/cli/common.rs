@@ -19,6 +19,77 @@ use hardmine::render::{self, Format};
 use hardmine::report::Report;
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// The flags' defaults, taken from the library's `Default` impls so that they are defined once
+/// (`hardmine --help` shows these values).
+pub mod defaults {
+    use hardmine::config::{AnalysisParams, DumpParams, SampledParams, SweepParams};
+
+    fn analysis() -> AnalysisParams {
+        AnalysisParams::default()
+    }
+
+    fn list(values: &[f64]) -> String {
+        values.iter().map(f64::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    /// `--strategies`: every strategy, in report order.
+    pub fn strategies() -> String {
+        analysis().strategies.iter().map(|s| s.name()).collect::<Vec<_>>().join(",")
+    }
+    /// `--easy-threshold`.
+    pub fn easy_threshold() -> f64 {
+        analysis().easy_threshold
+    }
+    /// `--gamma`.
+    pub fn gamma() -> f64 {
+        analysis().gamma
+    }
+    /// `--alpha`.
+    pub fn alpha() -> f64 {
+        analysis().alpha
+    }
+    /// `--ohem-k`.
+    pub fn ohem_k() -> usize {
+        analysis().ohem.k
+    }
+    /// `--neg-pos-ratio`.
+    pub fn neg_pos_ratio() -> usize {
+        analysis().ssd.neg_pos_ratio
+    }
+    /// `--batch-size-per-image` and `--positive-fraction` without a preset.
+    pub fn sampled() -> SampledParams {
+        analysis().sampled
+    }
+    /// `--draws`.
+    pub fn draws() -> usize {
+        sampled().draws
+    }
+    /// `--seed`.
+    pub fn seed() -> u64 {
+        sampled().seed
+    }
+    /// `--ghm-bins`.
+    pub fn ghm_bins() -> usize {
+        analysis().ghm.bins
+    }
+    /// `--background-class`.
+    pub fn background_class() -> i64 {
+        DumpParams::default().background_class
+    }
+    /// `--gammas`.
+    pub fn gammas() -> String {
+        list(&SweepParams::default().gammas)
+    }
+    /// `--alphas`.
+    pub fn alphas() -> String {
+        list(&SweepParams::default().alphas)
+    }
+    /// `--target-easy-share`.
+    pub fn target_easy_share() -> f64 {
+        SweepParams::default().target_easy_share
+    }
+}
+
 /// How to read the dump.
 #[derive(Debug, Args)]
 pub struct DumpArgs {
@@ -29,7 +100,7 @@ pub struct DumpArgs {
     #[arg(long, value_enum, default_value_t = ActivationArg::Sigmoid)]
     pub activation: ActivationArg,
     /// Softmax only: index of the background class.
-    #[arg(long, default_value_t = 0, value_name = "K")]
+    #[arg(long, default_value_t = defaults::background_class(), value_name = "K")]
     pub background_class: i64,
     /// Use logits or probabilities when the dump has both.
     #[arg(long, value_enum)]
@@ -173,13 +244,13 @@ impl Sink {
 #[command(next_help_heading = "Strategy settings")]
 pub struct StrategyArgs {
     /// Focal-loss focusing parameter gamma (0 = CE).
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::gamma(), allow_negative_numbers = true)]
     pub gamma: f64,
     /// Class-balance weight alpha in [0,1]; negative (e.g. -1) disables alpha weighting.
-    #[arg(long, default_value_t = 0.25, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::alpha(), allow_negative_numbers = true)]
     pub alpha: f64,
     /// OHEM: candidates kept per image.
-    #[arg(long, default_value_t = 128, value_name = "K")]
+    #[arg(long, default_value_t = defaults::ohem_k(), value_name = "K")]
     pub ohem_k: usize,
     /// OHEM: greedy NMS at this IoU (in loss order) before taking the top k; needs x1,y1,x2,y2.
     #[arg(long, value_name = "IOU")]
@@ -188,7 +259,7 @@ pub struct StrategyArgs {
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     pub ohem_pos_fraction: Option<f64>,
     /// SSD: negatives kept per positive.
-    #[arg(long, default_value_t = 3, value_name = "R")]
+    #[arg(long, default_value_t = defaults::neg_pos_ratio(), value_name = "R")]
     pub neg_pos_ratio: usize,
     /// SSD: what an image without positives contributes.
     #[arg(long, value_enum, default_value_t = EmptyImagesArg::NoNegatives, value_name = "POLICY")]
@@ -203,13 +274,13 @@ pub struct StrategyArgs {
     #[arg(long, value_name = "F", allow_negative_numbers = true)]
     pub positive_fraction: Option<f64>,
     /// Sampling: seeded draws for the spread of the loss shares (0 = none).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = defaults::draws(), value_name = "N")]
     pub draws: usize,
     /// Sampling: seed of the draws.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::seed())]
     pub seed: u64,
     /// GHM-C: gradient-norm bins over [0,1].
-    #[arg(long, default_value_t = 30, value_name = "N")]
+    #[arg(long, default_value_t = defaults::ghm_bins(), value_name = "N")]
     pub ghm_bins: usize,
 }
 
@@ -245,7 +316,7 @@ impl StrategyArgs {
         let (b, f) = match self.preset {
             Some(PresetArg::Rpn) => (256, 0.5),
             Some(PresetArg::Rcnn) => (512, 0.25),
-            None => (256, 0.5),
+            None => (defaults::sampled().batch_size_per_image, defaults::sampled().positive_fraction),
         };
         params.sampled = SampledParams {
             batch_size_per_image: self.batch_size_per_image.unwrap_or(b),
@@ -273,13 +344,13 @@ pub struct RunArgs {
 #[command(next_help_heading = "Sweep")]
 pub struct SweepGridArgs {
     /// Gammas to sweep, comma-separated.
-    #[arg(long, default_value = "0,0.5,1,2,5", value_name = "LIST", allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults::gammas(), value_name = "LIST", allow_hyphen_values = true)]
     pub gammas: String,
     /// Alphas to sweep, comma-separated; a negative value means no alpha weighting.
-    #[arg(long, default_value = "0.25,0.5,0.75,-1", value_name = "LIST", allow_hyphen_values = true)]
+    #[arg(long, default_value_t = defaults::alphas(), value_name = "LIST", allow_hyphen_values = true)]
     pub alphas: String,
     /// Recommend the smallest gamma whose easy negatives carry less than this share of the loss.
-    #[arg(long, default_value_t = 0.1, value_name = "SHARE", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::target_easy_share(), value_name = "SHARE", allow_negative_numbers = true)]
     pub target_easy_share: f64,
 }
 

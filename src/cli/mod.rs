@@ -80,3 +80,28 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
         c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use hardmine::config::{AnalysisParams, SweepParams};
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let Command::Analyze(a) = Cli::try_parse_from(["hardmine", "analyze", "d"]).unwrap().command else {
+            panic!("analyze")
+        };
+        let got = a.params().unwrap();
+        let want = AnalysisParams::default();
+        assert_eq!(got.strategies, want.strategies);
+        assert_eq!((got.gamma, got.alpha, got.easy_threshold), (want.gamma, want.alpha, want.easy_threshold));
+        assert_eq!((got.ohem, got.ssd, got.sampled, got.ghm), (want.ohem, want.ssd, want.sampled, want.ghm));
+        assert_eq!(got.dump.background_class, want.dump.background_class);
+        let Command::Sweep(s) = Cli::try_parse_from(["hardmine", "sweep", "d"]).unwrap().command else {
+            panic!("sweep")
+        };
+        assert_eq!(s.sweep.params().unwrap(), SweepParams::default());
+        assert_eq!(s.easy_threshold, want.easy_threshold);
+    }
+}

@@ -13,7 +13,7 @@ use hardmine::output::{write_atomic, AtomicFile};
 use hardmine::render::{self, charts, Renderer};
 use hardmine::report::Report;
 
-use super::common::{invocation, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs};
+use super::common::{defaults, invocation, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -34,10 +34,10 @@ pub struct ReportArgs {
     #[arg(long, value_enum)]
     pub format: Option<ReportFormat>,
     /// Strategies to compare, comma-separated.
-    #[arg(long, default_value = "ce,alpha_ce,focal,ohem,ssd,sampled,ghm", value_name = "LIST")]
+    #[arg(long, default_value_t = defaults::strategies(), value_name = "LIST")]
     pub strategies: String,
     /// A decision is easy when p_t is at least this.
-    #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::easy_threshold(), value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
     #[command(flatten)]
     pub run: RunArgs,

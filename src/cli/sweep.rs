@@ -8,7 +8,7 @@ use hardmine::analysis;
 use hardmine::config::{AnalysisConfig, AnalysisParams, StrategyKind};
 use hardmine::input::Dump;
 
-use super::common::{DumpArgs, OutputArgs, Progress, RunArgs, SweepGridArgs};
+use super::common::{defaults, DumpArgs, OutputArgs, Progress, RunArgs, SweepGridArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -23,7 +23,7 @@ pub struct SweepArgs {
     #[arg(required = true, value_name = "DUMP")]
     pub inputs: Vec<String>,
     /// A decision is easy when p_t is at least this.
-    #[arg(long, default_value_t = 0.9, value_name = "TAU", allow_negative_numbers = true)]
+    #[arg(long, default_value_t = defaults::easy_threshold(), value_name = "TAU", allow_negative_numbers = true)]
     pub easy_threshold: f64,
     #[command(flatten)]
     pub run: RunArgs,
