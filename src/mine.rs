@@ -16,7 +16,7 @@ use polars_io::parquet::write::{BatchedWriter, ParquetCompression, ParquetWriter
 use crate::analysis::select::{ExportRow, MineSpec};
 use crate::analysis::{self, Mode, Observer};
 use crate::config::AnalysisConfig;
-use crate::error::{Error, InputError, OutputError};
+use crate::error::{Error, OutputError};
 use crate::input::{ColumnType, Dump, HiveValue, ImageKey, Source};
 use crate::output::AtomicFile;
 
@@ -42,16 +42,13 @@ pub fn mine(
     out: &Path,
     observer: &dyn Observer,
 ) -> Result<MineSummary, Error> {
-    match mine_mode(dump, config, spec, out, observer, Mode::Stream) {
-        Err(Error::Input(InputError::Unsorted { image, path, row })) => {
-            observer.restarted(&format!(
-                "image '{image}' appears again in {} from row {row}: the images are not contiguous, so the export re-reads the dump in partitions",
-                path.display()
-            ));
-            mine_mode(dump, config, spec, out, observer, Mode::Partitioned)
-        }
-        other => other,
-    }
+    // The export file is created afresh by each attempt: a restart is always possible.
+    analysis::restarting(
+        observer,
+        "the export re-reads",
+        || true,
+        |mode| mine_mode(dump, config, spec, out, observer, mode),
+    )
 }
 
 fn mine_mode(

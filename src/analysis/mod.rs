@@ -479,29 +479,45 @@ pub fn run(
     observer: &dyn Observer,
     mut mine: Option<(MineSpec, ExportSink<'_>)>,
 ) -> Result<Pass, Error> {
-    let mut exported = false;
-    let first = run_mode(
-        dump,
-        config,
+    let exported = std::cell::Cell::new(false);
+    restarting(
         observer,
-        mine.as_mut().map(|(s, k)| (*s, &mut **k as ExportSink<'_>)),
-        Mode::Stream,
-        &mut exported,
-    );
-    match first {
-        Err(Error::Input(InputError::Unsorted { image, path, row })) if !exported => {
-            observer.restarted(&format!(
-                "image '{image}' appears again in {} from row {row}: the images are not contiguous, so the per-image strategies re-read the dump in partitions",
-                path.display()
-            ));
-            run_mode(
+        "the per-image strategies re-read",
+        || !exported.get(),
+        |mode| {
+            let mut e = exported.get();
+            let r = run_mode(
                 dump,
                 config,
                 observer,
                 mine.as_mut().map(|(s, k)| (*s, &mut **k as ExportSink<'_>)),
-                Mode::Partitioned,
-                &mut exported,
-            )
+                mode,
+                &mut e,
+            );
+            exported.set(e);
+            r
+        },
+    )
+}
+
+/// The restart policy of every pass, in one place: `attempt` runs in [`Mode::Stream`] first;
+/// if an image turns up again after other images (the images are not contiguous) and
+/// `can_restart` says nothing irrevocable happened yet, the observer is told why and `attempt`
+/// runs again in [`Mode::Partitioned`]. `doing` completes the note ("so {doing} the dump in
+/// partitions").
+pub fn restarting<T>(
+    observer: &dyn Observer,
+    doing: &str,
+    can_restart: impl Fn() -> bool,
+    mut attempt: impl FnMut(Mode) -> Result<T, Error>,
+) -> Result<T, Error> {
+    match attempt(Mode::Stream) {
+        Err(Error::Input(InputError::Unsorted { image, path, row })) if can_restart() => {
+            observer.restarted(&format!(
+                "image '{image}' appears again in {} from row {row}: the images are not contiguous, so {doing} the dump in partitions",
+                path.display()
+            ));
+            attempt(Mode::Partitioned)
         }
         other => other,
     }
