@@ -199,3 +199,17 @@ def test_import_without_torch(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_capture_used_as_a_context_manager_is_removed_at_the_end():
+    from hardmine.capture._common import Removable
+
+    class Capture(Removable):
+        removed = 0
+
+        def remove(self):
+            self.removed += 1
+
+    with Capture() as c:
+        assert c.removed == 0
+    assert c.removed == 1

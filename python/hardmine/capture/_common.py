@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["unwrap_model", "levels_from_counts", "level_of_stride", "StepPolicy"]
+__all__ = ["unwrap_model", "levels_from_counts", "level_of_stride", "StepPolicy", "Removable"]
 
 
 def unwrap_model(model: Any) -> Any:
@@ -82,3 +82,16 @@ class StepPolicy:
     def done(self) -> None:
         """Record that a captured step was written."""
         self.written += 1
+
+
+class Removable:
+    """A capture that can be taken off: ``with install(...) as capture:`` removes it at the end."""
+
+    def remove(self) -> None:  # pragma: no cover - every capture defines it
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._common import StepPolicy, level_of_stride, levels_from_counts, unwrap_model
+from ._common import Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model
 from .writer import DumpWriter, _as_numpy
 
 __all__ = ["detectron2_labels", "detectron2_batch_to_dump", "Detectron2Capture", "install"]
@@ -104,7 +104,7 @@ def _first_level(model: Any) -> int:
                      f"{names!r}, no anchor_generator.strides): pass first_level=")
 
 
-class Detectron2Capture:
+class Detectron2Capture(Removable):
     """Captures the anchors of a detectron2 RetinaNet training step (see :func:`install`)."""
 
     def __init__(self, model: Any, writer: DumpWriter, *, every: int = 1,
@@ -173,11 +173,6 @@ class Detectron2Capture:
         if self.model.__dict__.get("losses") == self._losses:
             del self.model.losses
 
-    def __enter__(self) -> "Detectron2Capture":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
 
 
 def install(model: Any, out_dir: "str | os.PathLike[str] | None" = None, *,

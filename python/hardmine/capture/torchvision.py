@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._common import StepPolicy, level_of_stride, levels_from_counts, unwrap_model
+from ._common import Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model
 from .writer import DumpWriter
 
 __all__ = ["TorchvisionCapture", "install", "torchvision_labels"]
@@ -142,7 +142,7 @@ def _classify(model: Any) -> tuple[str, Any]:
     return kind, cls_head
 
 
-class TorchvisionCapture:
+class TorchvisionCapture(Removable):
     """Captures the anchors of a torchvision RetinaNet / FCOS / SSD / SSDlite training step.
 
     Use :func:`install` (or ``hardmine.capture.install``) rather than the constructor. The
@@ -295,11 +295,6 @@ class TorchvisionCapture:
             del self._owner.compute_loss
         self._owner = None
 
-    def __enter__(self) -> "TorchvisionCapture":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.remove()
 
 
 def install(model: Any, out_dir: "str | os.PathLike[str] | None" = None, *,
