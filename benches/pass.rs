@@ -103,7 +103,7 @@ fn compute(c: &mut Criterion) {
     synth::generate(dir.path(), &cfg).unwrap();
     let dump = Dump::open(&[dir.path().display().to_string()], config.dump()).unwrap();
     let batches: Vec<_> = dump.units().iter().flat_map(|&u| dump.read_batches(u).unwrap()).collect();
-    let exp = dump.expansion();
+    let exp = hardmine::analysis::decisions::Expansion::of(&dump);
     let decisions = (cfg.images * cfg.anchors_per_image * cfg.classes) as u64;
     g.throughput(Throughput::Elements(decisions));
     for threads in [1usize, 2] {

@@ -38,5 +38,6 @@ pub mod report;
 pub mod rng;
 pub mod state;
 pub mod synth;
+pub mod vocab;
 
 pub use error::Error;

@@ -27,6 +27,12 @@ pub struct Expansion {
 pub const CHUNK: usize = 4096;
 
 impl Expansion {
+    /// The expansion of `dump`'s rows (input/ knows nothing of analysis/: the dependency goes
+    /// one way).
+    pub fn of(dump: &crate::input::Dump) -> Expansion {
+        Expansion { shape: dump.shape(), width: dump.width(), background_class: dump.background_class() }
+    }
+
     /// Decisions per row: C for dense sigmoid dumps, 1 otherwise.
     pub fn decisions_per_row(&self) -> usize {
         match (self.shape.layout, self.shape.activation) {

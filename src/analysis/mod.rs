@@ -566,7 +566,7 @@ fn run_in_pool(
     exported: &mut bool,
 ) -> Result<Pass, Error> {
     let tau = config.easy_threshold();
-    let exp = dump.expansion();
+    let exp = Expansion::of(dump);
     let spec = mine.as_ref().map(|(s, _)| *s);
     let unsorted = |r: Reappeared| -> Error {
         let path = dump.files().get(r.file).map(|f| f.input.path.clone()).unwrap_or_default();

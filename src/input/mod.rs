@@ -405,15 +405,6 @@ impl Dump {
         }
     }
 
-    /// What decision expansion needs to know.
-    pub fn expansion(&self) -> crate::analysis::decisions::Expansion {
-        crate::analysis::decisions::Expansion {
-            shape: self.shape,
-            width: self.width,
-            background_class: self.background_class,
-        }
-    }
-
     /// The row groups to read, in file and row order.
     pub fn units(&self) -> &[Unit] {
         &self.units
