@@ -253,6 +253,7 @@ impl Accumulator for BreakdownAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let batch = chunk.batch;
         let focus = Focus { gamma: self.gamma, alpha: self.alpha };
+        let pre = chunk.terms.focal_for(focus);
         // f64 subtotals per run (one image within one summation block), folded exactly once
         // per run: per class, per level, per IoU band, for the image, and the logit sum.
         let mut class: Vec<Partial> = Vec::new();
@@ -271,7 +272,8 @@ impl Accumulator for BreakdownAcc {
                 let positive = m.bucket.is_positive();
                 let easy_negative = m.bucket == Bucket::EasyNegative;
                 let ce = d.ce * m.weight;
-                let focal = chunk.terms.focal_of(focus, run.start + i, d) * m.weight;
+                let focal =
+                    pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[run.start + i]) * m.weight;
                 anchor.add(positive, easy_negative, ce, focal);
                 let c = m.class as usize;
                 if class.len() <= c {

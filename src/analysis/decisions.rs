@@ -190,15 +190,11 @@ impl Terms {
         }
     }
 
-    /// The focal loss of decision `i` under `focus`: the precomputed value when `focus` is
-    /// the one the terms were computed with.
+    /// The precomputed focal losses, when `focus` is the one the terms were computed with
+    /// (decide once per chunk, not per decision; otherwise use [`Decision::focal`]).
     #[inline]
-    pub fn focal_of(&self, focus: Focus, i: usize, d: &Decision) -> f64 {
-        if focus == self.focus {
-            self.focal[i]
-        } else {
-            d.focal(focus.gamma, focus.alpha)
-        }
+    pub fn focal_for(&self, focus: Focus) -> Option<&[f64]> {
+        (focus == self.focus).then_some(self.focal.as_slice())
     }
 }
 

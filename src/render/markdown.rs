@@ -40,39 +40,39 @@ pub fn text(s: &str) -> String {
     out
 }
 
+/// Backticks for a fence around `s`: one more than its longest run of backticks, at least `min`.
+fn fence(s: &str, min: usize) -> String {
+    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat((longest + 1).max(min))
+}
+
 /// A code span of `s` shown verbatim (nothing inside a code span is markup or HTML), fenced
 /// with more backticks than `s` holds in a row; line breaks become spaces.
 pub fn code(s: &str) -> String {
     let s = s.replace(['\n', '\r'], " ");
-    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat(longest + 1);
+    let fence = fence(&s, 1);
     // A space inside the fence when the content starts or ends with a backtick.
     let pad = if s.starts_with('`') || s.ends_with('`') { " " } else { "" };
     format!("{fence}{pad}{s}{pad}{fence}")
 }
 
-/// A fenced code block of `s`, with a fence longer than any backtick run in it.
+/// A fenced code block of `s` (at least three backticks).
 fn code_block(s: &str, info: &str) -> String {
-    let longest = s.split(|c| c != '`').map(str::len).max().unwrap_or(0);
-    let fence = "`".repeat((longest + 1).max(3));
+    let fence = fence(s, 3);
     format!("{fence}{info}\n{s}\n{fence}\n")
-}
-
-fn cell(s: &str) -> String {
-    text(s)
 }
 
 /// A pipe table.
 pub fn table(t: &TableData) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| {} |", t.header.iter().map(|h| cell(h)).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "| {} |", t.header.iter().map(|h| text(h)).collect::<Vec<_>>().join(" | "));
     let rule: Vec<&str> = t.align.iter().map(|a| if *a == Align::Right { "---:" } else { "---" }).collect();
     let _ = writeln!(s, "| {} |", rule.join(" | "));
     for row in &t.rows {
         let cells: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, c)| if t.emphasis == Some(i) { format!("**{}**", cell(c)) } else { cell(c) })
+            .map(|(i, c)| if t.emphasis == Some(i) { format!("**{}**", text(c)) } else { text(c) })
             .collect();
         let _ = writeln!(s, "| {} |", cells.join(" | "));
     }

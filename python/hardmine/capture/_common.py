@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["unwrap_model", "levels_from_counts", "level_of_stride", "StepPolicy", "Removable"]
+__all__ = ["unwrap_model", "levels_from_counts", "level_of_stride", "StepPolicy", "Removable", "writer_for"]
 
 
 def unwrap_model(model: Any) -> Any:
@@ -95,3 +95,20 @@ class Removable:
 
     def __exit__(self, *exc) -> None:
         self.remove()
+
+
+def writer_for(out_dir: Any, writer: Any, rank: Optional[int], overwrite: bool) -> Any:
+    """The adapters' writer: ``writer`` as given, or a new DumpWriter into ``out_dir``.
+
+    Raises:
+        ValueError: neither or both were given.
+    """
+    from .writer import DumpWriter
+
+    if writer is None:
+        if out_dir is None:
+            raise ValueError("give out_dir (a directory for the dump) or writer=")
+        return DumpWriter(out_dir, rank=rank, overwrite=overwrite)
+    if out_dir is not None:
+        raise ValueError("give either out_dir or writer=, not both")
+    return writer

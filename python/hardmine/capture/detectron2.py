@@ -30,7 +30,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ._common import Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model
+from ._common import (Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model,
+                      writer_for)
 from .writer import DumpWriter, _as_numpy
 
 __all__ = ["detectron2_labels", "detectron2_batch_to_dump", "Detectron2Capture", "install"]
@@ -185,11 +186,6 @@ def install(model: Any, out_dir: "str | os.PathLike[str] | None" = None, *,
     not see the ground-truth boxes). The first level is parsed from ``head_in_features``
     (``"p3"`` -> 3), else from the anchor generator's first stride.
     """
-    if writer is None:
-        if out_dir is None:
-            raise ValueError("give out_dir (a directory for the dump) or writer=")
-        writer = DumpWriter(out_dir, rank=rank, overwrite=overwrite)
-    elif out_dir is not None:
-        raise ValueError("give either out_dir or writer=, not both")
+    writer = writer_for(out_dir, writer, rank, overwrite)
     return Detectron2Capture(model, writer, every=every, max_steps=max_steps,
                              start_step=start_step, boxes=boxes, first_level=first_level)

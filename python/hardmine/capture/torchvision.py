@@ -35,7 +35,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._common import Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model
+from ._common import (Removable, StepPolicy, level_of_stride, levels_from_counts, unwrap_model,
+                      writer_for)
 from .writer import DumpWriter
 
 __all__ = ["TorchvisionCapture", "install", "torchvision_labels"]
@@ -321,12 +322,7 @@ def install(model: Any, out_dir: "str | os.PathLike[str] | None" = None, *,
     Returns:
         A :class:`TorchvisionCapture`; call ``.remove()`` to take it off.
     """
-    if writer is None:
-        if out_dir is None:
-            raise ValueError("give out_dir (a directory for the dump) or writer=")
-        writer = DumpWriter(out_dir, rank=rank, overwrite=overwrite)
-    elif out_dir is not None:
-        raise ValueError("give either out_dir or writer=, not both")
+    writer = writer_for(out_dir, writer, rank, overwrite)
     return TorchvisionCapture(model, writer, every=every, max_steps=max_steps,
                               start_step=start_step, iou=iou, boxes=boxes,
                               first_level=first_level)

@@ -483,6 +483,7 @@ impl SelectAcc {
     pub fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let batch = chunk.batch;
         let focus = Focus { gamma: self.config.gamma, alpha: self.config.alpha };
+        let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || self.config.mine.is_some();
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
@@ -528,7 +529,7 @@ impl SelectAcc {
                     let b = m.bucket as usize;
                     let ce = d.ce * m.weight;
                     c.ce += ce;
-                    c.focal += chunk.terms.focal_of(focus, i, d) * m.weight;
+                    c.focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
                     c.positive |= m.bucket.is_positive();
                     c.count[b] += 1;
                     c.loss[b] += ce;

@@ -99,8 +99,8 @@ pub struct SampledTotals {
 }
 
 impl SampledTotals {
-    /// Adds one image's expectation, variances and draws: its candidates (in dump order),
-    /// their split and decisions per bucket.
+    /// Adds one image's expectation, variances and draws: its candidates (in dump order), their
+    /// split (made by [`Split::with_strata`]) and decisions per bucket.
     #[allow(clippy::too_many_arguments)]
     pub fn add_image(
         &mut self,
@@ -117,15 +117,10 @@ impl SampledTotals {
         // gradient; the expectation is each sum times the stratum's inclusion probability.
         // f64 sums: the image is complete and its candidates are in canonical (dump) order, so
         // the sums do not depend on how the dump was split.
-        let strata = match &split.strata {
-            Some(s) => s.clone(),
-            None => {
-                let mut s = Strata::default();
-                cands.iter().for_each(|c| s.add(c));
-                s
-            }
-        };
-        let Strata { n, count, loss, grad } = strata;
+        let Strata { n, count, loss, grad } = split
+            .strata
+            .clone()
+            .expect("the split of an image with sampling scans its strata (Split::with_strata)");
         let pi = [plan.p_neg, plan.p_pos];
         let mut image_loss = 0.0;
         for s in 0..2 {
