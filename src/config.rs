@@ -310,6 +310,36 @@ impl Default for GhmParams {
     }
 }
 
+/// Quality focal loss settings (strategy `qfl`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QflParams {
+    /// Exponent beta of the modulating factor |y - p|^beta (`--qfl-beta`, default 2, as
+    /// mmdetection's `QualityFocalLoss` and the GFL paper).
+    pub beta: f64,
+}
+
+impl Default for QflParams {
+    fn default() -> Self {
+        QflParams { beta: 2.0 }
+    }
+}
+
+/// Varifocal loss settings (strategy `vfl`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VflParams {
+    /// Scale of the negatives' loss (`--vfl-alpha`, default 0.75, as mmdetection's
+    /// `VarifocalLoss`); not the focal loss's alpha_t.
+    pub alpha: f64,
+    /// Exponent of the negatives' modulating factor p^gamma (`--vfl-gamma`, default 2).
+    pub gamma: f64,
+}
+
+impl Default for VflParams {
+    fn default() -> Self {
+        VflParams { alpha: 0.75, gamma: 2.0 }
+    }
+}
+
 /// The gamma x alpha sweep (unchecked).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SweepParams {
@@ -408,7 +438,8 @@ pub fn parse_numbers(flag: &'static str, list: &str) -> Result<Vec<f64>, ConfigE
 pub struct AnalysisParams {
     /// How to read the dump.
     pub dump: DumpParams,
-    /// Strategies to compare, in report order (default: every strategy, [`StrategyKind::ALL`]).
+    /// Strategies to compare, in report order (default: [`StrategyKind::defaults`], every strategy
+    /// but the optional soft-target losses qfl and vfl).
     pub strategies: Vec<StrategyKind>,
     /// Focusing parameter gamma of the focal loss (default 2, the focal-loss paper's choice).
     pub gamma: f64,
@@ -427,6 +458,10 @@ pub struct AnalysisParams {
     pub sampled: SampledParams,
     /// GHM-C settings.
     pub ghm: GhmParams,
+    /// Quality focal loss settings.
+    pub qfl: QflParams,
+    /// Varifocal loss settings.
+    pub vfl: VflParams,
     /// The gamma x alpha sweep, loss CDFs and gradient density (`None` = not computed).
     pub sweep: Option<SweepParams>,
     /// Breakdowns per level, class, IoU band and image, the normalisers and the health checks
@@ -438,7 +473,7 @@ impl Default for AnalysisParams {
     fn default() -> Self {
         AnalysisParams {
             dump: DumpParams::default(),
-            strategies: StrategyKind::ALL.to_vec(),
+            strategies: StrategyKind::defaults(),
             gamma: 2.0,
             alpha: 0.25,
             easy_threshold: 0.9,
@@ -447,6 +482,8 @@ impl Default for AnalysisParams {
             ssd: SsdParams::default(),
             sampled: SampledParams::default(),
             ghm: GhmParams::default(),
+            qfl: QflParams::default(),
+            vfl: VflParams::default(),
             sweep: None,
             breakdowns: true,
         }
@@ -472,6 +509,10 @@ pub struct AnalysisConfig {
     ssd: SsdParams,
     sampled: SampledParams,
     ghm: GhmParams,
+    #[serde(default)]
+    qfl: QflParams,
+    #[serde(default)]
+    vfl: VflParams,
     sweep: Option<SweepGrid>,
     breakdowns: bool,
 }
@@ -506,6 +547,13 @@ impl AnalysisParams {
                 return Err(ConfigError::invalid("--strategies", s, "listed twice"));
             }
             seen.push(*s);
+            if s.sigmoid_only() && dump.activation() == Activation::Softmax {
+                return Err(ConfigError::invalid(
+                    "--strategies",
+                    s,
+                    "a sigmoid loss (mmdetection implements it for use_sigmoid=True only); this analysis reads --activation softmax: drop it from --strategies",
+                ));
+            }
         }
         if self.threads == Some(0) {
             return Err(ConfigError::invalid("--threads", 0, "use at least 1 thread"));
@@ -522,6 +570,15 @@ impl AnalysisParams {
                 "use 1 to 10000 bins (mmdetection uses 10, the paper 30)",
             ));
         }
+        check_exponent("--qfl-beta", self.qfl.beta, "the GFL paper and mmdetection use 2")?;
+        check_exponent("--vfl-gamma", self.vfl.gamma, "VarifocalNet and mmdetection use 2")?;
+        if !(self.vfl.alpha.is_finite() && self.vfl.alpha >= 0.0) {
+            return Err(ConfigError::invalid(
+                "--vfl-alpha",
+                self.vfl.alpha,
+                "the negatives' scale must be finite and >= 0 (VarifocalNet and mmdetection use 0.75)",
+            ));
+        }
         Ok(AnalysisConfig {
             dump,
             strategies: self.strategies,
@@ -533,9 +590,20 @@ impl AnalysisParams {
             ssd: self.ssd,
             sampled: self.sampled,
             ghm: self.ghm,
+            qfl: self.qfl,
+            vfl: self.vfl,
             sweep: self.sweep.as_ref().map(SweepParams::check).transpose()?,
             breakdowns: self.breakdowns,
         })
+    }
+}
+
+/// Checks an exponent of a modulating factor: finite, in [0, MAX_GAMMA].
+fn check_exponent(flag: &'static str, v: f64, usual: &str) -> Result<(), ConfigError> {
+    if v.is_finite() && (0.0..=MAX_GAMMA).contains(&v) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(flag, v, format!("must be in [0, {MAX_GAMMA}] ({usual})")))
     }
 }
 
@@ -654,6 +722,14 @@ impl AnalysisConfig {
     pub fn ghm(&self) -> &GhmParams {
         &self.ghm
     }
+    /// Quality focal loss settings.
+    pub fn qfl(&self) -> &QflParams {
+        &self.qfl
+    }
+    /// Varifocal loss settings.
+    pub fn vfl(&self) -> &VflParams {
+        &self.vfl
+    }
     /// The sweep grid, if requested.
     pub fn sweep(&self) -> Option<&SweepGrid> {
         self.sweep.as_ref()
@@ -682,7 +758,7 @@ mod tests {
         assert_eq!(c.gamma(), 2.0);
         assert_eq!(c.alpha(), Some(0.25));
         assert_eq!(c.easy_threshold(), 0.9);
-        assert_eq!(c.strategies(), &StrategyKind::ALL);
+        assert_eq!(c.strategies(), StrategyKind::defaults());
     }
 
     #[test]

@@ -170,6 +170,29 @@ pub fn modulating(gamma: f64, q: f64, ln_q: f64) -> f64 {
     }
 }
 
+/// q^gamma for q in [0, 1]: [`modulating`] with ln q computed only where it needs it (gammas
+/// that are not multiples of 1/2 up to 16).
+#[inline]
+pub fn power(gamma: f64, q: f64) -> f64 {
+    if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+        modulating(gamma, q, f64::NAN)
+    } else {
+        modulating(gamma, q, q.ln())
+    }
+}
+
+/// p (1 - p) of a sigmoid decision (p = sigmoid of its logit): p_t (1 - p_t) for hard targets,
+/// (y + a)(1 - y - a) from a = p - y for soft ones (whose error, about 1e-16 y, is negligible
+/// against the terms it multiplies).
+#[inline]
+pub fn sigmoid_variance(d: &Decision) -> f64 {
+    if d.y == 0.0 || d.y == 1.0 {
+        d.p_t * d.q
+    } else {
+        (d.y + d.a) * ((1.0 - d.y) - d.a)
+    }
+}
+
 /// A hard-target sigmoid decision from z (the logit of the true outcome, s = +1 for y = 1 and
 /// -1 for y = 0), e = exp(-|z|), l = ln(1 + e) and inv = 1 / (1 + e).
 #[inline(always)]

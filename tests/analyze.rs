@@ -1,7 +1,7 @@
 //! `hardmine analyze` against an independent brute force, on real Parquet files.
 
 use crate::util::fixture::{write, Col};
-use crate::util::reference::{check, expected, Dec, Score};
+use crate::util::reference::{check, expected, expected_soft, Dec, Score, SoftLoss};
 use crate::util::{assert_json_close, Env, Lcg};
 
 const STRATEGIES: [&str; 3] = ["ce", "alpha_ce", "focal"];
@@ -144,6 +144,57 @@ fn binary_soft_targets_and_weights_match_brute_force() {
     for s in STRATEGIES {
         check(&rep, s, &expected(&decs, &images, s, 2.0, Some(0.25), 0.9));
     }
+}
+
+#[test]
+fn qfl_and_vfl_on_soft_targets_match_the_mmdetection_formulas_by_brute_force() {
+    let env = Env::new();
+    let mut r = Lcg(5);
+    let n = 400;
+    let image: Vec<String> = (0..n).map(|i| format!("img_{:02}", i / 45)).collect();
+    // IoU-quality targets: soft positives, hard positives, negatives.
+    let target: Vec<f64> = (0..n).map(|_| r.pick(&[0.0, 0.0, 0.0, 0.0, 1.0, 0.35, 0.62, 0.91])).collect();
+    let logit: Vec<f32> = (0..n).map(|_| r.range(-9.0, 9.0) as f32).collect();
+    let weight: Vec<f64> = (0..n).map(|_| r.pick(&[1.0, 1.0, 0.5, 2.0])).collect();
+    write(
+        &env.path("soft.parquet"),
+        vec![
+            ("image_id", Col::Str(image.clone())),
+            ("target", Col::F64(target.clone())),
+            ("logit", Col::F32(logit.clone())),
+            ("weight", Col::F64(weight.clone())),
+        ],
+        64,
+    );
+    let decs: Vec<Dec> = (0..n)
+        .map(|i| Dec {
+            image: image[i].clone(),
+            score: Score::Logit(logit[i] as f64),
+            y: target[i],
+            weight: weight[i],
+        })
+        .collect();
+    let mut images = image.clone();
+    images.dedup();
+    // mmdetection's defaults, then other settings.
+    let rep = env.run(&["analyze", "soft.parquet", "--strategies", "qfl,vfl", "--format", "json"]).json();
+    assert_eq!(rep["strategies"][0]["params"], serde_json::json!({"beta": 2.0}));
+    assert_eq!(rep["strategies"][1]["params"], serde_json::json!({"alpha": 0.75, "gamma": 2.0}));
+    check(&rep, "qfl", &expected_soft(&decs, &images, SoftLoss::Qfl { beta: 2.0 }, 0.9));
+    check(&rep, "vfl", &expected_soft(&decs, &images, SoftLoss::Vfl { alpha: 0.75, gamma: 2.0 }, 0.9));
+    let args = ["--qfl-beta", "1.5", "--vfl-alpha", "0.5", "--vfl-gamma", "1", "--easy-threshold", "0.8"];
+    let rep = env
+        .run(
+            &[&["analyze", "soft.parquet", "--strategies", "vfl,qfl", "--format", "json"][..], &args]
+                .concat(),
+        )
+        .json();
+    check(&rep, "qfl", &expected_soft(&decs, &images, SoftLoss::Qfl { beta: 1.5 }, 0.8));
+    check(&rep, "vfl", &expected_soft(&decs, &images, SoftLoss::Vfl { alpha: 0.5, gamma: 1.0 }, 0.8));
+    // Softmax dumps are refused up front: both are sigmoid losses.
+    let err =
+        env.run(&["analyze", "soft.parquet", "--strategies", "ce,vfl", "--activation", "softmax"]).err();
+    assert!(err.contains("--strategies") && err.contains("vfl") && err.contains("sigmoid"), "{err}");
 }
 
 #[test]

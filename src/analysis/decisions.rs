@@ -122,7 +122,7 @@ pub struct ChunkRun {
 }
 
 /// The focal loss's parameters that the accumulators share: the analysis's gamma and alpha.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Focus {
     /// Focusing parameter gamma.
     pub gamma: f64,

@@ -19,6 +19,7 @@ pub mod hist;
 pub mod ids;
 pub mod pairs;
 pub mod select;
+pub mod strategy;
 pub mod sum;
 pub mod sweep;
 pub mod weighted;
@@ -39,9 +40,10 @@ use edges::Edges;
 use ghm::GhmAcc;
 use ids::IdsAcc;
 use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
+use strategy::Reweighter;
 use sum::ExactSum;
 use sweep::SweepAcc;
-use weighted::{WeightedAcc, WeightedKind};
+use weighted::WeightedAcc;
 
 /// A statistic computed in one pass: observe batches and decision chunks, merge partial results.
 ///
@@ -89,7 +91,7 @@ pub fn bucket_sums(buckets: &[BucketAcc; 4]) -> [(u64, f64, f64, f64); 4] {
 /// One strategy's accumulator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StrategyAcc {
-    /// `ce`, `alpha_ce` or `focal`.
+    /// A reweighting strategy (`ce`, `alpha_ce`, `focal`, `qfl`, `vfl`).
     Weighted(WeightedAcc),
     /// `ghm`.
     Ghm(GhmAcc),
@@ -151,8 +153,8 @@ impl Pass {
         let strategies = config
             .strategies()
             .iter()
-            .map(|&k| match (WeightedKind::of(k), k) {
-                (Some(w), _) => StrategyAcc::Weighted(WeightedAcc::new(w, config.gamma(), config.alpha())),
+            .map(|&k| match (Reweighter::of(k, config), k) {
+                (Some(r), _) => StrategyAcc::Weighted(WeightedAcc::new(r)),
                 (None, StrategyKind::Ghm) => StrategyAcc::Ghm(GhmAcc::new(config.ghm().bins)),
                 (None, k) => StrategyAcc::Selected(k),
             })

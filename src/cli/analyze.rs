@@ -24,6 +24,7 @@ Examples:
   hardmine analyze dump/ --strategies sampled --preset rpn    # 256 anchors @ 0.5 positive
   hardmine analyze dump/ --strategies sampled --preset rcnn --draws 1000 --seed 7
   hardmine analyze dump/ --strategies ghm --ghm-bins 30       # GHM-C (mmdetection GHMC)
+  hardmine analyze dump/ --strategies ce,focal,qfl,vfl        # soft-target losses (GFL, VarifocalNet)
   hardmine analyze shard-3/ --save-state s3.state && hardmine merge s*.state   # shards";
 
 #[derive(Debug, Args)]
@@ -32,7 +33,8 @@ pub struct AnalyzeArgs {
     /// Parquet files, directories (searched recursively, hive partitions too) or quoted globs.
     #[arg(required = true, value_name = "DUMP")]
     pub inputs: Vec<String>,
-    /// Strategies to compare, comma-separated: ce, alpha_ce, focal, ohem, ssd, sampled, ghm.
+    /// Strategies to compare, comma-separated: ce, alpha_ce, focal, ohem, ssd, sampled, ghm, and
+    /// the soft-target losses qfl and vfl (sigmoid only; not in the default set).
     #[arg(long, default_value_t = defaults::strategies(), value_name = "LIST")]
     pub strategies: String,
     /// A decision is easy when p_t is at least this.

@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use hardmine::analysis::Observer;
 use hardmine::config::{parse_numbers, SweepParams};
 use hardmine::config::{
-    Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, OnInvalid,
-    SampledParams, ScoreKind, SsdParams,
+    Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, OnInvalid, QflParams,
+    SampledParams, ScoreKind, SsdParams, VflParams,
 };
 use hardmine::output::AtomicFile;
 use hardmine::render::{self, Format};
@@ -32,7 +32,7 @@ pub mod defaults {
         values.iter().map(f64::to_string).collect::<Vec<_>>().join(",")
     }
 
-    /// `--strategies`: every strategy, in report order.
+    /// `--strategies`: the default strategies, in report order.
     pub fn strategies() -> String {
         analysis().strategies.iter().map(|s| s.name()).collect::<Vec<_>>().join(",")
     }
@@ -71,6 +71,18 @@ pub mod defaults {
     /// `--ghm-bins`.
     pub fn ghm_bins() -> usize {
         analysis().ghm.bins
+    }
+    /// `--qfl-beta`.
+    pub fn qfl_beta() -> f64 {
+        analysis().qfl.beta
+    }
+    /// `--vfl-alpha`.
+    pub fn vfl_alpha() -> f64 {
+        analysis().vfl.alpha
+    }
+    /// `--vfl-gamma`.
+    pub fn vfl_gamma() -> f64 {
+        analysis().vfl.gamma
     }
     /// `--background-class`.
     pub fn background_class() -> i64 {
@@ -282,6 +294,15 @@ pub struct StrategyArgs {
     /// GHM-C: gradient-norm bins over [0,1].
     #[arg(long, default_value_t = defaults::ghm_bins(), value_name = "N")]
     pub ghm_bins: usize,
+    /// QFL: exponent beta of the modulating factor |y - p|^beta.
+    #[arg(long, default_value_t = defaults::qfl_beta(), value_name = "BETA", allow_negative_numbers = true)]
+    pub qfl_beta: f64,
+    /// VFL: scale of the negatives' loss (not the focal loss's alpha_t).
+    #[arg(long, default_value_t = defaults::vfl_alpha(), value_name = "ALPHA", allow_negative_numbers = true)]
+    pub vfl_alpha: f64,
+    /// VFL: exponent of the negatives' modulating factor p^gamma.
+    #[arg(long, default_value_t = defaults::vfl_gamma(), value_name = "GAMMA", allow_negative_numbers = true)]
+    pub vfl_gamma: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -325,6 +346,8 @@ impl StrategyArgs {
             seed: self.seed,
         };
         params.ghm = GhmParams { bins: self.ghm_bins };
+        params.qfl = QflParams { beta: self.qfl_beta };
+        params.vfl = VflParams { alpha: self.vfl_alpha, gamma: self.vfl_gamma };
     }
 }
 

@@ -97,6 +97,7 @@ mod tests {
         assert_eq!(got.strategies, want.strategies);
         assert_eq!((got.gamma, got.alpha, got.easy_threshold), (want.gamma, want.alpha, want.easy_threshold));
         assert_eq!((got.ohem, got.ssd, got.sampled, got.ghm), (want.ohem, want.ssd, want.sampled, want.ghm));
+        assert_eq!((got.qfl, got.vfl), (want.qfl, want.vfl));
         assert_eq!(got.dump.background_class, want.dump.background_class);
         let Command::Sweep(s) = Cli::try_parse_from(["hardmine", "sweep", "d"]).unwrap().command else {
             panic!("sweep")

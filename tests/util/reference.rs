@@ -117,13 +117,56 @@ pub fn expected(
         "focal" => (gamma, alpha),
         other => panic!("no reference for {other}"),
     };
+    accumulate(decs, images, tau, |d| {
+        let (p_t, _ce, f, z0) = model(&d.score, d.y);
+        (p_t, Box::new(move |z| f(z, g, a)), z0)
+    })
+}
+
+/// A soft-target loss of mmdetection, written from its formula (p = sigmoid(z), BCE with the
+/// soft target y).
+#[derive(Clone, Copy, Debug)]
+pub enum SoftLoss {
+    /// Quality focal loss, gfocal_loss.py: |y - p|^beta BCE(p, y).
+    Qfl { beta: f64 },
+    /// Varifocal loss, varifocal_loss.py (iou_weighted): y BCE if y > 0, else alpha p^gamma BCE.
+    Vfl { alpha: f64, gamma: f64 },
+}
+
+/// Computes a soft-target loss (`qfl`, `vfl`) by brute force over sigmoid-logit decisions.
+pub fn expected_soft(decs: &[Dec], images: &[String], loss: SoftLoss, tau: f64) -> Expected {
+    accumulate(decs, images, tau, |d| {
+        let Score::Logit(x) = d.score else { panic!("soft losses are checked on logits") };
+        let y = d.y;
+        let f = move |z: f64| {
+            let p = sigmoid(z);
+            let bce = -(y * p.ln() + (1.0 - y) * (1.0 - p).ln());
+            match loss {
+                SoftLoss::Qfl { beta } => (y - p).abs().powf(beta) * bce,
+                SoftLoss::Vfl { .. } if y > 0.0 => y * bce,
+                SoftLoss::Vfl { alpha, gamma } => alpha * p.powf(gamma) * bce,
+            }
+        };
+        let p = sigmoid(x);
+        (p * y + (1.0 - p) * (1.0 - y), Box::new(f), x)
+    })
+}
+
+/// Sums, per bucket, `loss(z0)` and a central difference of it for every decision, weighted;
+/// `of(d)` gives the decision's p_t, its loss as a function of its logit, and that logit.
+fn accumulate(
+    decs: &[Dec],
+    images: &[String],
+    tau: f64,
+    of: impl Fn(&Dec) -> (f64, Box<dyn Fn(f64) -> f64>, f64),
+) -> Expected {
     let mut e = Expected { count: [0; 4], loss: [0.0; 4], grad: [0.0; 4], total: 0.0, normalized: 0.0 };
     let mut per_image: BTreeMap<&str, (f64, u64)> = images.iter().map(|i| (i.as_str(), (0.0, 0))).collect();
     for d in decs {
-        let (p_t, _ce, f, z0) = model(&d.score, d.y);
-        let loss = d.weight * f(z0, g, a);
+        let (p_t, f, z0) = of(d);
+        let loss = d.weight * f(z0);
         let h = 1e-5;
-        let grad = d.weight * ((f(z0 + h, g, a) - f(z0 - h, g, a)) / (2.0 * h)).abs();
+        let grad = d.weight * ((f(z0 + h) - f(z0 - h)) / (2.0 * h)).abs();
         let positive = d.y > 0.0;
         let b = match (positive, p_t >= tau) {
             (false, true) => 0,
