@@ -19,7 +19,7 @@ use crate::input::DumpInfo;
 use crate::output::write_atomic;
 
 /// Version of the state layout; states of another version are refused.
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 /// A saved pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -68,13 +68,14 @@ impl fmt::Display for ScoreKind {
 /// The list of strategies, one line each: the only list (see docs/architecture.md, "How to add a
 /// strategy"). Each line reads
 /// `Variant "name" default|optional any|sigmoid family`, where `family` is `reweight(Type)` (a
-/// per-decision loss in `analysis::strategy`, `Type` relative to that module), `select` (a
-/// per-image selector in `analysis::select`) or `density` (GHM). `optional` strategies run only
+/// per-decision loss in `analysis::strategy`, `Type` relative to that module), `select(Type)` (a
+/// per-image selector in `analysis::select`, likewise) or `density` (GHM). `optional` strategies run only
 /// when named in `--strategies`; `sigmoid` ones refuse softmax dumps. The order is the report
 /// order of the default set.
 ///
-/// The list is expanded twice: here into [`StrategyKind`], and in `analysis::strategy` into the
-/// dispatch over the reweighting strategies (`strategy_list!(then)` calls `then! { ...lines }`).
+/// The list is expanded three times: here into [`StrategyKind`], in `analysis::strategy` into the
+/// dispatch over the reweighting strategies and in `analysis::select` into the dispatch over the
+/// selectors (`strategy_list!(then)` calls `then! { ...lines }`).
 macro_rules! strategy_list {
     ($then:ident) => {
         $then! {
@@ -85,11 +86,11 @@ macro_rules! strategy_list {
             /// Focal loss alpha_t (1 - p_t)^gamma CE.
             Focal "focal" default any reweight(focal::Focal),
             /// Online hard example mining: the top-k candidates of each image by CE.
-            Ohem "ohem" default any select,
+            Ohem "ohem" default any select(ohem::Ohem),
             /// SSD hard negative mining: all positives and the hardest `ratio x positives` negatives.
-            Ssd "ssd" default any select,
+            Ssd "ssd" default any select(ssd::Ssd),
             /// Fixed-size positive/negative sampling per image (RPN, Fast R-CNN).
-            Sampled "sampled" default any select,
+            Sampled "sampled" default any select(sampled::Sampled),
             /// Gradient harmonizing mechanism, GHM-C.
             Ghm "ghm" default any density,
             /// Quality focal loss (GFL): |y - p|^beta BCE(p, y).

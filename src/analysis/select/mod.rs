@@ -13,6 +13,11 @@
 //! an error that says how to fix the dump.
 //!
 //! Ties in loss are broken by dump position (file, then row): the earlier candidate ranks first.
+//!
+//! Each selector lives in its own file behind [`Selector`] and is listed once, in
+//! `crate::vocab::strategy_list!` (`select(Type)` lines), which this module expands into
+//! [`Selecting`]: the pass runs every listed selector on each complete image and computes the
+//! overlaps between whatever selectors ran (see docs/architecture.md).
 
 pub mod ohem;
 pub mod sampled;
@@ -26,8 +31,8 @@ use serde::{Deserialize, Serialize};
 
 use super::decisions::{DecisionChunk, Focus};
 use super::sum::ExactSum;
-use super::{bucket_sums, BucketAcc};
-use crate::config::{AnalysisConfig, OhemParams, SampledParams, SsdParams, StrategyKind};
+use super::BucketAcc;
+use crate::config::{AnalysisConfig, StrategyKind};
 use crate::input::{Batch, ImageKey, Targets};
 use crate::report::{Jaccard, Overlaps, StrategyReport};
 
@@ -202,6 +207,17 @@ pub enum MineStrategy {
 }
 
 impl MineStrategy {
+    /// The selector whose selection is exported (`None` for `focal`: every candidate, ranked by
+    /// focal loss).
+    pub fn selector(self) -> Option<StrategyKind> {
+        match self {
+            MineStrategy::Ohem => Some(StrategyKind::Ohem),
+            MineStrategy::Ssd => Some(StrategyKind::Ssd),
+            MineStrategy::Sampled => Some(StrategyKind::Sampled),
+            MineStrategy::Focal => None,
+        }
+    }
+
     /// Its name in exports.
     pub fn name(self) -> &'static str {
         match self {
@@ -251,16 +267,12 @@ pub struct ExportRow {
 /// The settings the selection strategies need.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SelectConfig {
-    /// OHEM, if requested.
-    pub ohem: Option<OhemParams>,
-    /// SSD mining, if requested.
-    pub ssd: Option<SsdParams>,
-    /// Sampling, if requested.
-    pub sampled: Option<SampledParams>,
-    /// Focal gamma (for the focal mass inside the OHEM selection, and focal exports).
-    pub gamma: f64,
-    /// Focal alpha.
-    pub alpha: Option<f64>,
+    /// The selectors that run, in list order (`StrategyKind::ALL`), whatever order the
+    /// strategies were requested in: the overlaps' pairs follow it.
+    pub selectors: Vec<Selecting>,
+    /// The analysis's focal gamma and alpha (the candidates' focal loss: the focal mass inside
+    /// the OHEM selection, and focal exports).
+    pub focus: Focus,
     /// The export, if any.
     pub mine: Option<MineSpec>,
 }
@@ -268,17 +280,215 @@ pub struct SelectConfig {
 impl SelectConfig {
     /// The selection part of an analysis config, or `None` when no selection strategy is asked.
     pub fn from_config(config: &AnalysisConfig, mine: Option<MineSpec>) -> Option<SelectConfig> {
-        let any = config.strategies().iter().any(|s| s.selects_per_image());
-        (any || mine.is_some()).then(|| SelectConfig {
-            ohem: config.has(StrategyKind::Ohem).then(|| *config.ohem()),
-            ssd: config.has(StrategyKind::Ssd).then(|| *config.ssd()),
-            sampled: config.has(StrategyKind::Sampled).then(|| *config.sampled()),
-            gamma: config.gamma(),
-            alpha: config.alpha(),
+        let selectors: Vec<Selecting> = StrategyKind::ALL
+            .iter()
+            .filter(|&&k| config.has(k))
+            .filter_map(|&k| Selecting::of(k, config))
+            .collect();
+        assert!(selectors.len() <= 32, "selection membership is a 32-bit mask");
+        (!selectors.is_empty() || mine.is_some()).then(|| SelectConfig {
+            selectors,
+            focus: Focus { gamma: config.gamma(), alpha: config.alpha() },
             mine,
         })
     }
+
+    /// Per-selector totals, empty.
+    fn empty_totals(&self) -> SelectTotals {
+        SelectTotals {
+            per: self.selectors.iter().map(Selecting::empty_totals).collect(),
+            overlap: OverlapSums::new(self.selectors.len()),
+            ..SelectTotals::default()
+        }
+    }
 }
+
+/// One complete image, as every selector sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Image<'a> {
+    /// Its id.
+    pub key: &'a ImageKey,
+    /// Its candidates, in dump order.
+    pub cands: &'a [&'a Candidate],
+    /// Their split into positives and negatives, and the decisions per bucket.
+    pub split: &'a Split,
+    /// max(1, positive decisions of the image): the normaliser of its selected loss.
+    pub norm: f64,
+}
+
+/// What a selector kept of an image.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kept {
+    /// These candidates (indices into the image's), each once.
+    These(Vec<usize>),
+    /// Each positive candidate with probability `p_pos` and each negative with `p_neg` (a
+    /// sampler's expectation).
+    Each {
+        /// Inclusion probability of a positive candidate.
+        p_pos: f64,
+        /// Inclusion probability of a negative candidate.
+        p_neg: f64,
+    },
+}
+
+impl Kept {
+    /// The probability that candidate `i` (`c`) is kept; `member` holds bit `s` for the
+    /// candidates selector `s` kept, when it keeps [`Kept::These`].
+    #[inline]
+    fn inclusion(&self, c: &Candidate, member: u32, s: usize) -> f64 {
+        match self {
+            Kept::These(_) => f64::from((member >> s) & 1),
+            Kept::Each { p_pos, p_neg } => {
+                if c.positive {
+                    *p_pos
+                } else {
+                    *p_neg
+                }
+            }
+        }
+    }
+}
+
+/// A per-image selection strategy: what it keeps of each complete image, its totals over the
+/// images, and its report entry. Its parameters are validated in [`crate::config`].
+pub trait Selector: Sized {
+    /// The selector's sums over images.
+    type Totals: Clone + std::fmt::Debug + Default + PartialEq + Serialize + for<'de> Deserialize<'de> + Send;
+
+    /// The selector with its settings from the validated analysis settings.
+    fn from_config(config: &AnalysisConfig) -> Self;
+
+    /// Whether its image scan needs the sampling strata ([`Split::with_strata`]).
+    fn needs_strata(&self) -> bool {
+        false
+    }
+
+    /// Selects from one complete image and adds the image to `totals`.
+    fn select(&self, image: &Image<'_>, totals: &mut Self::Totals) -> Kept;
+
+    /// The candidates `hardmine mine` exports for the image, given what [`Selector::select`]
+    /// kept (the default: the kept candidates, or none for a probabilistic selection).
+    fn export(&self, _image: &Image<'_>, kept: Kept) -> Vec<usize> {
+        match kept {
+            Kept::These(v) => v,
+            Kept::Each { .. } => Vec::new(),
+        }
+    }
+
+    /// Adds another part's totals.
+    fn merge(totals: &mut Self::Totals, other: &Self::Totals);
+
+    /// The report entry. `images` counts every image of the dump (the normaliser's mean runs
+    /// over all of them) and `positives` its positive decisions.
+    fn report(&self, totals: &Self::Totals, images: u64, positives: u64) -> StrategyReport;
+}
+
+/// Expands the strategy list into [`Selecting`] and [`SelectorTotals`], keeping the
+/// `select(..)` lines.
+macro_rules! define_selectors {
+    (@keep [$($out:tt)*]) => {
+        define_selectors!(@emit $($out)*);
+    };
+    (@keep [$($out:tt)*] $(#[$doc:meta])* $variant:ident $name:literal $default:ident $act:ident
+        select($($ty:tt)*), $($rest:tt)*) => {
+        define_selectors!(@keep [$($out)* $variant($($ty)*)] $($rest)*);
+    };
+    (@keep [$($out:tt)*] $(#[$doc:meta])* $variant:ident $name:literal $default:ident $act:ident
+        $family:ident $(($($ty:tt)*))?, $($rest:tt)*) => {
+        define_selectors!(@keep [$($out)*] $($rest)*);
+    };
+    (@emit $($variant:ident($ty:ty))*) => {
+        /// One selector with its settings (the `select(..)` lines of the list).
+        #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+        pub enum Selecting {
+            $(
+                #[doc = concat!("`", stringify!($ty), "`.")]
+                $variant($ty),
+            )*
+        }
+
+        /// One selector's totals.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        pub enum SelectorTotals {
+            $(
+                #[doc = concat!("Of `", stringify!($ty), "`.")]
+                $variant(<$ty as Selector>::Totals),
+            )*
+        }
+
+        impl Selecting {
+            /// The selector `kind` with its settings from `config`, if `kind` is one.
+            pub fn of(kind: StrategyKind, config: &AnalysisConfig) -> Option<Selecting> {
+                match kind {
+                    $(StrategyKind::$variant => Some(Selecting::$variant(<$ty>::from_config(config))),)*
+                    _ => None,
+                }
+            }
+
+            /// Which strategy this is.
+            pub fn kind(&self) -> StrategyKind {
+                match self {
+                    $(Selecting::$variant(_) => StrategyKind::$variant,)*
+                }
+            }
+
+            /// See [`Selector::needs_strata`].
+            pub fn needs_strata(&self) -> bool {
+                match self {
+                    $(Selecting::$variant(s) => s.needs_strata(),)*
+                }
+            }
+
+            /// Empty totals of this selector.
+            pub fn empty_totals(&self) -> SelectorTotals {
+                match self {
+                    $(Selecting::$variant(_) => SelectorTotals::$variant(Default::default()),)*
+                }
+            }
+
+            /// See [`Selector::select`]; `totals` must be this selector's.
+            pub fn select(&self, image: &Image<'_>, totals: &mut SelectorTotals) -> Kept {
+                match (self, totals) {
+                    $((Selecting::$variant(s), SelectorTotals::$variant(t)) => s.select(image, t),)*
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("totals are made by the selector they belong to"),
+                }
+            }
+
+            /// See [`Selector::export`].
+            pub fn export(&self, image: &Image<'_>, kept: Kept) -> Vec<usize> {
+                match self {
+                    $(Selecting::$variant(s) => s.export(image, kept),)*
+                }
+            }
+
+            /// See [`Selector::report`]; `totals` must be this selector's.
+            pub fn report(&self, totals: &SelectorTotals, images: u64, positives: u64) -> StrategyReport {
+                match (self, totals) {
+                    $((Selecting::$variant(s), SelectorTotals::$variant(t)) => s.report(t, images, positives),)*
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("totals are made by the selector they belong to"),
+                }
+            }
+        }
+
+        impl SelectorTotals {
+            /// Adds another part's totals of the same selector.
+            pub fn merge(&mut self, other: &SelectorTotals) {
+                match (self, other) {
+                    $((SelectorTotals::$variant(a), SelectorTotals::$variant(b)) => <$ty as Selector>::merge(a, b),)*
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("parts of one run hold the same selectors in the same order"),
+                }
+            }
+        }
+    };
+    ($($lines:tt)*) => {
+        define_selectors!(@keep [] $($lines)*);
+    };
+}
+
+crate::vocab::strategy_list!(define_selectors);
 
 /// Totals of one selection strategy.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -307,16 +517,21 @@ impl Chosen {
         w * c.ce
     }
 
-    /// Adds an image (decisions per bucket `counts`) whose selected candidates are `sel`
-    /// (weight 1); returns `sel`.
-    fn take(&mut self, cands: &[&Candidate], counts: &[u64; 4], sel: Vec<usize>, norm: f64) -> Vec<usize> {
-        self.count_all(counts);
+    /// Adds `image` whose selected candidates are `sel` (weight 1); returns them as kept.
+    pub fn take(&mut self, image: &Image<'_>, sel: Vec<usize>) -> Kept {
+        self.count_all(&image.split.counts);
         let mut loss = ExactSum::ZERO;
         for &i in &sel {
-            loss += self.select(cands[i], 1.0);
+            loss += self.select(image.cands[i], 1.0);
         }
-        self.normalized += loss.value() / norm;
-        sel
+        self.normalized += loss.value() / image.norm;
+        Kept::These(sel)
+    }
+
+    /// The normalised loss: the mean over `images` of each image's selected loss / its
+    /// normaliser.
+    pub fn mean(&self, images: u64) -> f64 {
+        self.normalized.value() / images.max(1) as f64
     }
 
     /// Adds another part's totals.
@@ -328,28 +543,36 @@ impl Chosen {
     }
 }
 
-/// Sums behind the Jaccard indices between selections (decision-weighted; the sampler's
-/// selection counts with its inclusion probabilities, a fuzzy Jaccard).
+/// Sums behind the Jaccard indices between selections (decision-weighted; a sampler's selection
+/// counts with its inclusion probabilities, a fuzzy Jaccard: sum of min / sum of max).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct OverlapSums {
-    /// OHEM vs SSD: intersection, union.
-    pub ohem_ssd: [ExactSum; 2],
-    /// OHEM vs sampled.
-    pub ohem_sampled: [ExactSum; 2],
-    /// SSD vs sampled.
-    pub ssd_sampled: [ExactSum; 2],
+    /// Per pair of selectors (a, b), a < b in the config's order: intersection, union.
+    pub pairs: Vec<[ExactSum; 2]>,
     /// Focal loss of the OHEM selection, and of everything.
     pub focal_in_ohem: [ExactSum; 2],
 }
 
+/// The pairs (a, b), a < b, of `n` selectors, in order.
+fn pairs(n: usize) -> Vec<(usize, usize)> {
+    (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).collect()
+}
+
 impl OverlapSums {
+    fn new(selectors: usize) -> OverlapSums {
+        OverlapSums { pairs: vec![[ExactSum::ZERO; 2]; pairs(selectors).len()], ..OverlapSums::default() }
+    }
+
     fn merge(&mut self, o: &OverlapSums) {
-        for (a, b) in [
-            (&mut self.ohem_ssd, &o.ohem_ssd),
-            (&mut self.ohem_sampled, &o.ohem_sampled),
-            (&mut self.ssd_sampled, &o.ssd_sampled),
-            (&mut self.focal_in_ohem, &o.focal_in_ohem),
-        ] {
+        if self.pairs.len() < o.pairs.len() {
+            self.pairs.resize(o.pairs.len(), [ExactSum::ZERO; 2]);
+        }
+        for (a, b) in self
+            .pairs
+            .iter_mut()
+            .chain([&mut self.focal_in_ohem])
+            .zip(o.pairs.iter().chain([&o.focal_in_ohem]))
+        {
             a[0] += b[0];
             a[1] += b[1];
         }
@@ -359,12 +582,8 @@ impl OverlapSums {
 /// Everything finalised images contributed.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SelectTotals {
-    /// OHEM.
-    pub ohem: Chosen,
-    /// SSD mining.
-    pub ssd: Chosen,
-    /// Sampling (expectation).
-    pub sampled: sampled::SampledTotals,
+    /// Per selector, in the config's order.
+    pub per: Vec<SelectorTotals>,
     /// Overlaps.
     pub overlap: OverlapSums,
     /// Images finalised.
@@ -377,9 +596,13 @@ pub struct SelectTotals {
 
 impl SelectTotals {
     fn merge(&mut self, mut o: SelectTotals) {
-        self.ohem.merge(&o.ohem);
-        self.ssd.merge(&o.ssd);
-        self.sampled.merge(&o.sampled);
+        if self.per.is_empty() {
+            self.per = std::mem::take(&mut o.per);
+        } else {
+            for (a, b) in self.per.iter_mut().zip(&o.per) {
+                a.merge(b);
+            }
+        }
         self.overlap.merge(&o.overlap);
         self.images += o.images;
         self.export.append(&mut o.export);
@@ -419,7 +642,6 @@ impl SelectAcc {
     /// An empty accumulator.
     pub fn new(config: SelectConfig) -> SelectAcc {
         SelectAcc {
-            config,
             open: BTreeMap::new(),
             ready: Vec::new(),
             done: BTreeSet::new(),
@@ -428,7 +650,8 @@ impl SelectAcc {
             origin: None,
             partitioned: false,
             starts_dump: false,
-            totals: SelectTotals::default(),
+            totals: config.empty_totals(),
+            config,
         }
     }
 
@@ -482,7 +705,7 @@ impl SelectAcc {
     /// Builds the candidates of a chunk.
     pub fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         let batch = chunk.batch;
-        let focus = Focus { gamma: self.config.gamma, alpha: self.config.alpha };
+        let focus = self.config.focus;
         let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || self.config.mine.is_some();
         for run in chunk.runs {
@@ -638,7 +861,7 @@ impl SelectAcc {
     }
 }
 
-/// Runs every selection strategy on one complete image.
+/// Runs every selector on one complete image.
 fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidate>]) -> SelectTotals {
     // References, not a joined copy: an image's candidates may be hundreds of megabytes (a
     // binary dump has one per decision).
@@ -646,194 +869,137 @@ fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidat
     // A canonical order, whatever order the parts were merged in (sorted dumps already are).
     // One scan for the split, the counts and the order check (an image's candidates do not
     // fit in cache: every scan is a trip to memory).
-    let scan = if config.sampled.is_some() { Split::with_strata } else { Split::of };
+    let scan =
+        if config.selectors.iter().any(Selecting::needs_strata) { Split::with_strata } else { Split::of };
     let mut split = scan(&cands);
     if !split.in_dump_order {
         cands.sort_unstable_by(|a, b| a.file.cmp(&b.file).then(a.row.cmp(&b.row)));
         split = scan(&cands);
     }
-    let counts = split.counts;
-    let norm = (counts[2] + counts[3]).max(1) as f64;
-    let mut t = SelectTotals { images: 1, ..Default::default() };
-    let n = cands.len();
-
-    let ohem_sel =
-        config.ohem.as_ref().map(|p| t.ohem.take(&cands, &counts, ohem::select(&cands, &split, p), norm));
-    let ssd_sel =
-        config.ssd.as_ref().map(|p| t.ssd.take(&cands, &counts, ssd::select(&cands, &split, p), norm));
-    let mut plan: Option<sampled::Plan> = None;
-    if let Some(p) = &config.sampled {
-        let pl = sampled::Plan::new(&split, p);
-        t.sampled.add_image(&cands, &split, &counts, &pl, p, &key, norm);
-        plan = Some(pl);
-    }
-
-    // Overlaps, decision-weighted: f64 sums over the image's candidates in dump order (the
-    // same whatever the split of the dump), one exact add per image.
-    const OHEM: u8 = 1;
-    const SSD: u8 = 2;
-    let mut member = vec![0u8; n];
-    for (sel, flag) in [(&ohem_sel, OHEM), (&ssd_sel, SSD)] {
-        for &i in sel.iter().flatten() {
-            member[i] |= flag;
-        }
-    }
-    let pi = |c: &Candidate, p: &sampled::Plan| if c.positive { p.p_pos } else { p.p_neg };
-    let (has_ohem, has_ssd) = (ohem_sel.is_some(), ssd_sel.is_some());
-    let mut sums = [0.0f64; 8];
-    for (c, &m) in cands.iter().zip(&member) {
-        let d = c.decisions() as f64;
-        let (o, s) = (m & OHEM != 0, m & SSD != 0);
-        if has_ohem && has_ssd {
-            sums[0] += d * f64::from(u8::from(o && s));
-            sums[1] += d * f64::from(u8::from(o || s));
-        }
-        if let Some(p) = &plan {
-            let q = pi(c, p);
-            if has_ohem {
-                let m = f64::from(u8::from(o));
-                sums[2] += d * m.min(q);
-                sums[3] += d * m.max(q);
-            }
-            if has_ssd {
-                let m = f64::from(u8::from(s));
-                sums[4] += d * m.min(q);
-                sums[5] += d * m.max(q);
-            }
-        }
-        if has_ohem {
-            if o {
-                sums[6] += c.focal;
-            }
-            sums[7] += c.focal;
-        }
-    }
-    let ov = &mut t.overlap;
-    for (k, sum) in [&mut ov.ohem_ssd, &mut ov.ohem_sampled, &mut ov.ssd_sampled, &mut ov.focal_in_ohem]
-        .into_iter()
-        .enumerate()
-    {
-        sum[0] += sums[2 * k];
-        sum[1] += sums[2 * k + 1];
-    }
-
+    let norm = (split.counts[2] + split.counts[3]).max(1) as f64;
+    let mut t = config.empty_totals();
+    t.images = 1;
+    let image = Image { key: &key, cands: &cands, split: &split, norm };
+    let kept: Vec<Kept> =
+        config.selectors.iter().zip(&mut t.per).map(|(s, totals)| s.select(&image, totals)).collect();
+    overlaps(&image, config, &kept, &mut t.overlap);
     if let Some(spec) = &config.mine {
-        let (rows, score): (Vec<usize>, fn(&Candidate) -> f64) = match spec.strategy {
-            MineStrategy::Ohem => (ohem_sel.unwrap_or_default(), |c| c.ce),
-            MineStrategy::Ssd => (ssd_sel.unwrap_or_default(), |c| c.ce),
-            MineStrategy::Sampled => {
-                let p = config.sampled.unwrap_or_default();
-                let pl = plan.unwrap_or_else(|| sampled::Plan::new(&split, &p));
-                (sampled::draw(&split, &pl, &p, &key, 0), |c| c.ce)
-            }
-            MineStrategy::Focal => ((0..n).collect(), |c| c.focal),
-        };
-        let limit = spec.top.unwrap_or(usize::MAX);
-        let ranked = top(&cands, &rows, limit, score);
-        let mut out = Vec::with_capacity(ranked.len());
-        for (rank, &i) in ranked.iter().enumerate() {
-            let c = cands[i];
-            let info = c.info.as_deref();
-            let weight = match spec.strategy {
-                MineStrategy::Focal if c.ce > 0.0 => c.focal / c.ce,
-                MineStrategy::Focal => 0.0,
-                _ => 1.0,
-            };
-            out.push(ExportRow {
-                image: key.clone(),
-                file: c.file,
-                row: c.row,
-                anchor_id: info.and_then(|i| i.anchor_id),
-                level: info.and_then(|i| i.level),
-                label: info.map_or(0, |i| i.label),
-                class: info.and_then(|i| i.class),
-                loss: score(c),
-                rank: rank as u32 + 1,
-                weight,
-            });
-        }
+        let rows = export(&image, config, spec, kept);
         if let Some(c) = cands.first() {
-            t.export.insert((c.file, c.row), out);
+            t.export.insert((c.file, c.row), rows);
         }
     }
     t
 }
 
-impl SelectAcc {
-    /// The report entry of `kind` (ohem, ssd or sampled). `images` counts every image of the
-    /// dump (the normaliser's mean runs over all of them) and `positives` its positive decisions.
-    pub fn report(&self, kind: StrategyKind, images: u64, positives: u64) -> StrategyReport {
-        use serde_json::json;
-        let t = &self.totals;
-        let mean = |s: &ExactSum| s.value() / images.max(1) as f64;
-        let mut params = BTreeMap::new();
-        let mut report = match kind {
-            StrategyKind::Ohem => {
-                let p = self.config.ohem.unwrap_or_default();
-                params.insert("k".to_string(), json!(p.k));
-                params.insert("nms".to_string(), json!(p.nms));
-                params.insert("pos_fraction".to_string(), json!(p.pos_fraction));
-                StrategyReport::from_buckets(
-                    "ohem",
-                    params,
-                    bucket_sums(&t.ohem.buckets),
-                    mean(&t.ohem.normalized),
-                )
+/// Adds an image's overlaps between the selections `kept` (decision-weighted f64 sums over its
+/// candidates in dump order, the same whatever the split of the dump; one exact add per image).
+fn overlaps(image: &Image<'_>, config: &SelectConfig, kept: &[Kept], sums: &mut OverlapSums) {
+    let mut member = vec![0u32; image.cands.len()];
+    for (s, k) in kept.iter().enumerate() {
+        if let Kept::These(sel) = k {
+            for &i in sel {
+                member[i] |= 1 << s;
             }
-            StrategyKind::Ssd => {
-                let p = self.config.ssd.unwrap_or_default();
-                params.insert("neg_pos_ratio".to_string(), json!(p.neg_pos_ratio));
-                params.insert("empty_images".to_string(), json!(p.empty_images));
-                let mut r = StrategyReport::from_buckets(
-                    "ssd",
-                    params,
-                    bucket_sums(&t.ssd.buckets),
-                    mean(&t.ssd.normalized),
-                );
-                // torchvision SSD.compute_loss: selected CE / max(1, positives in the batch).
-                let norm = r.loss.total / positives.max(1) as f64;
-                r.extra.insert("torchvision_normalized".into(), json!(norm));
-                r
+        }
+    }
+    let pairs = pairs(kept.len());
+    let ohem = config.selectors.iter().position(|s| s.kind() == StrategyKind::Ohem);
+    let mut acc = vec![[0.0f64; 2]; pairs.len()];
+    let mut focal = [0.0f64; 2];
+    for (c, &m) in image.cands.iter().zip(&member) {
+        let d = c.decisions() as f64;
+        for (sum, &(a, b)) in acc.iter_mut().zip(&pairs) {
+            let (pa, pb) = (kept[a].inclusion(c, m, a), kept[b].inclusion(c, m, b));
+            sum[0] += d * pa.min(pb);
+            sum[1] += d * pa.max(pb);
+        }
+        if let Some(o) = ohem {
+            if (m >> o) & 1 == 1 {
+                focal[0] += c.focal;
             }
-            StrategyKind::Sampled => {
-                let p = self.config.sampled.unwrap_or_default();
-                params.insert("batch_size_per_image".to_string(), json!(p.batch_size_per_image));
-                params.insert("positive_fraction".to_string(), json!(p.positive_fraction));
-                params.insert("draws".to_string(), json!(p.draws));
-                params.insert("seed".to_string(), json!(p.seed));
-                let s = &t.sampled;
-                let mut r = StrategyReport::from_buckets(
-                    "sampled",
-                    params,
-                    bucket_sums(&s.chosen.buckets),
-                    mean(&s.chosen.normalized),
-                );
-                r.extra = s.extra(r.selected, r.loss.total);
-                r
-            }
-            other => panic!("{other} is not a selection strategy"),
+            focal[1] += c.focal;
+        }
+    }
+    for (total, sum) in sums.pairs.iter_mut().zip(acc).chain([(&mut sums.focal_in_ohem, focal)]) {
+        total[0] += sum[0];
+        total[1] += sum[1];
+    }
+}
+
+/// The export rows of an image: what `spec`'s strategy kept, ranked, at most `spec.top`.
+fn export(image: &Image<'_>, config: &SelectConfig, spec: &MineSpec, kept: Vec<Kept>) -> Vec<ExportRow> {
+    let cands = image.cands;
+    let (rows, score): (Vec<usize>, fn(&Candidate) -> f64) = match spec.strategy.selector() {
+        None => ((0..cands.len()).collect(), |c| c.focal),
+        Some(kind) => {
+            let rows = config
+                .selectors
+                .iter()
+                .zip(kept)
+                .find(|(s, _)| s.kind() == kind)
+                .map(|(s, k)| s.export(image, k))
+                .unwrap_or_default();
+            (rows, |c| c.ce)
+        }
+    };
+    let limit = spec.top.unwrap_or(usize::MAX);
+    let ranked = top(cands, &rows, limit, score);
+    let mut out = Vec::with_capacity(ranked.len());
+    for (rank, &i) in ranked.iter().enumerate() {
+        let c = cands[i];
+        let info = c.info.as_deref();
+        let weight = match spec.strategy {
+            MineStrategy::Focal if c.ce > 0.0 => c.focal / c.ce,
+            MineStrategy::Focal => 0.0,
+            _ => 1.0,
         };
-        report.name = kind.name().to_string();
-        report
+        out.push(ExportRow {
+            image: image.key.clone(),
+            file: c.file,
+            row: c.row,
+            anchor_id: info.and_then(|i| i.anchor_id),
+            level: info.and_then(|i| i.level),
+            label: info.map_or(0, |i| i.label),
+            class: info.and_then(|i| i.class),
+            loss: score(c),
+            rank: rank as u32 + 1,
+            weight,
+        });
+    }
+    out
+}
+
+impl SelectAcc {
+    /// The report entry of selector `kind`. `images` counts every image of the dump (the
+    /// normaliser's mean runs over all of them) and `positives` its positive decisions.
+    pub fn report(&self, kind: StrategyKind, images: u64, positives: u64) -> StrategyReport {
+        let (s, totals) = self
+            .config
+            .selectors
+            .iter()
+            .zip(&self.totals.per)
+            .find(|(s, _)| s.kind() == kind)
+            .unwrap_or_else(|| panic!("{kind} is not a selector of this pass"));
+        s.report(totals, images, positives)
     }
 
     /// Jaccard indices between the selections that ran, and the focal share inside OHEM's.
     pub fn overlaps(&self) -> Option<Overlaps> {
         let o = &self.totals.overlap;
-        let c = &self.config;
+        let selectors = &self.config.selectors;
         let ratio = |s: &[ExactSum; 2]| if s[1].value() > 0.0 { s[0].value() / s[1].value() } else { 0.0 };
-        let mut jaccard = Vec::new();
-        let pairs = [
-            ("ohem", "ssd", c.ohem.is_some() && c.ssd.is_some(), &o.ohem_ssd),
-            ("ohem", "sampled", c.ohem.is_some() && c.sampled.is_some(), &o.ohem_sampled),
-            ("ssd", "sampled", c.ssd.is_some() && c.sampled.is_some(), &o.ssd_sampled),
-        ];
-        for (a, b, on, sums) in pairs {
-            if on {
-                jaccard.push(Jaccard { a: a.into(), b: b.into(), jaccard: ratio(sums) });
-            }
-        }
-        let focal_share_in_ohem = c.ohem.is_some().then(|| ratio(&o.focal_in_ohem));
+        let jaccard: Vec<Jaccard> = pairs(selectors.len())
+            .into_iter()
+            .zip(&o.pairs)
+            .map(|((a, b), sums)| Jaccard {
+                a: selectors[a].kind().name().into(),
+                b: selectors[b].kind().name().into(),
+                jaccard: ratio(sums),
+            })
+            .collect();
+        let has_ohem = selectors.iter().any(|s| s.kind() == StrategyKind::Ohem);
+        let focal_share_in_ohem = has_ohem.then(|| ratio(&o.focal_in_ohem));
         (!jaccard.is_empty() || focal_share_in_ohem.is_some())
             .then_some(Overlaps { jaccard, focal_share_in_ohem })
     }

@@ -7,8 +7,45 @@
 //! floor(f k) positives are kept and the rest of the k slots go to negatives, each by loss (the
 //! focal-loss paper's "OHEM 1:3" is f = 0.25).
 
-use super::{rank, top, Candidate, Split};
-use crate::config::OhemParams;
+use serde::{Deserialize, Serialize};
+
+use super::{rank, top, Candidate, Chosen, Image, Kept, Selector, Split};
+use crate::analysis::bucket_sums;
+use crate::config::{AnalysisConfig, OhemParams};
+use crate::report::StrategyReport;
+
+/// The OHEM selector.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ohem {
+    /// k, NMS and the positive quota (`--ohem-k`, `--ohem-nms`, `--ohem-pos-fraction`).
+    pub params: OhemParams,
+}
+
+impl Selector for Ohem {
+    type Totals = Chosen;
+
+    fn from_config(config: &AnalysisConfig) -> Ohem {
+        Ohem { params: *config.ohem() }
+    }
+
+    fn select(&self, image: &Image<'_>, totals: &mut Chosen) -> Kept {
+        totals.take(image, select(image.cands, image.split, &self.params))
+    }
+
+    fn merge(totals: &mut Chosen, other: &Chosen) {
+        totals.merge(other);
+    }
+
+    fn report(&self, totals: &Chosen, images: u64, _positives: u64) -> StrategyReport {
+        use serde_json::json;
+        let p = &self.params;
+        let params = [("k", json!(p.k)), ("nms", json!(p.nms)), ("pos_fraction", json!(p.pos_fraction))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        StrategyReport::from_buckets("ohem", params, bucket_sums(&totals.buckets), totals.mean(images))
+    }
+}
 
 /// Indices of the selected candidates (in dump order, split by `split`), hardest first.
 pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {

@@ -12,11 +12,67 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Candidate, Chosen, Split};
+use super::{Candidate, Chosen, Image, Kept, Selector, Split};
+use crate::analysis::bucket_sums;
 use crate::analysis::sum::ExactSum;
-use crate::config::SampledParams;
+use crate::config::{AnalysisConfig, SampledParams};
 use crate::input::ImageKey;
+use crate::report::StrategyReport;
 use crate::rng::{stable_hash, Rng};
+
+/// The sampling selector.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sampled {
+    /// Batch size, positive fraction, draws and seed (`--batch-size-per-image`,
+    /// `--positive-fraction`, `--preset`, `--draws`, `--seed`).
+    pub params: SampledParams,
+}
+
+impl Selector for Sampled {
+    type Totals = SampledTotals;
+
+    fn from_config(config: &AnalysisConfig) -> Sampled {
+        Sampled { params: *config.sampled() }
+    }
+
+    fn needs_strata(&self) -> bool {
+        true
+    }
+
+    fn select(&self, image: &Image<'_>, totals: &mut SampledTotals) -> Kept {
+        let plan = Plan::new(image.split, &self.params);
+        totals.add_image(image, &plan, &self.params);
+        Kept::Each { p_pos: plan.p_pos, p_neg: plan.p_neg }
+    }
+
+    /// The first seeded draw.
+    fn export(&self, image: &Image<'_>, _kept: Kept) -> Vec<usize> {
+        let plan = Plan::new(image.split, &self.params);
+        draw(image.split, &plan, &self.params, image.key, 0)
+    }
+
+    fn merge(totals: &mut SampledTotals, other: &SampledTotals) {
+        totals.merge(other);
+    }
+
+    fn report(&self, totals: &SampledTotals, images: u64, _positives: u64) -> StrategyReport {
+        use serde_json::json;
+        let p = &self.params;
+        let params = [
+            ("batch_size_per_image", json!(p.batch_size_per_image)),
+            ("positive_fraction", json!(p.positive_fraction)),
+            ("draws", json!(p.draws)),
+            ("seed", json!(p.seed)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let c = &totals.chosen;
+        let mut r = StrategyReport::from_buckets("sampled", params, bucket_sums(&c.buckets), c.mean(images));
+        r.extra = totals.extra(r.selected, r.loss.total);
+        r
+    }
+}
 
 /// How many candidates of each kind an image contributes.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -99,20 +155,11 @@ pub struct SampledTotals {
 }
 
 impl SampledTotals {
-    /// Adds one image's expectation, variances and draws: its candidates (in dump order), their
-    /// split (made by [`Split::with_strata`]) and decisions per bucket.
-    #[allow(clippy::too_many_arguments)]
-    pub fn add_image(
-        &mut self,
-        cands: &[&Candidate],
-        split: &Split,
-        counts: &[u64; 4],
-        plan: &Plan,
-        p: &SampledParams,
-        key: &ImageKey,
-        norm: f64,
-    ) {
-        self.chosen.count_all(counts);
+    /// Adds one image's expectation, variances and draws (its split made by
+    /// [`Split::with_strata`]) under `plan`.
+    pub fn add_image(&mut self, image: &Image<'_>, plan: &Plan, p: &SampledParams) {
+        let Image { key, cands, split, norm } = *image;
+        self.chosen.count_all(&split.counts);
         // Per stratum (negatives, positives), per bucket: sums of decision counts, CE and
         // gradient; the expectation is each sum times the stratum's inclusion probability.
         // f64 sums: the image is complete and its candidates are in canonical (dump) order, so

@@ -9,8 +9,50 @@
 //! rank trick (`idx.sort(1)[1] < num_negative`) also counts positives' losses a second time;
 //! hardmine caps at the negatives, as mmdetection does.
 
-use super::{top, Candidate, Split};
-use crate::config::{EmptyImages, SsdParams};
+use serde::{Deserialize, Serialize};
+
+use super::{top, Candidate, Chosen, Image, Kept, Selector, Split};
+use crate::analysis::bucket_sums;
+use crate::config::{AnalysisConfig, EmptyImages, SsdParams};
+use crate::report::StrategyReport;
+
+/// The SSD mining selector.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ssd {
+    /// Negatives per positive and the empty-image policy (`--neg-pos-ratio`, `--ssd-empty-images`).
+    pub params: SsdParams,
+}
+
+impl Selector for Ssd {
+    type Totals = Chosen;
+
+    fn from_config(config: &AnalysisConfig) -> Ssd {
+        Ssd { params: *config.ssd() }
+    }
+
+    fn select(&self, image: &Image<'_>, totals: &mut Chosen) -> Kept {
+        totals.take(image, select(image.cands, image.split, &self.params))
+    }
+
+    fn merge(totals: &mut Chosen, other: &Chosen) {
+        totals.merge(other);
+    }
+
+    fn report(&self, totals: &Chosen, images: u64, positives: u64) -> StrategyReport {
+        use serde_json::json;
+        let p = &self.params;
+        let params = [("neg_pos_ratio", json!(p.neg_pos_ratio)), ("empty_images", json!(p.empty_images))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let mut r =
+            StrategyReport::from_buckets("ssd", params, bucket_sums(&totals.buckets), totals.mean(images));
+        // torchvision SSD.compute_loss: selected CE / max(1, positives in the batch).
+        let norm = r.loss.total / positives.max(1) as f64;
+        r.extra.insert("torchvision_normalized".into(), json!(norm));
+        r
+    }
+}
 
 /// Indices of the selected candidates (in dump order, split by `split`): positives in dump
 /// order, then the mined negatives, hardest first.

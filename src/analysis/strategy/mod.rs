@@ -135,7 +135,7 @@ macro_rules! define_reweighter {
         define_reweighter!(@keep [$($out)* $variant($($ty)*)] $($rest)*);
     };
     (@keep [$($out:tt)*] $(#[$doc:meta])* $variant:ident $name:literal $default:ident $act:ident
-        $family:ident, $($rest:tt)*) => {
+        $family:ident $(($($ty:tt)*))?, $($rest:tt)*) => {
         define_reweighter!(@keep [$($out)*] $($rest)*);
     };
     (@emit $($variant:ident($ty:ty))*) => {
