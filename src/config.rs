@@ -462,6 +462,11 @@ pub struct AnalysisParams {
     pub qfl: QflParams,
     /// Varifocal loss settings.
     pub vfl: VflParams,
+    /// Images per training batch for the batch-level normalisers (`batch_positives`,
+    /// `avg_factor`, `ema_positives`): batches of this many consecutive images in dump order.
+    /// `None` (the default) treats the whole dump as one batch for `batch_positives` and
+    /// `avg_factor`, and each image as a batch for `ema_positives`.
+    pub batch_size: Option<usize>,
     /// The gamma x alpha sweep, loss CDFs and gradient density (`None` = not computed).
     pub sweep: Option<SweepParams>,
     /// Breakdowns per level, class, IoU band and image, the normalisers and the health checks
@@ -484,6 +489,7 @@ impl Default for AnalysisParams {
             ghm: GhmParams::default(),
             qfl: QflParams::default(),
             vfl: VflParams::default(),
+            batch_size: None,
             sweep: None,
             breakdowns: true,
         }
@@ -513,6 +519,8 @@ pub struct AnalysisConfig {
     qfl: QflParams,
     #[serde(default)]
     vfl: VflParams,
+    #[serde(default)]
+    batch_size: Option<usize>,
     sweep: Option<SweepGrid>,
     breakdowns: bool,
 }
@@ -579,6 +587,13 @@ impl AnalysisParams {
                 "the negatives' scale must be finite and >= 0 (VarifocalNet and mmdetection use 0.75)",
             ));
         }
+        if self.batch_size == Some(0) {
+            return Err(ConfigError::invalid(
+                "--batch-size",
+                0,
+                "a training batch holds at least 1 image (leave it out to treat the dump as one batch)",
+            ));
+        }
         Ok(AnalysisConfig {
             dump,
             strategies: self.strategies,
@@ -592,6 +607,7 @@ impl AnalysisParams {
             ghm: self.ghm,
             qfl: self.qfl,
             vfl: self.vfl,
+            batch_size: self.batch_size,
             sweep: self.sweep.as_ref().map(SweepParams::check).transpose()?,
             breakdowns: self.breakdowns,
         })
@@ -729,6 +745,11 @@ impl AnalysisConfig {
     /// Varifocal loss settings.
     pub fn vfl(&self) -> &VflParams {
         &self.vfl
+    }
+    /// Images per training batch for the batch-level normalisers (`None`: see
+    /// [`AnalysisParams::batch_size`]).
+    pub fn batch_size(&self) -> Option<usize> {
+        self.batch_size
     }
     /// The sweep grid, if requested.
     pub fn sweep(&self) -> Option<&SweepGrid> {

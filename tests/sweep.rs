@@ -46,7 +46,9 @@ fn fixture(env: &Env) -> Fixture {
     for &img in &ids {
         for _ in 0..(40 + g.next() % 30) {
             image.push(img);
-            let l = g.pick(&[-1, -1, -1, -1, -1, -1, 0, 1, 2, -2]);
+            // Image 9 has no positives: mmdetection's avg_factor counts it as 1.
+            let l =
+                if img == 9 { g.pick(&[-1, -1, -2]) } else { g.pick(&[-1, -1, -1, -1, -1, -1, 0, 1, 2, -2]) };
             label.push(l);
             let x: Vec<f32> = (0..c).map(|_| g.range(-9.0, 4.0) as f32).collect();
             logits.push(x);
@@ -340,6 +342,10 @@ fn breakdowns_normalizers_density_match_brute_force() {
     assert_close(norm("per_image_positives"), per_image, 1e-9, "per image");
     let positives: f64 = fx.decisions.iter().filter(|d| d.positive).count() as f64;
     assert_close(norm("batch_positives"), fl_total / positives, 1e-9, "batch");
+    // mmdetection: the sum over images of max(1, positives), here larger than the positives.
+    let avg_factor: f64 = fx.images.iter().map(|&i| pos_of(i).max(1.0)).sum();
+    assert!(avg_factor > positives);
+    assert_close(norm("avg_factor"), fl_total / avg_factor, 1e-9, "avg_factor");
     assert_close(norm("valid_decisions"), fl_total / fx.decisions.len() as f64, 1e-9, "decisions");
     // detectron2: EMA over images in dump order (7, 2, 9, 4, 5, 1), not id order.
     let mut ema = 100.0;
@@ -349,6 +355,30 @@ fn breakdowns_normalizers_density_match_brute_force() {
         acc += fl_of(i) / ema;
     }
     assert_close(norm("ema_positives"), acc / fx.images.len() as f64, 1e-9, "ema");
+    // Training batches of 4 consecutive images in dump order: (7, 2, 9, 4) and (5, 1).
+    let batched = env
+        .run(&["analyze", "d.parquet", "--strategies", "ce", "--batch-size", "4", "--format", "json"])
+        .json();
+    let norm4 = |name: &str| {
+        batched["normalizers"].as_array().unwrap().iter().find(|n| n["name"] == name).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let (mut bp, mut af, mut em, mut ema) = (0.0, 0.0, 0.0, 100.0);
+    for batch in fx.order.chunks(4) {
+        let loss: f64 = batch.iter().map(|&i| fl_of(i)).sum();
+        let pos: f64 = batch.iter().map(|&i| pos_of(i)).sum();
+        bp += loss / pos.max(1.0);
+        af += loss / batch.iter().map(|&i| pos_of(i).max(1.0)).sum::<f64>();
+        ema = 0.9 * ema + 0.1 * pos.max(1.0);
+        em += loss / ema;
+    }
+    assert_close(norm4("batch_positives"), bp / 2.0, 1e-9, "batch positives, batches of 4");
+    assert_close(norm4("avg_factor"), af / 2.0, 1e-9, "avg_factor, batches of 4");
+    assert_close(norm4("ema_positives"), em / 2.0, 1e-9, "ema, batches of 4");
+    assert_close(norm4("per_image_positives"), per_image, 1e-9, "per image whatever the batches");
+    let err = env.run(&["analyze", "d.parquet", "--batch-size", "0"]).err();
+    assert!(err.contains("--batch-size"), "{err}");
     // The torchvision normaliser is the focal strategy's `normalized`.
     assert_close(
         rep["strategies"][1]["loss"]["normalized"].as_f64().unwrap(),

@@ -399,6 +399,19 @@ impl Accumulator for BreakdownAcc {
     }
 }
 
+/// A batch's focal loss (exactly summed), positives, and the sum of max(1, positives) over its
+/// images.
+fn batch_sums(batch: &[&ImageGroup]) -> (f64, u64, u64) {
+    let mut loss = ExactSum::ZERO;
+    let (mut positives, mut factor) = (0u64, 0u64);
+    for g in batch {
+        loss += g.group.focal;
+        positives += g.group.positives;
+        factor += g.group.positives.max(1);
+    }
+    (loss.value(), positives, factor)
+}
+
 impl BreakdownAcc {
     fn totals(&self) -> (f64, f64) {
         let (mut ce, mut focal) = (ExactSum::ZERO, ExactSum::ZERO);
@@ -468,25 +481,51 @@ impl BreakdownAcc {
     }
 
     /// The focal loss (this analysis's gamma and alpha) under each framework's normaliser.
-    pub fn normalizers(&self) -> Vec<Normalizer> {
+    pub fn normalizers(&self, batch_size: Option<usize>) -> Vec<Normalizer> {
         let n_images = self.images.len().max(1) as f64;
         let (_, focal) = self.totals();
-        let positives: u64 = self.images.values().map(|g| g.group.positives).sum();
         let decisions: u64 = self.images.values().map(|g| g.group.decisions).sum();
         let mut per_image = ExactSum::ZERO;
         for g in self.images.values() {
             per_image += g.group.focal.value() / g.group.positives.max(1) as f64;
         }
-        // detectron2 RetinaNet: an EMA of the positives (momentum 0.9, initial 100), here over
-        // images in dump order, each image a batch.
+        // Training batches: consecutive images in dump order.
         let mut order: Vec<&ImageGroup> = self.images.values().collect();
         order.sort_by_key(|g| g.first);
+        let batches: Vec<&[&ImageGroup]> = match batch_size {
+            Some(n) => order.chunks(n).collect(),
+            None => vec![&order[..]],
+        };
+        // Per batch: its focal loss, positives, and mmdetection's avg_factor (the sum over its
+        // images of SamplingResult.num_pos = max(1, positives)); the value is the mean over
+        // batches of the batch's loss / its normaliser (the dump as one batch by default).
+        let mut batch_positives = ExactSum::ZERO;
+        let mut avg_factor = ExactSum::ZERO;
+        for batch in &batches {
+            let (loss, positives, factor) = batch_sums(batch);
+            batch_positives += loss / positives.max(1) as f64;
+            avg_factor += loss / factor.max(1) as f64;
+        }
+        let n_batches = batches.len().max(1) as f64;
+        // detectron2 RetinaNet: an EMA of the batch's positives (momentum 0.9, initial 100), in
+        // dump order; each image a batch unless --batch-size says otherwise.
+        let ema_batches: Vec<&[&ImageGroup]> = order.chunks(batch_size.unwrap_or(1)).collect();
         let mut ema = 100.0;
         let mut detectron = ExactSum::ZERO;
-        for g in order {
-            ema = 0.9 * ema + 0.1 * g.group.positives.max(1) as f64;
-            detectron += g.group.focal.value() / ema;
+        for batch in &ema_batches {
+            let (loss, positives, _) = batch_sums(batch);
+            ema = 0.9 * ema + 0.1 * positives.max(1) as f64;
+            detectron += loss / ema;
         }
+        let n_ema = ema_batches.len().max(1) as f64;
+        let (batch, ema_batch) = match batch_size {
+            Some(1) => ("each image a batch".to_string(), "each image a batch".to_string()),
+            Some(n) => (format!("batches of {n} images"), format!("batches of {n} images")),
+            None => (
+                "the dump as one batch unless --batch-size".to_string(),
+                "each image a batch unless --batch-size".to_string(),
+            ),
+        };
         vec![
             Normalizer {
                 name: "per_image_positives".into(),
@@ -495,8 +534,15 @@ impl BreakdownAcc {
             },
             Normalizer {
                 name: "batch_positives".into(),
-                used_by: "torchvision SSD, mmdetection avg_factor: loss / max(1, positives in the batch = the dump)".into(),
-                value: focal / positives.max(1) as f64,
+                used_by: format!("torchvision SSD and FCOS: loss / max(1, positives in the batch); {batch}"),
+                value: batch_positives.value() / n_batches,
+            },
+            Normalizer {
+                name: "avg_factor".into(),
+                used_by: format!(
+                    "mmdetection anchor heads (RetinaHead, SSDHead): loss / avg_factor, the sum over the batch's images of max(1, positives in the image); {batch}"
+                ),
+                value: avg_factor.value() / n_batches,
             },
             Normalizer {
                 name: "valid_decisions".into(),
@@ -505,8 +551,10 @@ impl BreakdownAcc {
             },
             Normalizer {
                 name: "ema_positives".into(),
-                used_by: "detectron2 RetinaNet: loss / EMA of positives (momentum 0.9, initial 100), images in dump order; mean over images".into(),
-                value: detectron.value() / n_images,
+                used_by: format!(
+                    "detectron2 RetinaNet: loss / EMA of max(1, positives in the batch) (momentum 0.9, initial 100) in dump order, mean over batches; {ema_batch}"
+                ),
+                value: detectron.value() / n_ema,
             },
         ]
     }

@@ -381,7 +381,11 @@ impl Pass {
             sweep: self.sweep.as_ref().map(|s| s.finish(&self.dataset.images)),
             gradient_density: self.breakdown.as_ref().map(BreakdownAcc::density),
             breakdowns: self.breakdown.as_ref().map(|b| b.breakdowns(shape.layout == Layout::Dense)),
-            normalizers: self.breakdown.as_ref().map(BreakdownAcc::normalizers).unwrap_or_default(),
+            normalizers: self
+                .breakdown
+                .as_ref()
+                .map(|b| b.normalizers(config.batch_size()))
+                .unwrap_or_default(),
             health: match &self.breakdown {
                 Some(b) => {
                     let mut gammas = vec![config.gamma()];

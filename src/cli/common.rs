@@ -276,7 +276,9 @@ pub struct StrategyArgs {
     /// SSD: what an image without positives contributes.
     #[arg(long, value_enum, default_value_t = EmptyImagesArg::NoNegatives, value_name = "POLICY")]
     pub ssd_empty_images: EmptyImagesArg,
-    /// Sampling: preset batch size and positive fraction (rpn = 256 @ 0.5, rcnn = 512 @ 0.25).
+    /// Sampling: preset batch size and positive fraction (rpn = 256 @ 0.5, rcnn = 512 @ 0.25;
+    /// rcnn is a what-if on anchors: Fast R-CNN samples proposals with the ground truth
+    /// appended, and the paper used 64 RoIs per image).
     #[arg(long, value_enum)]
     pub preset: Option<PresetArg>,
     /// Sampling: candidates per image [default: 256, or the preset's].
@@ -294,6 +296,11 @@ pub struct StrategyArgs {
     /// GHM-C: gradient-norm bins over [0,1].
     #[arg(long, default_value_t = defaults::ghm_bins(), value_name = "N")]
     pub ghm_bins: usize,
+    /// Images per training batch (consecutive images in dump order) for the batch normalisers:
+    /// batch_positives, avg_factor, ema_positives [default: the dump is one batch; each image
+    /// a batch for the EMA].
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
     /// QFL: exponent beta of the modulating factor |y - p|^beta.
     #[arg(long, default_value_t = defaults::qfl_beta(), value_name = "BETA", allow_negative_numbers = true)]
     pub qfl_beta: f64,
@@ -317,7 +324,8 @@ pub enum EmptyImagesArg {
 pub enum PresetArg {
     /// Region proposal network: 256 anchors per image, half positive.
     Rpn,
-    /// Fast R-CNN box head: 512 proposals per image, a quarter positive.
+    /// Fast R-CNN box head: 512 per image, a quarter positive (a what-if on anchors: the head
+    /// samples proposals with the ground truth appended; the paper used 64 RoIs per image).
     Rcnn,
 }
 
@@ -346,6 +354,7 @@ impl StrategyArgs {
             seed: self.seed,
         };
         params.ghm = GhmParams { bins: self.ghm_bins };
+        params.batch_size = self.batch_size;
         params.qfl = QflParams { beta: self.qfl_beta };
         params.vfl = VflParams { alpha: self.vfl_alpha, gamma: self.vfl_gamma };
     }

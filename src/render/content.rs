@@ -343,7 +343,12 @@ pub fn normalizers(r: &Report) -> TableData {
     let mut t = TableData::new(&["focal loss normalised by", "value", "used by"]);
     t.align[2] = Align::Left;
     for n in &r.normalizers {
-        let who = n.used_by.split(':').next().unwrap_or("").to_string();
+        // "who: formula; batches": the who, and the batches the value assumed.
+        let name = n.used_by.split(':').next().unwrap_or("");
+        let who = match n.used_by.rsplit_once("; ") {
+            Some((_, batches)) => format!("{name} ({batches})"),
+            None => name.to_string(),
+        };
         t.rows.push(vec![n.name.replace('_', " "), number(n.value), who]);
     }
     t
