@@ -39,9 +39,37 @@ pub struct Report {
     /// The focal loss under each framework's normaliser.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub normalizers: Vec<Normalizer>,
+    /// CE split into the soft targets' own entropy and the excess KL divergence (dumps with soft
+    /// targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_targets: Option<SoftTargets>,
     /// Warnings and facts about the dump, each with a fix where one applies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthItem>,
+}
+
+/// CE = H(y) + KL(y || p), summed per bucket (weighted like every loss).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SoftTargets {
+    /// All decisions.
+    pub total: SoftTargetBucket,
+    /// Per bucket, keyed by [`BUCKET_NAMES`].
+    pub buckets: BTreeMap<String, SoftTargetBucket>,
+}
+
+/// One bucket's split of CE.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SoftTargetBucket {
+    /// Decisions whose target is strictly between 0 and 1.
+    pub soft_decisions: u64,
+    /// Cross-entropy.
+    pub ce: f64,
+    /// The targets' binary entropy H(y): the part of CE no model can remove.
+    pub entropy: f64,
+    /// KL(y || p) = CE - H(y): the excess a model can still remove.
+    pub kl: f64,
+    /// entropy / ce (0 when ce is 0).
+    pub entropy_share: f64,
 }
 
 /// Names of the buckets, in report order.

@@ -2,7 +2,7 @@
 
 use crate::util::fixture::{write, Col};
 use crate::util::reference::{check, expected, expected_soft, Dec, Score, SoftLoss};
-use crate::util::{assert_json_close, Env, Lcg};
+use crate::util::{assert_close, assert_json_close, Env, Lcg};
 
 const STRATEGIES: [&str; 3] = ["ce", "alpha_ce", "focal"];
 
@@ -90,6 +90,8 @@ fn dense_sigmoid_logits_match_brute_force_across_files_and_row_groups() {
         let ds = &r["dataset"];
         let ignored = d.label.iter().filter(|&&l| l == -2).count() as u64;
         let positives = d.label.iter().filter(|&&l| l >= 0).count() as u64;
+        // Hard targets only: no soft-target section.
+        assert!(r.get("soft_targets").is_none());
         assert_eq!(ds["files"], 2);
         assert_eq!(ds["images"], 6);
         assert_eq!(ds["anchors"], 240);
@@ -182,6 +184,46 @@ fn qfl_and_vfl_on_soft_targets_match_the_mmdetection_formulas_by_brute_force() {
     assert_eq!(rep["strategies"][1]["params"], serde_json::json!({"alpha": 0.75, "gamma": 2.0}));
     check(&rep, "qfl", &expected_soft(&decs, &images, SoftLoss::Qfl { beta: 2.0 }, 0.9));
     check(&rep, "vfl", &expected_soft(&decs, &images, SoftLoss::Vfl { alpha: 0.75, gamma: 2.0 }, 0.9));
+    // CE = H(y) + KL(y || p) per bucket, KL written out from its definition.
+    let names = ["easy_negative", "hard_negative", "easy_positive", "hard_positive"];
+    let mut want = [[0.0f64; 3]; 4];
+    let mut soft = [0u64; 4];
+    for i in 0..n {
+        let (x, y, w) = (logit[i] as f64, target[i], weight[i]);
+        let p = 1.0 / (1.0 + (-x).exp());
+        let xlogy = |a: f64, b: f64| if a > 0.0 { a * (a / b).ln() } else { 0.0 };
+        let h = -(if y > 0.0 { y * y.ln() } else { 0.0 })
+            - if y < 1.0 { (1.0 - y) * (1.0 - y).ln() } else { 0.0 };
+        let kl = xlogy(y, p) + xlogy(1.0 - y, 1.0 - p);
+        let p_t = p * y + (1.0 - p) * (1.0 - y);
+        let b = usize::from(y > 0.0) * 2 + usize::from(p_t < 0.9);
+        want[b][0] += w * (h + kl);
+        want[b][1] += w * h;
+        want[b][2] += w * kl;
+        soft[b] += u64::from(y > 0.0 && y < 1.0);
+    }
+    let st = &rep["soft_targets"];
+    for (b, name) in names.iter().enumerate() {
+        let got = &st["buckets"][name];
+        assert_eq!(got["soft_decisions"].as_u64().unwrap(), soft[b], "{name}");
+        for (k, field) in ["ce", "entropy", "kl"].iter().enumerate() {
+            assert_close(got[field].as_f64().unwrap(), want[b][k], 1e-9, &format!("soft {name} {field}"));
+        }
+    }
+    let total_h: f64 = want.iter().map(|w| w[1]).sum();
+    let total_ce: f64 = want.iter().map(|w| w[0]).sum();
+    assert_close(
+        st["total"]["entropy_share"].as_f64().unwrap(),
+        total_h / total_ce,
+        1e-9,
+        "irreducible share",
+    );
+    // The renderers show it.
+    let table = env.run(&["analyze", "soft.parquet", "--strategies", "qfl"]).ok();
+    assert!(table.contains("H(y): irreducible"), "{table}");
+    env.run(&["report", "soft.parquet", "--strategies", "qfl", "--out", "r.md"]).ok();
+    let md = std::fs::read_to_string(env.path("r.md")).unwrap();
+    assert!(md.contains("## Soft targets: irreducible and excess loss"), "{md}");
     let args = ["--qfl-beta", "1.5", "--vfl-alpha", "0.5", "--vfl-gamma", "1", "--easy-threshold", "0.8"];
     let rep = env
         .run(

@@ -19,6 +19,7 @@ pub mod hist;
 pub mod ids;
 pub mod pairs;
 pub mod select;
+pub mod soft;
 pub mod strategy;
 pub mod sum;
 pub mod sweep;
@@ -40,6 +41,7 @@ use edges::Edges;
 use ghm::GhmAcc;
 use ids::IdsAcc;
 use select::{ExportRow, MineSpec, Reappeared, SelectAcc, SelectConfig};
+use soft::SoftAcc;
 use strategy::Reweighter;
 use sum::ExactSum;
 use sweep::SweepAcc;
@@ -135,6 +137,9 @@ pub struct Pass {
     /// Duplicate `(image_id, anchor_id)` checks (dumps with an `anchor_id` column).
     #[serde(default)]
     pub ids: IdsAcc,
+    /// CE split into the soft targets' entropy and KL (binary dumps).
+    #[serde(default)]
+    pub soft: SoftAcc,
     /// Summation blocks cut by batch boundaries, waiting for their other pieces (empty once
     /// the whole dump was merged: never saved).
     #[serde(skip)]
@@ -169,6 +174,7 @@ impl Pass {
             breakdown,
             sweep,
             ids: IdsAcc::default(),
+            soft: SoftAcc::default(),
             edges: Edges::default(),
             context: None,
             focus: Focus { gamma: config.gamma(), alpha: config.alpha() },
@@ -202,14 +208,14 @@ impl Pass {
         }
         let scoring = Scoring { tau, focus: self.focus };
         self.context = Some((*exp, scoring));
-        let Pass { dataset, strategies, select, breakdown, sweep, .. } = self;
+        let Pass { dataset, strategies, select, breakdown, sweep, soft, .. } = self;
         decisions::for_each_chunk(exp, batch, &scoring, &mut |chunk| {
             dataset.observe(chunk);
             if let Some(sel) = select.as_mut() {
                 sel.observe(chunk);
             }
             if chunk.whole {
-                Self::observe_sums(strategies, breakdown, sweep, chunk);
+                Self::observe_sums(strategies, breakdown, sweep, soft, chunk);
             }
         });
         for block in self.edges.cut(batch, exp.block_rows()) {
@@ -227,11 +233,13 @@ impl Pass {
         strategies: &mut [StrategyAcc],
         breakdown: &mut Option<BreakdownAcc>,
         sweep: &mut Option<SweepAcc>,
+        soft: &mut SoftAcc,
         chunk: &DecisionChunk<'_>,
     ) {
         for s in strategies.iter_mut() {
             s.observe(chunk);
         }
+        soft.observe(chunk);
         if let Some(b) = breakdown.as_mut() {
             b.observe(chunk);
         }
@@ -243,10 +251,10 @@ impl Pass {
     /// Sums a summation block joined from the pieces that batch boundaries cut.
     fn observe_block(&mut self, block: &Batch) {
         let Some((exp, scoring)) = self.context else { return };
-        let Pass { strategies, breakdown, sweep, .. } = self;
+        let Pass { strategies, breakdown, sweep, soft, .. } = self;
         decisions::for_each_chunk(&exp, block, &scoring, &mut |chunk| {
             debug_assert!(chunk.whole, "a joined block is whole");
-            Self::observe_sums(strategies, breakdown, sweep, chunk);
+            Self::observe_sums(strategies, breakdown, sweep, soft, chunk);
         });
     }
 
@@ -259,6 +267,7 @@ impl Pass {
         let blocks = self.edges.merge(other.edges);
         self.dataset.merge(other.dataset);
         self.ids.merge(other.ids);
+        self.soft.merge(other.soft);
         for (a, b) in self.strategies.iter_mut().zip(other.strategies) {
             a.merge(b);
         }
@@ -386,6 +395,7 @@ impl Pass {
                 .as_ref()
                 .map(|b| b.normalizers(config.batch_size()))
                 .unwrap_or_default(),
+            soft_targets: self.soft.finish(),
             health: match &self.breakdown {
                 Some(b) => {
                     let mut gammas = vec![config.gamma()];

@@ -353,3 +353,30 @@ pub fn normalizers(r: &Report) -> TableData {
     }
     t
 }
+
+/// CE split into the soft targets' entropy (irreducible) and KL (excess), per bucket.
+pub fn soft_targets(s: &crate::report::SoftTargets) -> TableData {
+    let mut t = TableData::new(&[
+        "bucket (soft targets)",
+        "soft decisions",
+        "CE",
+        "H(y): irreducible",
+        "KL(y||p): excess",
+        "irreducible share",
+    ]);
+    let rows = crate::report::BUCKET_NAMES
+        .iter()
+        .filter_map(|name| s.buckets.get(*name).map(|b| (name.replace('_', " "), b)))
+        .chain([("all".to_string(), &s.total)]);
+    for (name, b) in rows {
+        t.rows.push(vec![
+            name,
+            b.soft_decisions.to_string(),
+            number(b.ce),
+            number(b.entropy),
+            number(b.kl),
+            percent(b.entropy_share),
+        ]);
+    }
+    t
+}

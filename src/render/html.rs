@@ -138,6 +138,11 @@ fn body(r: &Report, charts: &[Chart]) -> String {
         b.push_str(&table(&content::normalizers(r)));
         b.push_str("</section>\n");
     }
+    if let Some(s) = &r.soft_targets {
+        b.push_str("<section id=\"soft-targets\">\n<h2>Soft targets: irreducible and excess loss</h2>\n");
+        b.push_str(&table(&content::soft_targets(s)));
+        b.push_str("</section>\n");
+    }
     b.push_str("<section id=\"health\">\n<h2>Health checks</h2>\n");
     if r.health.is_empty() {
         b.push_str("<p class=\"note\">No findings.</p>\n");

@@ -154,6 +154,10 @@ impl Renderer for Markdown {
             b.push_str("## Normalisers\n\n");
             b.push_str(&table(&content::normalizers(r)));
         }
+        if let Some(s) = &r.soft_targets {
+            b.push_str("## Soft targets: irreducible and excess loss\n\n");
+            b.push_str(&table(&content::soft_targets(s)));
+        }
         b.push_str("## Health checks\n\n");
         if r.health.is_empty() {
             b.push_str("No findings.\n\n");

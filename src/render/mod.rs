@@ -129,6 +129,7 @@ pub(crate) mod tests {
             gradient_density: None,
             breakdowns: None,
             normalizers: Vec::new(),
+            soft_targets: None,
             health: Vec::new(),
         }
     }

@@ -83,6 +83,9 @@ impl Renderer for Terminal {
         if !r.normalizers.is_empty() {
             writeln!(out, "{}", self.table(&content::normalizers(r)))?;
         }
+        if let Some(s) = &r.soft_targets {
+            writeln!(out, "{}", self.table(&content::soft_targets(s)))?;
+        }
         for h in &r.health {
             let tag = if h.level == "warning" { self.bold("warning:") } else { "note:".to_string() };
             write!(out, "{}", wrap(&h.message, WIDTH, &format!("{tag} "), "  "))?;
