@@ -348,7 +348,8 @@ pub struct SweepParams {
     /// Alphas to sweep; negative = no alpha weighting (`--alphas`, default 0.25, 0.5, 0.75, -1).
     pub alphas: Vec<f64>,
     /// The recommendation picks the smallest gamma whose easy negatives carry less than this
-    /// share of the loss (`--target-easy-share`, default 0.1).
+    /// share of the loss at the balanced alpha, that is less than twice this share of the
+    /// negatives' own focal loss (`--target-easy-share`, in (0, 0.5], default 0.1).
     pub target_easy_share: f64,
 }
 
@@ -369,7 +370,8 @@ pub struct SweepGrid {
     pub gammas: Vec<f64>,
     /// Alphas (`None` = no alpha weighting), in the order given.
     pub alphas: Vec<Option<f64>>,
-    /// Target easy-negative share of the recommendation rule.
+    /// Target easy-negative share of the recommendation rule, at the balanced alpha (the rule
+    /// compares E / N with twice this), in (0, 0.5].
     pub target_easy_share: f64,
 }
 
@@ -410,11 +412,13 @@ impl SweepParams {
             }
             alphas.push(a);
         }
-        if !(self.target_easy_share > 0.0 && self.target_easy_share < 1.0) {
+        // At the balanced alpha the easy-negative share is E / 2N <= 1/2: a larger target is
+        // met by every gamma.
+        if !(self.target_easy_share > 0.0 && self.target_easy_share <= 0.5) {
             return Err(ConfigError::invalid(
                 "--target-easy-share",
                 self.target_easy_share,
-                "must be strictly between 0 and 1 (default 0.1)",
+                "must be above 0 and at most 0.5 (default 0.1): at the balanced alpha easy negatives carry at most half the loss, so a larger target is met by every gamma",
             ));
         }
         Ok(SweepGrid { gammas: self.gammas.clone(), alphas, target_easy_share: self.target_easy_share })
@@ -850,6 +854,8 @@ mod tests {
         bad(sweep(vec![2.0], vec![1.5], 0.1), "--alphas");
         bad(sweep(vec![2.0], vec![-1.0, -2.0], 0.1), "--alphas");
         bad(sweep(vec![2.0], vec![0.25], 1.0), "--target-easy-share");
+        bad(sweep(vec![2.0], vec![0.25], 0.51), "--target-easy-share");
+        assert!(sweep(vec![2.0], vec![0.25], 0.5).check().is_ok());
         assert!(parse_numbers("--gammas", "0, 0.5,x").unwrap_err().to_string().contains("--gammas"));
     }
 

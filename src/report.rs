@@ -80,8 +80,13 @@ pub const BUCKET_NAMES: [&str; 4] = ["easy_negative", "hard_negative", "easy_pos
 pub struct SweepReport {
     /// One cell per (gamma, alpha), gammas outer, in the order given.
     pub grid: Vec<SweepCell>,
-    /// Per gamma, the alpha that gives positives and negatives equal loss.
+    /// Per gamma, the alpha that gives positives and negatives equal loss (a diagnostic: the
+    /// recommendation takes the paper's alpha, not this one).
     pub balanced_alpha: Vec<BalancedAlpha>,
+    /// Per gamma, in the order given: the quantity the recommendation's rule compares, the
+    /// balanced alpha and the paper's alpha.
+    #[serde(default)]
+    pub by_gamma: Vec<GammaRule>,
     /// The recommended (gamma, alpha), the rule and the numbers behind it.
     pub recommendation: Recommendation,
     /// The focal-loss paper's default (gamma 2, alpha 0.25).
@@ -146,19 +151,67 @@ pub struct BalancedAlpha {
     pub alpha: f64,
 }
 
+/// One gamma of the sweep, as the recommendation's rule sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GammaRule {
+    /// gamma.
+    pub gamma: f64,
+    /// E / N: the easy negatives' share of the negatives' own focal loss (0 without negative
+    /// loss). At the balanced alpha the easy-negative share of the whole loss is E / 2N.
+    pub easy_negative_share_of_negatives: f64,
+    /// The alpha that gives positives and negatives equal loss (as in `balanced_alpha`).
+    pub balanced_alpha: f64,
+    /// The focal-loss paper's best alpha at this gamma (Table 1b, linear in gamma between its
+    /// rows, held at the last row's beyond it).
+    pub paper_alpha: f64,
+}
+
+/// Where the recommended alpha comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlphaSource {
+    /// The gamma is a row of the paper's Table 1b: that row's alpha.
+    #[serde(rename = "table_1b")]
+    Table1b,
+    /// The gamma lies between two rows: their alphas, linear in gamma.
+    #[serde(rename = "table_1b_interpolated")]
+    Table1bInterpolated,
+    /// The gamma lies beyond the table's last row (gamma 5): that row's alpha, held constant.
+    #[serde(rename = "table_1b_clamped")]
+    Table1bClamped,
+    /// Nothing is recommended (a dump without positives): the alpha is a placeholder.
+    #[serde(rename = "none")]
+    None,
+}
+
 /// The recommendation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     /// Recommended gamma.
     pub gamma: f64,
-    /// Recommended alpha.
+    /// Recommended alpha: the focal-loss paper's best alpha at that gamma (see `alpha_source`).
     pub alpha: f64,
+    /// Where `alpha` comes from.
+    #[serde(default = "AlphaSource::none")]
+    pub alpha_source: AlphaSource,
+    /// The balanced alpha at the recommended gamma, a diagnostic (null without positives).
+    #[serde(default)]
+    pub balanced_alpha: Option<f64>,
+    /// E / N at the recommended gamma: the easy negatives' share of the negatives' own focal
+    /// loss, which the rule compares with twice the target.
+    #[serde(default)]
+    pub easy_negative_share_of_negatives: f64,
     /// The rule, in words.
     pub rule: String,
-    /// Whether the grid reached the rule's target.
+    /// Whether the grid reached the rule's target (always false without positives).
     pub target_met: bool,
     /// The numbers behind it.
     pub reasons: Vec<String>,
+}
+
+impl AlphaSource {
+    fn none() -> AlphaSource {
+        AlphaSource::None
+    }
 }
 
 /// A row of the focal-loss paper's Table 1b.

@@ -137,6 +137,10 @@ fn sweep_grid_balanced_alphas_and_recommendation_match_brute_force() {
             "0,0.5,1,2,3",
             "--alphas",
             "0.25,0.5,-1",
+            // Uniform logits make hard negatives dominate: E / N is 1% at gamma 0 already, and a
+            // low target makes the rule pass over a gamma.
+            "--target-easy-share",
+            "0.002",
             "--format",
             "json",
         ])
@@ -146,6 +150,10 @@ fn sweep_grid_balanced_alphas_and_recommendation_match_brute_force() {
     let mut k = 0;
     let factor = sw["cdf_share_error_factor"].as_f64().unwrap();
     let mut shares_at_balanced = Vec::new();
+    let mut easy_of_negatives = Vec::new();
+    // The paper's Table 1b best alphas at these gammas, by hand: rows at 0, 0.5, 1 and 2; 3 lies
+    // between the rows 2 and 5, both 0.25.
+    let paper = [0.75, 0.5, 0.25, 0.25, 0.25];
     for (gi, &gamma) in gammas.iter().enumerate() {
         let s_pos: f64 = fx.decisions.iter().filter(|d| d.positive).map(|d| d.fl(gamma)).sum();
         let s_neg: f64 = fx.decisions.iter().filter(|d| !d.positive).map(|d| d.fl(gamma)).sum();
@@ -153,7 +161,17 @@ fn sweep_grid_balanced_alphas_and_recommendation_match_brute_force() {
         assert_close(sw["balanced_alpha"][gi]["alpha"].as_f64().unwrap(), balanced, 1e-9, "balanced alpha");
         let neg_losses: Vec<f64> = fx.decisions.iter().filter(|d| !d.positive).map(|d| d.fl(gamma)).collect();
         let en: f64 = fx.decisions.iter().filter(|d| d.bucket() == 0).map(|d| d.fl(gamma)).sum();
-        shares_at_balanced.push((1.0 - balanced) * en / (balanced * s_pos + (1.0 - balanced) * s_neg));
+        let share = (1.0 - balanced) * en / (balanced * s_pos + (1.0 - balanced) * s_neg);
+        // The identity behind the rule: at the balanced alpha the easy-negative share is E / 2N,
+        // whatever the positives' loss.
+        assert_close(share, en / (2.0 * s_neg), 1e-12, "E / 2N");
+        shares_at_balanced.push(share);
+        easy_of_negatives.push(en / s_neg);
+        let row = &sw["by_gamma"][gi];
+        assert_eq!(row["gamma"].as_f64().unwrap(), gamma);
+        assert_close(row["easy_negative_share_of_negatives"].as_f64().unwrap(), en / s_neg, 1e-9, "E / N");
+        assert_close(row["balanced_alpha"].as_f64().unwrap(), balanced, 1e-9, "by_gamma balanced alpha");
+        assert_close(row["paper_alpha"].as_f64().unwrap(), paper[gi], 1e-12, "paper alpha");
         for alpha in alphas {
             let cell = &sw["grid"][k];
             k += 1;
@@ -196,16 +214,60 @@ fn sweep_grid_balanced_alphas_and_recommendation_match_brute_force() {
             }
         }
     }
-    // The rule: smallest gamma whose easy-negative share at its balanced alpha is below 10%.
-    let want = gammas.iter().zip(&shares_at_balanced).find(|(_, &s)| s < 0.1).map(|(g, _)| *g).unwrap();
+    // The rule: the smallest gamma whose easy negatives carry less than 0.4% of the negatives'
+    // focal loss, which is the smallest whose easy-negative share at its balanced alpha is below
+    // 0.2%; the alpha is the paper's at that gamma.
+    let pick = easy_of_negatives.iter().position(|&s| s < 0.004).unwrap();
+    assert_eq!(pick, shares_at_balanced.iter().position(|&s| s < 0.002).unwrap());
+    assert!(pick > 0, "the fixture needs some focusing: {easy_of_negatives:?}");
     let rec = &sw["recommendation"];
-    assert_eq!(rec["gamma"].as_f64().unwrap(), want);
+    assert_eq!(rec["gamma"].as_f64().unwrap(), gammas[pick]);
+    assert_eq!(rec["alpha"].as_f64().unwrap(), paper[pick]);
     assert_eq!(rec["target_met"], true);
-    assert!(rec["reasons"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r.as_str().unwrap().contains("does not predict AP")));
+    let balanced = sw["balanced_alpha"][pick]["alpha"].as_f64().unwrap();
+    assert_eq!(rec["balanced_alpha"].as_f64().unwrap(), balanced);
+    assert_close(
+        rec["easy_negative_share_of_negatives"].as_f64().unwrap(),
+        easy_of_negatives[pick],
+        1e-9,
+        "recommendation E / N",
+    );
+    let reasons: Vec<&str> = rec["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(
+        reasons[0],
+        format!(
+            "at gamma {}, easy negatives carry {:.1}% of the negatives' focal loss (target < 0.4%)",
+            gammas[pick],
+            100.0 * easy_of_negatives[pick]
+        )
+    );
+    assert_eq!(
+        reasons[1],
+        format!(
+            "at the next smaller gamma, {}, they carry {:.1}%",
+            gammas[pick - 1],
+            100.0 * easy_of_negatives[pick - 1]
+        )
+    );
+    // The balanced alpha as a diagnostic, with the positives' share at the paper's alpha.
+    let (s_pos, s_neg) = (
+        fx.decisions.iter().filter(|d| d.positive).map(|d| d.fl(gammas[pick])).sum::<f64>(),
+        fx.decisions.iter().filter(|d| !d.positive).map(|d| d.fl(gammas[pick])).sum::<f64>(),
+    );
+    let a = paper[pick];
+    let pos_share = a * s_pos / (a * s_pos + (1.0 - a) * s_neg);
+    let diagnostic = format!(
+        "diagnostic: the balanced alpha at gamma {} is {balanced:.3} (positives and negatives carry equal loss); at alpha {a:.3} positives carry {:.1}% of the loss.",
+        gammas[pick],
+        100.0 * pos_share
+    );
+    assert!(reasons.iter().any(|r| r.starts_with(&diagnostic)), "{diagnostic}\n{reasons:#?}");
+    assert!(reasons.iter().any(|r| r.starts_with("the result depends on the checkpoint dumped")));
+    assert!(reasons.iter().any(|r| r.contains("does not predict AP")));
+    let rule = rec["rule"].as_str().unwrap();
+    assert!(rule.contains("less than 0.4% of the negatives' own focal loss"), "{rule}");
+    assert!(rule.contains("twice the target 0.2%"), "{rule}");
+    assert!(rule.contains("positives play no part"), "{rule}");
     assert_eq!(sw["paper_default"]["gamma"], 2.0);
     assert_eq!(sw["table_1b"].as_array().unwrap().len(), 7);
 }
@@ -400,10 +462,10 @@ fn breakdowns_normalizers_density_match_brute_force() {
 }
 
 #[test]
-fn health_checks_flag_saturation_small_gamma_bias_and_label_conventions() {
+fn health_checks_flag_wrong_confidence_small_gamma_bias_and_label_conventions() {
     let env = Env::new();
-    // Saturated, very confident background logits (p_t rounds to 1 in float32) and a high mean
-    // negative logit elsewhere.
+    // Very confident background logits (p_t rounds to 1 in float32), four positives at logit
+    // -30 (confidently wrong), and a high mean negative logit elsewhere.
     let n = 200;
     let logits: Vec<Vec<f32>> = (0..n).map(|i| vec![if i % 2 == 0 { -30.0 } else { 1.0 }]).collect();
     let label: Vec<i32> = (0..n).map(|i| if i % 50 == 0 { 0 } else { -1 }).collect();
@@ -419,9 +481,19 @@ fn health_checks_flag_saturation_small_gamma_bias_and_label_conventions() {
     let rep = env.run(&["sweep", "h.parquet", "--gammas", "0.5,2", "--format", "json"]).json();
     let codes: Vec<&str> =
         rep["health"].as_array().unwrap().iter().map(|h| h["code"].as_str().unwrap()).collect();
-    for c in ["saturated", "gamma_below_one", "fp16_underflow", "prior_bias"] {
+    for c in ["confidently_wrong", "gamma_below_one", "fp16_underflow", "prior_bias"] {
         assert!(codes.contains(&c), "{c} missing from {codes:?}");
     }
+    // 96 negatives have p_t within 1e-7 of 1, but from logits nothing is lost: no warning.
+    assert!(!codes.contains(&"saturated"), "{codes:?}");
+    // Positives 0, 50, 100, 150 have logit -30: p_t = 9.4e-14.
+    let wrong = rep["health"].as_array().unwrap().iter().find(|h| h["code"] == "confidently_wrong").unwrap();
+    assert_eq!(wrong["level"], "warning");
+    assert_eq!(
+        wrong["message"].as_str().unwrap(),
+        "4 decisions (2.000%) are confidently wrong, p_t < 1e-7 (CE > 16.1): the model all but rules out their label; 4 of them are positives (100.000% of the positives), 0 negatives"
+    );
+    assert!(wrong["fix"].as_str().unwrap().contains("label mapping"), "{wrong}");
     let prior = rep["health"].as_array().unwrap().iter().find(|h| h["code"] == "prior_bias").unwrap();
     assert!(prior["message"].as_str().unwrap().contains("-4.595"), "{prior}");
 
@@ -463,6 +535,124 @@ fn health_checks_flag_saturation_small_gamma_bias_and_label_conventions() {
 }
 
 #[test]
+fn saturated_logits_get_no_warning_and_saturated_probabilities_do() {
+    let env = Env::new();
+    // 100 negatives at p = 1e-9 (p_t within 1e-7 of 1, but a probability near 0 keeps its
+    // precision), 10 positives at p = 1 and 3 negatives at p = 1 (float32 holds no 1 - p there:
+    // 13 lose information, the 3 negatives are also confidently wrong), 87 ordinary negatives.
+    let mut scores: Vec<f32> = vec![1e-9; 100];
+    let mut label: Vec<i32> = vec![-1; 100];
+    scores.extend([1.0f32; 10]);
+    label.extend([0; 10]);
+    scores.extend([1.0f32; 3]);
+    label.extend([-1; 3]);
+    scores.extend([0.3f32; 87]);
+    label.extend([-1; 87]);
+    let n = scores.len();
+    let probs: Vec<Vec<f32>> = scores.iter().map(|&p| vec![p]).collect();
+    let image = Col::I64(vec![0; n]);
+    write(
+        &env.path("p.parquet"),
+        vec![("image_id", image), ("label", Col::I32(label.clone())), ("probs", Col::ListF32(probs))],
+        64,
+    );
+    let health = |file: &str| {
+        let rep = env.run(&["analyze", file, "--format", "json"]).json();
+        rep["health"].as_array().unwrap().clone()
+    };
+    let find = |h: &[serde_json::Value], code: &str| h.iter().find(|x| x["code"] == code).cloned();
+    let h = health("p.parquet");
+    let sat = find(&h, "saturated").unwrap_or_else(|| panic!("no saturated item: {h:?}"));
+    assert_eq!(sat["level"], "warning");
+    let msg = sat["message"].as_str().unwrap();
+    assert!(msg.starts_with("13 decisions (6.500%) have a dumped probability within 1e-7 of 1"), "{msg}");
+    assert!(sat["fix"].as_str().unwrap().starts_with("dump logits"), "{sat}");
+    let wrong = find(&h, "confidently_wrong").unwrap_or_else(|| panic!("no confidently_wrong: {h:?}"));
+    assert!(
+        wrong["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("0 of them are positives (0.000% of the positives), 3 negatives"),
+        "{wrong}"
+    );
+
+    // The same decisions as logits (sigmoid^-1 of the probabilities, at +-30 for p = 1 and
+    // ln(1e-9) for 1e-9): every p_t within 1e-7 of 1 loses nothing, no saturated item; the 3
+    // negatives at logit 30 are still confidently wrong.
+    let logits: Vec<Vec<f32>> = scores
+        .iter()
+        .map(|&p| vec![if p == 1.0 { 30.0 } else { (p as f64 / (1.0 - p as f64)).ln() as f32 }])
+        .collect();
+    write(
+        &env.path("l.parquet"),
+        vec![
+            ("image_id", Col::I64(vec![0; n])),
+            ("label", Col::I32(label)),
+            ("logits", Col::ListF32(logits)),
+        ],
+        64,
+    );
+    let h = health("l.parquet");
+    assert!(find(&h, "saturated").is_none(), "{h:?}");
+    let wrong = find(&h, "confidently_wrong").unwrap_or_else(|| panic!("no confidently_wrong: {h:?}"));
+    assert!(
+        wrong["message"].as_str().unwrap().starts_with("3 decisions (1.500%) are confidently wrong"),
+        "{wrong}"
+    );
+    // A logit dump without any confidently wrong decision: neither item.
+    let fine: Vec<Vec<f32>> = (0..n).map(|i| vec![if i < 10 { 25.0 } else { -25.0 }]).collect();
+    let label: Vec<i32> = (0..n).map(|i| if i < 10 { 0 } else { -1 }).collect();
+    write(
+        &env.path("f.parquet"),
+        vec![("image_id", Col::I64(vec![0; n])), ("label", Col::I32(label)), ("logits", Col::ListF32(fine))],
+        64,
+    );
+    let h = health("f.parquet");
+    assert!(find(&h, "saturated").is_none() && find(&h, "confidently_wrong").is_none(), "{h:?}");
+}
+
+#[test]
+fn the_recommended_alpha_is_the_papers_read_off_table_1b() {
+    let env = Env::new();
+    fixture(&env);
+    // One gamma per run, so that it is the recommendation whatever the shares; alphas by hand
+    // from Table 1b (0.2 / 0.75, 0.5 / 0.5, 1 / 0.25, 5 / 0.25).
+    for (gamma, alpha, source) in [
+        ("0.5", 0.5, "table_1b"),
+        ("0.35", 0.625, "table_1b_interpolated"),
+        ("0.75", 0.375, "table_1b_interpolated"),
+        ("3", 0.25, "table_1b_interpolated"),
+        ("8", 0.25, "table_1b_clamped"),
+    ] {
+        let rep = env.run(&["sweep", "d.parquet", "--gammas", gamma, "--format", "json"]).json();
+        let sw = &rep["sweep"];
+        let rec = &sw["recommendation"];
+        assert_eq!(rec["gamma"].as_f64().unwrap(), gamma.parse::<f64>().unwrap());
+        assert_close(rec["alpha"].as_f64().unwrap(), alpha, 1e-12, gamma);
+        assert_eq!(rec["alpha_source"], source, "gamma {gamma}");
+        assert_close(sw["by_gamma"][0]["paper_alpha"].as_f64().unwrap(), alpha, 1e-12, gamma);
+        let why = rec["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect::<Vec<_>>();
+        let want = match source {
+            "table_1b" => format!("alpha {alpha} is the paper's best alpha at gamma {gamma}"),
+            "table_1b_clamped" => {
+                format!(
+                    "gamma {gamma} lies beyond the paper's Table 1b, whose last row is gamma 5 (alpha 0.25)"
+                )
+            }
+            _ => {
+                format!("alpha {alpha:.3} is the paper's best alpha read linearly between its Table 1b rows")
+            }
+        };
+        assert!(why.iter().any(|r| r.starts_with(&want)), "{want}\n{why:#?}");
+    }
+    // The table shows the paper's alpha per gamma next to the balanced one.
+    let text = env.run(&["sweep", "d.parquet", "--gammas", "0.35,2"]).ok();
+    let row = text.lines().find(|l| l.starts_with("gamma 0.35 ")).unwrap();
+    assert!(row.trim_end().ends_with("0.625"), "{row}");
+    assert!(text.contains("EN of neg") && text.contains("paper a"), "{text}");
+}
+
+#[test]
 fn sweep_flags_are_validated() {
     let env = Env::new();
     write(
@@ -480,6 +670,8 @@ fn sweep_flags_are_validated() {
         (vec!["--gammas", "-1"], "--gammas"),
         (vec!["--alphas", "1.5"], "--alphas"),
         (vec!["--target-easy-share", "0"], "--target-easy-share"),
+        // E / 2N <= 1/2: a larger target would be met by every gamma.
+        (vec!["--target-easy-share", "0.6"], "--target-easy-share"),
     ] {
         let mut argv = vec!["sweep", "d.parquet"];
         argv.extend(args.iter().copied());
@@ -504,6 +696,23 @@ fn easy_share(sweep: &serde_json::Value, gamma: f64, a: f64) -> f64 {
     let (en, hn, pos) =
         (loss("easy_negative"), loss("hard_negative"), loss("easy_positive") + loss("hard_positive"));
     (1.0 - a) * en / (a * pos + (1.0 - a) * (en + hn))
+}
+
+/// E / N at `gamma` from any cell of that gamma: (1 - a) E / ((1 - a) N) for every alpha.
+fn easy_of_negatives(sweep: &serde_json::Value, gamma: f64) -> f64 {
+    let cell = sweep["grid"].as_array().unwrap().iter().find(|c| c["gamma"].as_f64() == Some(gamma)).unwrap();
+    let share = |b: &str| cell["buckets"][b]["loss_share"].as_f64().unwrap();
+    share("easy_negative") / (share("easy_negative") + share("hard_negative"))
+}
+
+/// The paper's Table 1b best alpha at the default gammas, by hand.
+fn paper_alpha(gamma: f64) -> f64 {
+    match gamma {
+        0.0 => 0.75,
+        0.5 => 0.5,
+        1.0 | 2.0 | 5.0 => 0.25,
+        _ => panic!("not a default gamma: {gamma}"),
+    }
 }
 
 fn balanced(sweep: &serde_json::Value, gamma: f64) -> f64 {
@@ -536,16 +745,20 @@ fn a_target_no_gamma_reaches_picks_the_closest_and_says_so() {
     let sw = &rep["sweep"];
     let rec = &sw["recommendation"];
     assert_eq!(rec["target_met"], false);
-    // The closest: the smallest share at each gamma's balanced alpha, computed here from the grid.
+    // The closest: the smallest E / N, computed here from the grid (twice the share at each
+    // gamma's balanced alpha).
     let gammas = [0.0, 0.5, 1.0, 2.0, 5.0];
-    let shares: Vec<f64> = gammas.iter().map(|&g| easy_share(sw, g, balanced(sw, g))).collect();
+    let shares: Vec<f64> = gammas.iter().map(|&g| easy_of_negatives(sw, g)).collect();
+    for (&g, &s) in gammas.iter().zip(&shares) {
+        assert_close(easy_share(sw, g, balanced(sw, g)), s / 2.0, 1e-9, "E / 2N");
+    }
     let best = (0..gammas.len()).min_by(|&a, &b| shares[a].total_cmp(&shares[b])).unwrap();
-    assert!(shares.iter().all(|&s| s >= 0.0001), "the target must be out of reach: {shares:?}");
+    assert!(shares.iter().all(|&s| s >= 0.0002), "the target must be out of reach: {shares:?}");
     assert_eq!(rec["gamma"].as_f64().unwrap(), gammas[best]);
-    assert_close(rec["alpha"].as_f64().unwrap(), balanced(sw, gammas[best]), 1e-15, "alpha");
+    assert_eq!(rec["alpha"].as_f64().unwrap(), paper_alpha(gammas[best]));
     let first = rec["reasons"][0].as_str().unwrap();
     let want = format!(
-        "no swept gamma brings the easy-negative share below 0.0%; gamma {} comes closest with {:.1}%",
+        "no swept gamma brings the easy negatives' share of the negatives' focal loss below 0.0%; gamma {} comes closest with {:.1}%",
         gammas[best],
         100.0 * shares[best]
     );
@@ -563,19 +776,18 @@ fn unsorted_gammas_give_the_recommendation_of_the_sorted_grid() {
     let unsorted = env.run(&["sweep", "d", "--gammas", "5,1,0,2,0.5", "--format", "json"]).json();
     let (a, b) = (&sorted["sweep"]["recommendation"], &unsorted["sweep"]["recommendation"]);
     assert_eq!(a, b);
-    // The rule independently: the smallest gamma whose share at its balanced alpha is < 10%.
+    // The rule independently: the smallest gamma whose E / N is < 20%, the paper's alpha.
     let sw = &sorted["sweep"];
     let gammas = [0.0, 0.5, 1.0, 2.0, 5.0];
-    let pick =
-        gammas.iter().position(|&g| easy_share(sw, g, balanced(sw, g)) < 0.1).expect("met on this dump");
+    let pick = gammas.iter().position(|&g| easy_of_negatives(sw, g) < 0.2).expect("met on this dump");
     assert_eq!(a["target_met"], true);
     assert_eq!(a["gamma"].as_f64().unwrap(), gammas[pick]);
+    assert_eq!(a["alpha"].as_f64().unwrap(), paper_alpha(gammas[pick]));
+    assert_eq!(a["alpha_source"], "table_1b");
     assert!(pick > 0, "the default dump needs some focusing");
     let prev = gammas[pick - 1];
-    let want = format!(
-        "at the next smaller gamma, {prev}, they carry {:.1}%",
-        100.0 * easy_share(sw, prev, balanced(sw, prev))
-    );
+    let want =
+        format!("at the next smaller gamma, {prev}, they carry {:.1}%", 100.0 * easy_of_negatives(sw, prev));
     assert_eq!(a["reasons"][1].as_str().unwrap(), want);
     // The grid keeps the order given.
     let first_gamma = |r: &serde_json::Value| r["sweep"]["grid"][0]["gamma"].as_f64().unwrap();
@@ -601,11 +813,22 @@ fn a_dump_without_positives_gets_no_recommendation() {
     let rec = &rep["sweep"]["recommendation"];
     assert_eq!(rec["target_met"], false);
     assert_eq!((rec["gamma"].as_f64(), rec["alpha"].as_f64()), (Some(0.0), Some(0.5)));
+    assert_eq!(rec["alpha_source"], "none");
+    assert!(rec["balanced_alpha"].is_null(), "{rec}");
     assert!(
         rec["reasons"][0].as_str().unwrap().starts_with("the dump has no positive decisions"),
         "{}",
         rec["reasons"]
     );
+    // The terminal says so instead of showing placeholders as a recommendation.
+    let text = env.run(&["sweep", "neg.parquet", "--allow-no-positives"]).ok();
+    assert!(text.contains("no recommendation: the dump has no positive decisions"), "{text}");
+    assert!(!text.contains("recommendation: gamma"), "{text}");
+    // The report outlines no row of the heatmap and its caption says why.
+    env.run(&["report", "neg.parquet", "--allow-no-positives", "--out", "r.md", "--quiet"]).ok();
+    let md = std::fs::read_to_string(env.path("r.md")).unwrap();
+    assert!(md.contains("no gamma is recommended: the dump has no positive decisions"), "{md}");
+    assert!(md.contains("**no recommendation: the dump has no positive decisions**"), "{md}");
     // Without the flag the dump is refused.
     let e = env.run(&["sweep", "neg.parquet"]).err();
     assert!(e.contains("--allow-no-positives"), "{e}");

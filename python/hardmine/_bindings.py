@@ -202,7 +202,9 @@ _SWEEP = """\
     gammas: gammas to sweep, a list or "0,0.5,1" (default 0, 0.5, 1, 2, 5).
     alphas: alphas to sweep; negative = no alpha weighting (default 0.25, 0.5, 0.75, -1).
     target_easy_share: recommend the smallest gamma whose easy negatives carry less than this
-        share of the loss (default 0.1)."""
+        share of the loss at the balanced alpha, i.e. less than twice this share of the
+        negatives' own focal loss (at most 0.5; default 0.1). The alpha recommended with it is
+        the focal-loss paper's (Table 1b) for that gamma."""
 
 _OUTPUT = """\
     output: also write the report to this file (atomically), as the CLI's ``--output``.

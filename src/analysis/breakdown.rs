@@ -148,8 +148,14 @@ pub struct ImageGroup {
 /// Counts behind the health checks.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCounts {
-    /// Decisions with p_t or 1 - p_t below 1e-7.
-    pub saturated: u64,
+    /// Confidently wrong decisions, p_t < 1e-7 (CE > 16.1): negatives, positives. States
+    /// written before this counter read it as 0.
+    #[serde(default)]
+    pub confidently_wrong: [u64; 2],
+    /// Confidently right decisions, 1 - p_t < 1e-7: negatives, positives. States written
+    /// before this counter read it as 0.
+    #[serde(default)]
+    pub confidently_right: [u64; 2],
     /// Decisions whose p_t rounds to 1 in float32 (1 - p_t < 2^-24).
     pub fp32_one: u64,
     /// Decisions whose focal loss is positive but below fp16's smallest subnormal (2^-24).
@@ -260,8 +266,9 @@ impl Accumulator for BreakdownAcc {
         let mut levels: Vec<(i64, Partial)> = Vec::new();
         let mut ious = [Partial::default(); IOU_BANDS];
         let mut density = vec![0u64; 2 * DENSITY_LANES * DENSITY_BINS];
-        let (mut saturated, mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) =
-            (0u64, 0u64, 0u64, 0u64, 0u64);
+        let (mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) = (0u64, 0u64, 0u64, 0u64);
+        // Saturated p_t: wrong and right, negatives and positives.
+        let (mut wrong_neg, mut wrong_pos, mut right_neg, mut right_pos) = (0u64, 0u64, 0u64, 0u64);
         for run in chunk.runs {
             let mut image = Partial::default();
             let mut anchor = Partial::default();
@@ -286,7 +293,11 @@ impl Accumulator for BreakdownAcc {
                     .min(DENSITY_BINS - 1);
                 density[((i % DENSITY_LANES) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
                 // Health, in local counters.
-                saturated += u64::from(d.p_t < 1e-7 || d.q < 1e-7);
+                let (wrong, right) = (d.p_t < 1e-7, d.q < 1e-7);
+                wrong_neg += u64::from(wrong && !positive);
+                wrong_pos += u64::from(wrong && positive);
+                right_neg += u64::from(right && !positive);
+                right_pos += u64::from(right && positive);
                 fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
                 fp16_underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
                 // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
@@ -345,7 +356,10 @@ impl Accumulator for BreakdownAcc {
             }
         }
         let h = &mut self.health;
-        h.saturated += saturated;
+        h.confidently_wrong[0] += wrong_neg;
+        h.confidently_wrong[1] += wrong_pos;
+        h.confidently_right[0] += right_neg;
+        h.confidently_right[1] += right_pos;
         h.fp32_one += fp32_one;
         h.fp16_underflow += fp16_underflow;
         h.fp16_overflow += fp16_overflow;
@@ -383,7 +397,10 @@ impl Accumulator for BreakdownAcc {
             }
         }
         let (h, oh) = (&mut self.health, &o.health);
-        h.saturated += oh.saturated;
+        for side in 0..2 {
+            h.confidently_wrong[side] += oh.confidently_wrong[side];
+            h.confidently_right[side] += oh.confidently_right[side];
+        }
         h.fp32_one += oh.fp32_one;
         h.fp16_underflow += oh.fp16_underflow;
         h.fp16_overflow += oh.fp16_overflow;
@@ -557,5 +574,31 @@ impl BreakdownAcc {
                 value: detectron.value() / n_ema,
             },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_counts_of_states_written_before_the_confidence_counters_still_read() {
+        let now = HealthCounts {
+            confidently_wrong: [3, 1],
+            confidently_right: [40, 2],
+            fp32_one: 5,
+            negatives: 9,
+            label_counts: vec![1, 2],
+            ..HealthCounts::default()
+        };
+        let mut v = serde_json::to_value(&now).unwrap();
+        assert_eq!(serde_json::from_value::<HealthCounts>(v.clone()).unwrap(), now);
+        // The earlier layout: one `saturated` count (both sides), no per-side counters.
+        let o = v.as_object_mut().unwrap();
+        o.remove("confidently_wrong");
+        o.remove("confidently_right");
+        o.insert("saturated".into(), 46.into());
+        let old: HealthCounts = serde_json::from_value(v).unwrap();
+        assert_eq!(old, HealthCounts { confidently_wrong: [0; 2], confidently_right: [0; 2], ..now });
     }
 }

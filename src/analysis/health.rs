@@ -53,16 +53,41 @@ pub fn checks(h: &HealthCounts, cx: &HealthContext<'_>) -> Vec<HealthItem> {
             Some("check the label convention (foreground classes 0..C-1) or that the dump covers images with objects"),
         ));
     }
-    if h.saturated > 0 {
+    // Saturation loses information only where a probability was dumped within 1e-7 of 1: there
+    // float32 (spacing 6e-8 below 1) no longer holds 1 - p. That is p_t near 1 for a sigmoid
+    // positive or any softmax decision, and p_t near 0 for a sigmoid negative (its p is near 1);
+    // probabilities near 0 keep their precision, and logits lose nothing (every loss is computed
+    // from them without rounding).
+    if cx.shape.scores == ScoreKind::Probs {
+        let lost = match cx.shape.activation {
+            Activation::Sigmoid => h.confidently_right[1] + h.confidently_wrong[0],
+            Activation::Softmax => h.confidently_right[0] + h.confidently_right[1],
+        };
+        if lost > 0 {
+            out.push(item(
+                "saturated",
+                if lost * 1000 > n { "warning" } else { "info" },
+                format!(
+                    "{lost} decisions ({}) have a dumped probability within 1e-7 of 1, where float32 (spacing 6e-8 below 1) no longer holds 1 - p: the focal factor (1 - p_t)^gamma of the right ones and the CE of the wrong ones (clamped at 100, as torch does) come out rounded",
+                    pct(lost, n)
+                ),
+                Some("dump logits (docs/dumping.md): hardmine computes p_t, 1 - p_t and CE from logits without rounding"),
+            ));
+        }
+    }
+    // Confidently wrong decisions mean something whatever was dumped.
+    let [wrong_neg, wrong_pos] = h.confidently_wrong;
+    let wrong = wrong_neg + wrong_pos;
+    if wrong > 0 {
         out.push(item(
-            "saturated",
-            if h.saturated * 1000 > n { "warning" } else { "info" },
+            "confidently_wrong",
+            if wrong * 1000 > n || wrong_pos * 100 > cx.positives { "warning" } else { "info" },
             format!(
-                "{} decisions ({}) have p_t within 1e-7 of 0 or 1: their probabilities are saturated",
-                h.saturated,
-                pct(h.saturated, n)
+                "{wrong} decisions ({}) are confidently wrong, p_t < 1e-7 (CE > 16.1): the model all but rules out their label; {wrong_pos} of them are positives ({} of the positives), {wrong_neg} negatives",
+                pct(wrong, n),
+                pct(wrong_pos, cx.positives)
             ),
-            Some("saturated logits make losses computed from probabilities meaningless; dump logits, and check for overconfident heads"),
+            Some("many wrong positives point to a wrong label mapping in the dumping code (class offset, background index: docs/dumping.md); a few of either, to label noise (missing or wrong boxes: `hardmine mine --strategy focal` lists each image's hardest decisions); many of both, to a diverged classification head"),
         ));
     }
     let small_gammas: Vec<String> =

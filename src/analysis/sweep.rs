@@ -22,7 +22,8 @@ use super::Accumulator;
 use crate::config::SweepGrid;
 use crate::input::ImageKey;
 use crate::report::{
-    BalancedAlpha, BucketShares, Cdf, CdfSide, Recommendation, Share, SweepCell, SweepReport, Table1bRow,
+    AlphaSource, BalancedAlpha, BucketShares, Cdf, CdfSide, GammaRule, Recommendation, Share, SweepCell,
+    SweepReport, Table1bRow,
 };
 
 /// Per-gamma sums.
@@ -141,7 +142,7 @@ pub fn cdf_grid() -> Vec<f64> {
 }
 
 /// The focal-loss paper's Table 1b (RetinaNet, ResNet-50-FPN, 600 px, COCO minival): AP for each
-/// gamma with its best alpha.
+/// gamma with its best alpha. Columns: gamma, best alpha, AP, AP50, AP75; rows by rising gamma.
 pub const TABLE_1B: [(f64, f64, f64, f64, f64); 7] = [
     (0.0, 0.75, 31.1, 49.4, 33.0),
     (0.1, 0.75, 31.4, 49.9, 33.1),
@@ -152,12 +153,52 @@ pub const TABLE_1B: [(f64, f64, f64, f64, f64); 7] = [
     (5.0, 0.25, 32.2, 49.6, 34.8),
 ];
 
+/// The paper's best alpha at one gamma and the Table 1b rows it comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PaperAlpha {
+    /// The alpha.
+    pub alpha: f64,
+    /// A row, between rows, or beyond the table's ends.
+    pub source: AlphaSource,
+    /// Indices into [`TABLE_1B`] of the rows used (equal for a row or beyond the ends).
+    pub rows: (usize, usize),
+}
+
+/// The paper's best alpha at `gamma`: Table 1b's best alpha, linear in gamma between the two
+/// rows around it, and the end row's alpha held constant beyond the table (gamma above 5; the
+/// table starts at gamma 0, the smallest gamma there is). The paper measured AP only at its
+/// rows: between them this is a reading of its trend (alpha falling as gamma rises), not a
+/// measurement.
+pub fn paper_alpha(gamma: f64) -> PaperAlpha {
+    let last = TABLE_1B.len() - 1;
+    let row = |i: usize| PaperAlpha { alpha: TABLE_1B[i].1, source: AlphaSource::Table1b, rows: (i, i) };
+    let clamped = |i: usize| PaperAlpha { source: AlphaSource::Table1bClamped, ..row(i) };
+    if gamma < TABLE_1B[0].0 {
+        return clamped(0);
+    }
+    if gamma > TABLE_1B[last].0 {
+        return clamped(last);
+    }
+    if let Some(i) = TABLE_1B.iter().position(|r| r.0 == gamma) {
+        return row(i);
+    }
+    // Not a row and within the table: strictly between rows i and i + 1.
+    let i = TABLE_1B.iter().rposition(|r| r.0 < gamma).unwrap_or(0);
+    let ((g0, a0, ..), (g1, a1, ..)) = (TABLE_1B[i], TABLE_1B[i + 1]);
+    PaperAlpha {
+        alpha: a0 + (a1 - a0) * (gamma - g0) / (g1 - g0),
+        source: AlphaSource::Table1bInterpolated,
+        rows: (i, i + 1),
+    }
+}
+
 impl SweepAcc {
     /// Builds the sweep section of the report. `images` holds every image of the dump.
     pub fn finish(&self, images: &BTreeMap<ImageKey, ImageCounts>) -> SweepReport {
         let n_images = images.len().max(1) as f64;
         let mut grid = Vec::new();
         let mut balanced = Vec::new();
+        let mut by_gamma = Vec::new();
         let mut cdfs = Vec::new();
         for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
             let s = &self.sums[gi];
@@ -202,6 +243,12 @@ impl SweepAcc {
             }
             let balanced_alpha = if s_pos + s_neg > 0.0 { s_neg / (s_pos + s_neg) } else { 0.5 };
             balanced.push(BalancedAlpha { gamma, alpha: balanced_alpha });
+            by_gamma.push(GammaRule {
+                gamma,
+                easy_negative_share_of_negatives: self.easy_share_of_negatives(gi),
+                balanced_alpha,
+                paper_alpha: paper_alpha(gamma).alpha,
+            });
             let xs = cdf_grid();
             let side = |h: &LogHist| {
                 let (f50, e50) = h.fraction_for_share(0.5);
@@ -216,10 +263,11 @@ impl SweepAcc {
             cdfs.push(Cdf { gamma, negatives: side(&s.hist[0]), positives: side(&s.hist[1]) });
         }
         let positives: u64 = images.values().map(|c| c.positives).sum();
-        let recommendation = self.recommend(&balanced, positives);
+        let recommendation = self.recommend(&by_gamma, positives);
         SweepReport {
             grid,
             balanced_alpha: balanced,
+            by_gamma,
             recommendation,
             paper_default: BalancedAlpha { gamma: 2.0, alpha: 0.25 },
             table_1b: TABLE_1B
@@ -232,46 +280,63 @@ impl SweepAcc {
         }
     }
 
-    /// Easy-negative share of the focal loss at (gamma index, alpha).
-    fn easy_share(&self, gi: usize, alpha: f64) -> f64 {
+    /// E / N at gamma index `gi`: the easy negatives' share of the negatives' own focal loss
+    /// (0 without negative loss).
+    ///
+    /// This is what the old rule, "the easy-negative share of the whole loss at the balanced
+    /// alpha", measured all along: with P, N and E the alpha-free focal loss of the positives, the
+    /// negatives and the easy negatives, the balanced alpha a = N / (P + N) makes a P and
+    /// (1 - a) N both equal to P N / (P + N), so the share (1 - a) E / (a P + (1 - a) N) is
+    /// E / 2N whatever P is (when P > 0).
+    fn easy_share_of_negatives(&self, gi: usize) -> f64 {
         let loss = self.sums[gi].loss.map(|x| x.value());
-        let total = alpha * (loss[2] + loss[3]) + (1.0 - alpha) * (loss[0] + loss[1]);
-        if total > 0.0 {
-            (1.0 - alpha) * loss[0] / total
+        let n = loss[0] + loss[1];
+        if n > 0.0 {
+            loss[0] / n
         } else {
             0.0
         }
     }
 
-    /// The documented rule: the smallest gamma of the grid whose easy negatives carry less than
-    /// the target share of the loss at its balanced alpha. A dump without positive decisions has
-    /// no balance to strike: then nothing is recommended (`target_met` false, the smallest gamma
-    /// and alpha 0.5 as placeholders) and the first reason says why.
-    fn recommend(&self, balanced: &[BalancedAlpha], positives: u64) -> Recommendation {
+    /// The documented rule. gamma: the smallest gamma of the grid whose easy negatives carry
+    /// less than twice the target of the negatives' own focal loss (E / N < 2 x target, which is
+    /// "easy-negative share below the target at the balanced alpha", see
+    /// [`Self::easy_share_of_negatives`]); positives play no part. alpha: the paper's best alpha
+    /// at that gamma ([`paper_alpha`]). A dump without positive decisions is not what a detector
+    /// trains on: then nothing is recommended (`target_met` false, the smallest gamma and alpha
+    /// 0.5 as placeholders) and the first reason says why.
+    fn recommend(&self, by_gamma: &[GammaRule], positives: u64) -> Recommendation {
         let target = self.grid.target_easy_share;
+        let threshold = 2.0 * target;
         let mut order: Vec<usize> = (0..self.grid.gammas.len()).collect();
         order.sort_by(|&a, &b| self.grid.gammas[a].total_cmp(&self.grid.gammas[b]));
         let pct = |x: f64| format!("{:.1}%", 100.0 * x);
+        let (last_gamma, last_alpha, ..) = TABLE_1B[TABLE_1B.len() - 1];
         let rule = format!(
-            "the smallest swept gamma at which easy negatives carry less than {} of the focal loss, with the alpha that balances positive and negative loss",
+            "gamma is the smallest swept gamma at which easy negatives carry less than {} of the negatives' own focal loss (E / N below twice the target {}: at the balanced alpha the easy-negative share of the whole loss is E / 2N, so positives play no part); alpha is the focal-loss paper's best alpha at that gamma, from its Table 1b (linear in gamma between rows, {last_alpha} beyond gamma {last_gamma})",
+            pct(threshold),
             pct(target)
         );
         if positives == 0 {
-            let gamma = order.first().map_or(0.0, |&gi| self.grid.gammas[gi]);
+            let gi = order.first().copied().unwrap_or(0);
+            let gamma = self.grid.gammas.get(gi).copied().unwrap_or(0.0);
             return Recommendation {
                 gamma,
                 alpha: 0.5,
+                alpha_source: AlphaSource::None,
+                balanced_alpha: None,
+                easy_negative_share_of_negatives: by_gamma.get(gi).map_or(0.0, |r| r.easy_negative_share_of_negatives),
                 rule,
                 target_met: false,
                 reasons: vec![
-                    "the dump has no positive decisions: every loss share is a negative's, no alpha balances positives against negatives, and no gamma can be recommended".to_string(),
+                    format!("the dump has no positive decisions: nothing is recommended (gamma {gamma} and alpha 0.5 are placeholders); a detector trains on images with objects, and a dump without them shows neither the imbalance training sees nor a positive loss to weigh alpha against"),
                     "check the label mapping of the dumping code (docs/dumping.md), or dump steps whose images have objects".to_string(),
                 ],
             };
         }
         let shares: Vec<(usize, f64)> =
-            order.iter().map(|&gi| (gi, self.easy_share(gi, balanced[gi].alpha))).collect();
-        let chosen = shares.iter().position(|&(_, s)| s < target);
+            order.iter().map(|&gi| (gi, by_gamma[gi].easy_negative_share_of_negatives)).collect();
+        let chosen = shares.iter().position(|&(_, s)| s < threshold);
         let (pick, met) = match chosen {
             Some(i) => (i, true),
             None => {
@@ -281,18 +346,20 @@ impl SweepAcc {
             }
         };
         let (gi, share) = shares[pick];
-        let (gamma, alpha) = (self.grid.gammas[gi], balanced[gi].alpha);
+        let gamma = self.grid.gammas[gi];
+        let paper = paper_alpha(gamma);
+        let (alpha, balanced) = (paper.alpha, by_gamma[gi].balanced_alpha);
         let mut reasons = Vec::new();
         if met {
             reasons.push(format!(
-                "at gamma {gamma} and alpha {alpha:.3}, easy negatives carry {} of the loss (target < {})",
+                "at gamma {gamma}, easy negatives carry {} of the negatives' focal loss (target < {})",
                 pct(share),
-                pct(target)
+                pct(threshold)
             ));
         } else {
             reasons.push(format!(
-                "no swept gamma brings the easy-negative share below {}; gamma {gamma} comes closest with {}",
-                pct(target),
+                "no swept gamma brings the easy negatives' share of the negatives' focal loss below {}; gamma {gamma} comes closest with {}",
+                pct(threshold),
                 pct(share)
             ));
         }
@@ -304,9 +371,32 @@ impl SweepAcc {
                 pct(prev_share)
             ));
         }
+        let (r0, r1) = (TABLE_1B[paper.rows.0], TABLE_1B[paper.rows.1]);
+        reasons.push(match paper.source {
+            AlphaSource::Table1bInterpolated => format!(
+                "alpha {alpha:.3} is the paper's best alpha read linearly between its Table 1b rows gamma {} (alpha {}) and gamma {} (alpha {}); the paper measured AP at its rows only",
+                r0.0, r0.1, r1.0, r1.1
+            ),
+            AlphaSource::Table1bClamped => format!(
+                "gamma {gamma} lies beyond the paper's Table 1b, whose last row is gamma {} (alpha {}): that alpha, held constant; the paper measured nothing there",
+                r0.0, r0.1
+            ),
+            _ => format!(
+                "alpha {alpha} is the paper's best alpha at gamma {gamma} (Table 1b: RetinaNet, ResNet-50-FPN, COCO minival)"
+            ),
+        });
+        let loss = self.sums[gi].loss.map(|x| x.value());
+        let (s_pos, s_neg) = (loss[2] + loss[3], loss[0] + loss[1]);
+        let weighted = alpha * s_pos + (1.0 - alpha) * s_neg;
+        let pos_share = if weighted > 0.0 { alpha * s_pos / weighted } else { 0.0 };
         reasons.push(format!(
-            "alpha {alpha:.3} gives positives and negatives equal loss at gamma {gamma}; the paper's best alpha at gamma 2 was 0.25, which gives positives less"
+            "diagnostic: the balanced alpha at gamma {gamma} is {balanced:.3} (positives and negatives carry equal loss); at alpha {alpha:.3} positives carry {} of the loss. The paper chose alpha by AP, not to balance the losses: its best alpha fell from 0.75 at gamma 0 to 0.25 at gamma 1 and above, weighting positives less on purpose once gamma down-weights the easy negatives",
+            pct(pos_share)
         ));
+        reasons.push(
+            "the result depends on the checkpoint dumped: the imbalance drifts during training (negatives grow easier as the detector learns), and E / N, the balanced alpha and the chosen gamma drift with it; dump several checkpoints (early, middle, final) and compare"
+                .to_string(),
+        );
         let (top1, _) = self.sums[gi].hist[0].top_share(0.01);
         reasons.push(format!(
             "the hardest 1% of negatives carry {} of the negative loss at gamma {gamma}",
@@ -316,6 +406,61 @@ impl SweepAcc {
             "this rule reads loss shares on this dump; it does not predict AP: compare with the paper's Table 1b and validate on your detector"
                 .to_string(),
         );
-        Recommendation { gamma, alpha, rule, target_met: met, reasons }
+        Recommendation {
+            gamma,
+            alpha,
+            alpha_source: paper.source,
+            balanced_alpha: Some(balanced),
+            easy_negative_share_of_negatives: share,
+            rule,
+            target_met: met,
+            reasons,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(gamma: f64, alpha: f64, source: AlphaSource, rows: (usize, usize)) {
+        let p = paper_alpha(gamma);
+        assert!((p.alpha - alpha).abs() < 1e-12, "gamma {gamma}: alpha {} instead of {alpha}", p.alpha);
+        assert_eq!((p.source, p.rows), (source, rows), "gamma {gamma}");
+    }
+
+    #[test]
+    fn the_paper_alpha_on_a_table_row_is_that_rows_best_alpha() {
+        // The paper's Table 1b: gamma 0, 0.1, 0.2 -> .75; 0.5 -> .5; 1, 2, 5 -> .25.
+        for (i, (gamma, alpha)) in
+            [(0.0, 0.75), (0.1, 0.75), (0.2, 0.75), (0.5, 0.5), (1.0, 0.25), (2.0, 0.25), (5.0, 0.25)]
+                .into_iter()
+                .enumerate()
+        {
+            check(gamma, alpha, AlphaSource::Table1b, (i, i));
+        }
+    }
+
+    #[test]
+    fn the_paper_alpha_between_rows_is_linear_in_gamma() {
+        // By hand: 0.75 + (0.5 - 0.75) (gamma - 0.2) / 0.3 between gamma 0.2 and 0.5, and
+        // 0.5 + (0.25 - 0.5) (gamma - 0.5) / 0.5 between 0.5 and 1.
+        check(0.3, 0.75 - 0.25 / 3.0, AlphaSource::Table1bInterpolated, (2, 3));
+        check(0.35, 0.625, AlphaSource::Table1bInterpolated, (2, 3));
+        check(0.6, 0.45, AlphaSource::Table1bInterpolated, (3, 4));
+        check(0.75, 0.375, AlphaSource::Table1bInterpolated, (3, 4));
+        check(0.9, 0.3, AlphaSource::Table1bInterpolated, (3, 4));
+        // Rows of equal alpha: constant between them.
+        check(0.05, 0.75, AlphaSource::Table1bInterpolated, (0, 1));
+        check(1.5, 0.25, AlphaSource::Table1bInterpolated, (4, 5));
+        check(3.0, 0.25, AlphaSource::Table1bInterpolated, (5, 6));
+    }
+
+    #[test]
+    fn the_paper_alpha_beyond_the_table_is_held_at_its_end_rows() {
+        check(5.5, 0.25, AlphaSource::Table1bClamped, (6, 6));
+        check(crate::config::MAX_GAMMA, 0.25, AlphaSource::Table1bClamped, (6, 6));
+        // Unreachable through the checked grid (gammas are >= 0), but defined.
+        check(-1.0, 0.75, AlphaSource::Table1bClamped, (0, 0));
     }
 }

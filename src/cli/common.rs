@@ -381,7 +381,9 @@ pub struct SweepGridArgs {
     /// Alphas to sweep, comma-separated; a negative value means no alpha weighting.
     #[arg(long, default_value_t = defaults::alphas(), value_name = "LIST", allow_hyphen_values = true)]
     pub alphas: String,
-    /// Recommend the smallest gamma whose easy negatives carry less than this share of the loss.
+    /// Recommend the smallest gamma whose easy negatives carry less than this share of the loss
+    /// at the balanced alpha, i.e. less than twice this share of the negatives' own focal loss
+    /// (at most 0.5).
     #[arg(long, default_value_t = defaults::target_easy_share(), value_name = "SHARE", allow_negative_numbers = true)]
     pub target_easy_share: f64,
 }

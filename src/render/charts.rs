@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{GroupRow, Report};
+use crate::report::{AlphaSource, GroupRow, Report};
 
 /// One chart: a stable id (used for file names and HTML anchors), a title and the SVG markup.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,10 +96,14 @@ pub fn charts(report: &Report) -> Result<Vec<Chart>> {
         out.push(Chart {
             id: "heatmap",
             title: "Easy-negative share of the focal loss".into(),
-            caption: format!(
-                "Per gamma (rows) and alpha (columns); the outlined row is the recommendation: gamma {}, alpha {:.3}.",
-                sw.recommendation.gamma, sw.recommendation.alpha
-            ),
+            caption: if sw.recommendation.alpha_source == AlphaSource::None {
+                "Per gamma (rows) and alpha (columns); no gamma is recommended: the dump has no positive decisions.".into()
+            } else {
+                format!(
+                    "Per gamma (rows) and alpha (columns); the outlined row is the recommendation: gamma {}, alpha {:.3}.",
+                    sw.recommendation.gamma, sw.recommendation.alpha
+                )
+            },
             svg: heatmap(report)?,
         });
     }
@@ -335,7 +339,8 @@ fn heatmap(report: &Report) -> Result<String> {
                 text.color(&color),
             )))?;
         }
-        if let Some(j) = gammas.iter().position(|g| *g == sw.recommendation.gamma) {
+        let recommended = sw.recommendation.alpha_source != AlphaSource::None;
+        if let Some(j) = gammas.iter().position(|g| recommended && *g == sw.recommendation.gamma) {
             chart.draw_series(std::iter::once(Rectangle::new(
                 [
                     (SegmentValue::Exact(0), SegmentValue::Exact(j)),

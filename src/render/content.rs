@@ -4,7 +4,7 @@
 
 use super::format::{count, number, percent};
 use super::table::Align;
-use crate::report::{BucketReport, GroupRow, Report, StrategyReport, SweepReport};
+use crate::report::{AlphaSource, BucketReport, GroupRow, Report, StrategyReport, SweepReport};
 
 /// A table as data: header, column alignment and rows of cells.
 #[derive(Clone, Debug, PartialEq)]
@@ -262,7 +262,8 @@ pub fn selection_notes(r: &Report) -> Vec<String> {
     notes
 }
 
-/// The sweep grid: easy-negative share per (gamma, alpha) and the balanced alpha.
+/// The sweep grid: easy-negative share per (gamma, alpha), then per gamma the rule's E / N (the
+/// easy negatives' share of the negatives' loss), the balanced alpha and the paper's alpha.
 pub fn sweep_grid(sw: &SweepReport) -> TableData {
     let mut alphas: Vec<Option<f64>> = Vec::new();
     let mut gammas: Vec<f64> = Vec::new();
@@ -276,7 +277,7 @@ pub fn sweep_grid(sw: &SweepReport) -> TableData {
     }
     let mut header: Vec<String> = vec!["easy-neg share".into()];
     header.extend(alphas.iter().map(|a| a.map_or("no alpha".to_string(), |a| format!("a={a}"))));
-    header.push("balanced a".into());
+    header.extend(["EN of neg".into(), "balanced a".into(), "paper a".into()]);
     let refs: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut t = TableData::new(&refs);
     for (gi, &g) in gammas.iter().enumerate() {
@@ -285,7 +286,10 @@ pub fn sweep_grid(sw: &SweepReport) -> TableData {
             let cell = sw.grid.iter().find(|c| c.gamma == g && c.alpha == *a);
             row.push(cell.map_or("-".into(), |c| percent(c.buckets.easy_negative.loss_share)));
         }
+        let rule = sw.by_gamma.get(gi);
+        row.push(rule.map_or("-".into(), |r| percent(r.easy_negative_share_of_negatives)));
         row.push(format!("{:.3}", sw.balanced_alpha.get(gi).map_or(0.0, |b| b.alpha)));
+        row.push(rule.map_or("-".into(), |r| format!("{:.3}", r.paper_alpha)));
         t.rows.push(row);
     }
     t
@@ -300,9 +304,11 @@ pub fn recommendation(sw: &SweepReport) -> (String, String, Vec<String>, Vec<Str
     (
         if rec.target_met {
             format!("recommendation: gamma {}, alpha {:.3}", rec.gamma, rec.alpha)
+        } else if rec.alpha_source == AlphaSource::None {
+            // A dump without positives: the reasons say why.
+            "no recommendation: the dump has no positive decisions".to_string()
         } else {
-            // The reasons say why: no swept gamma reaches the target, or there is nothing to
-            // balance (no positives).
+            // The reasons say how close the grid came.
             format!("recommendation (target not met): gamma {}, alpha {:.3}", rec.gamma, rec.alpha)
         },
         rec.rule.clone(),
