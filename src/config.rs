@@ -138,6 +138,9 @@ pub struct Extras {
     pub boxes: bool,
     /// Read `level` and `iou` where present (for breakdowns and exports).
     pub groups: bool,
+    /// Read `box_loss` where present (OHEM ranks by classification + box loss).
+    #[serde(default)]
+    pub box_loss: bool,
 }
 
 /// How to read a dump (validated).
@@ -535,6 +538,7 @@ impl AnalysisParams {
         let mut dump = self.dump.check()?;
         dump.extras.boxes = self.strategies.contains(&StrategyKind::Ohem) && self.ohem.nms.is_some();
         dump.extras.groups = self.breakdowns;
+        dump.extras.box_loss = self.strategies.contains(&StrategyKind::Ohem);
         if !(self.gamma.is_finite() && (0.0..=MAX_GAMMA).contains(&self.gamma)) {
             return Err(ConfigError::invalid(
                 "--gamma",

@@ -3,8 +3,8 @@
 //! Columns (in this order): `strategy` (string), `image_id` (int64 or string, as in the dump),
 //! `file` (the dump file's path), `row` (row within that file), `anchor_id` and `level` (int64,
 //! null when the dump has none), `label` (int32: the dense label, or 1/0 for binary
-//! positives/negatives), `class` (int32, binary dumps' `class`, else null), `loss` (float64: CE,
-//! or the focal loss for `focal`), `rank` (int32, 1 = hardest in the image) and `weight`
+//! positives/negatives), `class` (int32, binary dumps' `class`, else null), `loss` (float64: CE;
+//! for `ohem` CE + box loss when the dump has a `box_loss` column; the focal loss for `focal`), `rank` (int32, 1 = hardest in the image) and `weight`
 //! (float64: 1, or the focal weight). Rows come image by image in dump order (by each image's first row), hardest first.
 //! The file is written atomically: it appears complete or not at all.
 

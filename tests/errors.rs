@@ -756,6 +756,11 @@ fn breaking(reason: &str) -> (Vec<(&'static str, Col)>, &'static str, Vec<&'stat
             cols.push(("iou", Col::F32(vec![0.1, 0.2, 1.5, 0.0, 0.7, 0.3, 0.45, 0.1])));
             (cols, "iou", vec![])
         }
+        "box_loss_invalid" => {
+            let mut cols = dense(Col::ListF32(scores(3)));
+            cols.push(("box_loss", Col::F32(vec![0.3, 0.0, f32::NAN, 0.0, 0.8, 0.0, 0.0, 0.0])));
+            (cols, "box_loss", vec![])
+        }
         "box_non_finite" => {
             let mut cols = dense(Col::ListF32(scores(3)));
             for (k, name) in ["x1", "y1", "x2", "y2"].into_iter().enumerate() {

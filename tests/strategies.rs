@@ -155,6 +155,106 @@ fn ohem_ssd_sampled_and_ghm_match_brute_force() {
 }
 
 #[test]
+fn ohem_ranks_by_ce_plus_box_loss_when_the_dump_has_one() {
+    let env = Env::new();
+    let d = dump();
+    // Box losses: positives in [0, 4), negatives mostly 0 and sometimes in [0, 2).
+    let mut g = Lcg(3);
+    let box_loss: Vec<f32> = d
+        .label
+        .iter()
+        .map(|&l| {
+            if l >= 0 {
+                g.range(0.0, 4.0) as f32
+            } else if g.unit() < 0.3 {
+                g.range(0.0, 2.0) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    write(
+        &env.path("b.parquet"),
+        vec![
+            ("image_id", Col::I64(d.image.clone())),
+            ("label", Col::I32(d.label.clone())),
+            ("logits", Col::ListF32(d.logits.clone())),
+            ("box_loss", Col::F32(box_loss.clone())),
+        ],
+        7,
+    );
+    d.write(&env, "d.parquet", 7);
+    let args = |file| {
+        vec![
+            "analyze",
+            file,
+            "--strategies",
+            "ohem",
+            "--ohem-k",
+            "10",
+            "--keep-ignored-images",
+            "--format",
+            "json",
+        ]
+    };
+    let with_box = env.run(&args("b.parquet")).json();
+    let ce_only = env.run(&args("d.parquet")).json();
+    // The reference ranks each image's anchors by CE + box loss (ties: earlier row), keeps the
+    // top 10 and sums their classification CE.
+    let images = r::by_image(&d.anchors());
+    let by_total = |img: &[Anchor]| {
+        let ranked: Vec<Anchor> = img
+            .iter()
+            .map(|a| Anchor { ce: a.ce + f64::from(box_loss[a.row as usize]), ..a.clone() })
+            .collect();
+        r::indicator(img.len(), &r::ohem(&ranked, 10, None, None))
+    };
+    let by_ce = |img: &[Anchor]| r::indicator(img.len(), &r::ohem(img, 10, None, None));
+    let want_box = r::total(&images, N_IMAGES, by_total);
+    let want_ce = r::total(&images, N_IMAGES, by_ce);
+    r::check_sel(&with_box, "ohem", &want_box);
+    r::check_sel(&ce_only, "ohem", &want_ce);
+    // The box loss changes the selection here, so the check above can tell the two apart.
+    assert!((want_box.loss.iter().sum::<f64>() - want_ce.loss.iter().sum::<f64>()).abs() > 1e-6);
+    let ranked_by =
+        |rep: &serde_json::Value| rep["strategies"][0]["extra"]["ranked_by"].as_str().unwrap().to_string();
+    assert!(ranked_by(&with_box).starts_with("ce + box_loss"), "{}", ranked_by(&with_box));
+    assert!(ranked_by(&ce_only).starts_with("ce: classification loss only"), "{}", ranked_by(&ce_only));
+    // Mining exports the same selection in the same order, with CE + box loss as its loss.
+    use polars_core::prelude::*;
+    use polars_io::prelude::*;
+    env.run(&[
+        "mine",
+        "b.parquet",
+        "--keep-ignored-images",
+        "--strategy",
+        "ohem",
+        "--ohem-k",
+        "3",
+        "--out",
+        "hard.parquet",
+    ])
+    .ok();
+    let df = ParquetReader::new(std::fs::File::open(env.path("hard.parquet")).unwrap()).finish().unwrap();
+    let rows: Vec<i64> = df.column("row").unwrap().i64().unwrap().into_no_null_iter().collect();
+    let losses: Vec<f64> = df.column("loss").unwrap().f64().unwrap().into_no_null_iter().collect();
+    let mut want = Vec::new();
+    for img in images.values() {
+        let ranked: Vec<Anchor> = img
+            .iter()
+            .map(|a| Anchor { ce: a.ce + f64::from(box_loss[a.row as usize]), ..a.clone() })
+            .collect();
+        want.extend(
+            r::ohem(&ranked, 3, None, None).into_iter().map(|i| (ranked[i].row as i64, ranked[i].ce)),
+        );
+    }
+    assert_eq!(rows, want.iter().map(|w| w.0).collect::<Vec<_>>());
+    for (got, (_, loss)) in losses.iter().zip(&want) {
+        assert_close(*got, *loss, 1e-6, "exported CE + box loss");
+    }
+}
+
+#[test]
 fn nms_quotas_empty_image_policy_and_oversized_batches_match_brute_force() {
     let env = Env::new();
     let d = dump();

@@ -170,6 +170,8 @@ pub struct Batch {
     pub iou: Option<Vec<f32>>,
     /// `x1, y1, x2, y2`, when requested and present.
     pub boxes: Option<Vec<[f32; 4]>>,
+    /// `box_loss` per row, when requested and present.
+    pub box_loss: Option<Vec<f64>>,
 }
 
 /// What a report needs to know about the dump it describes (and what a state file keeps).
@@ -226,6 +228,7 @@ pub(crate) fn test_batch(
         level: None,
         iou: None,
         boxes: None,
+        box_loss: None,
     }
 }
 

@@ -154,6 +154,13 @@ pub const IOU_OUT_OF_RANGE: Rule = Rule {
     requires: "IoU in [0, 1]",
     fix: "write the max IoU of each anchor with any ground-truth box",
 };
+/// A `box_loss` that is negative, non-finite or above 1e6.
+pub const BOX_LOSS_INVALID: Rule = Rule {
+    reason: "box_loss_invalid",
+    column: "box_loss",
+    requires: "finite box losses in [0, 1e6]",
+    fix: "write each anchor's box-regression loss (0 for anchors without a box target)",
+};
 /// A NaN or infinite box coordinate.
 pub const BOX_NON_FINITE: Rule = Rule {
     reason: "box_non_finite",
@@ -163,7 +170,7 @@ pub const BOX_NON_FINITE: Rule = Rule {
 };
 
 /// Every per-value check, in the order of docs/dump-format.md.
-pub const RULES: [Rule; 13] = [
+pub const RULES: [Rule; 14] = [
     NULL,
     EMPTY_LIST,
     RAGGED_LIST,
@@ -176,6 +183,7 @@ pub const RULES: [Rule; 13] = [
     CLASS_OUT_OF_RANGE,
     WEIGHT_INVALID,
     IOU_OUT_OF_RANGE,
+    BOX_LOSS_INVALID,
     BOX_NON_FINITE,
 ];
 
@@ -305,6 +313,9 @@ pub(super) fn read_unit<E: From<InputError>>(
     }
     if extras.boxes {
         wanted.extend(cols.boxes.iter().flatten());
+    }
+    if extras.box_loss {
+        wanted.extend(cols.box_loss.iter());
     }
     let mut physical: Vec<String> = Vec::new();
     for r in &wanted {
@@ -456,6 +467,20 @@ fn validate(
         }
         _ => None,
     };
+    let box_loss = match &cols.box_loss {
+        Some(r) if extras.box_loss => {
+            let v = number_column(&ctx, r, get(r)?, rows)?;
+            for (i, &x) in v.iter().enumerate() {
+                if !(x.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&x)) {
+                    ctx.invalid(r, i, &BOX_LOSS_INVALID, || {
+                        format!("box loss {x} is not a finite number in [0, 1e6]")
+                    })?;
+                }
+            }
+            Some(v)
+        }
+        _ => None,
+    };
     let boxes = match &cols.boxes {
         Some(b) if extras.boxes => {
             let mut coords = Vec::with_capacity(4);
@@ -489,6 +514,7 @@ fn validate(
         level,
         iou,
         boxes,
+        box_loss,
         skipped: BTreeMap::new(),
     };
     if let Some((_, e)) = ctx.first.into_inner() {
@@ -557,6 +583,7 @@ fn compact(b: Batch, bad: &[(usize, &'static str)], width: usize) -> Batch {
         level: b.level.as_ref().map(|v| pick(v, &kept)),
         iou: b.iou.as_ref().map(|v| pick(v, &kept)),
         boxes: b.boxes.as_ref().map(|v| pick(v, &kept)),
+        box_loss: b.box_loss.as_ref().map(|v| pick(v, &kept)),
         skipped,
     }
 }

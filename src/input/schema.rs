@@ -89,6 +89,8 @@ pub struct FileColumns {
     pub level: Option<Resolved>,
     /// `iou`.
     pub iou: Option<Resolved>,
+    /// `box_loss`: the anchor's (row's) box-regression loss.
+    pub box_loss: Option<Resolved>,
     /// `x1, y1, x2, y2`, all four or none.
     pub boxes: Option<[Resolved; 4]>,
 }
@@ -103,6 +105,7 @@ impl FileColumns {
             ("anchor_id", &self.anchor_id),
             ("level", &self.level),
             ("iou", &self.iou),
+            ("box_loss", &self.box_loss),
         ];
         for (n, c) in opts {
             if let Some(c) = c {
@@ -277,6 +280,7 @@ pub fn resolve(
     let anchor_id = optional("anchor_id", &ints, "an integer anchor index")?;
     let level = optional("level", &ints, "an integer FPN level (e.g. 3 for P3)")?;
     let iou = optional("iou", &floats, "a float IoU in [0,1]")?;
+    let box_loss = optional("box_loss", &floats, "a float box-regression loss >= 0")?;
     let corners = ["x1", "y1", "x2", "y2"].map(lookup);
     let present = corners.iter().filter(|c| c.is_some()).count();
     let boxes = match present {
@@ -298,7 +302,7 @@ pub fn resolve(
     };
     Ok((
         DumpShape { layout, scores: kind, activation: options.activation() },
-        FileColumns { image_id, label, scores, class, weight, anchor_id, level, iou, boxes },
+        FileColumns { image_id, label, scores, class, weight, anchor_id, level, iou, box_loss, boxes },
     ))
 }
 

@@ -83,6 +83,7 @@ impl Batch {
             level: part(&self.level, &r),
             iou: part(&self.iou, &r),
             boxes: part(&self.boxes, &r),
+            box_loss: part(&self.box_loss, &r),
         }
     }
 
@@ -152,6 +153,7 @@ impl Batch {
             level: join(parts, |p| p.level.as_ref()),
             iou: join(parts, |p| p.iou.as_ref()),
             boxes: join(parts, |p| p.boxes.as_ref()),
+            box_loss: join(parts, |p| p.box_loss.as_ref()),
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct CandidateInfo {
     pub label: i32,
     /// Binary: the `class` column.
     pub class: Option<i32>,
+    /// The `box_loss` column, when the dump has one and OHEM runs.
+    #[serde(default)]
+    pub box_loss: Option<f64>,
 }
 
 impl Candidate {
@@ -96,6 +99,12 @@ impl Candidate {
     /// The box (all zeros when the dump has none).
     pub fn bbox(&self) -> [f32; 4] {
         self.info.as_ref().and_then(|i| i.bbox).unwrap_or([0.0; 4])
+    }
+
+    /// Its box-regression loss (0 when the dump has none).
+    #[inline]
+    pub fn box_loss(&self) -> f64 {
+        self.info.as_ref().and_then(|i| i.box_loss).unwrap_or(0.0)
     }
 
     /// Positive decisions in the candidate.
@@ -255,7 +264,8 @@ pub struct ExportRow {
     pub label: i32,
     /// Binary `class`.
     pub class: Option<i32>,
-    /// The strategy's loss of the candidate (CE, or focal loss for `focal`).
+    /// The strategy's loss of the candidate (CE; OHEM's ranking loss, CE + box loss, when the
+    /// dump has a `box_loss` column; the focal loss for `focal`).
     pub loss: f64,
     /// 1-based rank within the image, hardest first.
     pub rank: u32,
@@ -707,7 +717,7 @@ impl SelectAcc {
         let batch = chunk.batch;
         let focus = self.config.focus;
         let pre = chunk.terms.focal_for(focus);
-        let with_info = batch.boxes.is_some() || self.config.mine.is_some();
+        let with_info = batch.boxes.is_some() || batch.box_loss.is_some() || self.config.mine.is_some();
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
             let segments = match self.open.get_mut(key) {
@@ -734,6 +744,7 @@ impl SelectAcc {
                             Targets::Binary(t) => i32::from(t[r] > 0.0),
                         },
                         class: batch.class.as_ref().map(|c| c[r]),
+                        box_loss: batch.box_loss.as_ref().map(|b| b[r]),
                     })
                 });
                 let mut c = Candidate {
@@ -940,7 +951,10 @@ fn export(image: &Image<'_>, config: &SelectConfig, spec: &MineSpec, kept: Vec<K
                 .find(|(s, _)| s.kind() == kind)
                 .map(|(s, k)| s.export(image, k))
                 .unwrap_or_default();
-            (rows, |c| c.ce)
+            // OHEM's order (CE, plus the box loss where the dump has one); CE for the rest.
+            let score: fn(&Candidate) -> f64 =
+                if kind == StrategyKind::Ohem { ohem::score } else { |c| c.ce };
+            (rows, score)
         }
     };
     let limit = spec.top.unwrap_or(usize::MAX);

@@ -1,11 +1,16 @@
 //! Online hard example mining (Shrivastava et al. 2016).
 //!
-//! Per image: rank the candidates by CE, hardest first (ties: earlier in the dump first), and
+//! Per image: rank the candidates by their loss, hardest first (ties: earlier in the dump first), and
 //! keep the top k. With `nms`, candidates are first suppressed greedily in that order as
 //! torchvision's `ops.nms` does (a candidate is dropped when its IoU with an already kept box
 //! exceeds the threshold), then the first k survivors are kept. With `pos_fraction` f, at most
 //! floor(f k) positives are kept and the rest of the k slots go to negatives, each by loss (the
 //! focal-loss paper's "OHEM 1:3" is f = 0.25).
+//!
+//! The loss ranked by ([`score`]) is the candidate's CE plus its box-regression loss when the
+//! dump has a `box_loss` column, as the OHEM paper ranks RoIs (classification + box loss), and
+//! CE alone otherwise, as mmdetection's `OHEMSampler` does; the report's `extra.ranked_by` says
+//! which. The selected *loss* reported is always the classification CE.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,29 +26,57 @@ pub struct Ohem {
     pub params: OhemParams,
 }
 
+/// OHEM's totals: the selection's sums, and whether candidates were ranked with a box loss.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OhemTotals {
+    /// The selection's sums.
+    pub chosen: Chosen,
+    /// Whether the dump had a `box_loss` column (ranking by CE + box loss).
+    pub with_box_loss: bool,
+}
+
+/// The loss OHEM ranks by: the candidate's CE plus its box-regression loss, as the OHEM paper
+/// does, when the dump has a `box_loss` column (0 otherwise: CE alone, as mmdetection's
+/// `OHEMSampler`, which ranks by the classification loss only).
+#[inline]
+pub fn score(c: &Candidate) -> f64 {
+    c.ce + c.box_loss()
+}
+
 impl Selector for Ohem {
-    type Totals = Chosen;
+    type Totals = OhemTotals;
 
     fn from_config(config: &AnalysisConfig) -> Ohem {
         Ohem { params: *config.ohem() }
     }
 
-    fn select(&self, image: &Image<'_>, totals: &mut Chosen) -> Kept {
-        totals.take(image, select(image.cands, image.split, &self.params))
+    fn select(&self, image: &Image<'_>, totals: &mut OhemTotals) -> Kept {
+        totals.with_box_loss |=
+            image.cands.first().is_some_and(|c| c.info.as_ref().is_some_and(|i| i.box_loss.is_some()));
+        totals.chosen.take(image, select(image.cands, image.split, &self.params))
     }
 
-    fn merge(totals: &mut Chosen, other: &Chosen) {
-        totals.merge(other);
+    fn merge(totals: &mut OhemTotals, other: &OhemTotals) {
+        totals.chosen.merge(&other.chosen);
+        totals.with_box_loss |= other.with_box_loss;
     }
 
-    fn report(&self, totals: &Chosen, images: u64, _positives: u64) -> StrategyReport {
+    fn report(&self, totals: &OhemTotals, images: u64, _positives: u64) -> StrategyReport {
         use serde_json::json;
         let p = &self.params;
         let params = [("k", json!(p.k)), ("nms", json!(p.nms)), ("pos_fraction", json!(p.pos_fraction))]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-        StrategyReport::from_buckets("ohem", params, bucket_sums(&totals.buckets), totals.mean(images))
+        let c = &totals.chosen;
+        let mut r = StrategyReport::from_buckets("ohem", params, bucket_sums(&c.buckets), c.mean(images));
+        let ranked_by = if totals.with_box_loss {
+            "ce + box_loss: classification plus box-regression loss, as the OHEM paper"
+        } else {
+            "ce: classification loss only, as mmdetection's OHEMSampler (add a box_loss column to rank as the OHEM paper)"
+        };
+        r.extra.insert("ranked_by".into(), json!(ranked_by));
+        r
     }
 }
 
@@ -54,23 +87,23 @@ pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize>
     let sel = match p.nms {
         None if p.pos_fraction.is_none() => {
             let all: Vec<usize> = (0..cands.len()).collect();
-            return top(cands, &all, k, |c| c.ce);
+            return top(cands, &all, k, score);
         }
         None => {
-            let pos = top(cands, &split.pos, max_pos, |c| c.ce);
-            let neg = top(cands, &split.neg, k - pos.len(), |c| c.ce);
+            let pos = top(cands, &split.pos, max_pos, score);
+            let neg = top(cands, &split.neg, k - pos.len(), score);
             [pos, neg].concat()
         }
         Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),
     };
-    rank(cands, &sel, |c| c.ce)
+    rank(cands, &sel, score)
 }
 
 /// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
 /// `max_pos` positives and negatives for the remaining slots.
 fn nms_select(cands: &[&Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
     let all: Vec<usize> = (0..cands.len()).collect();
-    let order = rank(cands, &all, |c| c.ce);
+    let order = rank(cands, &all, score);
     // Every survivor suppresses later boxes, whether or not a quota lets it in.
     let mut kept: Vec<[f32; 4]> = Vec::new();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
@@ -140,6 +173,7 @@ mod tests {
                 level: None,
                 label: -1,
                 class: None,
+                box_loss: None,
             })),
         }
     }
@@ -196,6 +230,7 @@ mod tests {
                     level: None,
                     label: 0,
                     class: None,
+                    box_loss: None,
                 };
                 Candidate { info: Some(Box::new(info)), ..x.clone() }
             })

@@ -139,7 +139,8 @@ fn encode<W: Write>(w: &mut W, key: &ImageKey, c: &Candidate) -> std::io::Result
             put_opt(w, info.anchor_id.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
             put_opt(w, info.level.map(i64::to_le_bytes).as_ref().map(|b| &b[..]))?;
             w.write_all(&info.label.to_le_bytes())?;
-            put_opt(w, info.class.map(i32::to_le_bytes).as_ref().map(|b| &b[..]))
+            put_opt(w, info.class.map(i32::to_le_bytes).as_ref().map(|b| &b[..]))?;
+            put_opt(w, info.box_loss.map(f64::to_le_bytes).as_ref().map(|b| &b[..]))
         }
     }
 }
@@ -194,7 +195,8 @@ fn decode<R: Read>(r: &mut R) -> std::io::Result<Option<(ImageKey, Candidate)>> 
         let level = if flag(r)? { Some(i64::from_le_bytes(take(r)?)) } else { None };
         let label = i32::from_le_bytes(take(r)?);
         let class = if flag(r)? { Some(i32::from_le_bytes(take(r)?)) } else { None };
-        Some(Box::new(CandidateInfo { bbox, anchor_id, level, label, class }))
+        let box_loss = if flag(r)? { Some(f64::from_le_bytes(take(r)?)) } else { None };
+        Some(Box::new(CandidateInfo { bbox, anchor_id, level, label, class, box_loss }))
     } else {
         None
     };
@@ -234,6 +236,7 @@ mod tests {
                     level: None,
                     label: 4,
                     class: Some(1),
+                    box_loss: Some(0.75),
                 })
             }),
         };
