@@ -141,6 +141,9 @@ pub struct Extras {
     /// Read `box_loss` where present (OHEM ranks by classification + box loss).
     #[serde(default)]
     pub box_loss: bool,
+    /// Read `level` (required: opening a dump without it fails; `--ghm-per-level`).
+    #[serde(default)]
+    pub level: bool,
 }
 
 /// How to read a dump (validated).
@@ -305,11 +308,15 @@ impl Default for SampledParams {
 pub struct GhmParams {
     /// Equal-width gradient-norm bins over [0, 1] (`--ghm-bins`, default 30).
     pub bins: usize,
+    /// The gradient density per FPN level, as mmdetection's `AnchorHead.loss` runs `GHMC` once
+    /// per level (`--ghm-per-level`; needs a `level` column). Default: over all decisions.
+    #[serde(default)]
+    pub per_level: bool,
 }
 
 impl Default for GhmParams {
     fn default() -> Self {
-        GhmParams { bins: 30 }
+        GhmParams { bins: 30, per_level: false }
     }
 }
 
@@ -539,6 +546,7 @@ impl AnalysisParams {
         dump.extras.boxes = self.strategies.contains(&StrategyKind::Ohem) && self.ohem.nms.is_some();
         dump.extras.groups = self.breakdowns;
         dump.extras.box_loss = self.strategies.contains(&StrategyKind::Ohem);
+        dump.extras.level = self.strategies.contains(&StrategyKind::Ghm) && self.ghm.per_level;
         if !(self.gamma.is_finite() && (0.0..=MAX_GAMMA).contains(&self.gamma)) {
             return Err(ConfigError::invalid(
                 "--gamma",
@@ -847,7 +855,7 @@ mod tests {
             },
             "--batch-size-per-image",
         );
-        bad(AnalysisParams { ghm: GhmParams { bins: 0 }, ..Default::default() }, "--ghm-bins");
+        bad(AnalysisParams { ghm: GhmParams { bins: 0, per_level: false }, ..Default::default() }, "--ghm-bins");
         let sweep = |gammas: Vec<f64>, alphas: Vec<f64>, t: f64| AnalysisParams {
             sweep: Some(SweepParams { gammas, alphas, target_easy_share: t }),
             ..Default::default()

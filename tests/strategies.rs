@@ -255,6 +255,58 @@ fn ohem_ranks_by_ce_plus_box_loss_when_the_dump_has_one() {
 }
 
 #[test]
+fn ghm_per_level_computes_the_density_in_each_level_as_mmdetection() {
+    let env = Env::new();
+    let d = dump();
+    let level: Vec<i64> = (0..d.image.len()).map(|i| 3 + (i % 3) as i64).collect();
+    write(
+        &env.path("l.parquet"),
+        vec![
+            ("image_id", Col::I64(d.image.clone())),
+            ("label", Col::I32(d.label.clone())),
+            ("logits", Col::ListF32(d.logits.clone())),
+            ("level", Col::I64(level.clone())),
+        ],
+        7,
+    );
+    let run = |extra: &[&str]| {
+        let mut argv =
+            vec!["analyze", "l.parquet", "--strategies", "ghm", "--ghm-bins", "10", "--keep-ignored-images"];
+        argv.extend(extra);
+        argv.extend(["--format", "json"]);
+        env.run(&argv).json()
+    };
+    let per_level = run(&["--ghm-per-level"]);
+    r::check_ghm_grouped(&per_level, &d.anchors(), N_IMAGES, 10, &|a| level[a.row as usize]);
+    let s = &per_level["strategies"][0];
+    assert_eq!(s["params"]["per_level"], true);
+    assert_eq!(s["extra"]["bin_weights_by_level"].as_object().unwrap().len(), 3);
+    // The same numbers whatever the row groups and threads.
+    let strategies = |rep: &serde_json::Value| rep["strategies"].to_string();
+    std::fs::rename(env.path("l.parquet"), env.path("l7.parquet")).unwrap();
+    write(
+        &env.path("l.parquet"),
+        vec![
+            ("image_id", Col::I64(d.image.clone())),
+            ("label", Col::I32(d.label.clone())),
+            ("logits", Col::ListF32(d.logits.clone())),
+            ("level", Col::I64(level.clone())),
+        ],
+        3,
+    );
+    assert_eq!(strategies(&run(&["--ghm-per-level", "--threads", "1"])), strategies(&per_level));
+    // Pooled over levels (the default) it is the single-density GHM, and differs.
+    let pooled = run(&[]);
+    r::check_ghm(&pooled, &d.anchors(), N_IMAGES, 10);
+    let total = |rep: &serde_json::Value| rep["strategies"][0]["loss"]["total"].as_f64().unwrap();
+    assert!((total(&per_level) - total(&pooled)).abs() > 1e-6 * total(&pooled));
+    // Without a level column it says what is missing.
+    d.write(&env, "d.parquet", 7);
+    let err = env.run(&["analyze", "d.parquet", "--strategies", "ghm", "--ghm-per-level"]).err();
+    assert!(err.contains("--ghm-per-level") && err.contains("'level'") && err.contains("d.parquet"), "{err}");
+}
+
+#[test]
 fn nms_quotas_empty_image_policy_and_oversized_batches_match_brute_force() {
     let env = Env::new();
     let d = dump();

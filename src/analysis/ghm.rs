@@ -21,6 +21,7 @@ use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
 use super::sum::ExactSum;
 use super::Accumulator;
+use crate::config::GhmParams;
 use crate::input::ImageKey;
 use crate::report::StrategyReport;
 
@@ -41,10 +42,13 @@ impl Bins {
 /// The GHM-C accumulator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GhmAcc {
-    bins: usize,
-    buckets: [Bins; 4],
+    params: GhmParams,
+    /// Per density group (the FPN level with `per_level`, else the single group 0), per
+    /// bucket: the bins.
+    groups: BTreeMap<i64, [Bins; 4]>,
+    /// Per image, per group: CE per bin (for the normalised loss).
     #[serde(with = "crate::analysis::pairs")]
-    per_image: BTreeMap<ImageKey, Vec<ExactSum>>,
+    per_image: BTreeMap<ImageKey, BTreeMap<i64, Vec<ExactSum>>>,
 }
 
 /// The bin of a gradient norm in [0, 1].
@@ -53,58 +57,112 @@ pub fn bin_of(g: f64, bins: usize) -> usize {
 }
 
 impl GhmAcc {
-    /// An empty accumulator with `bins` bins.
-    pub fn new(bins: usize) -> GhmAcc {
-        GhmAcc {
-            bins,
-            buckets: [Bins::new(bins), Bins::new(bins), Bins::new(bins), Bins::new(bins)],
-            per_image: BTreeMap::new(),
-        }
+    /// An empty accumulator.
+    pub fn new(params: GhmParams) -> GhmAcc {
+        GhmAcc { params, groups: BTreeMap::new(), per_image: BTreeMap::new() }
     }
 
-    /// The weight of each bin: N / (count n), 0 for empty bins.
-    pub fn weights(&self) -> Vec<f64> {
+    /// The weight of each bin of a density group: N / (count n), 0 for empty bins.
+    fn group_weights(&self, buckets: &[Bins; 4]) -> Vec<f64> {
         let counts: Vec<u64> =
-            (0..self.bins).map(|i| self.buckets.iter().map(|b| b.count[i]).sum()).collect();
+            (0..self.params.bins).map(|i| buckets.iter().map(|b| b.count[i]).sum()).collect();
         let total: u64 = counts.iter().sum();
         let nonempty = counts.iter().filter(|&&c| c > 0).count() as f64;
         counts.iter().map(|&c| if c > 0 { total as f64 / (c as f64 * nonempty) } else { 0.0 }).collect()
     }
 
-    /// Builds the report entry.
-    pub fn finish(&self, images: &BTreeMap<ImageKey, ImageCounts>) -> StrategyReport {
-        let w = self.weights();
-        let weighted = |sums: &[ExactSum]| {
-            let mut s = ExactSum::ZERO;
-            for (x, wi) in sums.iter().zip(&w) {
-                s += x.value() * wi;
-            }
-            s.value()
-        };
-        let sums = [0, 1, 2, 3].map(|b| {
-            let bins = &self.buckets[b];
-            let count: u64 = bins.count.iter().sum();
-            (count, count as f64, weighted(&bins.ce), weighted(&bins.grad))
-        });
-        let mut normalized = ExactSum::ZERO;
-        for (key, counts) in images {
-            if let Some(s) = self.per_image.get(key) {
-                normalized += weighted(s) / counts.positives.max(1) as f64;
+    /// The weight of each bin over all decisions (the single density group; with `per_level`,
+    /// the weights of the levels' pooled counts are not what any level used: see
+    /// [`GhmAcc::weights_by_level`]).
+    pub fn weights(&self) -> Vec<f64> {
+        let mut pooled: [Bins; 4] = std::array::from_fn(|_| Bins::new(self.params.bins));
+        for buckets in self.groups.values() {
+            for (a, b) in pooled.iter_mut().zip(buckets) {
+                for (x, y) in a.count.iter_mut().zip(&b.count) {
+                    *x += y;
+                }
             }
         }
-        let n_decisions: u64 = sums.iter().map(|s| s.0).sum();
+        self.group_weights(&pooled)
+    }
+
+    /// The weights of each density group, by level (one group, 0, unless `per_level`).
+    pub fn weights_by_level(&self) -> BTreeMap<i64, Vec<f64>> {
+        self.groups.iter().map(|(&l, b)| (l, self.group_weights(b))).collect()
+    }
+
+    /// Builds the report entry.
+    pub fn finish(&self, images: &BTreeMap<ImageKey, ImageCounts>) -> StrategyReport {
+        let weights = self.weights_by_level();
+        let weighted = |sums: &[ExactSum], w: &[f64], into: &mut ExactSum| {
+            for (x, wi) in sums.iter().zip(w) {
+                *into += x.value() * wi;
+            }
+        };
+        let n = self.params.bins;
+        let mut sums = [(0u64, 0.0f64, 0.0f64, 0.0f64); 4];
+        // mmdetection divides each GHMC call's weighted sum by its own valid count and the head
+        // adds the levels' losses.
+        let mut mmdetection = ExactSum::ZERO;
+        let mut loss_b = [ExactSum::ZERO; 4];
+        let mut grad_b = [ExactSum::ZERO; 4];
+        for (level, buckets) in &self.groups {
+            let w = &weights[level];
+            let mut group = ExactSum::ZERO;
+            let mut count = 0u64;
+            for (b, bins) in buckets.iter().enumerate() {
+                let c: u64 = bins.count.iter().take(n).sum();
+                sums[b].0 += c;
+                count += c;
+                let mut l = ExactSum::ZERO;
+                weighted(&bins.ce, w, &mut l);
+                loss_b[b] += l;
+                group += l;
+                weighted(&bins.grad, w, &mut grad_b[b]);
+            }
+            mmdetection += group.value() / count.max(1) as f64;
+        }
+        for b in 0..4 {
+            sums[b].1 = sums[b].0 as f64;
+            sums[b].2 = loss_b[b].value();
+            sums[b].3 = grad_b[b].value();
+        }
+        let mut normalized = ExactSum::ZERO;
+        for (key, counts) in images {
+            if let Some(groups) = self.per_image.get(key) {
+                let mut s = ExactSum::ZERO;
+                for (level, ce) in groups {
+                    weighted(ce, &weights[level], &mut s);
+                }
+                normalized += s.value() / counts.positives.max(1) as f64;
+            }
+        }
         let mut params = BTreeMap::new();
-        params.insert("bins".to_string(), serde_json::json!(self.bins));
+        params.insert("bins".to_string(), serde_json::json!(n));
         params.insert("momentum".to_string(), serde_json::json!(0.0));
+        if self.params.per_level {
+            params.insert("per_level".to_string(), serde_json::json!(true));
+        }
         let mut report = StrategyReport::from_buckets(
             "ghm",
             params,
             sums,
             normalized.value() / images.len().max(1) as f64,
         );
-        let total = report.loss.total;
-        report.extra.insert("mmdetection_loss".into(), serde_json::json!(total / n_decisions.max(1) as f64));
-        report.extra.insert("bin_weights".into(), serde_json::json!(w));
+        // One group: the same division, of the report's total.
+        let mmdetection_loss = if self.params.per_level {
+            mmdetection.value()
+        } else {
+            report.loss.total / sums.iter().map(|s| s.0).sum::<u64>().max(1) as f64
+        };
+        report.extra.insert("mmdetection_loss".into(), serde_json::json!(mmdetection_loss));
+        if self.params.per_level {
+            let by_level: BTreeMap<String, Vec<f64>> =
+                weights.into_iter().map(|(l, w)| (l.to_string(), w)).collect();
+            report.extra.insert("bin_weights_by_level".into(), serde_json::json!(by_level));
+        } else {
+            report.extra.insert("bin_weights".into(), serde_json::json!(self.weights()));
+        }
         report
     }
 }
@@ -115,66 +173,90 @@ impl Accumulator for GhmAcc {
         // `analysis::edges`).
         // Decision i goes to lane i % 4 (four independent add chains: most decisions fall in
         // the same bin); the lanes are combined in a fixed order at the end of the run.
-        let n = self.bins;
+        let n = self.params.bins;
         let width = 4 * n;
-        let mut ce = vec![0.0f64; 4 * width];
-        let mut grad = vec![0.0f64; 4 * width];
-        let mut count = vec![0u64; 4 * width];
+        let levels = if self.params.per_level { chunk.batch.level.as_deref() } else { None };
+        // Per density group met in the chunk: its level and lanes (ce, grad, count).
+        let mut slots: Vec<(i64, Vec<f64>, Vec<f64>, Vec<u64>)> = Vec::new();
+        let slot_of = |level: i64, slots: &mut Vec<(i64, Vec<f64>, Vec<f64>, Vec<u64>)>| match slots
+            .iter()
+            .position(|s| s.0 == level)
+        {
+            Some(k) => k,
+            None => {
+                slots.push((level, vec![0.0; 4 * width], vec![0.0; 4 * width], vec![0; 4 * width]));
+                slots.len() - 1
+            }
+        };
         for run in chunk.runs {
-            let mut image = vec![ExactSum::ZERO; n];
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
+            let mut current = (i64::MIN, 0usize);
             for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
+                let level = levels.map_or(0, |l| l[m.row as usize]);
+                if level != current.0 {
+                    current = (level, slot_of(level, &mut slots));
+                }
+                let (_, ce, grad, count) = &mut slots[current.1];
                 let g = d.ce_grad();
                 let at = (i & 3) * width + m.bucket as usize * n + bin_of(g, n);
                 count[at] += 1;
                 ce[at] += d.ce * m.weight;
                 grad[at] += g * m.weight;
             }
-            for (bucket, b) in self.buckets.iter_mut().enumerate() {
-                for bin in 0..n {
-                    let at = bucket * n + bin;
-                    let lanes = [at, width + at, 2 * width + at, 3 * width + at];
-                    let c: u64 = lanes.iter().map(|&k| count[k]).sum();
-                    if c == 0 {
-                        continue;
-                    }
-                    let sum = |v: &[f64]| (v[lanes[0]] + v[lanes[1]]) + (v[lanes[2]] + v[lanes[3]]);
-                    let (ce_sum, grad_sum) = (sum(&ce), sum(&grad));
-                    b.count[bin] += c;
-                    b.ce[bin] += ce_sum;
-                    b.grad[bin] += grad_sum;
-                    image[bin] += ce_sum;
-                    for k in lanes {
-                        count[k] = 0;
-                        ce[k] = 0.0;
-                        grad[k] = 0.0;
+            let key = &chunk.batch.images[run.image].key;
+            let image = match self.per_image.get_mut(key) {
+                Some(e) => e,
+                None => self.per_image.entry(key.clone()).or_default(),
+            };
+            for (level, ce, grad, count) in &mut slots {
+                let buckets =
+                    self.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
+                let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
+                for (bucket, b) in buckets.iter_mut().enumerate() {
+                    for bin in 0..n {
+                        let at = bucket * n + bin;
+                        let lanes = [at, width + at, 2 * width + at, 3 * width + at];
+                        let c: u64 = lanes.iter().map(|&k| count[k]).sum();
+                        if c == 0 {
+                            continue;
+                        }
+                        let sum = |v: &[f64]| (v[lanes[0]] + v[lanes[1]]) + (v[lanes[2]] + v[lanes[3]]);
+                        let (ce_sum, grad_sum) = (sum(ce), sum(grad));
+                        b.count[bin] += c;
+                        b.ce[bin] += ce_sum;
+                        b.grad[bin] += grad_sum;
+                        image_ce[bin] += ce_sum;
+                        for k in lanes {
+                            count[k] = 0;
+                            ce[k] = 0.0;
+                            grad[k] = 0.0;
+                        }
                     }
                 }
-            }
-            let key = &chunk.batch.images[run.image].key;
-            let entry = match self.per_image.get_mut(key) {
-                Some(e) => e,
-                None => self.per_image.entry(key.clone()).or_insert_with(|| vec![ExactSum::ZERO; self.bins]),
-            };
-            for (a, b) in entry.iter_mut().zip(image) {
-                *a += b;
             }
         }
     }
 
     fn merge(&mut self, other: Self) {
-        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
-            for i in 0..self.bins {
-                a.count[i] += b.count[i];
-                a.ce[i] += b.ce[i];
-                a.grad[i] += b.grad[i];
+        let n = self.params.bins;
+        for (level, buckets) in other.groups {
+            let mine = self.groups.entry(level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
+            for (a, b) in mine.iter_mut().zip(buckets) {
+                for i in 0..n {
+                    a.count[i] += b.count[i];
+                    a.ce[i] += b.ce[i];
+                    a.grad[i] += b.grad[i];
+                }
             }
         }
-        for (k, v) in other.per_image {
-            let e = self.per_image.entry(k).or_insert_with(|| vec![ExactSum::ZERO; v.len()]);
-            for (a, b) in e.iter_mut().zip(v) {
-                *a += b;
+        for (k, groups) in other.per_image {
+            let image = self.per_image.entry(k).or_default();
+            for (level, v) in groups {
+                let e = image.entry(level).or_insert_with(|| vec![ExactSum::ZERO; v.len()]);
+                for (a, b) in e.iter_mut().zip(v) {
+                    *a += b;
+                }
             }
         }
     }

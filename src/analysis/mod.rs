@@ -160,7 +160,7 @@ impl Pass {
             .iter()
             .map(|&k| match (Reweighter::of(k, config), k) {
                 (Some(r), _) => StrategyAcc::Weighted(WeightedAcc::new(r)),
-                (None, StrategyKind::Ghm) => StrategyAcc::Ghm(GhmAcc::new(config.ghm().bins)),
+                (None, StrategyKind::Ghm) => StrategyAcc::Ghm(GhmAcc::new(*config.ghm())),
                 (None, k) => StrategyAcc::Selected(k),
             })
             .collect();

@@ -296,6 +296,10 @@ pub struct StrategyArgs {
     /// GHM-C: gradient-norm bins over [0,1].
     #[arg(long, default_value_t = defaults::ghm_bins(), value_name = "N")]
     pub ghm_bins: usize,
+    /// GHM-C: the gradient density per FPN level, as mmdetection's AnchorHead runs GHMC once per
+    /// level (needs a level column).
+    #[arg(long)]
+    pub ghm_per_level: bool,
     /// Images per training batch (consecutive images in dump order) for the batch normalisers:
     /// batch_positives, avg_factor, ema_positives [default: the dump is one batch; each image
     /// a batch for the EMA].
@@ -353,7 +357,7 @@ impl StrategyArgs {
             draws: self.draws,
             seed: self.seed,
         };
-        params.ghm = GhmParams { bins: self.ghm_bins };
+        params.ghm = GhmParams { bins: self.ghm_bins, per_level: self.ghm_per_level };
         params.batch_size = self.batch_size;
         params.qfl = QflParams { beta: self.qfl_beta };
         params.vfl = VflParams { alpha: self.vfl_alpha, gamma: self.vfl_gamma };

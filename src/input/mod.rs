@@ -321,6 +321,15 @@ impl Dump {
                 });
             }
         }
+        if options.extras().level {
+            if let Some(f) = files.iter().find(|f| f.columns.level.is_none()) {
+                return Err(InputError::Schema {
+                    path: f.input.path.clone(),
+                    problem: "--ghm-per-level needs the FPN level of each anchor, and this file has no 'level' column".into(),
+                    fix: "dump each anchor's FPN level (3 for P3, ...), map yours with --col level=<column>, or drop --ghm-per-level".into(),
+                });
+            }
+        }
         let Some(first) = units.first().copied() else {
             return Err(InputError::Empty { files: files.len() });
         };

@@ -307,8 +307,10 @@ pub(super) fn read_unit<E: From<InputError>>(
     let extras = dump.extras();
     // Always read when present: duplicate (image_id, anchor_id) rows are checked.
     wanted.extend(cols.anchor_id.iter());
-    if extras.groups {
+    if extras.groups || extras.level {
         wanted.extend(cols.level.iter());
+    }
+    if extras.groups {
         wanted.extend(cols.iou.iter());
     }
     if extras.boxes {
@@ -454,7 +456,7 @@ fn validate(
         }
     };
     let anchor_id = ints(&cols.anchor_id, true)?;
-    let level = ints(&cols.level, extras.groups)?;
+    let level = ints(&cols.level, extras.groups || extras.level)?;
     let iou = match &cols.iou {
         Some(r) if extras.groups => {
             let v = number_column(&ctx, r, get(r)?, rows)?;
