@@ -195,7 +195,13 @@ _STRATEGY = """\
     positive_fraction: sampling share of positives (default 0.5 or the preset's).
     draws: sampling seeded draws for the spread (default 100; 0 = none).
     seed: seed of the draws (default 0).
-    ghm_bins: GHM-C gradient-norm bins (default 30)."""
+    ghm_bins: GHM-C gradient-norm bins (default 30).
+    ghm_per_level: GHM-C density per FPN level, as mmdetection (needs a level column; default False).
+    batch_size: images per training batch for the batch normalisers (default: the dump is one
+        batch; each image a batch for the detectron2 EMA).
+    qfl_beta: QFL exponent beta (default 2); strategy "qfl".
+    vfl_alpha: VFL scale of the negatives' loss (default 0.75); strategy "vfl".
+    vfl_gamma: VFL exponent of the negatives' modulating factor (default 2)."""
 
 _SWEEP = """\
     Sweep:
@@ -221,8 +227,8 @@ analyze.__doc__ = f"""Compare the strategies bucket by bucket; returns the repor
 
 {_SOURCE}
 
-    strategies: list or comma-separated string of ce, alpha_ce, focal, ohem, ssd, sampled, ghm
-        (default all).
+    strategies: list or comma-separated string of ce, alpha_ce, focal, ohem, ssd, sampled, ghm,
+        and the optional soft-target losses qfl, vfl (default: all but qfl and vfl).
     easy_threshold: a decision is easy when p_t is at least this (default 0.9).
     save_state: also write the accumulator state to this file, for :func:`merge`.
 {_RUN}
