@@ -855,7 +855,10 @@ mod tests {
             },
             "--batch-size-per-image",
         );
-        bad(AnalysisParams { ghm: GhmParams { bins: 0, per_level: false }, ..Default::default() }, "--ghm-bins");
+        bad(
+            AnalysisParams { ghm: GhmParams { bins: 0, per_level: false }, ..Default::default() },
+            "--ghm-bins",
+        );
         let sweep = |gammas: Vec<f64>, alphas: Vec<f64>, t: f64| AnalysisParams {
             sweep: Some(SweepParams { gammas, alphas, target_easy_share: t }),
             ..Default::default()

@@ -43,6 +43,22 @@ pub fn score(c: &Candidate) -> f64 {
     c.ce + c.box_loss()
 }
 
+/// Whether an image's candidates carry box losses (all of them do, or none: the column is the
+/// dump's).
+fn has_box_loss(cands: &[&Candidate]) -> bool {
+    cands.first().is_some_and(|c| c.info.as_ref().is_some_and(|i| i.box_loss.is_some()))
+}
+
+/// [`score`], or CE alone without reading the candidates' boxed info (an image's candidates do
+/// not fit in cache: a second cache line per candidate is a second trip to memory).
+fn scorer(cands: &[&Candidate]) -> fn(&Candidate) -> f64 {
+    if has_box_loss(cands) {
+        score
+    } else {
+        |c| c.ce
+    }
+}
+
 impl Selector for Ohem {
     type Totals = OhemTotals;
 
@@ -51,8 +67,7 @@ impl Selector for Ohem {
     }
 
     fn select(&self, image: &Image<'_>, totals: &mut OhemTotals) -> Kept {
-        totals.with_box_loss |=
-            image.cands.first().is_some_and(|c| c.info.as_ref().is_some_and(|i| i.box_loss.is_some()));
+        totals.with_box_loss |= has_box_loss(image.cands);
         totals.chosen.take(image, select(image.cands, image.split, &self.params))
     }
 
@@ -84,6 +99,7 @@ impl Selector for Ohem {
 pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {
     let k = p.k;
     let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
+    let score = scorer(cands);
     let sel = match p.nms {
         None if p.pos_fraction.is_none() => {
             let all: Vec<usize> = (0..cands.len()).collect();
@@ -94,14 +110,20 @@ pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize>
             let neg = top(cands, &split.neg, k - pos.len(), score);
             [pos, neg].concat()
         }
-        Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),
+        Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos), score),
     };
     rank(cands, &sel, score)
 }
 
 /// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
 /// `max_pos` positives and negatives for the remaining slots.
-fn nms_select(cands: &[&Candidate], threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
+fn nms_select(
+    cands: &[&Candidate],
+    threshold: f32,
+    k: usize,
+    max_pos: Option<usize>,
+    score: fn(&Candidate) -> f64,
+) -> Vec<usize> {
     let all: Vec<usize> = (0..cands.len()).collect();
     let order = rank(cands, &all, score);
     // Every survivor suppresses later boxes, whether or not a quota lets it in.
