@@ -11,6 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 
 pub use crate::vocab::{Activation, Layout, ScoreKind, StrategyKind};
+// Each strategy's settings live next to the strategy (its file: the struct, its defaults and its
+// check); they are re-exported here, where the settings of a whole analysis are put together.
+pub use crate::analysis::ghm::GhmParams;
+pub use crate::analysis::select::ohem::OhemParams;
+pub use crate::analysis::select::sampled::SampledParams;
+pub use crate::analysis::select::ssd::{EmptyImages, SsdParams};
+pub use crate::analysis::strategy::qfl::QflParams;
+pub use crate::analysis::strategy::vfl::VflParams;
 
 /// The logical column names hardmine knows, with what each holds.
 pub const LOGICAL_COLUMNS: &[(&str, &str)] = &[
@@ -235,118 +243,6 @@ impl DumpOptions {
     /// The same options, also reading `level` and `iou` (for exports).
     pub fn for_export(&self) -> DumpOptions {
         DumpOptions { extras: Extras { groups: true, ..self.extras }, ..self.clone() }
-    }
-}
-
-/// OHEM settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OhemParams {
-    /// Candidates kept per image (`--ohem-k`, default 128).
-    pub k: usize,
-    /// Greedy NMS IoU threshold applied in loss order before taking the top k (`--ohem-nms`);
-    /// needs the box columns.
-    pub nms: Option<f64>,
-    /// At most `floor(fraction * k)` positives, the rest negatives (`--ohem-pos-fraction`; the
-    /// focal-loss paper's "OHEM 1:3" is 0.25).
-    pub pos_fraction: Option<f64>,
-}
-
-impl Default for OhemParams {
-    fn default() -> Self {
-        OhemParams { k: 128, nms: None, pos_fraction: None }
-    }
-}
-
-/// What SSD mining does with an image that has no positives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EmptyImages {
-    /// No negatives either (`ratio x 0`): torchvision `SSD.compute_loss` and mmdetection
-    /// `SSDHead` (default).
-    #[default]
-    NoNegatives,
-    /// Every negative of the image, as some mmdetection-derived heads do.
-    AllNegatives,
-}
-
-/// SSD hard-negative-mining settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SsdParams {
-    /// Negatives kept per positive (`--neg-pos-ratio`, default 3).
-    pub neg_pos_ratio: usize,
-    /// Images without positives (`--ssd-empty-images`).
-    pub empty_images: EmptyImages,
-}
-
-impl Default for SsdParams {
-    fn default() -> Self {
-        SsdParams { neg_pos_ratio: 3, empty_images: EmptyImages::NoNegatives }
-    }
-}
-
-/// Fixed positive/negative sampling settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SampledParams {
-    /// Candidates sampled per image (`--batch-size-per-image`, default 256).
-    pub batch_size_per_image: usize,
-    /// Target share of positives (`--positive-fraction`, default 0.5).
-    pub positive_fraction: f64,
-    /// Seeded draws for the spread of the loss shares (`--draws`, default 100; 0 = none).
-    pub draws: usize,
-    /// Seed of the draws (`--seed`, default 0).
-    pub seed: u64,
-}
-
-impl Default for SampledParams {
-    fn default() -> Self {
-        SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 100, seed: 0 }
-    }
-}
-
-/// GHM-C settings.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GhmParams {
-    /// Equal-width gradient-norm bins over [0, 1] (`--ghm-bins`, default 30).
-    pub bins: usize,
-    /// The gradient density per FPN level, as mmdetection's `AnchorHead.loss` runs `GHMC` once
-    /// per level (`--ghm-per-level`; needs a `level` column). Default: over all decisions.
-    #[serde(default)]
-    pub per_level: bool,
-}
-
-impl Default for GhmParams {
-    fn default() -> Self {
-        GhmParams { bins: 30, per_level: false }
-    }
-}
-
-/// Quality focal loss settings (strategy `qfl`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct QflParams {
-    /// Exponent beta of the modulating factor |y - p|^beta (`--qfl-beta`, default 2, as
-    /// mmdetection's `QualityFocalLoss` and the GFL paper).
-    pub beta: f64,
-}
-
-impl Default for QflParams {
-    fn default() -> Self {
-        QflParams { beta: 2.0 }
-    }
-}
-
-/// Varifocal loss settings (strategy `vfl`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct VflParams {
-    /// Scale of the negatives' loss (`--vfl-alpha`, default 0.75, as mmdetection's
-    /// `VarifocalLoss`); not the focal loss's alpha_t.
-    pub alpha: f64,
-    /// Exponent of the negatives' modulating factor p^gamma (`--vfl-gamma`, default 2).
-    pub gamma: f64,
-}
-
-impl Default for VflParams {
-    fn default() -> Self {
-        VflParams { alpha: 0.75, gamma: 2.0 }
     }
 }
 
@@ -582,27 +478,12 @@ impl AnalysisParams {
         if self.threads == Some(0) {
             return Err(ConfigError::invalid("--threads", 0, "use at least 1 thread"));
         }
-        check_ohem(&self.ohem)?;
-        check_sampled(&self.sampled)?;
-        if self.ssd.neg_pos_ratio > 1_000_000 {
-            return Err(ConfigError::invalid("--neg-pos-ratio", self.ssd.neg_pos_ratio, "at most 1000000"));
-        }
-        if !(1..=10_000).contains(&self.ghm.bins) {
-            return Err(ConfigError::invalid(
-                "--ghm-bins",
-                self.ghm.bins,
-                "use 1 to 10000 bins (mmdetection uses 10, the paper 30)",
-            ));
-        }
-        check_exponent("--qfl-beta", self.qfl.beta, "the GFL paper and mmdetection use 2")?;
-        check_exponent("--vfl-gamma", self.vfl.gamma, "VarifocalNet and mmdetection use 2")?;
-        if !(self.vfl.alpha.is_finite() && self.vfl.alpha >= 0.0) {
-            return Err(ConfigError::invalid(
-                "--vfl-alpha",
-                self.vfl.alpha,
-                "the negatives' scale must be finite and >= 0 (VarifocalNet and mmdetection use 0.75)",
-            ));
-        }
+        self.ohem.check()?;
+        self.ssd.check()?;
+        self.sampled.check()?;
+        self.ghm.check()?;
+        self.qfl.check()?;
+        self.vfl.check()?;
         if self.batch_size == Some(0) {
             return Err(ConfigError::invalid(
                 "--batch-size",
@@ -631,7 +512,7 @@ impl AnalysisParams {
 }
 
 /// Checks an exponent of a modulating factor: finite, in [0, MAX_GAMMA].
-fn check_exponent(flag: &'static str, v: f64, usual: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_exponent(flag: &'static str, v: f64, usual: &str) -> Result<(), ConfigError> {
     if v.is_finite() && (0.0..=MAX_GAMMA).contains(&v) {
         Ok(())
     } else {
@@ -639,48 +520,12 @@ fn check_exponent(flag: &'static str, v: f64, usual: &str) -> Result<(), ConfigE
     }
 }
 
-fn check_fraction(flag: &'static str, f: f64) -> Result<(), ConfigError> {
+pub(crate) fn check_fraction(flag: &'static str, f: f64) -> Result<(), ConfigError> {
     if (0.0..=1.0).contains(&f) {
         Ok(())
     } else {
         Err(ConfigError::invalid(flag, f, "must be a fraction in [0, 1]"))
     }
-}
-
-/// Validates OHEM settings.
-pub fn check_ohem(p: &OhemParams) -> Result<(), ConfigError> {
-    if p.k == 0 {
-        return Err(ConfigError::invalid("--ohem-k", 0, "keep at least 1 candidate per image (default 128)"));
-    }
-    if let Some(t) = p.nms {
-        if !(t > 0.0 && t <= 1.0) {
-            return Err(ConfigError::invalid(
-                "--ohem-nms",
-                t,
-                "the IoU threshold must be in (0, 1] (the OHEM paper uses 0.7)",
-            ));
-        }
-    }
-    if let Some(f) = p.pos_fraction {
-        check_fraction("--ohem-pos-fraction", f)?;
-    }
-    Ok(())
-}
-
-/// Validates sampling settings.
-pub fn check_sampled(p: &SampledParams) -> Result<(), ConfigError> {
-    if p.batch_size_per_image == 0 {
-        return Err(ConfigError::invalid(
-            "--batch-size-per-image",
-            0,
-            "sample at least 1 candidate per image (RPN 256, Fast R-CNN 512)",
-        ));
-    }
-    check_fraction("--positive-fraction", p.positive_fraction)?;
-    if p.draws > 100_000 {
-        return Err(ConfigError::invalid("--draws", p.draws, "at most 100000 draws"));
-    }
-    Ok(())
 }
 
 /// Validates an alpha value: in [0, 1], or negative for "no alpha weighting".

@@ -21,9 +21,40 @@ use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
 use super::sum::ExactSum;
 use super::Accumulator;
-use crate::config::GhmParams;
+use crate::error::ConfigError;
 use crate::input::ImageKey;
 use crate::report::StrategyReport;
+
+/// GHM-C settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GhmParams {
+    /// Equal-width gradient-norm bins over [0, 1] (`--ghm-bins`, default 30).
+    pub bins: usize,
+    /// The gradient density per FPN level, as mmdetection's `AnchorHead.loss` runs `GHMC` once
+    /// per level (`--ghm-per-level`; needs a `level` column). Default: over all decisions.
+    #[serde(default)]
+    pub per_level: bool,
+}
+
+impl Default for GhmParams {
+    fn default() -> Self {
+        GhmParams { bins: 30, per_level: false }
+    }
+}
+
+impl GhmParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.bins) {
+            return Err(ConfigError::invalid(
+                "--ghm-bins",
+                self.bins,
+                "use 1 to 10000 bins (mmdetection uses 10, the paper 30)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Per-bin sums of one bucket.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

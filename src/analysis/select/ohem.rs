@@ -16,8 +16,54 @@ use serde::{Deserialize, Serialize};
 
 use super::{rank, top, Candidate, Chosen, Image, Kept, Selector, Split};
 use crate::analysis::bucket_sums;
-use crate::config::{AnalysisConfig, OhemParams};
+use crate::config::{check_fraction, AnalysisConfig};
+use crate::error::ConfigError;
 use crate::report::StrategyReport;
+
+/// OHEM settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OhemParams {
+    /// Candidates kept per image (`--ohem-k`, default 128).
+    pub k: usize,
+    /// Greedy NMS IoU threshold applied in loss order before taking the top k (`--ohem-nms`);
+    /// needs the box columns.
+    pub nms: Option<f64>,
+    /// At most `floor(fraction * k)` positives, the rest negatives (`--ohem-pos-fraction`; the
+    /// focal-loss paper's "OHEM 1:3" is 0.25).
+    pub pos_fraction: Option<f64>,
+}
+
+impl Default for OhemParams {
+    fn default() -> Self {
+        OhemParams { k: 128, nms: None, pos_fraction: None }
+    }
+}
+
+impl OhemParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.k == 0 {
+            return Err(ConfigError::invalid(
+                "--ohem-k",
+                0,
+                "keep at least 1 candidate per image (default 128)",
+            ));
+        }
+        if let Some(t) = self.nms {
+            if !(t > 0.0 && t <= 1.0) {
+                return Err(ConfigError::invalid(
+                    "--ohem-nms",
+                    t,
+                    "the IoU threshold must be in (0, 1] (the OHEM paper uses 0.7)",
+                ));
+            }
+        }
+        if let Some(f) = self.pos_fraction {
+            check_fraction("--ohem-pos-fraction", f)?;
+        }
+        Ok(())
+    }
+}
 
 /// The OHEM selector.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -15,10 +15,48 @@ use serde::{Deserialize, Serialize};
 use super::{Candidate, Chosen, Image, Kept, Selector, Split};
 use crate::analysis::bucket_sums;
 use crate::analysis::sum::ExactSum;
-use crate::config::{AnalysisConfig, SampledParams};
+use crate::config::{check_fraction, AnalysisConfig};
+use crate::error::ConfigError;
 use crate::input::ImageKey;
 use crate::report::StrategyReport;
 use crate::rng::{stable_hash, Rng};
+
+/// Fixed positive/negative sampling settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampledParams {
+    /// Candidates sampled per image (`--batch-size-per-image`, default 256).
+    pub batch_size_per_image: usize,
+    /// Target share of positives (`--positive-fraction`, default 0.5).
+    pub positive_fraction: f64,
+    /// Seeded draws for the spread of the loss shares (`--draws`, default 100; 0 = none).
+    pub draws: usize,
+    /// Seed of the draws (`--seed`, default 0).
+    pub seed: u64,
+}
+
+impl Default for SampledParams {
+    fn default() -> Self {
+        SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 100, seed: 0 }
+    }
+}
+
+impl SampledParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.batch_size_per_image == 0 {
+            return Err(ConfigError::invalid(
+                "--batch-size-per-image",
+                0,
+                "sample at least 1 candidate per image (RPN 256, Fast R-CNN 512)",
+            ));
+        }
+        check_fraction("--positive-fraction", self.positive_fraction)?;
+        if self.draws > 100_000 {
+            return Err(ConfigError::invalid("--draws", self.draws, "at most 100000 draws"));
+        }
+        Ok(())
+    }
+}
 
 /// The sampling selector.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -13,8 +13,46 @@ use serde::{Deserialize, Serialize};
 
 use super::{top, Candidate, Chosen, Image, Kept, Selector, Split};
 use crate::analysis::bucket_sums;
-use crate::config::{AnalysisConfig, EmptyImages, SsdParams};
+use crate::config::AnalysisConfig;
+use crate::error::ConfigError;
 use crate::report::StrategyReport;
+
+/// What SSD mining does with an image that has no positives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmptyImages {
+    /// No negatives either (`ratio x 0`): torchvision `SSD.compute_loss` and mmdetection
+    /// `SSDHead` (default).
+    #[default]
+    NoNegatives,
+    /// Every negative of the image, as some mmdetection-derived heads do.
+    AllNegatives,
+}
+
+/// SSD hard-negative-mining settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SsdParams {
+    /// Negatives kept per positive (`--neg-pos-ratio`, default 3).
+    pub neg_pos_ratio: usize,
+    /// Images without positives (`--ssd-empty-images`).
+    pub empty_images: EmptyImages,
+}
+
+impl Default for SsdParams {
+    fn default() -> Self {
+        SsdParams { neg_pos_ratio: 3, empty_images: EmptyImages::NoNegatives }
+    }
+}
+
+impl SsdParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.neg_pos_ratio > 1_000_000 {
+            return Err(ConfigError::invalid("--neg-pos-ratio", self.neg_pos_ratio, "at most 1000000"));
+        }
+        Ok(())
+    }
+}
 
 /// The SSD mining selector.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -16,8 +16,30 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Params, Reweighting};
-use crate::config::{AnalysisConfig, QflParams};
+use crate::config::{check_exponent, AnalysisConfig};
+use crate::error::ConfigError;
 use crate::loss::{power, sigmoid_variance, Decision};
+
+/// Quality focal loss settings (strategy `qfl`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QflParams {
+    /// Exponent beta of the modulating factor |y - p|^beta (`--qfl-beta`, default 2, as
+    /// mmdetection's `QualityFocalLoss` and the GFL paper).
+    pub beta: f64,
+}
+
+impl Default for QflParams {
+    fn default() -> Self {
+        QflParams { beta: 2.0 }
+    }
+}
+
+impl QflParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_exponent("--qfl-beta", self.beta, "the GFL paper and mmdetection use 2")
+    }
+}
 
 /// Quality focal loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -14,8 +14,40 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Params, Reweighting};
-use crate::config::{AnalysisConfig, VflParams};
+use crate::config::{check_exponent, AnalysisConfig};
+use crate::error::ConfigError;
 use crate::loss::Decision;
+
+/// Varifocal loss settings (strategy `vfl`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VflParams {
+    /// Scale of the negatives' loss (`--vfl-alpha`, default 0.75, as mmdetection's
+    /// `VarifocalLoss`); not the focal loss's alpha_t.
+    pub alpha: f64,
+    /// Exponent of the negatives' modulating factor p^gamma (`--vfl-gamma`, default 2).
+    pub gamma: f64,
+}
+
+impl Default for VflParams {
+    fn default() -> Self {
+        VflParams { alpha: 0.75, gamma: 2.0 }
+    }
+}
+
+impl VflParams {
+    /// Checks the settings; the error names the flag and what it accepts.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_exponent("--vfl-gamma", self.gamma, "VarifocalNet and mmdetection use 2")?;
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(ConfigError::invalid(
+                "--vfl-alpha",
+                self.alpha,
+                "the negatives' scale must be finite and >= 0 (VarifocalNet and mmdetection use 0.75)",
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Varifocal loss.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
