@@ -277,6 +277,44 @@ pub struct Breakdowns {
     pub top_images_by_loss: Vec<GroupRow>,
     /// Images where easy negatives carry the largest share of the CE loss.
     pub top_images_by_easy_negative_share: Vec<GroupRow>,
+    /// One cell per class and FPN level with decisions, classes outer, levels inner (empty
+    /// without a `level` column; reports written before this key read as empty).
+    #[serde(default)]
+    pub class_by_level: Vec<ClassLevelCell>,
+}
+
+/// The decisions of one class at one FPN level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassLevelCell {
+    /// The class index.
+    pub class: u64,
+    /// The FPN level.
+    pub level: i64,
+    /// Decisions.
+    pub decisions: u64,
+    /// Positive decisions.
+    pub positives: u64,
+    /// Easy negatives / decisions.
+    pub easy_negative_share: f64,
+    /// Share of the cell's CE loss carried by its easy negatives (0 without CE loss).
+    pub easy_negative_ce_share: f64,
+    /// Share of the cell's focal loss carried by its easy negatives (0 without focal loss).
+    pub easy_negative_focal_share: f64,
+    /// The cell's share of the dump's focal loss.
+    pub focal_share: f64,
+}
+
+/// A class's gradient balance, EQLv2's statistic: the BCE gradient norm |p - y| (with respect
+/// to the logit, weighted) summed over the class's positive and over its negative decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassGradient {
+    /// Sum of |p - y| over the positive decisions (target > 0).
+    pub positive: f64,
+    /// Sum of |p - y| over the negative decisions.
+    pub negative: f64,
+    /// positive / negative (null when the negative sum is 0): small for a class whose
+    /// positives are drowned by the gradient of its negatives.
+    pub pos_neg_ratio: Option<f64>,
 }
 
 /// Imbalance statistics of one group of decisions.
@@ -306,6 +344,9 @@ pub struct GroupRow {
     pub easy_negative_ce_share: f64,
     /// Share of the group's focal loss carried by its easy negatives.
     pub easy_negative_focal_share: f64,
+    /// The class's gradient balance (class rows of sigmoid and binary dumps only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_gradient: Option<ClassGradient>,
 }
 
 /// The focal loss under one normaliser.

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use crate::util::Env;
 
 /// The charts a full report draws for a dense dump with levels.
-const CHARTS: [&str; 10] = [
+const CHARTS: [&str; 11] = [
     "bucket_shares",
     "loss_vs_pt",
     "cdf_negatives",
@@ -19,6 +19,7 @@ const CHARTS: [&str; 10] = [
     "levels_easy",
     "classes_neg_pos",
     "classes_easy",
+    "class_level_easy",
 ];
 
 fn small_dump(env: &Env) {
@@ -110,6 +111,17 @@ fn the_html_report_renders_in_a_real_browser() {
             "chart {id} has no complete svg in its section"
         );
     }
+    // The class x level heatmap: labelled for screen readers, one cell (with its tooltip) per
+    // class and level: 5 classes x 5 levels in the small dump.
+    let at = dom_text.find("<section id=\"class_level_easy\"").unwrap();
+    let heatmap = &dom_text[at..at + dom_text[at..].find("</section>").unwrap()];
+    assert!(
+        heatmap.contains("role=\"img\"")
+            && heatmap.contains("aria-labelledby=\"class_level_easy-title class_level_easy-desc\"")
+            && heatmap.contains("<desc id=\"class_level_easy-desc\">"),
+        "the heatmap has no accessible name and description"
+    );
+    assert_eq!(heatmap.matches("<title>class ").count(), 25, "one tooltip per cell");
     let logs = String::from_utf8_lossy(&dom.stderr);
     for line in logs.lines() {
         assert!(

@@ -371,6 +371,43 @@ fn breakdowns_normalizers_density_match_brute_force() {
         let c = row["key"].as_u64().unwrap() as usize;
         check(row, fx.decisions.iter().filter(|d| d.class == c).collect());
         assert_eq!(row["anchors"], serde_json::Value::Null);
+        // EQLv2's gradient balance: |p - y| over the class's positives and its negatives.
+        let side = |positive: bool| -> f64 {
+            fx.decisions.iter().filter(|d| d.class == c && d.positive == positive).map(|d| d.g).sum()
+        };
+        let g = &row["ce_gradient"];
+        assert_close(g["positive"].as_f64().unwrap(), side(true), 1e-9, "class |grad| of positives");
+        assert_close(g["negative"].as_f64().unwrap(), side(false), 1e-9, "class |grad| of negatives");
+        assert_close(g["pos_neg_ratio"].as_f64().unwrap(), side(true) / side(false), 1e-9, "grad ratio");
+    }
+    // The class x level cells: every (class, level) with decisions, classes outer.
+    let cells = b["class_by_level"].as_array().unwrap();
+    let mut want: Vec<(usize, i64)> = fx.decisions.iter().map(|d| (d.class, d.level)).collect();
+    want.sort_unstable();
+    want.dedup();
+    let got: Vec<(usize, i64)> =
+        cells.iter().map(|c| (c["class"].as_u64().unwrap() as usize, c["level"].as_i64().unwrap())).collect();
+    assert_eq!(got, want);
+    for cell in cells {
+        let (c, l) = (cell["class"].as_u64().unwrap() as usize, cell["level"].as_i64().unwrap());
+        let ds: Vec<&D> = fx.decisions.iter().filter(|d| d.class == c && d.level == l).collect();
+        let en: Vec<&&D> = ds.iter().filter(|d| d.bucket() == 0).collect();
+        let f: f64 = ds.iter().map(|d| fl(d)).sum();
+        let ce: f64 = ds.iter().map(|d| d.ce).sum();
+        let at = format!("class {c} level {l}");
+        assert_eq!(cell["decisions"].as_u64().unwrap(), ds.len() as u64, "{at}");
+        assert_eq!(cell["positives"].as_u64().unwrap(), ds.iter().filter(|d| d.positive).count() as u64);
+        assert_close(
+            cell["easy_negative_share"].as_f64().unwrap(),
+            en.len() as f64 / ds.len() as f64,
+            1e-12,
+            &at,
+        );
+        let en_ce: f64 = en.iter().map(|d| d.ce).sum();
+        let en_fl: f64 = en.iter().map(|d| fl(d)).sum();
+        assert_close(cell["easy_negative_ce_share"].as_f64().unwrap(), en_ce / ce, 1e-9, &at);
+        assert_close(cell["easy_negative_focal_share"].as_f64().unwrap(), en_fl / f, 1e-9, &at);
+        assert_close(cell["focal_share"].as_f64().unwrap(), f / fl_total, 1e-9, &at);
     }
     for row in b["by_iou"].as_array().unwrap() {
         let key = row["key"].as_str().unwrap();
@@ -459,6 +496,157 @@ fn breakdowns_normalizers_density_match_brute_force() {
         let got: Vec<u64> = gd[side].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
         assert_eq!(got, want, "{side}");
     }
+}
+
+/// A binary dump with weights, soft targets, classes and levels: EQLv2's per-class gradient
+/// sums are weighted like every sum (the gradient taken here by central differences of the BCE,
+/// not from |p - y|), a class without negative gradient has no ratio, the class x level cells
+/// match brute force whatever the thread count, the terminal lists the most suppressed classes
+/// first, and a softmax dump gets cells but no gradient balance.
+#[test]
+fn long_tail_gradient_balance_and_class_levels_match_brute_force_with_weights() {
+    let env = Env::new();
+    let mut r = Lcg(41);
+    let n = 900;
+    let image: Vec<i64> = (0..n).map(|i| (i / 60) as i64).collect();
+    let class: Vec<i32> = (0..n).map(|_| r.pick(&[0, 0, 0, 1, 1, 2, 2, 3])).collect();
+    // Class 0 has many positives, 1 a few, 2 one in sixteen; class 3 only positives, and its
+    // soft ones (0.6) still count as positives.
+    let target: Vec<f64> = class
+        .iter()
+        .map(|&c| match c {
+            0 => r.pick(&[0.0, 0.0, 1.0, 0.7]),
+            1 => r.pick(&[0.0, 0.0, 0.0, 0.0, 0.0, 1.0]),
+            2 => r.pick(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]),
+            _ => r.pick(&[1.0, 0.6]),
+        })
+        .collect();
+    let logit: Vec<f32> = (0..n).map(|_| r.range(-8.0, 6.0) as f32).collect();
+    let weight: Vec<f64> = (0..n).map(|_| r.pick(&[1.0, 1.0, 0.5, 2.0, 0.0])).collect();
+    let level: Vec<i64> = (0..n).map(|_| r.pick(&[3, 4, 5])).collect();
+    write(
+        &env.path("lt.parquet"),
+        vec![
+            ("image_id", Col::I64(image)),
+            ("class", Col::I32(class.clone())),
+            ("target", Col::F64(target.clone())),
+            ("logit", Col::F32(logit.clone())),
+            ("weight", Col::F64(weight.clone())),
+            ("level", Col::I64(level.clone())),
+        ],
+        70,
+    );
+    let bce = |x: f64, y: f64| {
+        let p = 1.0 / (1.0 + (-x).exp());
+        -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+    };
+    // |dBCE/dx| by central differences, and the focal loss as torchvision defines it for a
+    // soft target (gamma 2, alpha 0.25).
+    let grad = |i: usize| {
+        let (x, y, h) = (logit[i] as f64, target[i], 1e-5);
+        ((bce(x + h, y) - bce(x - h, y)) / (2.0 * h)).abs()
+    };
+    let p_t = |i: usize| {
+        let (p, y) = (1.0 / (1.0 + (-(logit[i] as f64)).exp()), target[i]);
+        p * y + (1.0 - p) * (1.0 - y)
+    };
+    let fl = |i: usize| {
+        let y = target[i];
+        (0.25 * y + 0.75 * (1.0 - y)) * (1.0 - p_t(i)).powi(2) * bce(logit[i] as f64, y) * weight[i]
+    };
+    let easy_negative = |i: usize| target[i] == 0.0 && p_t(i) >= 0.9;
+    let one = env.run(&["analyze", "lt.parquet", "--strategies", "ce", "--threads", "1", "--format", "json"]);
+    let two = env.run(&["analyze", "lt.parquet", "--strategies", "ce", "--threads", "2", "--format", "json"]);
+    assert_eq!(one.ok(), two.ok(), "the JSON depends on the thread count");
+    let rep = one.json();
+    let b = &rep["breakdowns"];
+    let mut ratios = Vec::new();
+    for row in b["by_class"].as_array().unwrap() {
+        let c = row["key"].as_i64().unwrap() as i32;
+        let side = |positive: bool| -> f64 {
+            (0..n)
+                .filter(|&i| class[i] == c && (target[i] > 0.0) == positive)
+                .map(|i| grad(i) * weight[i])
+                .sum()
+        };
+        let (pos, neg) = (side(true), side(false));
+        let g = &row["ce_gradient"];
+        assert_close(g["positive"].as_f64().unwrap(), pos, 1e-6, &format!("class {c} positive |grad|"));
+        if c == 3 {
+            assert_eq!(g["negative"].as_f64().unwrap(), 0.0, "class 3 has no negatives");
+            assert!(g["pos_neg_ratio"].is_null(), "no ratio without negative gradient: {g}");
+            continue;
+        }
+        assert_close(g["negative"].as_f64().unwrap(), neg, 1e-6, &format!("class {c} negative |grad|"));
+        assert_close(g["pos_neg_ratio"].as_f64().unwrap(), pos / neg, 1e-6, &format!("class {c} ratio"));
+        ratios.push((pos / neg, c));
+    }
+    assert_eq!(ratios.len(), 3);
+    // The rarer the positives, the smaller the ratio: 2, 1, 0.
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(ratios.iter().map(|r| r.1).collect::<Vec<_>>(), [2, 1, 0], "{ratios:?}");
+    let fl_total: f64 = (0..n).map(fl).sum();
+    let cells = b["class_by_level"].as_array().unwrap();
+    assert_eq!(cells.len(), 4 * 3, "every class meets every level: {cells:?}");
+    for cell in cells {
+        let (c, l) = (cell["class"].as_i64().unwrap() as i32, cell["level"].as_i64().unwrap());
+        let at = format!("class {c} level {l}");
+        let ds: Vec<usize> = (0..n).filter(|&i| class[i] == c && level[i] == l).collect();
+        assert_eq!(cell["decisions"].as_u64().unwrap(), ds.len() as u64, "{at}");
+        let positives = ds.iter().filter(|&&i| target[i] > 0.0).count();
+        assert_eq!(cell["positives"].as_u64().unwrap(), positives as u64, "{at}");
+        let en = ds.iter().filter(|&&i| easy_negative(i)).count();
+        assert_close(cell["easy_negative_share"].as_f64().unwrap(), en as f64 / ds.len() as f64, 1e-12, &at);
+        let f: f64 = ds.iter().map(|&i| fl(i)).sum();
+        let en_f: f64 = ds.iter().filter(|&&i| easy_negative(i)).map(|&i| fl(i)).sum();
+        let share = if f > 0.0 { en_f / f } else { 0.0 };
+        assert_close(cell["easy_negative_focal_share"].as_f64().unwrap(), share, 1e-9, &at);
+        assert_close(cell["focal_share"].as_f64().unwrap(), f / fl_total, 1e-9, &at);
+    }
+
+    // The terminal: the most suppressed class first, the class without a ratio last.
+    let text = env.run(&["analyze", "lt.parquet", "--strategies", "ce"]).ok();
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("class  positives"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let order: Vec<&str> = table.iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(order, ["2", "1", "0", "3"], "{text}");
+    assert!(table[3].ends_with(" -"), "{text}");
+    let levels = text.lines().find(|l| l.starts_with("class (EN of FL)")).unwrap_or_else(|| panic!("{text}"));
+    assert!(levels.ends_with("level 3  level 4  level 5"), "{levels}");
+
+    // Softmax: one decision per anchor, no gradient balance; the class x level cells remain.
+    let k = 3;
+    let rows = 120;
+    let labels: Vec<i32> = (0..rows).map(|_| r.pick(&[0, 0, 0, 1, 2])).collect();
+    let logits: Vec<Vec<f32>> =
+        (0..rows).map(|_| (0..k).map(|_| r.range(-3.0, 3.0) as f32).collect()).collect();
+    let levels: Vec<i64> = (0..rows).map(|_| r.pick(&[3, 4])).collect();
+    write(
+        &env.path("sm.parquet"),
+        vec![
+            ("image_id", Col::I64((0..rows).map(|i| (i / 30) as i64).collect())),
+            ("label", Col::I32(labels.clone())),
+            ("logits", Col::ListF32(logits)),
+            ("level", Col::I64(levels.clone())),
+        ],
+        64,
+    );
+    let rep = env.run(&["analyze", "sm.parquet", "--activation", "softmax", "--format", "json"]).json();
+    let b = &rep["breakdowns"];
+    for row in b["by_class"].as_array().unwrap() {
+        assert!(row.get("ce_gradient").is_none(), "softmax rows have no gradient balance: {row}");
+    }
+    for cell in b["class_by_level"].as_array().unwrap() {
+        let (c, l) = (cell["class"].as_i64().unwrap() as i32, cell["level"].as_i64().unwrap());
+        let want = (0..rows).filter(|&i| labels[i] == c && levels[i] == l).count() as u64;
+        assert_eq!(cell["decisions"].as_u64().unwrap(), want, "softmax class {c} level {l}");
+    }
+    let text = env.run(&["analyze", "sm.parquet", "--activation", "softmax"]).ok();
+    assert!(!text.contains("grad pos") && text.contains("class (EN of FL)"), "{text}");
 }
 
 #[test]

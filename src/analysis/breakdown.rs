@@ -1,5 +1,6 @@
-//! Imbalance breakdowns (per FPN level, class, IoU band and image), the gradient density, the
-//! normalisers side by side, and the counts behind the health checks: one accumulator, one pass.
+//! Imbalance breakdowns (per FPN level, class, class x level, IoU band and image), the gradient
+//! density, the per-class gradient balance (EQLv2), the normalisers side by side, and the counts
+//! behind the health checks: one accumulator, one pass.
 //!
 //! The focal loss here uses the analysis's gamma and alpha.
 
@@ -10,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::decisions::{Bucket, DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::Accumulator;
-use crate::input::{Batch, ImageKey, Targets};
-use crate::report::{GradientDensity, GroupRow, Normalizer};
+use crate::config::Activation;
+use crate::input::{Batch, DumpShape, ImageKey, Targets};
+use crate::report::{ClassGradient, ClassLevelCell, GradientDensity, GroupRow, Normalizer};
 
 /// Bins of the gradient-norm histograms.
 pub const DENSITY_BINS: usize = 100;
@@ -132,7 +134,37 @@ impl Group {
             easy_negative_share: ratio(self.easy_negatives as f64, self.decisions as f64),
             easy_negative_ce_share: ratio(self.en_ce.value(), self.ce.value()),
             easy_negative_focal_share: ratio(self.en_focal.value(), self.focal.value()),
+            ce_gradient: None,
         }
+    }
+}
+
+/// f64 subtotals of one class (at one level, when the dump has levels) within a summation
+/// block, per bucket (indexed by [`Bucket`]): decisions, CE, focal loss and the gradient norm
+/// |p - y| (the last three weighted). One 4-wide add per decision, where the fields of a
+/// [`Partial`] would take eight.
+#[derive(Clone, Copy, Debug, Default)]
+struct ClassPartial([[f64; 4]; 4]);
+
+impl ClassPartial {
+    /// Decisions (exact: a block holds far fewer than 2^53).
+    fn decisions(&self) -> u64 {
+        self.0.iter().map(|b| b[0] as u64).sum()
+    }
+
+    /// The group sums, and |p - y| summed over the negatives and over the positives.
+    fn sums(&self) -> (Partial, [f64; 2]) {
+        let [en, hn, ep, hp] = self.0;
+        let sums = Partial {
+            decisions: self.decisions(),
+            positives: ep[0] as u64 + hp[0] as u64,
+            easy_negatives: en[0] as u64,
+            ce: en[1] + hn[1] + ep[1] + hp[1],
+            focal: en[2] + hn[2] + ep[2] + hp[2],
+            en_ce: en[1],
+            en_focal: en[2],
+        };
+        (sums, [en[3] + hn[3], ep[3] + hp[3]])
     }
 }
 
@@ -181,6 +213,14 @@ pub struct BreakdownAcc {
     pub level: BTreeMap<i64, Group>,
     /// Per class index.
     pub class: Vec<Group>,
+    /// Per class index: |p - y| summed over its negative (0) and positive (1) decisions,
+    /// weighted. States written before this field read it as empty.
+    #[serde(default)]
+    pub class_grad: Vec<[ExactSum; 2]>,
+    /// Per level, per class index: the class x level cells (when the dump has levels; anchor
+    /// counts stay 0). States written before this field read it as empty.
+    #[serde(default)]
+    pub class_level: BTreeMap<i64, Vec<Group>>,
     /// Per IoU band (when the dump has IoU).
     pub iou: Vec<Group>,
     /// Whether any batch had IoU.
@@ -206,11 +246,39 @@ impl BreakdownAcc {
             alpha,
             level: BTreeMap::new(),
             class: Vec::new(),
+            class_grad: Vec::new(),
+            class_level: BTreeMap::new(),
             iou: vec![Group::default(); IOU_BANDS],
             has_iou: false,
             images: BTreeMap::new(),
             density: [vec![0; DENSITY_BINS], vec![0; DENSITY_BINS]],
             health: HealthCounts::default(),
+        }
+    }
+
+    /// Adds a chunk's per (level, class) subtotals exactly to the class sums, the class
+    /// gradient balance and (when the dump has levels) the class x level cells.
+    fn fold_classes(&mut self, cells: Vec<(i64, Vec<ClassPartial>)>, level_col: Option<&[i64]>) {
+        for (l, v) in cells {
+            if self.class.len() < v.len() {
+                self.class.resize(v.len(), Group::default());
+            }
+            if self.class_grad.len() < v.len() {
+                self.class_grad.resize(v.len(), [ExactSum::ZERO; 2]);
+            }
+            let mut at_level = level_col.map(|_| self.class_level.entry(l).or_default());
+            if let Some(cells) = at_level.as_mut().filter(|c| c.len() < v.len()) {
+                cells.resize(v.len(), Group::default());
+            }
+            for (c, p) in v.iter().enumerate().filter(|(_, p)| p.decisions() > 0) {
+                let (sums, grad) = p.sums();
+                self.class[c].add_partial(&sums);
+                self.class_grad[c][0] += grad[0];
+                self.class_grad[c][1] += grad[1];
+                if let Some(cells) = at_level.as_mut() {
+                    cells[c].add_partial(&sums);
+                }
+            }
         }
     }
 }
@@ -261,9 +329,15 @@ impl Accumulator for BreakdownAcc {
         let focus = Focus { gamma: self.gamma, alpha: self.alpha };
         let pre = chunk.terms.focal_for(focus);
         // f64 subtotals per run (one image within one summation block), folded exactly once
-        // per run: per class, per level, per IoU band, for the image, and the logit sum.
-        let mut class: Vec<Partial> = Vec::new();
+        // per run: per level, per IoU band, for the image, and the logit sum.
         let mut levels: Vec<(i64, Partial)> = Vec::new();
+        // f64 subtotals per chunk (a whole summation block: the same rows in the same order,
+        // whatever the batching) per level and class (one level, 0, without a level column),
+        // folded exactly once per chunk: the class sums, their gradient balance and the class x
+        // level cells. The anchor's level is looked up once per anchor (`slot` in `cells`).
+        let level_col = batch.level.as_deref();
+        let mut cells: Vec<(i64, Vec<ClassPartial>)> = Vec::new();
+        let (mut cell_row, mut slot) = (u32::MAX, 0usize);
         let mut ious = [Partial::default(); IOU_BANDS];
         let mut density = vec![0u64; 2 * DENSITY_LANES * DENSITY_BINS];
         let (mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) = (0u64, 0u64, 0u64, 0u64);
@@ -282,15 +356,32 @@ impl Accumulator for BreakdownAcc {
                 let focal =
                     pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[run.start + i]) * m.weight;
                 anchor.add(positive, easy_negative, ce, focal);
-                let c = m.class as usize;
-                if class.len() <= c {
-                    class.resize(c + 1, Partial::default());
+                let g = chunk.terms.ce_grad[run.start + i];
+                if m.row != cell_row {
+                    cell_row = m.row;
+                    let l = level_col.map_or(0, |lv| lv[m.row as usize]);
+                    slot = match cells.iter().position(|(k, _)| *k == l) {
+                        Some(s) => s,
+                        None => {
+                            cells.push((l, Vec::new()));
+                            cells.len() - 1
+                        }
+                    };
                 }
-                class[c].add(positive, easy_negative, ce, focal);
+                let c = m.class as usize;
+                let v = &mut cells[slot].1;
+                if v.len() <= c {
+                    v.resize(c + 1, ClassPartial::default());
+                }
+                // One 4-wide add into the decision's bucket (see `ClassPartial`).
+                let t = &mut v[c].0[m.bucket as usize];
+                t[0] += 1.0;
+                t[1] += ce;
+                t[2] += focal;
+                t[3] += g * m.weight;
                 // Gradient density of |p - y| (in lanes: most decisions fall in one bin, and a
                 // single counter would chain every increment through memory).
-                let bin = ((chunk.terms.ce_grad[run.start + i] * DENSITY_BINS as f64) as usize)
-                    .min(DENSITY_BINS - 1);
+                let bin = ((g * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
                 density[((i % DENSITY_LANES) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
                 // Health, in local counters.
                 let (wrong, right) = (d.p_t < 1e-7, d.q < 1e-7);
@@ -325,15 +416,6 @@ impl Accumulator for BreakdownAcc {
                 }
             }
             self.health.negative_logit_sum += logit_sum;
-            for (c, p) in class.iter_mut().enumerate() {
-                if p.decisions > 0 {
-                    if self.class.len() <= c {
-                        self.class.resize(c + 1, Group::default());
-                    }
-                    self.class[c].add_partial(p);
-                    *p = Partial::default();
-                }
-            }
             for (l, p) in levels.drain(..) {
                 self.level.entry(l).or_default().add_partial(&p);
             }
@@ -349,6 +431,7 @@ impl Accumulator for BreakdownAcc {
                 e.group.merge_decisions(&sums);
             }
         }
+        self.fold_classes(cells, level_col);
         for side in 0..2 {
             for bin in 0..DENSITY_BINS {
                 self.density[side][bin] +=
@@ -375,6 +458,22 @@ impl Accumulator for BreakdownAcc {
         }
         for (a, b) in self.class.iter_mut().zip(&o.class) {
             a.merge(b);
+        }
+        if self.class_grad.len() < o.class_grad.len() {
+            self.class_grad.resize(o.class_grad.len(), [ExactSum::ZERO; 2]);
+        }
+        for (a, b) in self.class_grad.iter_mut().zip(&o.class_grad) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+        for (l, v) in o.class_level {
+            let dst = self.class_level.entry(l).or_default();
+            if dst.len() < v.len() {
+                dst.resize(v.len(), Group::default());
+            }
+            for (a, b) in dst.iter_mut().zip(&v) {
+                a.merge(b);
+            }
         }
         for (a, b) in self.iou.iter_mut().zip(&o.iou) {
             a.merge(b);
@@ -439,9 +538,11 @@ impl BreakdownAcc {
         (ce.value(), focal.value())
     }
 
-    /// The breakdown section. `dense` says whether anchors are a meaningful unit.
-    pub fn breakdowns(&self, dense: bool) -> crate::report::Breakdowns {
+    /// The breakdown section of a dump of this `shape` (anchors are a meaningful unit in dense
+    /// dumps; the gradient balance is given for sigmoid decisions).
+    pub fn breakdowns(&self, shape: DumpShape) -> crate::report::Breakdowns {
         use serde_json::json;
+        let dense = shape.layout == crate::config::Layout::Dense;
         let (ce, focal) = self.totals();
         let by_level = self.level.iter().map(|(k, g)| g.row(json!(k), dense, ce, focal)).collect();
         let by_class = self
@@ -449,8 +550,40 @@ impl BreakdownAcc {
             .iter()
             .enumerate()
             .filter(|(_, g)| g.decisions > 0)
-            .map(|(k, g)| g.row(json!(k), false, ce, focal))
+            .map(|(k, g)| {
+                let mut row = g.row(json!(k), false, ce, focal);
+                // Softmax decisions of a foreground class are all positives: no balance to
+                // speak of (and |p - y| is not the softmax gradient of the other logits).
+                if shape.activation == Activation::Sigmoid {
+                    let [neg, pos] = self.class_grad.get(k).copied().unwrap_or_default();
+                    let (positive, negative) = (pos.value(), neg.value());
+                    row.ce_gradient = Some(ClassGradient {
+                        positive,
+                        negative,
+                        pos_neg_ratio: (negative > 0.0).then(|| positive / negative),
+                    });
+                }
+                row
+            })
             .collect();
+        let share = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let classes = self.class_level.values().map(Vec::len).max().unwrap_or(0);
+        let mut class_by_level = Vec::new();
+        for c in 0..classes {
+            for (&level, v) in &self.class_level {
+                let Some(g) = v.get(c).filter(|g| g.decisions > 0) else { continue };
+                class_by_level.push(ClassLevelCell {
+                    class: c as u64,
+                    level,
+                    decisions: g.decisions,
+                    positives: g.positives,
+                    easy_negative_share: share(g.easy_negatives as f64, g.decisions as f64),
+                    easy_negative_ce_share: share(g.en_ce.value(), g.ce.value()),
+                    easy_negative_focal_share: share(g.en_focal.value(), g.focal.value()),
+                    focal_share: share(g.focal.value(), focal),
+                });
+            }
+        }
         let by_iou = if self.has_iou {
             self.iou
                 .iter()
@@ -485,6 +618,7 @@ impl BreakdownAcc {
             by_iou,
             top_images_by_loss: top(&|r| r.focal_share),
             top_images_by_easy_negative_share: top(&|r| r.easy_negative_ce_share),
+            class_by_level,
         }
     }
 
@@ -580,6 +714,17 @@ impl BreakdownAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_written_before_the_long_tail_sums_still_read() {
+        let mut acc = BreakdownAcc::new(2.0, Some(0.25));
+        acc.class = vec![Group { decisions: 3, ..Group::default() }];
+        let mut v = serde_json::to_value(&acc).unwrap();
+        let o = v.as_object_mut().unwrap();
+        assert!(o.remove("class_grad").is_some() && o.remove("class_level").is_some());
+        let old: BreakdownAcc = serde_json::from_value(v).unwrap();
+        assert_eq!(old, acc);
+    }
 
     #[test]
     fn health_counts_of_states_written_before_the_confidence_counters_still_read() {

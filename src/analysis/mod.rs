@@ -389,7 +389,7 @@ impl Pass {
             overlaps: self.select.as_ref().and_then(SelectAcc::overlaps),
             sweep: self.sweep.as_ref().map(|s| s.finish(&self.dataset.images)),
             gradient_density: self.breakdown.as_ref().map(BreakdownAcc::density),
-            breakdowns: self.breakdown.as_ref().map(|b| b.breakdowns(shape.layout == Layout::Dense)),
+            breakdowns: self.breakdown.as_ref().map(|b| b.breakdowns(shape)),
             normalizers: self
                 .breakdown
                 .as_ref()
@@ -755,7 +755,13 @@ mod tests {
             first_row,
         );
         b.file_rows = file_rows as u64;
+        b.level = Some(levels(first_row as usize..first_row as usize + rows.len()));
         b
+    }
+
+    /// FPN levels 3-5 of file rows `r` (a function of the row, so any batching sees the same).
+    fn levels(r: std::ops::Range<usize>) -> Vec<i64> {
+        r.map(|i| 3 + (i * 7 % 11 % 3) as i64).collect()
     }
 
     /// Dense sigmoid logits with C classes.
@@ -1100,6 +1106,7 @@ mod tests {
                     b.weight = Some(self.weight[r.clone()].to_vec());
                     b.class = Some(self.class[r.clone()].to_vec());
                 }
+                b.level = Some(levels(r.clone()));
                 b.boxes = Some(self.boxes[r].to_vec());
                 b
             }

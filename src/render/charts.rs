@@ -8,7 +8,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{AlphaSource, GroupRow, Report};
+use super::content::{self, key_text};
+use super::html::escape;
+use crate::report::{AlphaSource, Breakdowns, GroupRow, Report};
 
 /// One chart: a stable id (used for file names and HTML anchors), a title and the SVG markup.
 #[derive(Clone, Debug, PartialEq)]
@@ -136,6 +138,30 @@ pub fn charts(report: &Report) -> Result<Vec<Chart>> {
                 title: format!("Easy negatives, by {what}"),
                 caption: format!("Share of each {what}'s CE and focal loss carried by its easy negatives."),
                 svg: easy_shares(rows, what)?,
+            });
+        }
+        if !b.class_by_level.is_empty() {
+            let p = &report.metadata.parameters;
+            let alpha = p.alpha.map_or("no alpha".to_string(), |a| format!("alpha {a}"));
+            let shown = b.by_class.len().min(content::REPORT_CLASSES);
+            let order = if b.by_class.iter().any(|r| r.ce_gradient.is_some()) {
+                "most suppressed first (smallest positive-to-negative gradient ratio)"
+            } else {
+                "in class order"
+            };
+            let rows = if shown < b.by_class.len() {
+                format!("the {shown} classes (rows) of {}", b.by_class.len())
+            } else {
+                "classes (rows)".to_string()
+            };
+            out.push(Chart {
+                id: "class_level_easy",
+                title: "Easy negatives' share of the focal loss, by class and FPN level".into(),
+                caption: format!(
+                    "Per cell, the share of the class's focal loss at that level (gamma {}, {alpha}) carried by its easy negatives; {rows} {order}, FPN levels as columns; grey: no decisions. Hover a cell for its decisions.",
+                    p.gamma
+                ),
+                svg: class_level_heatmap(b, &format!("gamma {}, {alpha}", p.gamma), order)?,
             });
         }
     }
@@ -397,13 +423,6 @@ fn density(report: &Report) -> Result<String> {
     })
 }
 
-fn key_text(v: &serde_json::Value) -> String {
-    match v {
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 fn neg_pos(rows: &[GroupRow], what: &str) -> Result<String> {
     let rows: Vec<&GroupRow> = rows.iter().filter(|r| r.neg_pos_ratio.is_some_and(|x| x > 0.0)).collect();
     let names: Vec<String> = rows.iter().map(|r| key_text(&r.key)).collect();
@@ -490,4 +509,190 @@ fn easy_shares(rows: &[GroupRow], what: &str) -> Result<String> {
         }
         side_legend(&legend, &[(SERIES[1], "CE"), (SERIES[0], "focal loss")])
     })
+}
+
+/// The class x level heatmap, written directly as SVG so that every cell carries its own
+/// `<title>` (a tooltip with the numbers) and the chart a title and description for screen
+/// readers. Rows follow [`content::classes_by_suppression`] (`order` says how), at most
+/// [`content::REPORT_CLASSES`] of them; colour and text are the easy negatives' share of the
+/// cell's focal loss, on the sweep heatmap's scale.
+fn class_level_heatmap(b: &Breakdowns, focus: &str, order: &str) -> Result<String> {
+    use std::fmt::Write as _;
+    const ID: &str = "class_level_easy";
+    let levels = content::cell_levels(b);
+    let classes: Vec<&GroupRow> =
+        content::classes_by_suppression(b).into_iter().take(content::REPORT_CLASSES).collect();
+    let (left, top, legend) = (84.0, 44.0, 120.0);
+    let col = ((f64::from(W) - left - legend - 12.0) / levels.len().max(1) as f64).min(120.0);
+    // Rows of 18 px, down to 14 px (80 classes, COCO) with every label, then thinner.
+    let row = if classes.len() <= 60 { 18.0 } else { (1120.0 / classes.len() as f64).clamp(8.0, 14.0) };
+    let labels = row >= 14.0;
+    let h = (top + row * classes.len() as f64 + 16.0).max(260.0).ceil();
+    let mut s = String::new();
+    write!(
+        s,
+        r#"<svg width="{W}" height="{h}" viewBox="0 0 {W} {h}" xmlns="http://www.w3.org/2000/svg" role="img" aria-labelledby="{ID}-title {ID}-desc" font-family="{FONT}">"#
+    )?;
+    let mut hottest: Option<(&str, i64, f64)> = None;
+    let names: Vec<String> = classes.iter().map(|r| key_text(&r.key)).collect();
+    for (r, name) in classes.iter().zip(&names) {
+        for c in b.class_by_level.iter().filter(|c| Some(c.class) == r.key.as_u64()) {
+            if hottest.is_none_or(|(_, _, v)| c.easy_negative_focal_share > v) {
+                hottest = Some((name, c.level, c.easy_negative_focal_share));
+            }
+        }
+    }
+    write!(
+        s,
+        "<title id=\"{ID}-title\">Easy negatives' share of the focal loss, by class and FPN level</title><desc id=\"{ID}-desc\">{}</desc>",
+        escape(&format!(
+            "{} classes (rows), {order}, by {} FPN levels (columns{}); colour from white (0%) through orange to dark red (100%) is the share of the cell's focal loss ({focus}) carried by easy negatives.{}",
+            classes.len(),
+            levels.len(),
+            levels.first().zip(levels.last()).map_or(String::new(), |(a, z)| format!(" {a} to {z}")),
+            hottest.map_or(String::new(), |(c, l, v)| format!(
+                " Highest: class {c} at level {l}, {}.",
+                pct(v)
+            ))
+        ))
+    )?;
+    s.push_str(r#"<rect x="0" y="0" width="100%" height="100%" fill="white"/>"#);
+    // Column labels, then the row labels and cells.
+    for (j, l) in levels.iter().enumerate() {
+        let x = left + col * (j as f64 + 0.5);
+        write!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" font-size="13" text-anchor="middle">level {l}</text>"#,
+            top - 12.0
+        )?;
+    }
+    for (i, (r, name)) in classes.iter().zip(&names).enumerate() {
+        let y = top + row * i as f64;
+        if labels || i % (14.0 / row).ceil() as usize == 0 {
+            write!(
+                s,
+                r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end" dominant-baseline="central">class {}</text>"#,
+                left - 6.0,
+                y + row / 2.0,
+                escape(name)
+            )?;
+        }
+        for (j, &l) in levels.iter().enumerate() {
+            let x = left + col * j as f64;
+            let cell = b.class_by_level.iter().find(|c| Some(c.class) == r.key.as_u64() && c.level == l);
+            let (fill, tip) = match cell {
+                Some(c) => {
+                    let RGBColor(red, green, blue) = heat(c.easy_negative_focal_share);
+                    (
+                        format!("#{red:02x}{green:02x}{blue:02x}"),
+                        format!(
+                            "class {} at level {l}: easy negatives carry {} of its focal loss, {} of its CE; they are {} of its {} decisions ({} positive)",
+                            name,
+                            pct(c.easy_negative_focal_share),
+                            pct(c.easy_negative_ce_share),
+                            pct(c.easy_negative_share),
+                            super::count(c.decisions),
+                            super::count(c.positives)
+                        ),
+                    )
+                }
+                None => ("#eeeeee".to_string(), format!("class {name} at level {l}: no decisions")),
+            };
+            write!(
+                s,
+                r#"<g><title>{}</title><rect x="{x:.1}" y="{y:.1}" width="{:.1}" height="{:.1}" fill="{fill}" stroke="white" stroke-width="1"/>"#,
+                escape(&tip),
+                col,
+                row
+            )?;
+            if labels {
+                let (text, color) = match cell {
+                    Some(c) => (
+                        pct(c.easy_negative_focal_share),
+                        if c.easy_negative_focal_share > 0.6 { "white" } else { "black" },
+                    ),
+                    None => ("-".to_string(), "black"),
+                };
+                write!(
+                    s,
+                    r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" dominant-baseline="central" fill="{color}">{text}</text>"#,
+                    x + col / 2.0,
+                    y + row / 2.0
+                )?;
+            }
+            s.push_str("</g>");
+        }
+    }
+    // The legend: the colour scale from 0% (bottom) to 100% (top).
+    let (lx, ly, lh) = (f64::from(W) - legend + 16.0, top, 160.0);
+    s.push_str(r#"<g aria-hidden="true">"#);
+    for k in 0..32 {
+        let v = 1.0 - (f64::from(k) + 0.5) / 32.0;
+        let RGBColor(red, green, blue) = heat(v);
+        write!(
+            s,
+            r##"<rect x="{lx:.1}" y="{:.2}" width="16" height="{:.2}" fill="#{red:02x}{green:02x}{blue:02x}"/>"##,
+            ly + lh * f64::from(k) / 32.0,
+            lh / 32.0 + 0.3
+        )?;
+    }
+    write!(
+        s,
+        r##"<rect x="{lx:.1}" y="{ly:.1}" width="16" height="{lh:.1}" fill="none" stroke="#999999"/>"##
+    )?;
+    for (v, label) in [(1.0, "100%"), (0.5, "50%"), (0.0, "0%")] {
+        write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12" dominant-baseline="central">{label}</text>"#,
+            lx + 22.0,
+            ly + lh * (1.0 - v)
+        )?;
+    }
+    write!(
+        s,
+        r#"<text x="{lx:.1}" y="{:.1}" font-size="12">EN share</text><text x="{lx:.1}" y="{:.1}" font-size="12">of focal loss</text></g></svg>"#,
+        ly + lh + 20.0,
+        ly + lh + 35.0
+    )?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::{breakdowns, class, sample_report};
+    use crate::report::ClassLevelCell;
+
+    #[test]
+    fn the_class_level_heatmap_has_a_labelled_cell_per_class_and_level() {
+        let cell = |class: u64, level: i64, share: f64| ClassLevelCell {
+            class,
+            level,
+            decisions: 10,
+            positives: 1,
+            easy_negative_share: 0.9,
+            easy_negative_ce_share: 0.5,
+            easy_negative_focal_share: share,
+            focal_share: 0.1,
+        };
+        let mut r = sample_report();
+        r.breakdowns = Some(breakdowns(
+            vec![class(0, 5, Some(0.5)), class(1, 1, Some(0.1))],
+            vec![cell(0, 3, 0.25), cell(0, 4, 1.0), cell(1, 4, 0.75)],
+        ));
+        let all = charts(&r).unwrap();
+        let c = all.iter().find(|c| c.id == "class_level_easy").expect("a heatmap with levels");
+        let svg = &c.svg;
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+        assert!(svg.contains(r#"role="img" aria-labelledby="class_level_easy-title class_level_easy-desc""#));
+        assert!(svg.contains("Highest: class 0 at level 4, 100.0%."), "{svg}");
+        // One tooltip per class and level, the empty cell grey; the most suppressed class on top.
+        assert_eq!(svg.matches("<title>class ").count(), 4);
+        assert!(svg.contains("<title>class 1 at level 3: no decisions</title>"));
+        assert!(svg.find(">class 1</text>").unwrap() < svg.find(">class 0</text>").unwrap());
+        assert_eq!(svg.matches("<g>").count() + svg.matches("<g ").count(), svg.matches("</g>").count());
+        // Without a level column there is no heatmap.
+        r.breakdowns = Some(breakdowns(vec![class(0, 5, Some(0.5))], Vec::new()));
+        assert!(charts(&r).unwrap().iter().all(|c| c.id != "class_level_easy"));
+    }
 }

@@ -4,7 +4,12 @@
 
 use super::format::{count, number, percent};
 use super::table::Align;
-use crate::report::{AlphaSource, BucketReport, GroupRow, Report, StrategyReport, SweepReport};
+use crate::report::{AlphaSource, Breakdowns, BucketReport, GroupRow, Report, StrategyReport, SweepReport};
+
+/// Classes listed by the terminal's long-tail tables.
+pub const TERMINAL_CLASSES: usize = 5;
+/// Classes listed by the long-tail tables and heatmap of the Markdown and HTML reports.
+pub const REPORT_CLASSES: usize = 100;
 
 /// A table as data: header, column alignment and rows of cells.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,7 +20,7 @@ pub struct TableData {
     pub align: Vec<Align>,
     /// The rows.
     pub rows: Vec<Vec<String>>,
-    /// A column to emphasise (the easy-negative share), if any.
+    /// A column to emphasise (the easy-negative share, the gradient ratio), if any.
     pub emphasis: Option<usize>,
 }
 
@@ -201,12 +206,8 @@ pub fn groups(title: &str, rows: &[GroupRow]) -> TableData {
         "FL share",
     ]);
     for g in rows {
-        let key = match &g.key {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
         t.rows.push(vec![
-            key,
+            key_text(&g.key),
             count(g.decisions),
             g.neg_pos_ratio.map_or("-".into(), |x| format!("{x:.0}")),
             percent(g.easy_negative_share),
@@ -232,6 +233,112 @@ pub fn breakdown_tables(b: &crate::report::Breakdowns) -> Vec<TableData> {
     .filter(|(_, rows)| !rows.is_empty())
     .map(|(title, rows)| groups(title, rows))
     .collect()
+}
+
+/// A group key as text (strings without their quotes).
+pub fn key_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The class rows, most suppressed first: by the smallest positive-to-negative gradient ratio
+/// (EQLv2's sign of a class whose positives are drowned by its negatives), classes without a
+/// ratio (no negative gradient) last, ties in class order; in class order when the report has
+/// no gradient balance (softmax dumps).
+pub fn classes_by_suppression(b: &Breakdowns) -> Vec<&GroupRow> {
+    let mut rows: Vec<&GroupRow> = b.by_class.iter().collect();
+    let ratio = |r: &GroupRow| r.ce_gradient.and_then(|g| g.pos_neg_ratio).unwrap_or(f64::INFINITY);
+    rows.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    rows
+}
+
+/// The gradient balance of the `limit` most suppressed classes (None without one).
+pub fn class_gradients(b: &Breakdowns, limit: usize) -> Option<TableData> {
+    let rows = classes_by_suppression(b);
+    if rows.iter().all(|r| r.ce_gradient.is_none()) {
+        return None;
+    }
+    let mut t = TableData::new(&["class", "positives", "neg:pos", "grad pos", "grad neg", "grad pos:neg"]);
+    t.emphasis = Some(5);
+    for r in rows.into_iter().take(limit) {
+        let Some(g) = r.ce_gradient else { continue };
+        t.rows.push(vec![
+            key_text(&r.key),
+            count(r.positives),
+            r.neg_pos_ratio.map_or("-".into(), |x| format!("{x:.0}")),
+            number(g.positive),
+            number(g.negative),
+            g.pos_neg_ratio.map_or("-".into(), number),
+        ]);
+    }
+    Some(t)
+}
+
+/// The FPN levels of the class x level cells, in order.
+pub fn cell_levels(b: &Breakdowns) -> Vec<i64> {
+    let mut levels: Vec<i64> = b.class_by_level.iter().map(|c| c.level).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    levels
+}
+
+/// The easy negatives' share of each cell's focal loss, for the `limit` most suppressed
+/// classes (rows) and every level (columns); a dash where the class has no decision at that
+/// level (None without a level column).
+pub fn class_by_level(b: &Breakdowns, limit: usize) -> Option<TableData> {
+    if b.class_by_level.is_empty() {
+        return None;
+    }
+    let levels = cell_levels(b);
+    let mut header = vec!["class (EN of FL)".to_string()];
+    header.extend(levels.iter().map(|l| format!("level {l}")));
+    let refs: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = TableData::new(&refs);
+    for r in classes_by_suppression(b).into_iter().take(limit) {
+        let class = r.key.as_u64();
+        let mut row = vec![key_text(&r.key)];
+        for &l in &levels {
+            let cell = b.class_by_level.iter().find(|c| Some(c.class) == class && c.level == l);
+            row.push(cell.map_or("-".into(), |c| percent(c.easy_negative_focal_share)));
+        }
+        t.rows.push(row);
+    }
+    Some(t)
+}
+
+/// What the long-tail tables show, and which classes they leave out, as sentences (empty
+/// without class rows).
+pub fn long_tail_notes(r: &Report, limit: usize) -> Vec<String> {
+    let Some(b) = &r.breakdowns else { return Vec::new() };
+    let n = b.by_class.len();
+    let gradients = b.by_class.iter().any(|r| r.ce_gradient.is_some());
+    if n == 0 || (!gradients && b.class_by_level.is_empty()) {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    if gradients {
+        notes.push(
+            "grad pos, grad neg: |p - y| (the BCE gradient with respect to the logit) summed over the class's positives and over its negatives; a small pos:neg marks a class whose positives are drowned by its negatives (EQLv2's suppressed classes), listed first."
+                .to_string(),
+        );
+    }
+    if !b.class_by_level.is_empty() {
+        let p = &r.metadata.parameters;
+        let alpha = p.alpha.map_or("no alpha".to_string(), |a| format!("alpha {a}"));
+        notes.push(format!(
+            "EN of FL: the easy negatives' share of the class's focal loss (gamma {}, {alpha}) per FPN level; -: no decisions.",
+            p.gamma
+        ));
+    }
+    if n > limit {
+        let which = if gradients { "most suppressed" } else { "first" };
+        notes.push(format!(
+            "showing the {limit} {which} of {n} classes; every class is in the JSON (breakdowns.by_class, breakdowns.class_by_level)."
+        ));
+    }
+    notes
 }
 
 /// Selection overlaps and the sampler's spread, as sentences.
@@ -385,4 +492,60 @@ pub fn soft_targets(s: &crate::report::SoftTargets) -> TableData {
         ]);
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::tests::{breakdowns, class};
+    use crate::report::ClassLevelCell;
+
+    #[test]
+    fn classes_are_listed_most_suppressed_first_and_those_without_a_ratio_last() {
+        let b = breakdowns(
+            vec![
+                class(0, 50, Some(0.4)),
+                class(1, 1000, None),
+                class(2, 2, Some(0.01)),
+                class(3, 9, Some(0.4)),
+                class(4, 0, Some(0.0)),
+            ],
+            Vec::new(),
+        );
+        let order: Vec<String> = classes_by_suppression(&b).iter().map(|r| key_text(&r.key)).collect();
+        // Ties keep class order.
+        assert_eq!(order, ["4", "2", "0", "3", "1"]);
+        let t = class_gradients(&b, 3).unwrap();
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[0], ["4", "0", "-", "0", "10.00", "0"]);
+        assert_eq!(t.rows[1][5], "0.01000");
+        // Softmax reports have no gradient balance: class order, no gradient table.
+        let mut plain = b.clone();
+        plain.by_class.iter_mut().for_each(|r| r.ce_gradient = None);
+        let order: Vec<String> = classes_by_suppression(&plain).iter().map(|r| key_text(&r.key)).collect();
+        assert_eq!(order, ["0", "1", "2", "3", "4"]);
+        assert!(class_gradients(&plain, 3).is_none());
+    }
+
+    #[test]
+    fn the_class_by_level_table_follows_the_suppression_order_with_dashes_for_empty_cells() {
+        let cell = |class: u64, level: i64, share: f64| ClassLevelCell {
+            class,
+            level,
+            decisions: 10,
+            positives: 1,
+            easy_negative_share: 0.9,
+            easy_negative_ce_share: 0.5,
+            easy_negative_focal_share: share,
+            focal_share: 0.1,
+        };
+        let b = breakdowns(
+            vec![class(0, 5, Some(0.5)), class(1, 1, Some(0.1))],
+            vec![cell(0, 3, 0.25), cell(0, 4, 1.0), cell(1, 4, 0.5)],
+        );
+        let t = class_by_level(&b, 10).unwrap();
+        assert_eq!(t.header, ["class (EN of FL)", "level 3", "level 4"]);
+        assert_eq!(t.rows, [["1", "-", "50.0%"], ["0", "25.0%", "100.0%"]]);
+        assert!(class_by_level(&breakdowns(b.by_class.clone(), Vec::new()), 10).is_none());
+    }
 }

@@ -131,6 +131,20 @@ fn body(r: &Report, charts: &[Chart]) -> String {
             b.push_str(&table(&t));
         }
         b.push_str("</section>\n");
+        // 6b. Long-tailed classes: the gradient balance, the class x level heatmap and table.
+        let limit = content::REPORT_CLASSES;
+        let tables = [content::class_gradients(bd, limit), content::class_by_level(bd, limit)];
+        if tables.iter().any(Option::is_some) {
+            b.push_str(&chart("class_level_easy"));
+            b.push_str("<section id=\"long_tail\">\n<h2>Long-tailed classes</h2>\n");
+            for t in tables.iter().flatten() {
+                b.push_str(&table(t));
+            }
+            for n in content::long_tail_notes(r, limit) {
+                let _ = writeln!(b, "<p class=\"note\">{}</p>", escape(&n));
+            }
+            b.push_str("</section>\n");
+        }
     }
     // 7. Normalisers, health, provenance.
     if !r.normalizers.is_empty() {

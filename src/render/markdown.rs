@@ -138,16 +138,21 @@ impl Renderer for Markdown {
                 figure(&mut b, id);
             }
             b.push_str("## Breakdowns\n\n");
-            for (title, rows) in [
-                ("FPN level", &bd.by_level),
-                ("IoU band", &bd.by_iou),
-                ("class", &bd.by_class),
-                ("image (top by focal loss)", &bd.top_images_by_loss),
-                ("image (top by easy-negative share)", &bd.top_images_by_easy_negative_share),
-            ] {
-                if !rows.is_empty() {
-                    b.push_str(&table(&content::groups(title, rows)));
+            for t in content::breakdown_tables(bd) {
+                b.push_str(&table(&t));
+            }
+            let limit = content::REPORT_CLASSES;
+            let tables = [content::class_gradients(bd, limit), content::class_by_level(bd, limit)];
+            if tables.iter().any(Option::is_some) {
+                figure(&mut b, "class_level_easy");
+                b.push_str("## Long-tailed classes\n\n");
+                for t in tables.iter().flatten() {
+                    b.push_str(&table(t));
                 }
+                for n in content::long_tail_notes(r, limit) {
+                    let _ = writeln!(b, "- {}", text(&n));
+                }
+                b.push('\n');
             }
         }
         if !r.normalizers.is_empty() {

@@ -134,6 +134,42 @@ pub(crate) mod tests {
         }
     }
 
+    /// A class row of 1000 decisions with `positives` and the gradient ratio `ratio` (None: no
+    /// negative gradient).
+    pub fn class(key: u64, positives: u64, ratio: Option<f64>) -> GroupRow {
+        GroupRow {
+            key: key.into(),
+            anchors: None,
+            ignored: None,
+            decisions: 1000,
+            positives,
+            negatives: 1000 - positives,
+            neg_pos_ratio: (positives > 0).then(|| (1000 - positives) as f64 / positives as f64),
+            ce_share: 0.25,
+            focal_share: 0.25,
+            easy_negative_share: 0.99,
+            easy_negative_ce_share: 0.8,
+            easy_negative_focal_share: 0.05,
+            ce_gradient: Some(ClassGradient {
+                positive: ratio.map_or(3.0, |r| 10.0 * r),
+                negative: if ratio.is_some() { 10.0 } else { 0.0 },
+                pos_neg_ratio: ratio,
+            }),
+        }
+    }
+
+    /// Breakdowns with only these class rows and class x level cells.
+    pub fn breakdowns(by_class: Vec<GroupRow>, class_by_level: Vec<ClassLevelCell>) -> Breakdowns {
+        Breakdowns {
+            by_level: Vec::new(),
+            by_class,
+            by_iou: Vec::new(),
+            top_images_by_loss: Vec::new(),
+            top_images_by_easy_negative_share: Vec::new(),
+            class_by_level,
+        }
+    }
+
     /// A writer that accepts `left` bytes, then fails as a full disk does.
     struct FailAfter(usize);
 

@@ -65,6 +65,18 @@ impl Renderer for Terminal {
             if !b.by_level.is_empty() {
                 writeln!(out, "{}", self.table(&content::groups("FPN level", &b.by_level)))?;
             }
+            let limit = content::TERMINAL_CLASSES;
+            let tables = [content::class_gradients(b, limit), content::class_by_level(b, limit)];
+            for t in tables.iter().flatten() {
+                writeln!(out, "{}", self.table(t))?;
+            }
+            let notes = content::long_tail_notes(r, limit);
+            for n in &notes {
+                write!(out, "{}", wrap(n, WIDTH, "", "  "))?;
+            }
+            if !notes.is_empty() {
+                writeln!(out)?;
+            }
         }
         if let Some(sw) = &r.sweep {
             writeln!(out, "{}", self.table(&content::sweep_grid(sw)))?;
