@@ -57,10 +57,12 @@ impl Accumulator for SoftAcc {
                 // Clamped: rounding can take CE a hair below H(y) at p = y.
                 sums[2][b] += (ce - h).max(0.0);
             }
-            for b in 0..4 {
-                self.ce[b] += sums[0][b];
-                self.entropy[b] += sums[1][b];
-                self.kl[b] += sums[2][b];
+            for (b, ((ce, entropy), kl)) in
+                self.ce.iter_mut().zip(&mut self.entropy).zip(&mut self.kl).enumerate()
+            {
+                *ce += sums[0][b];
+                *entropy += sums[1][b];
+                *kl += sums[2][b];
             }
         }
     }
@@ -92,12 +94,12 @@ impl SoftAcc {
         };
         let mut total = [ExactSum::ZERO; 3];
         let mut buckets = std::collections::BTreeMap::new();
-        for b in 0..4 {
+        for (b, name) in BUCKET_NAMES.iter().enumerate() {
             total[0] += self.ce[b];
             total[1] += self.entropy[b];
             total[2] += self.kl[b];
             buckets.insert(
-                BUCKET_NAMES[b].to_string(),
+                name.to_string(),
                 bucket(self.ce[b].value(), self.entropy[b].value(), self.kl[b].value(), self.soft[b]),
             );
         }

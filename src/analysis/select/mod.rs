@@ -418,6 +418,8 @@ macro_rules! define_selectors {
         }
 
         /// One selector's totals.
+        // A few per pass (one per selector and part): their size does not matter.
+        #[allow(clippy::large_enum_variant)]
         #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
         pub enum SelectorTotals {
             $(
