@@ -211,7 +211,8 @@ pub struct BreakdownAcc {
     alpha: Option<f64>,
     /// Per level (when the dump has one).
     pub level: BTreeMap<i64, Group>,
-    /// Per class index.
+    /// Per class index, for dumps without a level column (with levels, the per-class sums are
+    /// those of `class_level` over levels: [`BreakdownAcc::classes`]).
     pub class: Vec<Group>,
     /// Per class index: |p - y| summed over its negative (0) and positive (1) decisions,
     /// weighted. States written before this field read it as empty.
@@ -256,30 +257,44 @@ impl BreakdownAcc {
         }
     }
 
-    /// Adds a chunk's per (level, class) subtotals exactly to the class sums, the class
-    /// gradient balance and (when the dump has levels) the class x level cells.
+    /// Adds a chunk's per (level, class) subtotals exactly to the class gradient balance and to
+    /// the class x level cells when the dump has levels (the per-class sums are then the cells'
+    /// sums over levels, [`BreakdownAcc::classes`]: one exact fold per cell, not two), or to the
+    /// class sums when it has none.
     fn fold_classes(&mut self, cells: Vec<(i64, Vec<ClassPartial>)>, level_col: Option<&[i64]>) {
         for (l, v) in cells {
-            if self.class.len() < v.len() {
-                self.class.resize(v.len(), Group::default());
-            }
             if self.class_grad.len() < v.len() {
                 self.class_grad.resize(v.len(), [ExactSum::ZERO; 2]);
             }
-            let mut at_level = level_col.map(|_| self.class_level.entry(l).or_default());
-            if let Some(cells) = at_level.as_mut().filter(|c| c.len() < v.len()) {
-                cells.resize(v.len(), Group::default());
+            let groups = match level_col {
+                Some(_) => self.class_level.entry(l).or_default(),
+                None => &mut self.class,
+            };
+            if groups.len() < v.len() {
+                groups.resize(v.len(), Group::default());
             }
             for (c, p) in v.iter().enumerate().filter(|(_, p)| p.decisions() > 0) {
                 let (sums, grad) = p.sums();
-                self.class[c].add_partial(&sums);
+                groups[c].add_partial(&sums);
                 self.class_grad[c][0] += grad[0];
                 self.class_grad[c][1] += grad[1];
-                if let Some(cells) = at_level.as_mut() {
-                    cells[c].add_partial(&sums);
-                }
             }
         }
+    }
+
+    /// The per-class sums: the class x level cells summed over levels (exact sums: the same
+    /// totals as adding every subtotal to its class directly), plus the sums of passes without
+    /// levels.
+    fn classes(&self) -> Vec<Group> {
+        let n = self.class_level.values().map(Vec::len).chain([self.class.len()]).max().unwrap_or(0);
+        let mut out = self.class.clone();
+        out.resize(n, Group::default());
+        for cells in self.class_level.values() {
+            for (a, b) in out.iter_mut().zip(cells) {
+                a.merge_decisions(b);
+            }
+        }
+        out
     }
 }
 
@@ -546,7 +561,7 @@ impl BreakdownAcc {
         let (ce, focal) = self.totals();
         let by_level = self.level.iter().map(|(k, g)| g.row(json!(k), dense, ce, focal)).collect();
         let by_class = self
-            .class
+            .classes()
             .iter()
             .enumerate()
             .filter(|(_, g)| g.decisions > 0)
