@@ -126,16 +126,7 @@ fn binary_soft_targets_and_weights_match_brute_force() {
         ],
         50,
     );
-    let decs: Vec<Dec> = (0..n)
-        .map(|i| Dec {
-            image: image[i].clone(),
-            score: Score::Logit(logit[i] as f64),
-            y: target[i],
-            weight: weight[i],
-        })
-        .collect();
-    let mut images = image.clone();
-    images.dedup();
+    let (decs, images) = logit_decisions(&image, &logit, &target, &weight);
     let rep = env.run(&["analyze", "bin.parquet", "--format", "json"]).json();
     assert_eq!(rep["metadata"]["layout"], "binary");
     assert_eq!(rep["dataset"]["anchors"], serde_json::Value::Null);
@@ -168,16 +159,7 @@ fn qfl_and_vfl_on_soft_targets_match_the_mmdetection_formulas_by_brute_force() {
         ],
         64,
     );
-    let decs: Vec<Dec> = (0..n)
-        .map(|i| Dec {
-            image: image[i].clone(),
-            score: Score::Logit(logit[i] as f64),
-            y: target[i],
-            weight: weight[i],
-        })
-        .collect();
-    let mut images = image.clone();
-    images.dedup();
+    let (decs, images) = logit_decisions(&image, &logit, &target, &weight);
     // mmdetection's defaults, then other settings.
     let rep = env.run(&["analyze", "soft.parquet", "--strategies", "qfl,vfl", "--format", "json"]).json();
     assert_eq!(rep["strategies"][0]["params"], serde_json::json!({"beta": 2.0}));
@@ -929,4 +911,24 @@ fn one_large_row_group_is_read_in_bounded_batches_that_give_the_many_small_group
     for o in &outputs[1..] {
         assert_eq!(o, &outputs[0]);
     }
+}
+
+/// The reference's sigmoid-logit decisions of a binary dump, and its images in dump order.
+fn logit_decisions(
+    image: &[String],
+    logit: &[f32],
+    target: &[f64],
+    weight: &[f64],
+) -> (Vec<Dec>, Vec<String>) {
+    let decs = (0..image.len())
+        .map(|i| Dec {
+            image: image[i].clone(),
+            score: Score::Logit(logit[i] as f64),
+            y: target[i],
+            weight: weight[i],
+        })
+        .collect();
+    let mut images = image.to_vec();
+    images.dedup();
+    (decs, images)
 }

@@ -45,6 +45,17 @@ fn dump() -> Dump {
 }
 
 impl Dump {
+    /// Writes the image ids, labels and logits, and `extra` columns.
+    fn write_with(&self, env: &Env, name: &str, rows_per_group: usize, extra: Vec<(&'static str, Col)>) {
+        let mut cols = vec![
+            ("image_id", Col::I64(self.image.clone())),
+            ("label", Col::I32(self.label.clone())),
+            ("logits", Col::ListF32(self.logits.clone())),
+        ];
+        cols.extend(extra);
+        write(&env.path(name), cols, rows_per_group);
+    }
+
     fn write(&self, env: &Env, name: &str, rows_per_group: usize) {
         let col = |k: usize| Col::F32(self.boxes.iter().map(|b| b[k]).collect());
         write(
@@ -173,16 +184,7 @@ fn ohem_ranks_by_ce_plus_box_loss_when_the_dump_has_one() {
             }
         })
         .collect();
-    write(
-        &env.path("b.parquet"),
-        vec![
-            ("image_id", Col::I64(d.image.clone())),
-            ("label", Col::I32(d.label.clone())),
-            ("logits", Col::ListF32(d.logits.clone())),
-            ("box_loss", Col::F32(box_loss.clone())),
-        ],
-        7,
-    );
+    d.write_with(&env, "b.parquet", 7, vec![("box_loss", Col::F32(box_loss.clone()))]);
     d.write(&env, "d.parquet", 7);
     let args = |file| {
         vec![
@@ -221,7 +223,6 @@ fn ohem_ranks_by_ce_plus_box_loss_when_the_dump_has_one() {
     assert!(ranked_by(&with_box).starts_with("ce + box_loss"), "{}", ranked_by(&with_box));
     assert!(ranked_by(&ce_only).starts_with("ce: classification loss only"), "{}", ranked_by(&ce_only));
     // Mining exports the same selection in the same order, with CE + box loss as its loss.
-    use polars_core::prelude::*;
     use polars_io::prelude::*;
     env.run(&[
         "mine",
@@ -259,16 +260,7 @@ fn ghm_per_level_computes_the_density_in_each_level_as_mmdetection() {
     let env = Env::new();
     let d = dump();
     let level: Vec<i64> = (0..d.image.len()).map(|i| 3 + (i % 3) as i64).collect();
-    write(
-        &env.path("l.parquet"),
-        vec![
-            ("image_id", Col::I64(d.image.clone())),
-            ("label", Col::I32(d.label.clone())),
-            ("logits", Col::ListF32(d.logits.clone())),
-            ("level", Col::I64(level.clone())),
-        ],
-        7,
-    );
+    d.write_with(&env, "l.parquet", 7, vec![("level", Col::I64(level.clone()))]);
     let run = |extra: &[&str]| {
         let mut argv =
             vec!["analyze", "l.parquet", "--strategies", "ghm", "--ghm-bins", "10", "--keep-ignored-images"];
@@ -284,16 +276,7 @@ fn ghm_per_level_computes_the_density_in_each_level_as_mmdetection() {
     // The same numbers whatever the row groups and threads.
     let strategies = |rep: &serde_json::Value| rep["strategies"].to_string();
     std::fs::rename(env.path("l.parquet"), env.path("l7.parquet")).unwrap();
-    write(
-        &env.path("l.parquet"),
-        vec![
-            ("image_id", Col::I64(d.image.clone())),
-            ("label", Col::I32(d.label.clone())),
-            ("logits", Col::ListF32(d.logits.clone())),
-            ("level", Col::I64(level.clone())),
-        ],
-        3,
-    );
+    d.write_with(&env, "l.parquet", 3, vec![("level", Col::I64(level.clone()))]);
     assert_eq!(strategies(&run(&["--ghm-per-level", "--threads", "1"])), strategies(&per_level));
     // Pooled over levels (the default) it is the single-density GHM, and differs.
     let pooled = run(&[]);

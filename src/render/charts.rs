@@ -660,21 +660,10 @@ fn class_level_heatmap(b: &Breakdowns, focus: &str, order: &str) -> Result<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::{breakdowns, class, sample_report};
-    use crate::report::ClassLevelCell;
+    use crate::render::tests::{breakdowns, cell, class, sample_report};
 
     #[test]
     fn the_class_level_heatmap_has_a_labelled_cell_per_class_and_level() {
-        let cell = |class: u64, level: i64, share: f64| ClassLevelCell {
-            class,
-            level,
-            decisions: 10,
-            positives: 1,
-            easy_negative_share: 0.9,
-            easy_negative_ce_share: 0.5,
-            easy_negative_focal_share: share,
-            focal_share: 0.1,
-        };
         let mut r = sample_report();
         r.breakdowns = Some(breakdowns(
             vec![class(0, 5, Some(0.5)), class(1, 1, Some(0.1))],

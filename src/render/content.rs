@@ -497,8 +497,7 @@ pub fn soft_targets(s: &crate::report::SoftTargets) -> TableData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::tests::{breakdowns, class};
-    use crate::report::ClassLevelCell;
+    use crate::render::tests::{breakdowns, cell, class};
 
     #[test]
     fn classes_are_listed_most_suppressed_first_and_those_without_a_ratio_last() {
@@ -529,16 +528,6 @@ mod tests {
 
     #[test]
     fn the_class_by_level_table_follows_the_suppression_order_with_dashes_for_empty_cells() {
-        let cell = |class: u64, level: i64, share: f64| ClassLevelCell {
-            class,
-            level,
-            decisions: 10,
-            positives: 1,
-            easy_negative_share: 0.9,
-            easy_negative_ce_share: 0.5,
-            easy_negative_focal_share: share,
-            focal_share: 0.1,
-        };
         let b = breakdowns(
             vec![class(0, 5, Some(0.5)), class(1, 1, Some(0.1))],
             vec![cell(0, 3, 0.25), cell(0, 4, 1.0), cell(1, 4, 0.5)],

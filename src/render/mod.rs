@@ -159,6 +159,20 @@ pub(crate) mod tests {
     }
 
     /// Breakdowns with only these class rows and class x level cells.
+    /// A class x level cell whose easy negatives carry `share` of its focal loss.
+    pub fn cell(class: u64, level: i64, share: f64) -> ClassLevelCell {
+        ClassLevelCell {
+            class,
+            level,
+            decisions: 10,
+            positives: 1,
+            easy_negative_share: 0.9,
+            easy_negative_ce_share: 0.5,
+            easy_negative_focal_share: share,
+            focal_share: 0.1,
+        }
+    }
+
     pub fn breakdowns(by_class: Vec<GroupRow>, class_by_level: Vec<ClassLevelCell>) -> Breakdowns {
         Breakdowns {
             by_level: Vec::new(),
