@@ -434,20 +434,19 @@ fn validate(
         }
         _ => None,
     };
-    let weight = match &cols.weight {
-        Some(r) if shape.layout == Layout::Binary => {
+    // A column of finite numbers in [0, 1e6] (weights, box losses), checked against `rule`.
+    let amounts =
+        |r: &Option<Resolved>, on: bool, rule: &Rule, what: &str| -> Result<Option<Vec<f64>>, InputError> {
+            let Some(r) = r.as_ref().filter(|_| on) else { return Ok(None) };
             let v = number_column(&ctx, r, get(r)?, rows)?;
-            for (i, &w) in v.iter().enumerate() {
-                if !(w.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&w)) {
-                    ctx.invalid(r, i, &WEIGHT_INVALID, || {
-                        format!("weight {w} is not a finite number in [0, 1e6]")
-                    })?;
+            for (i, &x) in v.iter().enumerate() {
+                if !(x.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&x)) {
+                    ctx.invalid(r, i, rule, || format!("{what} {x} is not a finite number in [0, 1e6]"))?;
                 }
             }
-            Some(v)
-        }
-        _ => None,
-    };
+            Ok(Some(v))
+        };
+    let weight = amounts(&cols.weight, shape.layout == Layout::Binary, &WEIGHT_INVALID, "weight")?;
 
     let ints = |r: &Option<Resolved>, on: bool| -> Result<Option<Vec<i64>>, InputError> {
         match r {
@@ -469,20 +468,7 @@ fn validate(
         }
         _ => None,
     };
-    let box_loss = match &cols.box_loss {
-        Some(r) if extras.box_loss => {
-            let v = number_column(&ctx, r, get(r)?, rows)?;
-            for (i, &x) in v.iter().enumerate() {
-                if !(x.is_finite() && (0.0..=MAX_ABS_LOGIT).contains(&x)) {
-                    ctx.invalid(r, i, &BOX_LOSS_INVALID, || {
-                        format!("box loss {x} is not a finite number in [0, 1e6]")
-                    })?;
-                }
-            }
-            Some(v)
-        }
-        _ => None,
-    };
+    let box_loss = amounts(&cols.box_loss, extras.box_loss, &BOX_LOSS_INVALID, "box loss")?;
     let boxes = match &cols.boxes {
         Some(b) if extras.boxes => {
             let mut coords = Vec::with_capacity(4);
