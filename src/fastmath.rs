@@ -23,8 +23,11 @@
 /// low bits of the mantissa.
 const ROUND: f64 = 6_755_399_441_055_744.0;
 const LOG2_E: f64 = std::f64::consts::LOG2_E;
-/// ln 2 in two parts (fdlibm): `n * LN2_HI` is exact for |n| < 2^11.
+/// ln 2 in two parts (fdlibm): `n * LN2_HI` is exact for |n| < 2^11. The digits are fdlibm's,
+/// as written there (more than an f64 holds; the constant is the nearest f64).
+#[allow(clippy::excessive_precision)]
 const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+#[allow(clippy::excessive_precision)]
 const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
 /// Below this exp(t) is subnormal; the kernel returns 0.
 pub const EXP_MIN_ARG: f64 = -708.0;

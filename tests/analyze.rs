@@ -109,7 +109,7 @@ fn dense_sigmoid_logits_match_brute_force_across_files_and_row_groups() {
 fn binary_soft_targets_and_weights_match_brute_force() {
     let env = Env::new();
     let mut r = Lcg(2);
-    let n = 300;
+    let n: usize = 300;
     let image: Vec<String> = (0..n).map(|i| format!("img_{:02}", i / 37)).collect();
     let target: Vec<f64> = (0..n).map(|_| r.pick(&[0.0, 0.0, 0.0, 1.0, 0.3, 0.8])).collect();
     let logit: Vec<f32> = (0..n).map(|_| r.range(-10.0, 10.0) as f32).collect();
@@ -143,7 +143,7 @@ fn binary_soft_targets_and_weights_match_brute_force() {
 fn qfl_and_vfl_on_soft_targets_match_the_mmdetection_formulas_by_brute_force() {
     let env = Env::new();
     let mut r = Lcg(5);
-    let n = 400;
+    let n: usize = 400;
     let image: Vec<String> = (0..n).map(|i| format!("img_{:02}", i / 45)).collect();
     // IoU-quality targets: soft positives, hard positives, negatives.
     let target: Vec<f64> = (0..n).map(|_| r.pick(&[0.0, 0.0, 0.0, 0.0, 1.0, 0.35, 0.62, 0.91])).collect();

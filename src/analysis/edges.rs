@@ -24,7 +24,9 @@ pub struct Edges {
 
 impl PartialEq for Edges {
     fn eq(&self, other: &Edges) -> bool {
-        let spans = |e: &Edges| -> Vec<((usize, u64), Vec<(u64, u64)>)> {
+        /// Each piece list as its rows' spans.
+        type Spans = Vec<((usize, u64), Vec<(u64, u64)>)>;
+        let spans = |e: &Edges| -> Spans {
             e.pieces.iter().map(|(k, v)| (*k, v.iter().map(|b| (b.first_row, b.end_row)).collect())).collect()
         };
         spans(self) == spans(other)

@@ -198,6 +198,15 @@ impl GhmAcc {
     }
 }
 
+/// One density group's f64 subtotals within a chunk: per lane (decision i in lane i % 4), per
+/// bucket, per bin.
+struct Lanes {
+    level: i64,
+    ce: Vec<f64>,
+    grad: Vec<f64>,
+    count: Vec<u64>,
+}
+
 impl Accumulator for GhmAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         // f64 subtotals within a run of a summation block, one exact add per run and bin (see
@@ -207,15 +216,17 @@ impl Accumulator for GhmAcc {
         let n = self.params.bins;
         let width = 4 * n;
         let levels = if self.params.per_level { chunk.batch.level.as_deref() } else { None };
-        // Per density group met in the chunk: its level and lanes (ce, grad, count).
-        let mut slots: Vec<(i64, Vec<f64>, Vec<f64>, Vec<u64>)> = Vec::new();
-        let slot_of = |level: i64, slots: &mut Vec<(i64, Vec<f64>, Vec<f64>, Vec<u64>)>| match slots
-            .iter()
-            .position(|s| s.0 == level)
-        {
+        // Per density group met in the chunk: its level and lanes.
+        let mut slots: Vec<Lanes> = Vec::new();
+        let slot_of = |level: i64, slots: &mut Vec<Lanes>| match slots.iter().position(|s| s.level == level) {
             Some(k) => k,
             None => {
-                slots.push((level, vec![0.0; 4 * width], vec![0.0; 4 * width], vec![0; 4 * width]));
+                slots.push(Lanes {
+                    level,
+                    ce: vec![0.0; 4 * width],
+                    grad: vec![0.0; 4 * width],
+                    count: vec![0; 4 * width],
+                });
                 slots.len() - 1
             }
         };
@@ -228,7 +239,7 @@ impl Accumulator for GhmAcc {
                 if level != current.0 {
                     current = (level, slot_of(level, &mut slots));
                 }
-                let (_, ce, grad, count) = &mut slots[current.1];
+                let Lanes { ce, grad, count, .. } = &mut slots[current.1];
                 let g = d.ce_grad();
                 let at = (i & 3) * width + m.bucket as usize * n + bin_of(g, n);
                 count[at] += 1;
@@ -240,11 +251,13 @@ impl Accumulator for GhmAcc {
                 Some(e) => e,
                 None => self.per_image.entry(key.clone()).or_default(),
             };
-            for (level, ce, grad, count) in &mut slots {
+            for Lanes { level, ce, grad, count } in &mut slots {
                 let buckets =
                     self.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
                 let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
                 for (bucket, b) in buckets.iter_mut().enumerate() {
+                    // `bin` indexes the lanes, the bucket's three sums and the image's.
+                    #[allow(clippy::needless_range_loop)]
                     for bin in 0..n {
                         let at = bucket * n + bin;
                         let lanes = [at, width + at, 2 * width + at, 3 * width + at];

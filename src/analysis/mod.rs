@@ -91,6 +91,8 @@ pub fn bucket_sums(buckets: &[BucketAcc; 4]) -> [(u64, f64, f64, f64); 4] {
 }
 
 /// One strategy's accumulator.
+// One per requested strategy and part: their size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum StrategyAcc {
     /// A reweighting strategy (`ce`, `alpha_ce`, `focal`, `qfl`, `vfl`).

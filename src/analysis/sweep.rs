@@ -90,8 +90,8 @@ impl Accumulator for SweepAcc {
             }
             for (gi, p) in part.iter_mut().enumerate() {
                 let s = &mut self.sums[gi];
-                for b in 0..4 {
-                    s.loss[b] += p[b];
+                for (loss, &x) in s.loss.iter_mut().zip(&p[..4]) {
+                    *loss += x;
                 }
                 for side in 0..2 {
                     s.sq[side] += p[4 + side];

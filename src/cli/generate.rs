@@ -19,29 +19,29 @@ pub struct GenerateArgs {
     pub synth: SynthArgs,
 }
 
-/// Size and shape of a synthetic dump.
+/// Size and shape of a synthetic dump (defaults: the library's `SynthConfig::default`).
 #[derive(Debug, Args)]
 pub struct SynthArgs {
     /// Number of images.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = SynthConfig::default().images)]
     pub images: usize,
     /// Anchors per image.
-    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    #[arg(long, default_value_t = SynthConfig::default().anchors_per_image, value_name = "N")]
     pub anchors_per_image: usize,
     /// Foreground classes.
-    #[arg(long, default_value_t = 20, value_name = "C")]
+    #[arg(long, default_value_t = SynthConfig::default().classes, value_name = "C")]
     pub classes: usize,
     /// Random seed (same seed, same dump).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = SynthConfig::default().seed)]
     pub seed: u64,
     /// Dense (row per anchor, list of logits) or binary (row per anchor-class decision).
     #[arg(long, value_enum, default_value_t = LayoutArg::Dense)]
     pub layout: LayoutArg,
     /// Images per Parquet file.
-    #[arg(long, default_value_t = 50, value_name = "N")]
+    #[arg(long, default_value_t = SynthConfig::default().images_per_file, value_name = "N")]
     pub images_per_file: usize,
     /// Rows per Parquet row group.
-    #[arg(long, default_value_t = 65_536, value_name = "N")]
+    #[arg(long, default_value_t = SynthConfig::default().rows_per_group, value_name = "N")]
     pub rows_per_group: usize,
 }
 

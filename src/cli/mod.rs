@@ -104,5 +104,11 @@ mod tests {
         };
         assert_eq!(s.sweep.params().unwrap(), SweepParams::default());
         assert_eq!(s.easy_threshold, want.easy_threshold);
+        let Command::Generate(g) =
+            Cli::try_parse_from(["hardmine", "generate", "--out", "d"]).unwrap().command
+        else {
+            panic!("generate")
+        };
+        assert_eq!(g.synth.config(), hardmine::synth::SynthConfig::default());
     }
 }

@@ -33,11 +33,7 @@ impl ScoreValues {
 impl Batch {
     /// Scores per row.
     pub fn width(&self) -> usize {
-        if self.rows == 0 {
-            0
-        } else {
-            self.scores.len() / self.rows
-        }
+        self.scores.len().checked_div(self.rows).unwrap_or(0)
     }
 
     /// A copy of the rows `range` (within the batch), spanning the file rows `span`, with every
