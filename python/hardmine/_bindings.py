@@ -91,7 +91,7 @@ class _Sources:
         raise HardmineError(
             f"source {i} is a {type(s).__module__}.{type(s).__qualname__}, not a path or an "
             "Arrow stream\n  fix: pass a path, a directory, a glob, a list of them, or an object "
-            "with __arrow_c_stream__ (pyarrow Table/RecordBatchReader, polars DataFrame)")
+            "with __arrow_c_stream__ (pyarrow Table/RecordBatchReader, polars DataFrame, DuckDB relation)")
 
     def _spill(self, i: int, s: Any) -> str:
         import pyarrow as pa
@@ -162,7 +162,7 @@ def merge(states: "Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[
 _SOURCE = """\
     source: a Parquet file, a directory (searched recursively, hive partitions too), a glob,
         or a list of them; or an Arrow stream producer (anything with ``__arrow_c_stream__``:
-        pyarrow Table / RecordBatchReader, polars DataFrame, ...). Limitation: an Arrow source
+        pyarrow Table / RecordBatchReader, polars DataFrame, DuckDB relation, ...). Limitation: an Arrow source
         is first written to a temporary Parquet file (with pyarrow; deleted afterwards), so it
         is copied once; ``metadata.inputs`` names it ``<module.Type #i>``."""
 

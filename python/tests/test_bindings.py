@@ -303,6 +303,22 @@ def test_arrow_table_and_polars_frame_equal_their_parquet_file(dump, tmp_path):
     assert canon(got) == canon(want)
 
 
+def test_a_duckdb_relation_equals_its_parquet_file(dump, tmp_path):
+    import duckdb  # pinned in requirements-test.txt: a missing package fails, not skips
+
+    files = sorted(dump.glob("*.parquet"))
+    path = tmp_path / "t.parquet"
+    pq.write_table(pq.read_table(files[0]), path)
+    want = hardmine.analyze(path, strategies="ce,focal,ohem,ssd")
+    # A query result, as a notebook would hand it over (rows in the file's order).
+    con = duckdb.connect()
+    rel = con.sql(f"select * from read_parquet('{path}') order by image_id, anchor_id")
+    got = hardmine.analyze(rel, strategies="ce,focal,ohem,ssd")
+    assert got["metadata"]["inputs"][0].startswith("<duckdb"), got["metadata"]["inputs"]
+    got["metadata"]["inputs"] = want["metadata"]["inputs"]
+    assert canon(got) == canon(want)
+
+
 def test_columns_kwarg_is_the_repeatable_col_flag(cli, dump, tmp_path):
     table = pq.read_table(sorted(dump.glob("*.parquet"))[0])
     renamed = tmp_path / "renamed.parquet"
