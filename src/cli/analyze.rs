@@ -15,7 +15,7 @@ use super::common::{defaults, DumpArgs, OutputArgs, Progress, RunArgs, StrategyA
 /// Examples shown by `hardmine analyze --help`, one per strategy.
 pub const EXAMPLES: &str = "\
 Examples:
-  hardmine analyze dump/                                      # all strategies, defaults
+  hardmine analyze dump/                                      # the default strategies (all but qfl, vfl)
   hardmine analyze dump/ --strategies ce,focal --gamma 2 --alpha 0.25   # focal loss (RetinaNet)
   hardmine analyze dump/ --strategies alpha_ce --alpha 0.75   # alpha-balanced CE
   hardmine analyze dump/ --strategies ohem --ohem-k 128 --ohem-nms 0.7  # OHEM, NMS first
