@@ -102,21 +102,6 @@ impl GhmAcc {
         counts.iter().map(|&c| if c > 0 { total as f64 / (c as f64 * nonempty) } else { 0.0 }).collect()
     }
 
-    /// The weight of each bin over all decisions (the single density group; with `per_level`,
-    /// the weights of the levels' pooled counts are not what any level used: see
-    /// [`GhmAcc::weights_by_level`]).
-    pub fn weights(&self) -> Vec<f64> {
-        let mut pooled: [Bins; 4] = std::array::from_fn(|_| Bins::new(self.params.bins));
-        for buckets in self.groups.values() {
-            for (a, b) in pooled.iter_mut().zip(buckets) {
-                for (x, y) in a.count.iter_mut().zip(&b.count) {
-                    *x += y;
-                }
-            }
-        }
-        self.group_weights(&pooled)
-    }
-
     /// The weights of each density group, by level (one group, 0, unless `per_level`).
     pub fn weights_by_level(&self) -> BTreeMap<i64, Vec<f64>> {
         self.groups.iter().map(|(&l, b)| (l, self.group_weights(b))).collect()
@@ -192,7 +177,9 @@ impl GhmAcc {
                 weights.into_iter().map(|(l, w)| (l.to_string(), w)).collect();
             report.extra.insert("bin_weights_by_level".into(), serde_json::json!(by_level));
         } else {
-            report.extra.insert("bin_weights".into(), serde_json::json!(self.weights()));
+            // One density group (0), or none in a dump without decisions.
+            let w = weights.get(&0).cloned().unwrap_or_else(|| vec![0.0; n]);
+            report.extra.insert("bin_weights".into(), serde_json::json!(w));
         }
         report
     }

@@ -576,9 +576,7 @@ impl OverlapSums {
     }
 
     fn merge(&mut self, o: &OverlapSums) {
-        if self.pairs.len() < o.pairs.len() {
-            self.pairs.resize(o.pairs.len(), [ExactSum::ZERO; 2]);
-        }
+        debug_assert_eq!(self.pairs.len(), o.pairs.len(), "parts of one run hold the same selectors");
         for (a, b) in self
             .pairs
             .iter_mut()
@@ -608,12 +606,9 @@ pub struct SelectTotals {
 
 impl SelectTotals {
     fn merge(&mut self, mut o: SelectTotals) {
-        if self.per.is_empty() {
-            self.per = std::mem::take(&mut o.per);
-        } else {
-            for (a, b) in self.per.iter_mut().zip(&o.per) {
-                a.merge(b);
-            }
+        debug_assert_eq!(self.per.len(), o.per.len(), "parts of one run hold the same selectors");
+        for (a, b) in self.per.iter_mut().zip(&o.per) {
+            a.merge(b);
         }
         self.overlap.merge(&o.overlap);
         self.images += o.images;
@@ -920,12 +915,16 @@ fn overlaps(image: &Image<'_>, config: &SelectConfig, kept: &[Kept], sums: &mut 
     let ohem = config.selectors.iter().position(|s| s.kind() == StrategyKind::Ohem);
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
+    let mut p = [0.0f64; 32];
     for (c, &m) in image.cands.iter().zip(&member) {
         let d = c.decisions() as f64;
+        // Each selector's inclusion probability once per candidate, then every pair.
+        for (s, k) in kept.iter().enumerate() {
+            p[s] = k.inclusion(c, m, s);
+        }
         for (sum, &(a, b)) in acc.iter_mut().zip(&pairs) {
-            let (pa, pb) = (kept[a].inclusion(c, m, a), kept[b].inclusion(c, m, b));
-            sum[0] += d * pa.min(pb);
-            sum[1] += d * pa.max(pb);
+            sum[0] += d * p[a].min(p[b]);
+            sum[1] += d * p[a].max(p[b]);
         }
         if let Some(o) = ohem {
             if (m >> o) & 1 == 1 {

@@ -125,10 +125,11 @@ impl Selector for Ohem {
     fn report(&self, totals: &OhemTotals, images: u64, _positives: u64) -> StrategyReport {
         use serde_json::json;
         let p = &self.params;
-        let params = [("k", json!(p.k)), ("nms", json!(p.nms)), ("pos_fraction", json!(p.pos_fraction))]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let params = crate::analysis::strategy::params([
+            ("k", json!(p.k)),
+            ("nms", json!(p.nms)),
+            ("pos_fraction", json!(p.pos_fraction)),
+        ]);
         let c = &totals.chosen;
         let mut r = StrategyReport::from_buckets("ohem", params, bucket_sums(&c.buckets), c.mean(images));
         let ranked_by = if totals.with_box_loss {

@@ -96,15 +96,12 @@ impl Selector for Sampled {
     fn report(&self, totals: &SampledTotals, images: u64, _positives: u64) -> StrategyReport {
         use serde_json::json;
         let p = &self.params;
-        let params = [
+        let params = crate::analysis::strategy::params([
             ("batch_size_per_image", json!(p.batch_size_per_image)),
             ("positive_fraction", json!(p.positive_fraction)),
             ("draws", json!(p.draws)),
             ("seed", json!(p.seed)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        ]);
         let c = &totals.chosen;
         let mut r = StrategyReport::from_buckets("sampled", params, bucket_sums(&c.buckets), c.mean(images));
         r.extra = totals.extra(r.selected, r.loss.total);

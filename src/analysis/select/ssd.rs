@@ -79,10 +79,10 @@ impl Selector for Ssd {
     fn report(&self, totals: &Chosen, images: u64, positives: u64) -> StrategyReport {
         use serde_json::json;
         let p = &self.params;
-        let params = [("neg_pos_ratio", json!(p.neg_pos_ratio)), ("empty_images", json!(p.empty_images))]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let params = crate::analysis::strategy::params([
+            ("neg_pos_ratio", json!(p.neg_pos_ratio)),
+            ("empty_images", json!(p.empty_images)),
+        ]);
         let mut r =
             StrategyReport::from_buckets("ssd", params, bucket_sums(&totals.buckets), totals.mean(images));
         // torchvision SSD.compute_loss: selected CE / max(1, positives in the batch).

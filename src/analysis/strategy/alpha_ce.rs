@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, Reweighting, Sums};
+use super::{params, Params, Reweighting, Sums};
 use crate::analysis::decisions::DecisionChunk;
 use crate::config::AnalysisConfig;
 use crate::loss::Decision;
@@ -21,7 +21,7 @@ impl Reweighting for AlphaCe {
     }
 
     fn params(&self) -> Params {
-        Params::from([("alpha".to_string(), serde_json::json!(self.alpha))])
+        params([("alpha", serde_json::json!(self.alpha))])
     }
 
     #[inline]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, Reweighting, Sums};
+use super::{params, Params, Reweighting, Sums};
 use crate::analysis::decisions::{DecisionChunk, Focus};
 use crate::config::AnalysisConfig;
 use crate::loss::Decision;
@@ -23,9 +23,9 @@ impl Reweighting for Focal {
     }
 
     fn params(&self) -> Params {
-        Params::from([
-            ("alpha".to_string(), serde_json::json!(self.focus.alpha)),
-            ("gamma".to_string(), serde_json::json!(self.focus.gamma)),
+        params([
+            ("alpha", serde_json::json!(self.focus.alpha)),
+            ("gamma", serde_json::json!(self.focus.gamma)),
         ])
     }
 

@@ -27,6 +27,11 @@ use crate::loss::Decision;
 /// A strategy's parameters as the report shows them.
 pub type Params = BTreeMap<String, serde_json::Value>;
 
+/// [`Params`] from (name, value) pairs.
+pub fn params<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> Params {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
 /// A loss that keeps every decision: its parameters, validated in [`crate::config`], and its
 /// per-decision loss and gradient norm.
 pub trait Reweighting: Copy {
@@ -175,13 +180,6 @@ macro_rules! define_reweighter {
             pub fn sum_chunk(&self, chunk: &DecisionChunk<'_>, sums: &mut Sums) {
                 match self {
                     $(Reweighter::$variant(s) => s.sum_chunk(chunk, sums),)*
-                }
-            }
-
-            /// One decision's loss and gradient norm (see [`Reweighting::terms`]).
-            pub fn terms(&self, d: &Decision) -> (f64, f64) {
-                match self {
-                    $(Reweighter::$variant(s) => s.terms(d),)*
                 }
             }
         }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, Reweighting};
+use super::{params, Params, Reweighting};
 use crate::config::{check_exponent, AnalysisConfig};
 use crate::error::ConfigError;
 use crate::loss::{power, sigmoid_variance, Decision};
@@ -54,7 +54,7 @@ impl Reweighting for Qfl {
     }
 
     fn params(&self) -> Params {
-        Params::from([("beta".to_string(), serde_json::json!(self.params.beta))])
+        params([("beta", serde_json::json!(self.params.beta))])
     }
 
     #[inline]

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, Reweighting};
+use super::{params, Params, Reweighting};
 use crate::config::{check_exponent, AnalysisConfig};
 use crate::error::ConfigError;
 use crate::loss::Decision;
@@ -62,9 +62,9 @@ impl Reweighting for Vfl {
     }
 
     fn params(&self) -> Params {
-        Params::from([
-            ("alpha".to_string(), serde_json::json!(self.params.alpha)),
-            ("gamma".to_string(), serde_json::json!(self.params.gamma)),
+        params([
+            ("alpha", serde_json::json!(self.params.alpha)),
+            ("gamma", serde_json::json!(self.params.gamma)),
         ])
     }
 
