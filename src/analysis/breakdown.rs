@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{Bucket, DecisionChunk, Focus};
+use super::decisions::{DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::Activation;
@@ -60,6 +60,35 @@ struct Partial {
     en_focal: f64,
 }
 
+/// f64 subtotals per bucket (indexed by [`Bucket`](super::decisions::Bucket)): decisions, CE and focal loss. One
+/// 3-wide add per decision, where the fields of a [`Partial`] would take a branch and seven.
+#[derive(Clone, Copy, Debug, Default)]
+struct BucketSums([[f64; 3]; 4]);
+
+impl BucketSums {
+    #[inline(always)]
+    fn add(&mut self, bucket: usize, ce: f64, focal: f64) {
+        let t = &mut self.0[bucket];
+        t[0] += 1.0;
+        t[1] += ce;
+        t[2] += focal;
+    }
+
+    /// The group sums (counts exact: a block holds far fewer than 2^53 decisions).
+    fn partial(&self) -> Partial {
+        let [en, hn, ep, hp] = self.0;
+        Partial {
+            decisions: (en[0] + hn[0] + ep[0] + hp[0]) as u64,
+            positives: (ep[0] + hp[0]) as u64,
+            easy_negatives: en[0] as u64,
+            ce: en[1] + hn[1] + ep[1] + hp[1],
+            focal: en[2] + hn[2] + ep[2] + hp[2],
+            en_ce: en[1],
+            en_focal: en[2],
+        }
+    }
+}
+
 impl Partial {
     fn absorb(&mut self, o: &Partial) {
         self.decisions += o.decisions;
@@ -69,18 +98,6 @@ impl Partial {
         self.focal += o.focal;
         self.en_ce += o.en_ce;
         self.en_focal += o.en_focal;
-    }
-
-    fn add(&mut self, positive: bool, easy_negative: bool, ce: f64, focal: f64) {
-        self.decisions += 1;
-        self.positives += u64::from(positive);
-        self.easy_negatives += u64::from(easy_negative);
-        self.ce += ce;
-        self.focal += focal;
-        if easy_negative {
-            self.en_ce += ce;
-            self.en_focal += focal;
-        }
     }
 }
 
@@ -140,7 +157,7 @@ impl Group {
 }
 
 /// f64 subtotals of one class (at one level, when the dump has levels) within a summation
-/// block, per bucket (indexed by [`Bucket`]): decisions, CE, focal loss and the gradient norm
+/// block, per bucket (indexed by [`Bucket`](super::decisions::Bucket)): decisions, CE, focal loss and the gradient norm
 /// |p - y| (the last three weighted). One 4-wide add per decision, where the fields of a
 /// [`Partial`] would take eight.
 #[derive(Clone, Copy, Debug, Default)]
@@ -259,8 +276,9 @@ impl BreakdownAcc {
 
     /// Adds a chunk's per (level, class) subtotals exactly to the class gradient balance and to
     /// the class x level cells when the dump has levels (the per-class sums are then the cells'
-    /// sums over levels, [`BreakdownAcc::classes`]: one exact fold per cell, not two), or to the
-    /// class sums when it has none.
+    /// sums over levels, [`BreakdownAcc::classes`]: one exact fold per cell, not two) and, summed
+    /// over classes in f64, to the level sums (one exact fold per level); or to the class sums
+    /// when it has none.
     fn fold_classes(&mut self, cells: Vec<(i64, Vec<ClassPartial>)>, level_col: Option<&[i64]>) {
         for (l, v) in cells {
             if self.class_grad.len() < v.len() {
@@ -273,11 +291,16 @@ impl BreakdownAcc {
             if groups.len() < v.len() {
                 groups.resize(v.len(), Group::default());
             }
+            let mut level = Partial::default();
             for (c, p) in v.iter().enumerate().filter(|(_, p)| p.decisions() > 0) {
                 let (sums, grad) = p.sums();
                 groups[c].add_partial(&sums);
+                level.absorb(&sums);
                 self.class_grad[c][0] += grad[0];
                 self.class_grad[c][1] += grad[1];
+            }
+            if level_col.is_some() && level.decisions > 0 {
+                self.level.entry(l).or_default().add_partial(&level);
             }
         }
     }
@@ -343,34 +366,33 @@ impl Accumulator for BreakdownAcc {
         let batch = chunk.batch;
         let focus = Focus { gamma: self.gamma, alpha: self.alpha };
         let pre = chunk.terms.focal_for(focus);
-        // f64 subtotals per run (one image within one summation block), folded exactly once
-        // per run: per level, per IoU band, for the image, and the logit sum.
-        let mut levels: Vec<(i64, Partial)> = Vec::new();
         // f64 subtotals per chunk (a whole summation block: the same rows in the same order,
-        // whatever the batching) per level and class (one level, 0, without a level column),
-        // folded exactly once per chunk: the class sums, their gradient balance and the class x
-        // level cells. The anchor's level is looked up once per anchor (`slot` in `cells`).
+        // whatever the batching), folded exactly once per chunk: per level and class (one
+        // level, 0, without a level column) the class sums, their gradient balance, the class x
+        // level cells and the level sums; per IoU band and bucket the band sums. The anchor's
+        // level and band are looked up once per anchor (`slot` in `cells`, `band_of_row`).
         let level_col = batch.level.as_deref();
+        let iou_col = batch.iou.as_deref();
         let mut cells: Vec<(i64, Vec<ClassPartial>)> = Vec::new();
-        let (mut cell_row, mut slot) = (u32::MAX, 0usize);
-        let mut ious = [Partial::default(); IOU_BANDS];
+        let (mut cell_row, mut slot, mut band_of_row) = (u32::MAX, 0usize, 0usize);
+        let mut ious = [BucketSums::default(); IOU_BANDS];
         let mut density = vec![0u64; 2 * DENSITY_LANES * DENSITY_BINS];
         let (mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) = (0u64, 0u64, 0u64, 0u64);
         // Saturated p_t: wrong and right, negatives and positives.
         let (mut wrong_neg, mut wrong_pos, mut right_neg, mut right_pos) = (0u64, 0u64, 0u64, 0u64);
         for run in chunk.runs {
-            let mut image = Partial::default();
-            let mut anchor = Partial::default();
+            // The image's subtotals per bucket within this run (one image within one block),
+            // folded exactly once per run.
+            let mut image = BucketSums::default();
             let mut logit_sum = 0.0f64;
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
             for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
                 let positive = m.bucket.is_positive();
-                let easy_negative = m.bucket == Bucket::EasyNegative;
+                let b = m.bucket as usize;
                 let ce = d.ce * m.weight;
                 let focal =
                     pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[run.start + i]) * m.weight;
-                anchor.add(positive, easy_negative, ce, focal);
                 let g = chunk.terms.ce_grad[run.start + i];
                 if m.row != cell_row {
                     cell_row = m.row;
@@ -382,6 +404,7 @@ impl Accumulator for BreakdownAcc {
                             cells.len() - 1
                         }
                     };
+                    band_of_row = iou_col.map_or(0, |v| band(v[m.row as usize]));
                 }
                 let c = m.class as usize;
                 let v = &mut cells[slot].1;
@@ -389,11 +412,15 @@ impl Accumulator for BreakdownAcc {
                     v.resize(c + 1, ClassPartial::default());
                 }
                 // One 4-wide add into the decision's bucket (see `ClassPartial`).
-                let t = &mut v[c].0[m.bucket as usize];
+                let t = &mut v[c].0[b];
                 t[0] += 1.0;
                 t[1] += ce;
                 t[2] += focal;
                 t[3] += g * m.weight;
+                image.add(b, ce, focal);
+                if iou_col.is_some() {
+                    ious[band_of_row].add(b, ce, focal);
+                }
                 // Gradient density of |p - y| (in lanes: most decisions fall in one bin, and a
                 // single counter would chain every increment through memory).
                 let bin = ((g * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
@@ -413,37 +440,18 @@ impl Accumulator for BreakdownAcc {
                     logit_sum += logit;
                     negatives += 1;
                 }
-                // The anchor's decisions are done: its level and IoU band get them at once.
-                let row = m.row as usize;
-                if meta.get(i + 1).is_none_or(|n| n.row != m.row) {
-                    if let Some(lv) = &batch.level {
-                        let l = lv[row];
-                        match levels.iter_mut().find(|(k, _)| *k == l) {
-                            Some((_, p)) => p.absorb(&anchor),
-                            None => levels.push((l, anchor)),
-                        }
-                    }
-                    if let Some(iou) = &batch.iou {
-                        ious[band(iou[row])].absorb(&anchor);
-                    }
-                    image.absorb(&anchor);
-                    anchor = Partial::default();
-                }
             }
             self.health.negative_logit_sum += logit_sum;
-            for (l, p) in levels.drain(..) {
-                self.level.entry(l).or_default().add_partial(&p);
-            }
-            for (g, p) in self.iou.iter_mut().zip(ious.iter_mut()) {
-                if p.decisions > 0 {
-                    g.add_partial(p);
-                    *p = Partial::default();
-                }
-            }
             let mut sums = Group::default();
-            sums.add_partial(&image);
+            sums.add_partial(&image.partial());
             if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
                 e.group.merge_decisions(&sums);
+            }
+        }
+        for (g, p) in self.iou.iter_mut().zip(&ious) {
+            let p = p.partial();
+            if p.decisions > 0 {
+                g.add_partial(&p);
             }
         }
         self.fold_classes(cells, level_col);

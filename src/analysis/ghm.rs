@@ -221,13 +221,13 @@ impl Accumulator for GhmAcc {
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
             let mut current = (i64::MIN, 0usize);
-            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
+            let grads = &chunk.terms.ce_grad[run.start..run.end];
+            for (i, ((d, m), &g)) in decisions.iter().zip(meta).zip(grads).enumerate() {
                 let level = levels.map_or(0, |l| l[m.row as usize]);
                 if level != current.0 {
                     current = (level, slot_of(level, &mut slots));
                 }
                 let Lanes { ce, grad, count, .. } = &mut slots[current.1];
-                let g = d.ce_grad();
                 let at = (i & 3) * width + m.bucket as usize * n + bin_of(g, n);
                 count[at] += 1;
                 ce[at] += d.ce * m.weight;
