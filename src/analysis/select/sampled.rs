@@ -251,13 +251,21 @@ impl SampledTotals {
             self.draw_selected.resize(p.draws, 0);
         }
         let pools = Pools::new(split, p, key);
-        for d in 0..p.draws {
+        for (d, (sums, selected)) in
+            self.draws.iter_mut().zip(&mut self.draw_selected).take(p.draws).enumerate()
+        {
+            // f64 within the image (its draw is a fixed sequence of candidates), one exact add
+            // per bucket and image.
+            let mut loss = [0.0f64; 4];
             for i in pools.draw(plan, d as u64) {
                 let c = &cands[i];
                 for b in 0..4 {
-                    self.draws[d][b] += c.loss[b];
+                    loss[b] += c.loss[b];
                 }
-                self.draw_selected[d] += c.decisions();
+                *selected += c.decisions();
+            }
+            for (sum, l) in sums.iter_mut().zip(loss) {
+                *sum += l;
             }
         }
     }
