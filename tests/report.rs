@@ -39,7 +39,7 @@ fn small_dump(env: &Env) {
     .ok();
 }
 
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HARDMINE_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -56,7 +56,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Headless Chromium with the flags this machine's closed network needs.
-fn headless(browser: &Path, profile: &Path) -> Command {
+pub fn headless(browser: &Path, profile: &Path) -> Command {
     let mut c = Command::new(browser);
     c.args([
         "--headless",

@@ -299,3 +299,190 @@ fn compare_of_a_dump_with_itself_is_zero_and_of_two_dumps_the_difference_of_thei
     assert!(text.starts_with("A: run/part-s0000000000-00000.parquet (dump)"), "{text}");
     assert!(text.contains("moved most") && text.lines().all(|l| l.chars().count() <= 100), "{text}");
 }
+
+/// Text that tries to break out of every output format.
+const HOSTILE: [&str; 3] =
+    ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>", "a|b\nc [x](javascript:alert(1))"];
+
+#[test]
+fn dump_provided_strings_are_escaped_in_trend_and_compare_reports() {
+    let env = Env::new();
+    std::fs::create_dir(env.path("d")).unwrap();
+    let key = HOSTILE[0];
+    // Two groups valued by hostile strings in a column with a hostile name; the second group's
+    // only image is all ignored under a hostile id, so its error message quotes the id.
+    let n = 90;
+    let mut g = crate::util::Lcg(9);
+    let logits =
+        |g: &mut crate::util::Lcg| Col::Fixed(3, (0..n * 3).map(|_| g.range(-7.0, 1.0) as f32).collect());
+    write(
+        &env.path("d/a.parquet"),
+        vec![
+            ("image_id", Col::Str((0..n).map(|i| format!("{}{}", HOSTILE[1], i / 30)).collect())),
+            ("label", Col::I32((0..n).map(|i| if i % 10 == 0 { (i / 10 % 3) as i32 } else { -1 }).collect())),
+            ("logits", logits(&mut g)),
+            (key, Col::Str(vec![HOSTILE[1].into(); n])),
+        ],
+        1000,
+    );
+    write(
+        &env.path("d/b.parquet"),
+        vec![
+            ("image_id", Col::Str(vec![HOSTILE[2].into(); n])),
+            ("label", Col::I32(vec![-2; n])),
+            ("logits", logits(&mut g)),
+            (key, Col::Str(vec![HOSTILE[2].into(); n])),
+        ],
+        1000,
+    );
+    std::fs::copy(env.path("d/a.parquet"), env.path(&format!("{}.parquet", HOSTILE[0]))).unwrap();
+    let json = env.run(&["trend", "d", "--by", key, "--format", "json"]).json();
+    let values: Vec<&str> = groups(&json).iter().map(|g| g["value"].as_str().unwrap()).collect();
+    assert_eq!(values, [HOSTILE[1], HOSTILE[2]], "JSON keeps the strings exactly");
+    assert!(groups(&json)[1]["error"].as_str().unwrap().contains(HOSTILE[2]));
+    let hostile_file = format!("{}.parquet", HOSTILE[0]);
+    let outputs: Vec<(&str, Vec<&str>)> = vec![
+        ("trend", vec!["trend", "d", "--by", key]),
+        ("compare", vec!["compare", "d/a.parquet", &hostile_file]),
+    ];
+    for (what, args) in outputs {
+        for ext in ["md", "html"] {
+            let out = format!("{what}.{ext}");
+            let mut a = args.clone();
+            a.extend(["--output", &out, "--quiet"]);
+            env.run(&a).ok();
+            let text = std::fs::read_to_string(env.path(&out)).unwrap();
+            // The recorded command line is a fenced code block in Markdown (shown verbatim, never
+            // markup): look at the rest.
+            let text = match text.split_once("```sh\n") {
+                Some((before, after)) if ext == "md" => {
+                    format!("{before}{}", after.split_once("\n```").map_or("", |(_, rest)| rest))
+                }
+                _ => text,
+            };
+            let text = if ext == "md" { without_code_spans(&text) } else { text };
+            // A Markdown link is markup in Markdown only.
+            let raws: &[&str] = if ext == "md" {
+                &["<img src=x", "<script>alert", "[x](javascript:"]
+            } else {
+                &["<img src=x", "<script>alert"]
+            };
+            for raw in raws {
+                assert!(!text.contains(raw), "raw {raw:?} in {out}:\n{text}");
+            }
+            assert!(text.contains("&lt;img src=x onerror=alert(1)&gt;"), "{out} shows the text, escaped");
+            if ext == "md" {
+                // Every table row has as many cells as its header.
+                let cells = |line: &str| {
+                    let b = line.as_bytes();
+                    (0..b.len()).filter(|&i| b[i] == b'|' && (i == 0 || b[i - 1] != b'\\')).count()
+                };
+                let mut header = None;
+                for line in text.lines() {
+                    if !line.starts_with('|') {
+                        header = None;
+                        continue;
+                    }
+                    match header {
+                        None => header = Some(cells(line)),
+                        Some(h) => assert_eq!(cells(line), h, "{out}: {line}"),
+                    }
+                }
+                // The charts beside it: no element from the dump either.
+                let dir = env.path(&format!("{what}_files"));
+                for f in std::fs::read_dir(dir).unwrap() {
+                    let svg = std::fs::read_to_string(f.unwrap().path()).unwrap();
+                    assert!(!svg.contains("<img src=x") && !svg.contains("<script>"), "{what} chart");
+                }
+            }
+        }
+        let text = env.run(&args).ok();
+        assert!(!text.contains("a|b\nc"), "a raw newline from the dump in the {what} terminal output");
+    }
+}
+
+/// Markdown without its code spans (shown verbatim, never markup: the input paths).
+fn without_code_spans(md: &str) -> String {
+    let mut out = String::new();
+    let mut rest = md;
+    while let Some(start) = rest.find('`') {
+        out.push_str(&rest[..start]);
+        let run = rest[start..].len() - rest[start..].trim_start_matches('`').len();
+        let fence = "`".repeat(run);
+        let body = &rest[start + run..];
+        match body.find(&fence) {
+            Some(end) => rest = &body[end + run..],
+            None => {
+                rest = body;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The trend and comparison pages in a real browser (ignored by a plain `cargo test`, as the
+/// report's browser test is: `cargo test --test main -- --ignored` runs it, .ci/run does).
+#[test]
+#[ignore = "needs Chromium: run with `cargo test --test main -- --ignored` (.ci/run does)"]
+fn the_trend_and_compare_pages_render_in_a_real_browser() {
+    let browser = crate::report::chromium().expect("no chromium on PATH (or set HARDMINE_CHROMIUM)");
+    let env = Env::new();
+    sequence(&env, "run", &["--steps", "5", "--prior-start"]);
+    env.run(&["trend", "run", "--output", "trend.html", "--quiet"]).ok();
+    let (a, b) = ("run/part-s0000001000-00000.parquet", "run/part-s0000004000-00000.parquet");
+    env.run(&["compare", a, b, "--output", "compare.html", "--quiet"]).ok();
+    for (page, charts, sections) in [
+        ("trend.html", &TREND_CHARTS[..], &["groups", "provenance"][..]),
+        (
+            "compare.html",
+            &["compare_easy_shares", "compare_moved"][..],
+            &["side_by_side", "moved", "figures"][..],
+        ),
+    ] {
+        let url = format!("file://{}", env.path(page).display());
+        let dom = crate::report::headless(&browser, &env.path(&format!("profile-{page}")))
+            .arg("--dump-dom")
+            .arg(&url)
+            .output()
+            .unwrap();
+        let dom_text = String::from_utf8_lossy(&dom.stdout);
+        for id in charts {
+            let at = dom_text
+                .find(&format!("<section id=\"{id}\""))
+                .unwrap_or_else(|| panic!("{page}: chart {id} missing from the DOM"));
+            let section = &dom_text[at..at + dom_text[at..].find("</section>").unwrap()];
+            assert!(section.contains("<svg") && section.contains("</svg>"), "{page}: chart {id} has no svg");
+            // Line charts draw a path per series, paired bars a rect per bar.
+            assert!(section.contains("<polyline") || section.contains("<rect"), "{page}: {id} draws nothing");
+        }
+        for id in sections {
+            assert!(dom_text.contains(&format!("<section id=\"{id}\"")), "{page}: section {id} missing");
+        }
+        for line in String::from_utf8_lossy(&dom.stderr).lines() {
+            assert!(
+                !line.contains(":CONSOLE") && !line.contains("Failed to load resource"),
+                "{page}: {line}"
+            );
+        }
+        // A screenshot that is not blank, kept where a person can look at it (docs/GUIDE.md's).
+        let shot = env.path(&format!("{page}.png"));
+        let run = crate::report::headless(&browser, &env.path(&format!("profile-shot-{page}")))
+            .arg("--window-size=1100,1400")
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&run.stderr));
+        let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let channels = info.color_type.samples();
+        let bytes = &buf[..info.buffer_size()];
+        let inked = bytes.chunks(channels).filter(|p| p[..3].iter().any(|&c| c < 200)).count();
+        assert!(inked * 50 > bytes.len() / channels, "{page} looks blank");
+        let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{page}.png"));
+        let _ = std::fs::copy(&shot, &keep);
+    }
+}

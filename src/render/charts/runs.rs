@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{svg, Chart, Result, FONT, H, SERIES, W};
+use super::{side_legend, svg, Chart, Result, FONT, H, SERIES, W};
 use crate::compare::CompareReport;
 use crate::render::content::runs::{easy_negative_share, recommended_gamma};
 use crate::trend::{Summary, TrendReport};
@@ -47,7 +47,9 @@ fn lines(
     };
     let by = t.metadata.by.clone();
     svg(W, H, |root| {
-        let mut chart = ChartBuilder::on(root)
+        // The legend in its own column, so that it never hides a line.
+        let (plot, legend) = root.split_horizontally(W - 170);
+        let mut chart = ChartBuilder::on(&plot)
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -74,35 +76,27 @@ fn lines(
             .y_desc(y_desc)
             .label_style((FONT, 13))
             .draw()?;
-        if let Some((label, y)) = reference {
-            let grey = RGBColor(120, 120, 120);
+        let grey = RGBColor(120, 120, 120);
+        if let Some((_, y)) = reference {
             // Dashes: short segments along the line.
             let step = (x1 - x0) / 60.0;
-            let dashes = (0..30).map(|k| {
+            chart.draw_series((0..30).map(|k| {
                 let a = x0 + 2.0 * k as f64 * step;
                 PathElement::new(vec![(a, y), (a + step, y)], grey.stroke_width(2))
-            });
-            chart
-                .draw_series(dashes)?
-                .label(label.to_string())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey.stroke_width(2)));
+            }))?;
         }
+        let mut items: Vec<(RGBColor, &str)> = Vec::new();
         for (i, (label, v)) in series.iter().enumerate() {
             let color = SERIES[i % SERIES.len()];
             let points: Vec<(f64, f64)> = x.iter().zip(v).filter_map(|(&x, v)| v.map(|v| (x, v))).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
             chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+            items.push((color, label.as_str()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font((FONT, 12))
-            .draw()?;
+        if let Some((label, _)) = reference {
+            items.push((grey, label));
+        }
+        side_legend(&legend, &items)?;
         Ok(())
     })
 }
@@ -211,7 +205,7 @@ fn paired(rows: &[(String, f64, f64)], x_desc: &str) -> Result<String> {
             chart.draw_series(rows.iter().rev().enumerate().map(|(i, r)| {
                 let v = if side == 0 { r.1 } else { r.2 };
                 // A in the upper half of the row, B in the lower.
-                let (top, bottom) = if side == 0 { (18, 2) } else { (2, 18) };
+                let (top, bottom) = if side == 0 { (2, 18) } else { (18, 2) };
                 let mut bar = Rectangle::new(
                     [(0.0, SegmentValue::Exact(i)), (v, SegmentValue::Exact(i + 1))],
                     color.filled(),
