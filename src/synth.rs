@@ -646,3 +646,28 @@ mod tests {
         assert!((2e-3..3e-2).contains(&ign), "ignored share {ign}");
     }
 }
+
+#[cfg(test)]
+mod training_tests {
+    use super::*;
+
+    #[test]
+    fn the_sharpness_rises_linearly_to_one_from_the_prior_or_the_start() {
+        let t = Training { steps: 5, prior_start: true, ..Default::default() };
+        assert_eq!((0..5).map(|i| t.sharpness(i)).collect::<Vec<_>>(), [0.0, 0.25, 0.5, 0.75, 1.0]);
+        let t = Training { steps: 4, every: 10, ..Default::default() };
+        assert_eq!(t.sharpness(0), Training::START_SHARPNESS);
+        assert_eq!(t.sharpness(3), 1.0);
+        assert_eq!(t.step(3), 30);
+        assert!((PRIOR_LOGIT - -(99f64).ln()).abs() < 1e-14);
+    }
+
+    #[test]
+    fn a_training_sequence_needs_two_steps_and_ids_that_fit() {
+        let bad = |t: Training| {
+            SynthConfig { training: Some(t), ..Default::default() }.check().unwrap_err().to_string()
+        };
+        assert!(bad(Training { steps: 1, ..Default::default() }).contains("--steps"));
+        assert!(bad(Training { every: 1 << 30, ..Default::default() }).contains("--step-every"));
+    }
+}

@@ -271,3 +271,51 @@ pub fn show(v: &HiveValue) -> String {
         HiveValue::Str(s) => format!("'{s}'"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DumpParams;
+    use crate::synth::{self, StepPartition, SynthConfig, Training};
+
+    fn sequence(dir: &std::path::Path, partition: StepPartition) -> Dump {
+        let cfg = SynthConfig {
+            images: 2,
+            anchors_per_image: 500,
+            classes: 2,
+            rows_per_group: 300,
+            training: Some(Training { steps: 3, partition, ..Default::default() }),
+            ..Default::default()
+        };
+        synth::generate(dir, &cfg).unwrap();
+        Dump::open(&[dir.display().to_string()], &DumpParams::default().check().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_step_column_or_hive_key_splits_the_dump_into_whole_row_groups() {
+        for partition in [StepPartition::Column, StepPartition::Hive] {
+            let dir = tempfile::tempdir().unwrap();
+            let dump = sequence(dir.path(), partition);
+            let g = dump.group_by("step").unwrap();
+            let values: Vec<&HiveValue> = g.groups.iter().map(|g| &g.value).collect();
+            assert_eq!(values, [&HiveValue::Int(0), &HiveValue::Int(1000), &HiveValue::Int(2000)]);
+            assert!(g.left_out.is_empty());
+            // Every row group in exactly one group, each group a third of the rows.
+            let units: usize = g.groups.iter().map(|g| g.dump.units().len()).sum();
+            assert_eq!(units, dump.units().len());
+            for grp in &g.groups {
+                let rows: usize = grp.dump.units().iter().map(|u| u.rows).sum();
+                assert_eq!(rows, 1000);
+                assert_eq!(grp.dump.files().len(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_no_file_has_is_an_error_naming_the_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = sequence(dir.path(), StepPartition::Column);
+        let e = dump.group_by("epoch").unwrap_err().to_string();
+        assert!(e.contains("'epoch'") && e.contains("step") && e.contains("--by path"), "{e}");
+    }
+}
