@@ -474,14 +474,7 @@ fn the_trend_and_compare_pages_render_in_a_real_browser() {
             .output()
             .unwrap();
         assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&run.stderr));
-        let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
-        let mut reader = decoder.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        let channels = info.color_type.samples();
-        let bytes = &buf[..info.buffer_size()];
-        let inked = bytes.chunks(channels).filter(|p| p[..3].iter().any(|&c| c < 200)).count();
-        assert!(inked * 50 > bytes.len() / channels, "{page} looks blank");
+        crate::report::assert_inked(&shot, (1100, 1400));
         let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{page}.png"));
         let _ = std::fs::copy(&shot, &keep);
     }
