@@ -26,6 +26,7 @@
 #![deny(missing_docs)]
 
 pub mod analysis;
+pub mod compare;
 pub mod config;
 pub mod error;
 pub mod fastmath;
@@ -38,6 +39,7 @@ pub mod report;
 pub mod rng;
 pub mod state;
 pub mod synth;
+pub mod trend;
 pub mod vocab;
 
 pub use error::Error;

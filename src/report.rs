@@ -441,6 +441,25 @@ pub struct Parameters {
     pub on_invalid: OnInvalid,
 }
 
+impl Parameters {
+    /// The parameters of `config` as a report records them (the background class for softmax
+    /// dumps only).
+    pub fn of(
+        config: &crate::config::AnalysisConfig,
+        activation: Activation,
+        background_class: u32,
+    ) -> Parameters {
+        Parameters {
+            strategies: config.strategies().iter().map(|s| s.name().to_string()).collect(),
+            gamma: config.gamma(),
+            alpha: config.alpha(),
+            easy_threshold: config.easy_threshold(),
+            background_class: (activation == Activation::Softmax).then_some(background_class),
+            on_invalid: config.dump().on_invalid(),
+        }
+    }
+}
+
 /// Counts over the whole dump.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetSummary {

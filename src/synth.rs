@@ -11,6 +11,15 @@
 //! initialisation (-4.6) but rising with IoU, a small share of confusing background, and
 //! foreground scores that grow with IoU. Each image is generated from its own seeded stream, so
 //! the output does not depend on the thread count.
+//!
+//! With [`SynthConfig::training`], the dump is a training sequence instead: the same images at
+//! several steps, each step's logits `prior + k (z - prior)` where `z` is the logit above,
+//! `prior = -log((1 - 0.01) / 0.01)` is RetinaNet's prior-bias initialisation, and the
+//! sharpness `k` grows linearly over the steps to 1 (from 0 with [`Training::prior_start`]: every
+//! logit is the prior at the first step). Because the draws are the same at every step, each
+//! decision's logit moves monotonically: the mean negative logit falls linearly with `k` (the
+//! negatives' mean `z` lies below the prior), confident negatives grow more confident and
+//! confusing ones harder, which is the drift `hardmine trend` shows.
 
 use std::path::{Path, PathBuf};
 
@@ -43,7 +52,62 @@ pub struct SynthConfig {
     pub images_per_file: usize,
     /// Rows per Parquet row group (modest groups keep readers' memory low).
     pub rows_per_group: usize,
+    /// A training sequence: the same images at several steps with sharpening logits (`None`:
+    /// one dump, no `step`).
+    pub training: Option<Training>,
 }
+
+/// A synthetic training sequence (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Training {
+    /// Steps written (at least 2).
+    pub steps: usize,
+    /// Training iterations between two steps: step `i` is numbered `i * every`.
+    pub every: u64,
+    /// The first step is the prior-bias initialisation (sharpness 0) instead of
+    /// [`Training::START_SHARPNESS`].
+    pub prior_start: bool,
+    /// Where the steps go: a `step` column (as the Python capture writes) or `step=N` directories.
+    pub partition: StepPartition,
+}
+
+/// How a training sequence marks each row's step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepPartition {
+    /// A `step` int64 column, one file per step and part (`part-s<step>-<part>.parquet`), as
+    /// hardmine's Python `DumpWriter` writes.
+    Column,
+    /// Hive directories `step=<step>/part-<part>.parquet`, no column.
+    Hive,
+}
+
+impl Training {
+    /// The sharpness of the first step without `prior_start`.
+    pub const START_SHARPNESS: f64 = 0.25;
+
+    /// The sharpness `k` of step index `i` (0-based): linear from the start to 1.
+    pub fn sharpness(&self, i: usize) -> f64 {
+        let start = if self.prior_start { 0.0 } else { Self::START_SHARPNESS };
+        if self.steps <= 1 {
+            return 1.0;
+        }
+        start + (1.0 - start) * i as f64 / (self.steps - 1) as f64
+    }
+
+    /// The step number of step index `i`.
+    pub fn step(&self, i: usize) -> u64 {
+        i as u64 * self.every
+    }
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Training { steps: 5, every: 1000, prior_start: false, partition: StepPartition::Column }
+    }
+}
+
+/// RetinaNet's prior-bias logit, -log((1 - 0.01) / 0.01): where a training sequence starts.
+pub const PRIOR_LOGIT: f64 = -4.59511985013459;
 
 impl Default for SynthConfig {
     fn default() -> Self {
@@ -55,6 +119,7 @@ impl Default for SynthConfig {
             layout: Layout::Dense,
             images_per_file: 50,
             rows_per_group: 65_536,
+            training: None,
         }
     }
 }
@@ -75,6 +140,22 @@ impl SynthConfig {
         }
         if self.classes > 10_000 {
             return Err(ConfigError::invalid("--classes", self.classes, "at most 10000"));
+        }
+        if let Some(t) = &self.training {
+            if t.steps < 2 || t.steps > 10_000 {
+                return Err(ConfigError::invalid(
+                    "--steps",
+                    t.steps,
+                    "a training sequence has 2 to 10000 steps",
+                ));
+            }
+            if t.every == 0 || t.every.checked_mul(t.steps as u64).is_none_or(|n| n >= 1 << 31) {
+                return Err(ConfigError::invalid(
+                    "--step-every",
+                    t.every,
+                    "at least 1, and steps x every below 2^31 (image ids pack the step as the Python capture does)",
+                ));
+            }
         }
         if self.anchors_per_image > 10_000_000 {
             return Err(ConfigError::invalid(
@@ -100,7 +181,8 @@ pub struct SynthSummary {
     pub ignored_anchors: u64,
 }
 
-/// Writes a synthetic dump into `dir` (created if missing) as `part-NNNNN.parquet` files.
+/// Writes a synthetic dump into `dir` (created if missing) as `part-NNNNN.parquet` files, or a
+/// training sequence (see [`SynthConfig::training`]) with one set of files per step.
 pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthSummary, Error> {
     cfg.check()?;
     std::fs::create_dir_all(dir).map_err(|source| OutputError::Io { path: dir.to_path_buf(), source })?;
@@ -110,9 +192,77 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthSummary, Error> {
         (0..cfg.classes).map(|_| 0.4 * rng.normal() as f32).collect()
     };
     let mut summary = SynthSummary { files: Vec::new(), rows: 0, positive_anchors: 0, ignored_anchors: 0 };
+    match cfg.training {
+        None => write_step(
+            cfg,
+            &grid,
+            &class_bias,
+            None,
+            &|f| dir.join(format!("part-{f:05}.parquet")),
+            &mut summary,
+        )?,
+        Some(t) => {
+            for i in 0..t.steps {
+                let step = t.step(i);
+                let at =
+                    AtStep { step, sharpness: t.sharpness(i), column: t.partition == StepPartition::Column };
+                let name = |f: usize| match t.partition {
+                    StepPartition::Column => dir.join(format!("part-s{step:010}-{f:05}.parquet")),
+                    StepPartition::Hive => {
+                        dir.join(format!("step={step}")).join(format!("part-{f:05}.parquet"))
+                    }
+                };
+                if t.partition == StepPartition::Hive {
+                    let d = dir.join(format!("step={step}"));
+                    std::fs::create_dir_all(&d)
+                        .map_err(|source| OutputError::Io { path: d.clone(), source })?;
+                }
+                write_step(cfg, &grid, &class_bias, Some(at), &name, &mut summary)?;
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// One step of a training sequence.
+#[derive(Clone, Copy)]
+struct AtStep {
+    step: u64,
+    sharpness: f64,
+    /// Write a `step` column.
+    column: bool,
+}
+
+impl AtStep {
+    /// The image's logits at this step, its id packed with the step (`step << 32 | index`, as
+    /// the Python capture packs rank 0's ids) and the step column.
+    fn apply(&self, rows: &mut Rows) {
+        let k = self.sharpness;
+        for x in rows.logits.iter_mut() {
+            *x = (PRIOR_LOGIT + k * (f64::from(*x) - PRIOR_LOGIT)) as f32;
+        }
+        for id in rows.image_id.iter_mut() {
+            *id |= (self.step as i64) << 32;
+        }
+        if self.column {
+            rows.step = Some(self.step as i64);
+        }
+    }
+}
+
+/// Writes every image once (at `at`, if a step of a training sequence) into the files `name`
+/// gives for each file index.
+fn write_step(
+    cfg: &SynthConfig,
+    grid: &AnchorGrid,
+    class_bias: &[f32],
+    at: Option<AtStep>,
+    name: &dyn Fn(usize) -> PathBuf,
+    summary: &mut SynthSummary,
+) -> Result<(), Error> {
     let n_files = cfg.images.div_ceil(cfg.images_per_file);
     for f in 0..n_files {
-        let path = dir.join(format!("part-{f:05}.parquet"));
+        let path = name(f);
         let first = f * cfg.images_per_file;
         let last = (first + cfg.images_per_file).min(cfg.images);
         let mut out = AtomicFile::create(&path)?;
@@ -120,18 +270,28 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthSummary, Error> {
             path: path.clone(),
             detail: e.to_string(),
         };
-        let schema = Rows::new(cfg).into_frame(cfg).map_err(perr)?.schema().clone();
+        let mut pending = Rows::new(cfg);
+        pending.step = at.filter(|a| a.column).map(|a| a.step as i64);
+        let schema =
+            Rows { step: pending.step, ..Rows::new(cfg) }.into_frame(cfg).map_err(perr)?.schema().clone();
         let mut writer = ParquetWriter::new(out.file_mut()?)
             .with_compression(ParquetCompression::Snappy)
             .batched(&schema)
             .map_err(perr)?;
-        let mut pending = Rows::new(cfg);
         // Generate a few images at a time in parallel; write full row groups as they fill.
         let step = 2 * rayon::current_num_threads().max(1);
         for start in (first..last).step_by(step) {
             let end = (start + step).min(last);
-            let images: Vec<Rows> =
-                (start..end).into_par_iter().map(|i| synth_image(cfg, &grid, &class_bias, i)).collect();
+            let images: Vec<Rows> = (start..end)
+                .into_par_iter()
+                .map(|i| {
+                    let mut rows = synth_image(cfg, grid, class_bias, i);
+                    if let Some(at) = at {
+                        at.apply(&mut rows);
+                    }
+                    rows
+                })
+                .collect();
             for img in images {
                 summary.positive_anchors += img.positives;
                 summary.ignored_anchors += img.ignored;
@@ -152,7 +312,7 @@ pub fn generate(dir: &Path, cfg: &SynthConfig) -> Result<SynthSummary, Error> {
         out.commit()?;
         summary.files.push(path);
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// Column buffers for a run of rows.
@@ -170,6 +330,8 @@ struct Rows {
     /// Binary only.
     class: Vec<i32>,
     target: Vec<f32>,
+    /// The training step of every row (a training sequence with a `step` column).
+    step: Option<i64>,
     positives: u64,
     ignored: u64,
 }
@@ -226,6 +388,7 @@ impl Rows {
             logits: split(&mut self.logits, n * w),
             class: split(&mut self.class, n),
             target: split(&mut self.target, n),
+            step: self.step,
             positives: 0,
             ignored: 0,
         }
@@ -258,6 +421,9 @@ impl Rows {
         cols.push(Series::new("iou".into(), self.iou).into());
         for (name, v) in ["x1", "y1", "x2", "y2"].into_iter().zip(self.boxes) {
             cols.push(Series::new(name.into(), v).into());
+        }
+        if let Some(step) = self.step {
+            cols.push(Series::new("step".into(), vec![step; n]).into());
         }
         DataFrame::new(n, cols)
     }
@@ -478,5 +644,30 @@ mod tests {
         let (pos, ign) = (pos as f64 / n as f64, ign as f64 / n as f64);
         assert!((2e-4..5e-3).contains(&pos), "foreground share {pos}");
         assert!((2e-3..3e-2).contains(&ign), "ignored share {ign}");
+    }
+}
+
+#[cfg(test)]
+mod training_tests {
+    use super::*;
+
+    #[test]
+    fn the_sharpness_rises_linearly_to_one_from_the_prior_or_the_start() {
+        let t = Training { steps: 5, prior_start: true, ..Default::default() };
+        assert_eq!((0..5).map(|i| t.sharpness(i)).collect::<Vec<_>>(), [0.0, 0.25, 0.5, 0.75, 1.0]);
+        let t = Training { steps: 4, every: 10, ..Default::default() };
+        assert_eq!(t.sharpness(0), Training::START_SHARPNESS);
+        assert_eq!(t.sharpness(3), 1.0);
+        assert_eq!(t.step(3), 30);
+        assert!((PRIOR_LOGIT - -(99f64).ln()).abs() < 1e-14);
+    }
+
+    #[test]
+    fn a_training_sequence_needs_two_steps_and_ids_that_fit() {
+        let bad = |t: Training| {
+            SynthConfig { training: Some(t), ..Default::default() }.check().unwrap_err().to_string()
+        };
+        assert!(bad(Training { steps: 1, ..Default::default() }).contains("--steps"));
+        assert!(bad(Training { every: 1 << 30, ..Default::default() }).contains("--step-every"));
     }
 }

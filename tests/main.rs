@@ -11,3 +11,4 @@ mod fuzz;
 mod report;
 mod strategies;
 mod sweep;
+mod trend;

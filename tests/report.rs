@@ -39,7 +39,7 @@ fn small_dump(env: &Env) {
     .ok();
 }
 
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HARDMINE_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -56,7 +56,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Headless Chromium with the flags this machine's closed network needs.
-fn headless(browser: &Path, profile: &Path) -> Command {
+pub fn headless(browser: &Path, profile: &Path) -> Command {
     let mut c = Command::new(browser);
     c.args([
         "--headless",
@@ -139,7 +139,16 @@ fn the_html_report_renders_in_a_real_browser() {
         .output()
         .unwrap();
     assert!(shot.exists(), "no screenshot: {}", String::from_utf8_lossy(&run.stderr));
-    let decoder = png::Decoder::new(std::fs::File::open(&shot).unwrap());
+    assert_inked(&shot, (1100, 3000));
+    // Keep it where a person can look at it.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let _ = std::fs::copy(&shot, &keep);
+}
+
+/// Asserts that the screenshot `shot` has the size `(width, height)` and is not blank (at
+/// least 2% of its pixels inked).
+pub fn assert_inked(shot: &Path, size: (u32, u32)) {
+    let decoder = png::Decoder::new(std::fs::File::open(shot).unwrap());
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut buf).unwrap();
@@ -147,11 +156,8 @@ fn the_html_report_renders_in_a_real_browser() {
     let channels = info.color_type.samples();
     let pixels = bytes.len() / channels;
     let inked = bytes.chunks(channels).filter(|p| p[..3].iter().any(|&c| c < 200)).count();
-    assert!(info.width == 1100 && info.height == 3000, "{}x{}", info.width, info.height);
-    assert!(inked * 50 > pixels, "the page looks blank: {inked} of {pixels} pixels inked");
-    // Keep it where a person can look at it.
-    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
-    let _ = std::fs::copy(&shot, &keep);
+    assert!((info.width, info.height) == size, "{}x{}", info.width, info.height);
+    assert!(inked * 50 > pixels, "{} looks blank: {inked} of {pixels} pixels inked", shot.display());
 }
 
 #[test]

@@ -377,15 +377,7 @@ impl Pass {
                 classes: dump.width,
                 columns: config.dump().columns().renames().clone(),
                 invocation: None,
-                parameters: Parameters {
-                    strategies: config.strategies().iter().map(|s| s.name().to_string()).collect(),
-                    gamma: config.gamma(),
-                    alpha: config.alpha(),
-                    easy_threshold: config.easy_threshold(),
-                    background_class: (shape.activation == crate::config::Activation::Softmax)
-                        .then_some(dump.background_class),
-                    on_invalid: config.dump().on_invalid(),
-                },
+                parameters: Parameters::of(config, shape.activation, dump.background_class),
             },
             strategies,
             overlaps: self.select.as_ref().and_then(SelectAcc::overlaps),

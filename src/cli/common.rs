@@ -9,13 +9,14 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use hardmine::analysis::Observer;
-use hardmine::config::{parse_numbers, SweepParams};
+use hardmine::config::{parse_numbers, parse_strategies, AnalysisConfig, SweepParams};
 use hardmine::config::{
     Activation, AnalysisParams, DumpParams, EmptyImages, GhmParams, Layout, OhemParams, OnInvalid, QflParams,
     SampledParams, ScoreKind, SsdParams, VflParams,
 };
 use hardmine::output::AtomicFile;
-use hardmine::render::{self, Format};
+use hardmine::render::charts::Chart;
+use hardmine::render::{Format, Renderable};
 use hardmine::report::Report;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -229,25 +230,149 @@ impl OutputArgs {
 impl Sink {
     /// Renders the report and commits the file.
     pub fn write(self, report: &Report, format: Format) -> anyhow::Result<()> {
+        self.write_as(report, format, "charts")
+    }
+
+    /// Renders any kind of report (a Markdown file links its charts in `assets`) and commits
+    /// the file.
+    pub fn write_as<R: Renderable>(self, report: &R, format: Format, assets: &str) -> anyhow::Result<()> {
         match self {
             Sink::Stdout => {
                 let stdout = std::io::stdout();
                 let color = stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
                 let mut lock = stdout.lock();
-                render::renderer(format, color)
+                R::renderer(format, color, assets)
                     .render(report, &mut lock)
                     .context("cannot write to stdout")?;
                 lock.flush().context("cannot write to stdout")?;
             }
             Sink::File(mut f) => {
                 let dest = f.dest().display().to_string();
-                render::renderer(format, false)
+                R::renderer(format, false, assets)
                     .render(report, &mut f)
                     .with_context(|| format!("cannot write {dest}"))?;
                 f.commit()?;
             }
         }
         Ok(())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormatArg {
+    Table,
+    Json,
+    Markdown,
+    Html,
+}
+
+/// Where and how to write a report of several runs (trend, compare): any format.
+#[derive(Debug, Args)]
+pub struct RunsOutputArgs {
+    /// Output format [default: from the extension of --output (.json, .md, .html), else table].
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormatArg>,
+    /// Write to FILE (atomically) instead of stdout; a Markdown file gets its charts in
+    /// <stem>_files/ beside it.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+impl RunsOutputArgs {
+    pub fn format(&self) -> Format {
+        let ext = self.output.as_ref().and_then(|p| p.extension()).and_then(|e| e.to_str());
+        match (self.format, ext) {
+            (Some(ReportFormatArg::Table), _) => Format::Table,
+            (Some(ReportFormatArg::Json), _) | (None, Some("json")) => Format::Json,
+            (Some(ReportFormatArg::Markdown), _) | (None, Some("md" | "markdown")) => Format::Markdown,
+            (Some(ReportFormatArg::Html), _) | (None, Some("html" | "htm")) => Format::Html,
+            (None, _) => Format::Table,
+        }
+    }
+
+    /// Opens the destination before the long pass (a bad path fails fast).
+    pub fn open(&self) -> anyhow::Result<Sink> {
+        if self.format() == Format::Markdown && self.output.is_none() {
+            anyhow::bail!("Markdown needs --output FILE.md: its charts are written beside it\n  fix: add --output report.md, or use --format html (one self-contained page) on stdout");
+        }
+        Ok(match &self.output {
+            Some(p) => Sink::File(AtomicFile::create(p)?),
+            None => Sink::Stdout,
+        })
+    }
+
+    /// Writes the report (and a Markdown file's `charts`) and commits it.
+    pub fn write<R: Renderable>(
+        &self,
+        sink: Sink,
+        report: &R,
+        charts: impl Fn(&R) -> Result<Vec<Chart>, Box<dyn std::error::Error>>,
+    ) -> anyhow::Result<()> {
+        let format = self.format();
+        let mut assets = String::from("charts");
+        if let (Format::Markdown, Some(out)) = (format, &self.output) {
+            let (dir, name) = super::report::assets_dir(out);
+            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            for c in charts(report).map_err(|e| anyhow::anyhow!("cannot draw the charts: {e}"))? {
+                hardmine::output::write_atomic(&dir.join(format!("{}.svg", c.id)), c.svg.as_bytes())?;
+            }
+            assets = name;
+        }
+        sink.write_as(report, format, &assets)
+    }
+}
+
+/// The checked settings of an analysis with the sweep (`report`, `trend`, `compare`).
+pub fn swept_config(
+    strategies: &str,
+    easy_threshold: f64,
+    run: &RunArgs,
+    sweep: &SweepGridArgs,
+    strategy: &StrategyArgs,
+    dump: &DumpArgs,
+) -> anyhow::Result<AnalysisConfig> {
+    let mut params = AnalysisParams {
+        dump: dump.params(),
+        strategies: parse_strategies(strategies)?,
+        easy_threshold,
+        threads: run.threads,
+        sweep: Some(sweep.params()?),
+        ..Default::default()
+    };
+    strategy.apply(&mut params);
+    Ok(params.check()?)
+}
+
+/// The analysis settings of `trend` and `compare` (those of `report`).
+#[derive(Debug, Args)]
+pub struct SweptArgs {
+    /// Strategies to compare, comma-separated.
+    #[arg(long, default_value_t = defaults::strategies(), value_name = "LIST")]
+    pub strategies: String,
+    /// A decision is easy when p_t is at least this.
+    #[arg(long, default_value_t = defaults::easy_threshold(), value_name = "TAU", allow_negative_numbers = true)]
+    pub easy_threshold: f64,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(flatten)]
+    pub sweep: SweepGridArgs,
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    #[command(flatten)]
+    pub dump: DumpArgs,
+}
+
+impl SweptArgs {
+    /// The checked settings.
+    pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
+        swept_config(
+            &self.strategies,
+            self.easy_threshold,
+            &self.run,
+            &self.sweep,
+            &self.strategy,
+            &self.dump,
+        )
     }
 }
 

@@ -3,12 +3,14 @@
 
 mod analyze;
 mod common;
+mod compare;
 mod demo;
 mod generate;
 mod merge;
 mod mine;
 mod report;
 mod sweep;
+mod trend;
 
 use std::process::ExitCode;
 
@@ -33,6 +35,10 @@ enum Command {
     Report(report::ReportArgs),
     /// Sweep gamma x alpha: loss shares, CDFs, balanced alphas and a recommendation.
     Sweep(sweep::SweepArgs),
+    /// One analysis per training step (or checkpoint), with the drift over the steps.
+    Trend(trend::TrendArgs),
+    /// Two runs (dumps or saved states) side by side, every figure with its difference.
+    Compare(compare::CompareArgs),
     /// Merge shard states (`analyze --save-state`) into one report.
     Merge(merge::MergeArgs),
     /// Export the hard examples a strategy selects to Parquet.
@@ -49,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analyze(a) => analyze::run(a),
         Command::Report(r) => report::run(r),
         Command::Sweep(s) => sweep::run(s),
+        Command::Trend(t) => trend::run(t),
+        Command::Compare(c) => compare::run(c),
         Command::Merge(m) => merge::run(m),
         Command::Mine(m) => mine::run(m),
         Command::Generate(g) => generate::run(g),

@@ -7,13 +7,15 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use hardmine::analysis;
-use hardmine::config::{parse_strategies, AnalysisConfig, AnalysisParams};
+use hardmine::config::AnalysisConfig;
 use hardmine::input::Dump;
 use hardmine::output::{write_atomic, AtomicFile};
 use hardmine::render::{self, charts, Renderer};
 use hardmine::report::Report;
 
-use super::common::{defaults, invocation, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs};
+use super::common::{
+    defaults, invocation, swept_config, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -75,16 +77,14 @@ impl ReportArgs {
 
     /// The checked analysis settings (every requested strategy, the sweep, the breakdowns).
     pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
-        let mut params = AnalysisParams {
-            dump: self.dump.params(),
-            strategies: parse_strategies(&self.strategies)?,
-            easy_threshold: self.easy_threshold,
-            threads: self.run.threads,
-            sweep: Some(self.sweep.params()?),
-            ..Default::default()
-        };
-        self.strategy.apply(&mut params);
-        Ok(params.check()?)
+        swept_config(
+            &self.strategies,
+            self.easy_threshold,
+            &self.run,
+            &self.sweep,
+            &self.strategy,
+            &self.dump,
+        )
     }
 
     /// Renders `report` into `out` (the file of `--out`, committed by the caller): HTML, or

@@ -13,6 +13,7 @@
 //! than polars' (docs/benchmarks.md, "Reader").
 
 mod discover;
+mod groups;
 mod pages;
 mod read;
 mod schema;
@@ -34,6 +35,7 @@ use polars_io::SerReader;
 use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, HiveValue, InputFile};
+pub use groups::{Group, Grouping};
 pub use read::{Rule, RULES};
 pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
 

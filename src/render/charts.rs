@@ -2,6 +2,8 @@
 //! of the [`Report`] alone (histograms and curves, never raw points), so its size does not grow
 //! with the dump.
 
+pub mod runs;
+
 use plotters::coord::ranged1d::{SegmentedCoord, ValueFormatter};
 use plotters::coord::types::RangedCoordusize;
 use plotters::coord::Shift;

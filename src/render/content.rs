@@ -2,6 +2,8 @@
 //! summary, and every table as rows of strings. The terminal, Markdown and HTML renderers format
 //! these same pieces, so the three never disagree.
 
+pub mod runs;
+
 use super::format::{count, number, percent};
 use super::table::Align;
 use crate::report::{AlphaSource, Breakdowns, BucketReport, GroupRow, Report, StrategyReport, SweepReport};

@@ -5,10 +5,12 @@ use std::fmt::Write as _;
 use std::io::Write;
 
 use super::charts::{self, Chart};
-use super::content::{self, TableData};
+use super::content::{self, runs, TableData};
 use super::table::Align;
 use super::Renderer;
+use crate::compare::CompareReport;
 use crate::report::Report;
+use crate::trend::TrendReport;
 
 const TEMPLATE: &str = include_str!("assets/report.html");
 const CSS: &str = include_str!("assets/report.css");
@@ -192,15 +194,119 @@ fn body(r: &Report, charts: &[Chart]) -> String {
     b
 }
 
+/// The page around `body`.
+fn page(version: &str, title: &str, body: &str) -> String {
+    TEMPLATE
+        .replace("{{version}}", &escape(version))
+        .replace("{{title}}", title)
+        .replace("{{css}}", CSS)
+        .replace("{{body}}", body)
+}
+
 impl Renderer for Html {
     fn render(&self, r: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         let charts = charts::charts(r).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let page = TEMPLATE
-            .replace("{{version}}", &escape(&r.metadata.version))
-            .replace("{{title}}", "hardmine report")
-            .replace("{{css}}", CSS)
-            .replace("{{body}}", &body(r, &charts));
-        out.write_all(page.as_bytes())
+        out.write_all(page(&r.metadata.version, "hardmine report", &body(r, &charts)).as_bytes())
+    }
+}
+
+/// The header: a title, the first line as the headline, the others below it.
+fn header(title: &str, lines: &[String]) -> String {
+    let mut b = format!("<header>\n<h1>{title}</h1>\n");
+    for (i, line) in lines.iter().enumerate() {
+        let class = if i == 0 { "headline" } else { "sub" };
+        let _ = writeln!(b, "<p class=\"{class}\">{}</p>", escape(line));
+    }
+    b.push_str("</header>\n");
+    b
+}
+
+/// The provenance section: the command and each list of inputs.
+fn provenance(invocation: Option<&str>, version: &str, inputs: &[(&str, &[String])]) -> String {
+    let mut b = String::from("<section id=\"provenance\">\n<h2>How this report was made</h2>\n");
+    if let Some(cmd) = invocation {
+        let _ = writeln!(b, "<pre>{}</pre>", escape(cmd));
+    }
+    let _ = writeln!(b, "<p class=\"note\">hardmine {}</p>", escape(version));
+    for (title, list) in inputs {
+        let _ = writeln!(b, "<h3>{}</h3>\n<ul>", escape(title));
+        for i in *list {
+            let _ = writeln!(b, "<li><code>{}</code></li>", escape(i));
+        }
+        b.push_str("</ul>\n");
+    }
+    b.push_str("</section>\n");
+    b
+}
+
+/// Sentences as notes.
+fn notes(lines: &[String]) -> String {
+    lines.iter().map(|n| format!("<p class=\"note\">{}</p>\n", escape(n))).collect()
+}
+
+impl Renderer<TrendReport> for Html {
+    fn render(&self, t: &TrendReport, out: &mut dyn Write) -> std::io::Result<()> {
+        let charts = charts::runs::trend_charts(t).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut b = header("hardmine trend", &runs::trend_headline(t));
+        for c in &charts {
+            b.push_str(&figure(c));
+        }
+        b.push_str("<section id=\"groups\">\n<h2>Group by group</h2>\n");
+        b.push_str(&table(&runs::trend_overview(t)));
+        if t.reported().next().is_some() {
+            b.push_str(&table(&runs::trend_strategies(t, false)));
+            b.push_str(&table(&runs::trend_strategies(t, true)));
+            b.push_str(&table(&runs::trend_health(t)));
+        }
+        b.push_str(&notes(&[format!(
+            "EN of dec: easy negatives' share of the decisions; EN of CE, EN of FL: their share of the CE and focal loss (easy: p_t \u{2265} {}); gamma, alpha: the sweep's recommendation; bal alpha: the balanced alpha at that gamma; neg logit: mean logit of the negatives (RetinaNet's prior {:.3}). Every figure of every group is in the JSON (--format json).",
+            t.metadata.parameters.easy_threshold, t.metadata.prior_logit
+        )]));
+        b.push_str("</section>\n");
+        let problems = runs::trend_problems(t);
+        if !problems.is_empty() {
+            b.push_str("<section id=\"problems\">\n<h2>Groups without a result, rows left out</h2>\n");
+            b.push_str(&notes(&problems));
+            b.push_str("</section>\n");
+        }
+        let m = &t.metadata;
+        b.push_str(&provenance(m.invocation.as_deref(), &m.version, &[("Inputs", &m.inputs)]));
+        out.write_all(page(&m.version, "hardmine trend", &b).as_bytes())
+    }
+}
+
+impl Renderer<CompareReport> for Html {
+    fn render(&self, c: &CompareReport, out: &mut dyn Write) -> std::io::Result<()> {
+        let charts = charts::runs::compare_charts(c).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let chart = |id: &str| charts.iter().find(|c| c.id == id).map(figure).unwrap_or_default();
+        let mut lines = runs::compare_headline(c);
+        // The summary sentence first, then the two sides.
+        lines.rotate_right(1);
+        let mut b = header("hardmine compare", &lines);
+        b.push_str(&chart("compare_easy_shares"));
+        b.push_str("<section id=\"side_by_side\">\n<h2>Side by side</h2>\n");
+        b.push_str(&table(&runs::compare_summary(c)));
+        b.push_str(&table(&runs::compare_strategies(c)));
+        b.push_str("</section>\n");
+        b.push_str(&chart("compare_moved"));
+        if !c.moved_most.is_empty() {
+            b.push_str("<section id=\"moved\">\n<h2>The buckets that moved most</h2>\n");
+            b.push_str(&table(&runs::compare_moved(c)));
+            b.push_str("</section>\n");
+        }
+        b.push_str("<section id=\"health\">\n<h2>Health checks</h2>\n");
+        b.push_str(&notes(&runs::compare_health(c)));
+        b.push_str("</section>\n");
+        b.push_str("<section id=\"figures\">\n<h2>Every figure</h2>\n");
+        b.push_str(&table(&runs::compare_figures(c)));
+        b.push_str("</section>\n");
+        let m = &c.metadata;
+        b.push_str(&provenance(
+            m.invocation.as_deref(),
+            &m.version,
+            &[("A", &c.a.inputs), ("B", &c.b.inputs)],
+        ));
+        out.write_all(page(&m.version, "hardmine compare", &b).as_bytes())
     }
 }
 

@@ -1,15 +1,15 @@
-//! JSON output: the [`Report`] serialised with stable keys and a trailing newline.
+//! JSON output: the report ([`Report`], trend or comparison) serialised with stable keys and a
+//! trailing newline.
 
 use std::io::Write;
 
 use super::Renderer;
-use crate::report::Report;
 
 /// Pretty-printed JSON.
 pub struct Json;
 
-impl Renderer for Json {
-    fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
+impl<R: serde::Serialize> Renderer<R> for Json {
+    fn render(&self, report: &R, out: &mut dyn Write) -> std::io::Result<()> {
         serde_json::to_writer_pretty(&mut *out, report)?;
         out.write_all(b"\n")
     }
@@ -19,6 +19,7 @@ impl Renderer for Json {
 mod tests {
     use super::*;
     use crate::render::tests::sample_report;
+    use crate::report::Report;
 
     #[test]
     fn json_round_trips_and_carries_the_schema_version() {

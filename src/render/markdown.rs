@@ -4,11 +4,13 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use super::charts;
-use super::content::{self, TableData};
+use super::charts::{self, Chart};
+use super::content::{self, runs, TableData};
 use super::table::Align;
 use super::Renderer;
+use crate::compare::CompareReport;
 use crate::report::Report;
+use crate::trend::TrendReport;
 
 /// The Markdown renderer. `assets` is the directory (relative to the Markdown file) that holds
 /// the chart files.
@@ -183,6 +185,114 @@ impl Renderer for Markdown {
         for i in &m.inputs {
             let _ = writeln!(b, "- {}", code(i));
         }
+        out.write_all(b.as_bytes())
+    }
+}
+
+impl Markdown {
+    /// A chart's section: heading, image link, caption.
+    fn figure(&self, c: &Chart) -> String {
+        format!(
+            "## {}\n\n![{}]({}/{}.svg)\n\n{}\n\n",
+            text(&c.title),
+            text(&c.title),
+            self.assets,
+            c.id,
+            text(&c.caption)
+        )
+    }
+}
+
+/// The provenance section: the command and each list of inputs.
+fn provenance(invocation: Option<&str>, version: &str, inputs: &[(&str, &[String])]) -> String {
+    let mut b = String::from("## How this report was made\n\n");
+    if let Some(cmd) = invocation {
+        let _ = writeln!(b, "{}", code_block(cmd, "sh"));
+    }
+    let _ = writeln!(b, "hardmine {}\n", text(version));
+    for (title, list) in inputs {
+        let _ = writeln!(b, "{}:\n", text(title));
+        for i in *list {
+            let _ = writeln!(b, "- {}", code(i));
+        }
+        b.push('\n');
+    }
+    b
+}
+
+/// Sentences as a list.
+fn bullets(lines: &[String]) -> String {
+    let mut b: String = lines.iter().map(|l| format!("- {}\n", text(l))).collect();
+    b.push('\n');
+    b
+}
+
+impl Renderer<TrendReport> for Markdown {
+    fn render(&self, t: &TrendReport, out: &mut dyn Write) -> std::io::Result<()> {
+        let charts = charts::runs::trend_charts(t).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut b = String::from("# hardmine trend\n\n");
+        for (i, line) in runs::trend_headline(t).iter().enumerate() {
+            let _ =
+                if i == 0 { writeln!(b, "**{}**\n", text(line)) } else { writeln!(b, "{}\n", text(line)) };
+        }
+        for c in &charts {
+            b.push_str(&self.figure(c));
+        }
+        b.push_str("## Group by group\n\n");
+        b.push_str(&table(&runs::trend_overview(t)));
+        if t.reported().next().is_some() {
+            b.push_str(&table(&runs::trend_strategies(t, false)));
+            b.push_str(&table(&runs::trend_strategies(t, true)));
+            b.push_str(&table(&runs::trend_health(t)));
+        }
+        let _ = writeln!(
+            b,
+            "{}\n",
+            text(&format!(
+                "EN of dec: easy negatives' share of the decisions; EN of CE, EN of FL: their share of the CE and focal loss (easy: p_t >= {}); gamma, alpha: the sweep's recommendation; bal alpha: the balanced alpha at that gamma; neg logit: mean logit of the negatives (RetinaNet's prior {:.3}). Every figure of every group is in the JSON (--format json).",
+                t.metadata.parameters.easy_threshold, t.metadata.prior_logit
+            ))
+        );
+        let problems = runs::trend_problems(t);
+        if !problems.is_empty() {
+            b.push_str("## Groups without a result, rows left out\n\n");
+            b.push_str(&bullets(&problems));
+        }
+        let m = &t.metadata;
+        b.push_str(&provenance(m.invocation.as_deref(), &m.version, &[("Inputs", &m.inputs)]));
+        out.write_all(b.as_bytes())
+    }
+}
+
+impl Renderer<CompareReport> for Markdown {
+    fn render(&self, c: &CompareReport, out: &mut dyn Write) -> std::io::Result<()> {
+        let charts = charts::runs::compare_charts(c).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let chart = |id: &str| charts.iter().find(|c| c.id == id).map(|c| self.figure(c)).unwrap_or_default();
+        let mut b = String::from("# hardmine compare\n\n");
+        let lines = runs::compare_headline(c);
+        if let Some(summary) = lines.last() {
+            let _ = writeln!(b, "**{}**\n", text(summary));
+        }
+        b.push_str(&bullets(&lines[..lines.len().saturating_sub(1)]));
+        b.push_str(&chart("compare_easy_shares"));
+        b.push_str("## Side by side\n\n");
+        b.push_str(&table(&runs::compare_summary(c)));
+        b.push_str(&table(&runs::compare_strategies(c)));
+        b.push_str(&chart("compare_moved"));
+        if !c.moved_most.is_empty() {
+            b.push_str("## The buckets that moved most\n\n");
+            b.push_str(&table(&runs::compare_moved(c)));
+        }
+        b.push_str("## Health checks\n\n");
+        b.push_str(&bullets(&runs::compare_health(c)));
+        b.push_str("## Every figure\n\n");
+        b.push_str(&table(&runs::compare_figures(c)));
+        let m = &c.metadata;
+        b.push_str(&provenance(
+            m.invocation.as_deref(),
+            &m.version,
+            &[("A", &c.a.inputs), ("B", &c.b.inputs)],
+        ));
         out.write_all(b.as_bytes())
     }
 }

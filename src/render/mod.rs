@@ -1,6 +1,7 @@
 //! Renderers: one file per output format behind one trait.
 //!
-//! A renderer sees only the [`Report`]; it never recomputes statistics.
+//! A renderer sees only the [`Report`] (or the [`TrendReport`] of `hardmine trend`, the
+//! [`CompareReport`] of `hardmine compare`); it never recomputes statistics.
 
 pub mod charts;
 pub mod content;
@@ -19,8 +20,10 @@ pub use json::Json;
 pub use markdown::Markdown;
 pub use terminal::Terminal;
 
+use crate::compare::CompareReport;
 use crate::error::OutputError;
 use crate::report::Report;
+use crate::trend::TrendReport;
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,20 +38,39 @@ pub enum Format {
     Markdown,
 }
 
-/// Turns a report into bytes of one format.
-pub trait Renderer {
+/// Turns a report (a [`Report`] unless said otherwise) into bytes of one format.
+pub trait Renderer<R: ?Sized = Report> {
     /// Writes the rendered report to `out`.
-    fn render(&self, report: &Report, out: &mut dyn Write) -> std::io::Result<()>;
+    fn render(&self, report: &R, out: &mut dyn Write) -> std::io::Result<()>;
 }
+
+/// A kind of report every format renders: [`Report`], [`TrendReport`], [`CompareReport`].
+pub trait Renderable: Sized + 'static {
+    /// The renderer for `format` (`color`: ANSI highlighting in the terminal table; `assets`:
+    /// the directory the Markdown links its charts in).
+    fn renderer(format: Format, color: bool, assets: &str) -> Box<dyn Renderer<Self>>;
+}
+
+macro_rules! renderable {
+    ($($t:ty),*) => {$(
+        impl Renderable for $t {
+            fn renderer(format: Format, color: bool, assets: &str) -> Box<dyn Renderer<Self>> {
+                match format {
+                    Format::Table => Box::new(Terminal { color }),
+                    Format::Json => Box::new(Json),
+                    Format::Html => Box::new(Html),
+                    Format::Markdown => Box::new(Markdown { assets: assets.to_string() }),
+                }
+            }
+        }
+    )*};
+}
+
+renderable!(Report, TrendReport, CompareReport);
 
 /// The renderer for `format`. `color` enables ANSI highlighting in the terminal table.
 pub fn renderer(format: Format, color: bool) -> Box<dyn Renderer> {
-    match format {
-        Format::Table => Box::new(Terminal { color }),
-        Format::Json => Box::new(Json),
-        Format::Html => Box::new(Html),
-        Format::Markdown => Box::new(Markdown { assets: "charts".into() }),
-    }
+    Report::renderer(format, color, "charts")
 }
 
 /// Renders a report to a string (no colour).

@@ -3,11 +3,13 @@
 
 use std::io::Write;
 
-use super::content::{self, TableData};
+use super::content::{self, runs, TableData};
 use super::format::wrap;
 use super::table::Table;
 use super::Renderer;
+use crate::compare::CompareReport;
 use crate::report::Report;
+use crate::trend::TrendReport;
 
 /// Width the text output keeps within.
 pub const WIDTH: usize = 100;
@@ -38,6 +40,96 @@ impl Terminal {
             table.row(cells);
         }
         table.render("")
+    }
+
+    /// A table whose cells may hold text from the dump (group values): control characters
+    /// are shown escaped, so that a newline or an ANSI sequence in a value cannot start a row or
+    /// recolour the terminal.
+    fn plain_table(&self, t: &TableData) -> String {
+        let mut t = t.clone();
+        for row in &mut t.rows {
+            for c in row.iter_mut() {
+                *c = plain(c);
+            }
+        }
+        self.table(&t)
+    }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`).
+fn plain(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+impl Renderer<TrendReport> for Terminal {
+    fn render(&self, t: &TrendReport, out: &mut dyn Write) -> std::io::Result<()> {
+        for (i, line) in runs::trend_headline(t).iter().enumerate() {
+            let line = plain(line);
+            if i == 0 {
+                writeln!(out, "{}", self.bold(&line))?;
+            } else {
+                write!(out, "{}", wrap(&line, WIDTH, "  ", "    "))?;
+            }
+        }
+        writeln!(out)?;
+        writeln!(out, "{}", self.plain_table(&runs::trend_overview(t)))?;
+        if t.reported().next().is_some() {
+            writeln!(out, "{}", self.plain_table(&runs::trend_strategies(t, false)))?;
+            writeln!(out, "{}", self.plain_table(&runs::trend_strategies(t, true)))?;
+            writeln!(out, "{}", self.plain_table(&runs::trend_health(t)))?;
+        }
+        let problems = runs::trend_problems(t);
+        for p in &problems {
+            // Error messages end with an indented "fix:" line.
+            for (i, line) in p.lines().enumerate() {
+                let first = if i == 0 { format!("{} ", self.bold("note:")) } else { "  ".to_string() };
+                write!(out, "{}", wrap(&plain(line.trim_start()), WIDTH, &first, "    "))?;
+            }
+        }
+        if !problems.is_empty() {
+            writeln!(out)?;
+        }
+        let legend = format!(
+            "EN of dec: easy negatives' share of the decisions; EN of CE, EN of FL: their share of the CE and focal loss (easy: p_t >= {}); gamma, alpha: the sweep's recommendation, bal alpha: the balanced alpha at that gamma; neg logit: mean logit of the negatives (RetinaNet's prior: {:.3}); every figure per group: --format json",
+            t.metadata.parameters.easy_threshold, t.metadata.prior_logit
+        );
+        write!(out, "{}", wrap(&legend, WIDTH, "", "  "))
+    }
+}
+
+impl Renderer<CompareReport> for Terminal {
+    fn render(&self, c: &CompareReport, out: &mut dyn Write) -> std::io::Result<()> {
+        for (i, line) in runs::compare_headline(c).iter().enumerate() {
+            let line = plain(line);
+            if i == 2 {
+                // Bold after wrapping: escapes would count towards the width.
+                for l in wrap(&line, WIDTH, "", "  ").lines() {
+                    writeln!(out, "{}", self.bold(l))?;
+                }
+            } else {
+                writeln!(out, "{line}")?;
+            }
+        }
+        writeln!(out)?;
+        writeln!(out, "{}", self.plain_table(&runs::compare_summary(c)))?;
+        writeln!(out, "{}", self.plain_table(&runs::compare_strategies(c)))?;
+        if !c.moved_most.is_empty() {
+            writeln!(out, "{}", self.plain_table(&runs::compare_moved(c)))?;
+        }
+        for line in runs::compare_health(c) {
+            write!(out, "{}", wrap(&line, WIDTH, "", "  "))?;
+        }
+        writeln!(out)?;
+        write!(
+            out,
+            "{}",
+            wrap(
+                "EN share: the easy negatives' share of the strategy's loss; B - A in percentage points for shares; every figure (counts, losses, bucket shares, normalisers, the sweep): --format json or an HTML/Markdown report",
+                WIDTH,
+                "",
+                "  "
+            )
+        )
     }
 }
 
