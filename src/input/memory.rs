@@ -107,12 +107,18 @@ impl std::fmt::Debug for ArrowSource {
     }
 }
 
-/// An error of the Arrow import, naming the source.
+/// An error of the Arrow import, naming the source. A producer's own message is kept without
+/// arrow-rs' wrapping, on one line (Arrow C++ producers append a "Detail:", e.g. a Python
+/// traceback).
 fn arrow_error(name: &str, detail: impl ToString) -> InputError {
     let detail = detail.to_string();
-    let detail = match detail.strip_prefix("C Data interface error: ") {
-        Some(d) => d.to_string(),
-        None => detail,
+    let detail = match detail.split_once("Producer error: ") {
+        Some((_, producer)) => {
+            let producer = producer.lines().next().unwrap_or("");
+            let producer = producer.split_once(". Detail: ").map_or(producer, |(m, _)| m);
+            format!("the producer failed: {producer}")
+        }
+        None => detail.strip_prefix("C Data interface error: ").unwrap_or(&detail).to_string(),
     };
     InputError::Arrow { name: name.to_string(), detail }
 }
@@ -281,11 +287,10 @@ mod tests {
 
     fn error(inputs: Vec<Input>, options: DumpParams) -> String {
         let config = config(options);
-        let e = match Dump::open_inputs(inputs, config.dump()) {
+        match Dump::open_inputs(inputs, config.dump()) {
             Ok(dump) => analysis::analyze(&dump, &config).map(|_| ()).unwrap_err().to_string(),
             Err(e) => e.to_string(),
-        };
-        e
+        }
     }
 
     #[test]
@@ -467,8 +472,8 @@ mod tests {
             ffi(&schema, vec![Ok(batch), Err(ArrowError::ComputeError("the query was cancelled".into()))]);
         let e = ArrowSource::from_stream("<duckdb #1>", stream, &|| false).unwrap_err().to_string();
         assert!(
-            e.starts_with("<duckdb #1>: cannot read the Arrow stream (")
-                && e.contains("the query was cancelled"),
+            e.starts_with("<duckdb #1>: cannot read the Arrow stream (the producer failed: ")
+                && e.contains("the query was cancelled)\n  fix: "),
             "{e}"
         );
         // A cancelled import stops between batches.
