@@ -127,6 +127,15 @@ pub enum InputError {
         /// What the Parquet reader reported.
         detail: String,
     },
+    /// An in-memory Arrow source could not be imported (its producer failed, or handed over
+    /// malformed data).
+    #[error("{name}: cannot read the Arrow stream ({detail})\n  fix: check that the object's __arrow_c_stream__ yields valid data (pyarrow, polars and DuckDB objects do), or write it to Parquet and pass the file")]
+    Arrow {
+        /// The source's name.
+        name: String,
+        /// What the import reported.
+        detail: String,
+    },
     /// The columns do not form a dump hardmine understands.
     #[error("{}: {problem}\n  fix: {fix}", path.display())]
     Schema {

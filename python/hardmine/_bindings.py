@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from typing import Any, Iterable, Union
 
 from . import _native
@@ -68,93 +66,63 @@ def _flags(kwargs: dict) -> list:
 
 
 class _Sources:
-    """The CLI arguments for `source`; Arrow stream producers are spilled to temporary Parquet."""
+    """The CLI arguments for `source`, and the Arrow stream producers among them.
+
+    A producer's argument is the name it goes by (``<pyarrow.lib.Table #0>``, in
+    ``metadata.inputs`` and in errors); the extension takes its C stream by position.
+    """
 
     def __init__(self, source: Any):
-        self.tmp = None
-        self.names = {}  # temporary file -> what it stands for in metadata.inputs
         try:
             items = [source] if _is_single(source) else list(source)
-        except TypeError:  # not a path and not iterable: _arg says what is accepted
+        except TypeError:  # not a path and not iterable: the loop says what is accepted
             items = [source]
-        try:
-            self.args = [self._arg(i, s) for i, s in enumerate(items)]
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def _arg(self, i: int, s: Any) -> str:
-        if isinstance(s, (str, os.PathLike)):
-            return os.fspath(s)
-        if hasattr(s, "__arrow_c_stream__"):
-            return self._spill(i, s)
-        raise HardmineError(
-            f"source {i} is a {type(s).__module__}.{type(s).__qualname__}, not a path or an "
-            "Arrow stream\n  fix: pass a path, a directory, a glob, a list of them, or an object "
-            "with __arrow_c_stream__ (pyarrow Table/RecordBatchReader, polars DataFrame, DuckDB relation)")
-
-    def _spill(self, i: int, s: Any) -> str:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if self.tmp is None:
-            self.tmp = tempfile.mkdtemp(prefix="hardmine-arrow-")
-        path = os.path.join(self.tmp, f"arrow-source-{i}.parquet")
-        reader = pa.RecordBatchReader.from_stream(s)
-        with pq.ParquetWriter(path, reader.schema) as w:
-            for batch in reader:
-                # Row groups of at most 64k rows, as hardmine.capture writes them.
-                w.write_batch(batch, row_group_size=65536)
-        self.names[path] = f"<{type(s).__module__}.{type(s).__qualname__} #{i}>"
-        return path
-
-    def rename(self, report: dict) -> dict:
-        meta = report.get("metadata") if isinstance(report, dict) else None
-        if self.names and meta and isinstance(meta.get("inputs"), list):
-            meta["inputs"] = [self.names.get(p, p) for p in meta["inputs"]]
-        return report
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.tmp is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self.args = []
+        self.arrow = []  # (position among the inputs, producer)
+        for i, s in enumerate(items):
+            if isinstance(s, (str, os.PathLike)):
+                self.args.append(os.fspath(s))
+            elif hasattr(s, "__arrow_c_stream__"):
+                self.args.append(f"<{type(s).__module__}.{type(s).__qualname__} #{i}>")
+                self.arrow.append((i, s))
+            else:
+                raise HardmineError(
+                    f"source {i} is a {type(s).__module__}.{type(s).__qualname__}, not a path or "
+                    "an Arrow stream\n  fix: pass a path, a directory, a glob, a list of them, or an "
+                    "object with __arrow_c_stream__ (pyarrow Table/RecordBatchReader, polars "
+                    "DataFrame, DuckDB relation)")
 
 
 def _is_single(source: Any) -> bool:
     return isinstance(source, (str, os.PathLike)) or hasattr(source, "__arrow_c_stream__")
 
 
-def _run(command: str, sources: "Iterable[str]", kwargs: dict) -> dict:
-    argv = [command, *_flags(kwargs), "--", *sources]
-    return json.loads(_native.run(argv))
+def _run(command: str, sources: "_Sources | None", kwargs: dict) -> dict:
+    args, arrow = (sources.args, sources.arrow) if sources is not None else ([], [])
+    argv = [command, *_flags(kwargs), "--", *args]
+    return json.loads(_native.run(argv, arrow))
 
 
 def analyze(source: Source, **kwargs: Any) -> dict:
-    with _Sources(source) as s:
-        return s.rename(_run("analyze", s.args, kwargs))
+    return _run("analyze", _Sources(source), kwargs)
 
 
 def sweep(source: Source, **kwargs: Any) -> dict:
-    with _Sources(source) as s:
-        return s.rename(_run("sweep", s.args, kwargs))
+    return _run("sweep", _Sources(source), kwargs)
 
 
 def report(source: Source, out: "str | os.PathLike[str]", **kwargs: Any) -> dict:
-    with _Sources(source) as s:
-        return s.rename(_run("report", s.args, {"out": out, **kwargs}))
+    return _run("report", _Sources(source), {"out": out, **kwargs})
 
 
 def mine(source: Source, strategy: str, out: "str | os.PathLike[str]", **kwargs: Any) -> dict:
-    with _Sources(source) as s:
-        return _run("mine", s.args, {"strategy": strategy, "out": out, **kwargs})
+    return _run("mine", _Sources(source), {"strategy": strategy, "out": out, **kwargs})
 
 
 def merge(states: "Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[str]]]]",
           **kwargs: Any) -> dict:
     items = [states] if isinstance(states, (str, os.PathLike)) else list(states)
-    return _run("merge", [os.fspath(p) for p in items], kwargs)
+    return json.loads(_native.run(["merge", *_flags(kwargs), "--", *(os.fspath(p) for p in items)]))
 
 
 # --- docstrings: one block per group of CLI flags, shared as the CLI shares them -------------
@@ -162,9 +130,12 @@ def merge(states: "Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[
 _SOURCE = """\
     source: a Parquet file, a directory (searched recursively, hive partitions too), a glob,
         or a list of them; or an Arrow stream producer (anything with ``__arrow_c_stream__``:
-        pyarrow Table / RecordBatchReader, polars DataFrame, DuckDB relation, ...). Limitation: an Arrow source
-        is first written to a temporary Parquet file (with pyarrow; deleted afterwards), so it
-        is copied once; ``metadata.inputs`` names it ``<module.Type #i>``."""
+        pyarrow Table / RecordBatchReader, polars DataFrame, DuckDB relation, ...), read in
+        place through the Arrow C stream interface: the logits are not copied. A stream is
+        drained when the call starts and its batches are held until it returns (a dump whose
+        images are not contiguous is read twice), so a RecordBatchReader larger than memory
+        should be written to Parquet and passed as a path. ``metadata.inputs`` and error
+        messages name an Arrow source ``<module.Type #i>`` (``i``: its position in ``source``)."""
 
 _DUMP = """\
     Reading the dump (as the CLI's flags of the same name):

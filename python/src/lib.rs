@@ -20,6 +20,12 @@
 //!   Python's SIGINT handler on the main thread (signal handlers only run there). On
 //!   KeyboardInterrupt the observer's flag stops the pass at the next row group, the worker is
 //!   joined, and the KeyboardInterrupt is raised: no hang, no half-written output.
+//! - **Arrow sources are read in place.** Python passes the producers (objects with
+//!   `__arrow_c_stream__`) beside the argument list, keyed by their position among the inputs,
+//!   whose text there is the name the source goes by (`<pyarrow.lib.Table #0>`). [`run`] takes
+//!   each producer's C stream out of its PyCapsule (with the GIL); the worker drains it into
+//!   `hardmine::input::ArrowSource`s (the record batches reference the producer's buffers: no
+//!   copy) and opens the dump over files and sources alike.
 //! - **Errors** are `hardmine.HardmineError` with the message the CLI prints after `error: `
 //!   (including the `fix:` line, also available as the exception's `fix` attribute). A panic
 //!   (a bug) becomes a HardmineError too, never an abort of the interpreter.
@@ -30,12 +36,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use arrow_array::ffi_stream::FFI_ArrowArrayStream;
 use clap::{CommandFactory, Parser, Subcommand};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
 
 use hardmine::analysis::Observer;
+use hardmine::input::{ArrowSource, Input};
 
 // As in the binary (src/main.rs): decoding allocates and frees large buffers, which mimalloc
 // keeps instead of returning them to the kernel each time. It serves only the Rust side.
@@ -90,6 +99,70 @@ impl Observer for Watch {
     }
 }
 
+/// One input of a command: a path as given, or the C stream of an Arrow producer, with the
+/// name it goes by.
+enum Source {
+    Path(String),
+    Stream(String, FFI_ArrowArrayStream),
+}
+
+/// The command's inputs, with the streams of the producers in `arrow` (position among the
+/// inputs, producer) taken out of their capsules.
+fn sources(
+    py: Python<'_>,
+    inputs: &[String],
+    arrow: Vec<(usize, Bound<'_, PyAny>)>,
+) -> PyResult<Vec<Source>> {
+    let mut out: Vec<Source> = inputs.iter().cloned().map(Source::Path).collect();
+    for (i, producer) in arrow {
+        let Some(Source::Path(name)) = out.get(i) else {
+            return Err(hardmine_error(
+                py,
+                format!("internal error: no input at position {i} for an Arrow source"),
+            ));
+        };
+        let name = name.clone();
+        let refused = |why: &str| {
+            hardmine_error(
+                py,
+                format!(
+                    "{name}: {why}\n  fix: pass an object whose __arrow_c_stream__() returns an \
+                     'arrow_array_stream' PyCapsule (pyarrow Table/RecordBatchReader, polars DataFrame, \
+                     DuckDB relation), or a path"
+                ),
+            )
+        };
+        let capsule = producer.call_method0("__arrow_c_stream__")?;
+        let capsule = capsule
+            .downcast::<PyCapsule>()
+            .map_err(|_| refused("__arrow_c_stream__() did not return a PyCapsule"))?;
+        if capsule.name()? != Some(c"arrow_array_stream") {
+            return Err(refused("__arrow_c_stream__() returned a capsule not named 'arrow_array_stream'"));
+        }
+        // SAFETY: a capsule named "arrow_array_stream" holds an ArrowArrayStream (the Arrow
+        // PyCapsule interface); `from_raw` moves it out and marks the capsule's copy released,
+        // so the capsule's destructor leaves the stream to us.
+        let stream = unsafe { FFI_ArrowArrayStream::from_raw(capsule.pointer().cast()) };
+        out[i] = Source::Stream(name, stream);
+    }
+    Ok(out)
+}
+
+/// The inputs of the dump: each stream drained into an in-memory source (the batches stay the
+/// producer's buffers); `watch` stops the import between batches.
+fn import(sources: Vec<Source>, watch: &Watch) -> anyhow::Result<Vec<Input>> {
+    let mut inputs = Vec::with_capacity(sources.len());
+    for s in sources {
+        inputs.push(match s {
+            Source::Path(p) => Input::Path(p),
+            Source::Stream(name, stream) => {
+                Input::Arrow(ArrowSource::from_stream(name, stream, &|| watch.cancelled())?)
+            }
+        });
+    }
+    Ok(inputs)
+}
+
 /// The commands, step by step as in src/cli/<command>.rs, returning JSON text.
 mod commands {
     use super::*;
@@ -114,10 +187,14 @@ mod commands {
         })
     }
 
-    pub fn analyze(args: cli::analyze::AnalyzeArgs, watch: &Watch) -> anyhow::Result<String> {
+    pub fn analyze(
+        args: cli::analyze::AnalyzeArgs,
+        sources: Vec<Source>,
+        watch: &Watch,
+    ) -> anyhow::Result<String> {
         let config = args.params()?.check()?;
         let sink = open_sink(&args.output)?;
-        let dump = Dump::open(&args.inputs, config.dump())?;
+        let dump = Dump::open_inputs(import(sources, watch)?, config.dump())?;
         let pass = analysis::run(&dump, &config, watch, None)?;
         let report = pass.finish(&dump, &config, "analyze");
         if let Some(path) = &args.save_state {
@@ -129,10 +206,10 @@ mod commands {
         json(&report)
     }
 
-    pub fn sweep(args: cli::sweep::SweepArgs, watch: &Watch) -> anyhow::Result<String> {
+    pub fn sweep(args: cli::sweep::SweepArgs, sources: Vec<Source>, watch: &Watch) -> anyhow::Result<String> {
         let config = args.config()?;
         let sink = open_sink(&args.output)?;
-        let dump = Dump::open(&args.inputs, config.dump())?;
+        let dump = Dump::open_inputs(import(sources, watch)?, config.dump())?;
         let report = analysis::run(&dump, &config, watch, None)?.finish(&dump, &config, "sweep");
         if let Some(sink) = sink {
             sink.write(&report, args.output.format())?;
@@ -142,12 +219,13 @@ mod commands {
 
     pub fn report(
         args: cli::report::ReportArgs,
+        sources: Vec<Source>,
         watch: &Watch,
         invocation: String,
     ) -> anyhow::Result<String> {
         let config = args.config()?;
         let mut out = AtomicFile::create(&args.out)?;
-        let dump = Dump::open(&args.inputs, config.dump())?;
+        let dump = Dump::open_inputs(import(sources, watch)?, config.dump())?;
         let mut report = analysis::run(&dump, &config, watch, None)?.finish(&dump, &config, "report");
         report.metadata.invocation = Some(invocation);
         args.render(&report, &mut out)?;
@@ -164,9 +242,9 @@ mod commands {
         json(&report)
     }
 
-    pub fn mine(args: cli::mine::MineArgs, watch: &Watch) -> anyhow::Result<String> {
+    pub fn mine(args: cli::mine::MineArgs, sources: Vec<Source>, watch: &Watch) -> anyhow::Result<String> {
         let (config, spec) = args.config()?;
-        let dump = Dump::open(&args.inputs, &config.dump().for_export())?;
+        let dump = Dump::open_inputs(import(sources, watch)?, &config.dump().for_export())?;
         let summary = hardmine::mine::mine(&dump, &config, spec, &args.out, watch)?;
         // What the CLI says on stderr ("mined N rows (ohem) from M images into FILE"), as JSON.
         Ok(format!(
@@ -270,9 +348,12 @@ fn interruptible<T: Send>(
 }
 
 /// Parses `argv` (the CLI's arguments after `hardmine`, e.g. `["analyze", "--gamma=1", "--",
-/// "dump/"]`) with the CLI's definitions and runs the command; returns the JSON text.
+/// "dump/"]`) with the CLI's definitions and runs the command; returns the JSON text. `arrow`
+/// lists the Arrow stream producers among the inputs, as (position among the inputs,
+/// producer); the input's text at that position is the source's name.
 #[pyfunction]
-fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<String> {
+#[pyo3(signature = (argv, arrow = Vec::new()))]
+fn run(py: Python<'_>, argv: Vec<String>, arrow: Vec<(usize, Bound<'_, PyAny>)>) -> PyResult<String> {
     let cli = match PyCli::try_parse_from(std::iter::once("hardmine".to_string()).chain(argv.iter().cloned()))
     {
         Ok(c) => c,
@@ -286,22 +367,25 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<String> {
     };
     match cli.command {
         Cmd::Analyze(a) => {
-            let quiet = a.run.quiet;
-            interruptible(py, quiet, move |w| commands::analyze(a, w))
+            let (quiet, s) = (a.run.quiet, sources(py, &a.inputs, arrow)?);
+            interruptible(py, quiet, move |w| commands::analyze(a, s, w))
         }
         Cmd::Sweep(a) => {
-            let quiet = a.run.quiet;
-            interruptible(py, quiet, move |w| commands::sweep(a, w))
+            let (quiet, s) = (a.run.quiet, sources(py, &a.inputs, arrow)?);
+            interruptible(py, quiet, move |w| commands::sweep(a, s, w))
         }
         Cmd::Report(a) => {
-            let quiet = a.run.quiet;
+            let (quiet, s) = (a.run.quiet, sources(py, &a.inputs, arrow)?);
             let inv = invocation(&argv);
-            interruptible(py, quiet, move |w| commands::report(a, w, inv))
+            interruptible(py, quiet, move |w| commands::report(a, s, w, inv))
         }
-        Cmd::Merge(a) => interruptible(py, true, move |_| commands::merge(a)),
+        Cmd::Merge(a) => {
+            sources(py, &[], arrow)?;
+            interruptible(py, true, move |_| commands::merge(a))
+        }
         Cmd::Mine(a) => {
-            let quiet = a.run.quiet;
-            interruptible(py, quiet, move |w| commands::mine(a, w))
+            let (quiet, s) = (a.run.quiet, sources(py, &a.inputs, arrow)?);
+            interruptible(py, quiet, move |w| commands::mine(a, s, w))
         }
     }
 }

@@ -231,7 +231,14 @@ def test_docstrings_list_every_cli_option():
 
 # --- the GIL and Ctrl-C -----------------------------------------------------------------------
 
-def test_the_gil_is_released_during_the_pass(big_dump):
+def source_of(big_dump, kind: str):
+    """The big dump as files, or as an in-memory pyarrow Table (read in place)."""
+    return big_dump if kind == "files" else pq.read_table(big_dump)
+
+
+@pytest.mark.parametrize("kind", ["files", "arrow"])
+def test_the_gil_is_released_during_the_pass(big_dump, kind):
+    source = source_of(big_dump, kind)
     ticks = []
     stop = threading.Event()
 
@@ -244,7 +251,7 @@ def test_the_gil_is_released_during_the_pass(big_dump):
     t.start()
     try:
         start = time.perf_counter()
-        hardmine.analyze(big_dump, strategies=["ce", "focal", "sampled"], quiet=True, **SLOW)
+        hardmine.analyze(source, strategies=["ce", "focal", "sampled"], quiet=True, **SLOW)
         end = time.perf_counter()
     finally:
         stop.set()
@@ -255,10 +262,11 @@ def test_the_gil_is_released_during_the_pass(big_dump):
     assert len(during) > 0.25 * (end - start) / 0.005, (len(during), end - start)
 
 
-@pytest.mark.parametrize("how", ["interrupt_main", "sigint"])
-def test_ctrl_c_interrupts_the_pass(big_dump, tmp_path, how):
+@pytest.mark.parametrize("how,kind", [("interrupt_main", "files"), ("sigint", "files"), ("sigint", "arrow")])
+def test_ctrl_c_interrupts_the_pass(big_dump, tmp_path, how, kind):
     # interrupt_main simulates Ctrl-C in the interpreter; a real SIGINT is what a terminal or
     # a notebook's "interrupt kernel" sends to the process.
+    source = source_of(big_dump, kind)
     fire = _thread.interrupt_main if how == "interrupt_main" else (
         lambda: os.kill(os.getpid(), signal.SIGINT))
     timer = threading.Timer(0.5, fire)
@@ -266,7 +274,7 @@ def test_ctrl_c_interrupts_the_pass(big_dump, tmp_path, how):
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            hardmine.analyze(big_dump, strategies=["ce", "focal", "sampled"],
+            hardmine.analyze(source, strategies=["ce", "focal", "sampled"],
                              save_state=tmp_path / "s.state", **SLOWER)
     finally:
         timer.cancel()
@@ -277,46 +285,6 @@ def test_ctrl_c_interrupts_the_pass(big_dump, tmp_path, how):
     # The interpreter and the library still work afterwards.
     r = hardmine.analyze(big_dump, strategies="ce", quiet=True)
     assert r["dataset"]
-
-
-# --- Arrow sources ----------------------------------------------------------------------------
-
-def test_arrow_table_and_polars_frame_equal_their_parquet_file(dump, tmp_path):
-    files = sorted(dump.glob("*.parquet"))
-    table = pq.read_table(files[0])
-    path = tmp_path / "t.parquet"
-    pq.write_table(table, path)
-    want = hardmine.analyze(path, strategies="ce,focal,ohem,ssd")
-    got = hardmine.analyze(table, strategies="ce,focal,ohem,ssd")
-    assert got["metadata"]["inputs"] == ["<pyarrow.lib.Table #0>"]
-    got["metadata"]["inputs"] = want["metadata"]["inputs"]
-    assert canon(got) == canon(want)
-    reader = table.to_reader(max_chunksize=1000)
-    got = hardmine.analyze(reader, strategies="ce,focal,ohem,ssd")
-    got["metadata"]["inputs"] = want["metadata"]["inputs"]
-    assert canon(got) == canon(want)
-    pl = pytest.importorskip("polars")
-    frame = pl.read_parquet(path)
-    got = hardmine.analyze(frame, strategies="ce,focal,ohem,ssd")
-    assert got["metadata"]["inputs"][0].startswith("<polars")
-    got["metadata"]["inputs"] = want["metadata"]["inputs"]
-    assert canon(got) == canon(want)
-
-
-def test_a_duckdb_relation_equals_its_parquet_file(dump, tmp_path):
-    import duckdb  # pinned in requirements-test.txt: a missing package fails, not skips
-
-    files = sorted(dump.glob("*.parquet"))
-    path = tmp_path / "t.parquet"
-    pq.write_table(pq.read_table(files[0]), path)
-    want = hardmine.analyze(path, strategies="ce,focal,ohem,ssd")
-    # A query result, as a notebook would hand it over (rows in the file's order).
-    con = duckdb.connect()
-    rel = con.sql(f"select * from read_parquet('{path}') order by image_id, anchor_id")
-    got = hardmine.analyze(rel, strategies="ce,focal,ohem,ssd")
-    assert got["metadata"]["inputs"][0].startswith("<duckdb"), got["metadata"]["inputs"]
-    got["metadata"]["inputs"] = want["metadata"]["inputs"]
-    assert canon(got) == canon(want)
 
 
 def test_columns_kwarg_is_the_repeatable_col_flag(cli, dump, tmp_path):

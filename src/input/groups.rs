@@ -79,7 +79,7 @@ impl Dump {
         let strs = keys.iter().filter(|k| matches!(k, UnitKey::Value(HiveValue::Str(_)))).count();
         if ints + strs == 0 {
             let f = &self.files[0];
-            let mut names: Vec<String> = f.arrow.schema().fields().iter().map(|c| c.name().clone()).collect();
+            let mut names: Vec<String> = f.arrow_schema().fields().iter().map(|c| c.name().clone()).collect();
             names.extend(f.input.hive.iter().map(|(k, _)| format!("{k} (hive)")));
             return Err(InputError::NoFiles {
                 spec: format!("--by {key}"),
@@ -146,8 +146,7 @@ impl Dump {
                         input: f.input.clone(),
                         rows: f.rows,
                         columns: f.columns.clone(),
-                        metadata: f.metadata.clone(),
-                        arrow: f.arrow.clone(),
+                        data: f.data.clone(),
                     });
                     files.len() - 1
                 });
@@ -169,7 +168,7 @@ impl Dump {
 /// The key's value in one row group: a column wins over a hive key of the same name (as for
 /// every logical column).
 fn unit_key(file: &DumpFile, unit: Unit, key: &str) -> Result<UnitKey, InputError> {
-    let Ok(field) = file.arrow.schema().field_with_name(key) else {
+    let Ok(field) = file.arrow_schema().field_with_name(key) else {
         return Ok(match file.input.hive.iter().find(|(k, _)| k == key) {
             Some((_, v)) => UnitKey::Value(v.clone()),
             None => UnitKey::Missing,

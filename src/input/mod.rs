@@ -7,6 +7,10 @@
 //! bounded by the batches in flight, whatever the row-group size: a dump is never collected
 //! whole, and neither is a row group.
 //!
+//! A dump may also hold in-memory Arrow sources ([`ArrowSource`], [`Dump::open_inputs`]):
+//! record batches already in memory (a Python producer's, imported through the Arrow C stream
+//! interface), checked by the same rules and read in place, without copying (see `memory.rs`).
+//!
 //! The footer and the schema are read with polars (the types and checks users' files were
 //! validated against); the data pages are decoded with arrow-rs `parquet`, whose reader
 //! streams a row group page by page and whose fixed-size-list decoder is ~1.7x faster per core
@@ -14,6 +18,7 @@
 
 mod discover;
 mod groups;
+mod memory;
 mod pages;
 mod read;
 mod schema;
@@ -36,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use discover::{discover, HiveValue, InputFile};
 pub use groups::{Group, Grouping};
+pub use memory::ArrowSource;
 pub use read::{Rule, RULES};
 pub use schema::{ColumnType, DumpShape, FileColumns, Resolved, Source};
 
@@ -179,7 +185,7 @@ pub struct Batch {
 /// What a report needs to know about the dump it describes (and what a state file keeps).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DumpInfo {
-    /// The files, in reading order.
+    /// The files (and Arrow sources, by name), in reading order.
     pub inputs: Vec<String>,
     /// Layout, scores and activation.
     pub shape: DumpShape,
@@ -245,12 +251,13 @@ impl Batch {
     }
 }
 
-/// One unit of work: a row group of a file.
+/// One unit of work: a row group of a file, or a run of rows of one record batch of an Arrow
+/// source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Unit {
     /// Index of the file in [`Dump::files`].
     pub file: usize,
-    /// Row-group index within the file.
+    /// Row-group index within the file (an Arrow source: the record batch's index).
     pub row_group: usize,
     /// First row of the row group within the file.
     pub offset: u64,
@@ -258,19 +265,50 @@ pub struct Unit {
     pub rows: usize,
 }
 
-/// One input file with its footer and resolved columns.
+/// One input file with its footer and resolved columns (or an Arrow source with its batches).
 #[derive(Debug)]
 pub struct DumpFile {
-    /// Path and hive partition values.
+    /// Path and hive partition values (an Arrow source: its name, and no hive values).
     pub input: InputFile,
     /// Total rows.
     pub rows: u64,
     /// Resolved columns.
     pub columns: FileColumns,
-    /// The footer as polars reads it (schema resolution and the page checks).
-    metadata: Arc<FileMetadata>,
-    /// The footer as arrow-rs reads it, loaded once per file and shared by every read.
-    arrow: ArrowReaderMetadata,
+    /// Where the rows are read from.
+    data: Data,
+}
+
+/// The rows of a [`DumpFile`].
+#[derive(Clone, Debug)]
+enum Data {
+    /// A Parquet file.
+    Parquet {
+        /// The footer as polars reads it (schema resolution and the page checks).
+        metadata: Arc<FileMetadata>,
+        /// The footer as arrow-rs reads it, loaded once per file and shared by every read.
+        arrow: ArrowReaderMetadata,
+    },
+    /// An in-memory Arrow source.
+    Memory(memory::Batches),
+}
+
+impl DumpFile {
+    /// The arrow-rs schema of the rows.
+    fn arrow_schema(&self) -> &arrow_schema::SchemaRef {
+        match &self.data {
+            Data::Parquet { arrow, .. } => arrow.schema(),
+            Data::Memory(m) => &m.schema,
+        }
+    }
+}
+
+/// One input of a dump.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A Parquet file, a directory or a glob, as on the command line.
+    Path(String),
+    /// Record batches in memory.
+    Arrow(ArrowSource),
 }
 
 /// An opened, validated dump: the files, their shared shape and the row groups to read.
@@ -289,24 +327,53 @@ impl Dump {
     /// Finds the inputs, reads every footer and validates the schema. No data pages are read
     /// except the first row of a variable-length score list, to learn the class count.
     pub fn open(inputs: &[String], options: &DumpOptions) -> Result<Dump, InputError> {
-        let inputs = discover(inputs)?;
+        Dump::open_inputs(inputs.iter().cloned().map(Input::Path).collect(), options)
+    }
+
+    /// [`Dump::open`] over paths and in-memory Arrow sources, read in the order given (each
+    /// path's files in sorted order, as [`discover`] finds them; a file named twice is read
+    /// once). An Arrow source is checked as a file is, and named by its name in errors and in
+    /// [`DumpInfo::inputs`].
+    pub fn open_inputs(inputs: Vec<Input>, options: &DumpOptions) -> Result<Dump, InputError> {
+        let inputs = find(inputs)?;
         let mut files = Vec::with_capacity(inputs.len());
         let mut shape: Option<DumpShape> = None;
-        for input in inputs {
-            let (metadata, schema, arrow) = read_footer(&input.path)?;
-            let (s, columns) = schema::resolve(&input, &schema, options)?;
+        for found in inputs {
+            let (input, (s, columns), data) = match found {
+                Found::File(input) => {
+                    let (metadata, schema, arrow) = read_footer(&input.path)?;
+                    let resolved = schema::resolve(&input, &schema, options)?;
+                    (input, resolved, Data::Parquet { metadata, arrow })
+                }
+                Found::Arrow(source) => {
+                    let input = InputFile { path: source.name().into(), hive: Vec::new() };
+                    let resolved = schema::resolve_arrow(&input, source.schema(), options)?;
+                    (input, resolved, Data::Memory(memory::Batches::new(source)))
+                }
+            };
             if let (Some(s0), Some(f0)) = (shape.as_ref(), files.first()) {
                 let f0: &DumpFile = f0;
                 schema::check_consistent((&f0.input.path, s0, &f0.columns), (&input.path, &s, &columns))?;
             }
             shape.get_or_insert(s);
-            files.push(DumpFile { rows: metadata.num_rows as u64, input, columns, metadata, arrow });
+            let rows = match &data {
+                Data::Parquet { metadata, .. } => metadata.num_rows as u64,
+                Data::Memory(m) => m.rows(),
+            };
+            files.push(DumpFile { rows, input, columns, data });
         }
         let shape = shape.expect("discover returns at least one file");
         let mut units = Vec::new();
         for (i, f) in files.iter().enumerate() {
+            let metadata = match &f.data {
+                Data::Parquet { metadata, .. } => metadata,
+                Data::Memory(m) => {
+                    units.extend(m.units(i));
+                    continue;
+                }
+            };
             let mut offset = 0u64;
-            for (g, rg) in f.metadata.row_groups.iter().enumerate() {
+            for (g, rg) in metadata.row_groups.iter().enumerate() {
                 let rows = rg.num_rows();
                 if rows > 0 {
                     units.push(Unit { file: i, row_group: g, offset, rows });
@@ -389,7 +456,7 @@ impl Dump {
         })
     }
 
-    /// The input files, in reading order.
+    /// The input files (and Arrow sources), in reading order.
     pub fn files(&self) -> &[DumpFile] {
         &self.files
     }
@@ -462,6 +529,34 @@ impl Dump {
     }
 }
 
+/// An input after discovery.
+enum Found {
+    File(InputFile),
+    Arrow(ArrowSource),
+}
+
+/// Discovers each path's files (a file found twice is kept once, where first found) and keeps
+/// the Arrow sources where they stand.
+fn find(inputs: Vec<Input>) -> Result<Vec<Found>, InputError> {
+    if inputs.is_empty() {
+        discover(&[])?;
+    }
+    let mut found = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        match input {
+            Input::Path(p) => {
+                for f in discover(std::slice::from_ref(&p))? {
+                    if !found.iter().any(|o| matches!(o, Found::File(o) if o.path == f.path)) {
+                        found.push(Found::File(f));
+                    }
+                }
+            }
+            Input::Arrow(source) => found.push(Found::Arrow(source)),
+        }
+    }
+    Ok(found)
+}
+
 type Footer = (Arc<FileMetadata>, polars_arrow::datatypes::ArrowSchema, ArrowReaderMetadata);
 
 fn read_footer(path: &Path) -> Result<Footer, InputError> {
@@ -490,7 +585,8 @@ fn parquet_error(path: &Path, detail: impl ToString) -> InputError {
 
 /// Decodes the columns `columns` (top-level names) of one row group in batches of `batch_rows`
 /// rows (`limit`: stop after that many rows), handing each to `f`. The page headers are
-/// checked first; every decoder call runs under [`guarded`], `f` does not.
+/// checked first; every decoder call runs under [`guarded`], `f` does not. The unit of an Arrow
+/// source has nothing to decode: its batches are slices of the imported record batches.
 fn decode_group<E: From<InputError>>(
     file: &DumpFile,
     unit: Unit,
@@ -499,11 +595,15 @@ fn decode_group<E: From<InputError>>(
     limit: Option<usize>,
     f: &mut dyn FnMut(RecordBatch) -> Result<(), E>,
 ) -> Result<(), E> {
+    let (metadata, arrow) = match &file.data {
+        Data::Parquet { metadata, arrow } => (metadata, arrow),
+        Data::Memory(m) => return m.read(unit, batch_rows, limit, f),
+    };
     let path: &PathBuf = &file.input.path;
     let mut reader = guarded(path, || {
-        pages::check_pages(path, &file.metadata, unit.row_group, columns)?;
+        pages::check_pages(path, metadata, unit.row_group, columns)?;
         let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
-        let schema = file.arrow.parquet_schema();
+        let schema = arrow.parquet_schema();
         let leaves = schema
             .columns()
             .iter()
@@ -511,7 +611,7 @@ fn decode_group<E: From<InputError>>(
             .filter(|(_, c)| c.path().parts().first().is_some_and(|top| columns.contains(top)))
             .map(|(i, _)| i);
         let mask = ProjectionMask::leaves(schema, leaves);
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, file.arrow.clone())
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, arrow.clone())
             .with_projection(mask)
             .with_row_groups(vec![unit.row_group])
             .with_batch_size(batch_rows);

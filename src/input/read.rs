@@ -278,7 +278,7 @@ fn column_array(batch: &RecordBatch, name: &str, file: &DumpFile) -> Result<Arra
 /// Bytes per score value of the file's score column (8 when in doubt).
 fn score_bytes(file: &DumpFile) -> usize {
     let Source::Column(name) = &file.columns.scores.source else { return 8 };
-    let Ok(field) = file.arrow.schema().field_with_name(name) else { return 8 };
+    let Ok(field) = file.arrow_schema().field_with_name(name) else { return 8 };
     match field.data_type() {
         DataType::Float32 => 4,
         DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _)

@@ -1,5 +1,7 @@
 //! Schema detection and validation: which layout a dump uses, which file column holds each
-//! logical column, and whether its type is one hardmine can read.
+//! logical column, and whether its type is one hardmine can read. Parquet footers arrive as
+//! polars schemas, in-memory Arrow sources as arrow-rs schemas; both resolve through the same
+//! rules ([`resolve`], [`resolve_arrow`]).
 
 use std::path::Path;
 
@@ -43,6 +45,23 @@ impl ColumnType {
             D::FixedSizeList(f, n) if matches!(f.dtype, D::Float32 | D::Float64) => {
                 ColumnType::FloatList(Some(*n))
             }
+            _ => ColumnType::Other,
+        }
+    }
+
+    /// Classifies an arrow-rs data type (an in-memory Arrow source), as [`ColumnType::of`].
+    pub fn of_arrow(dtype: &arrow_schema::DataType) -> ColumnType {
+        use arrow_schema::DataType as D;
+        let float = |f: &arrow_schema::Field| matches!(f.data_type(), D::Float32 | D::Float64);
+        match dtype {
+            D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32 | D::UInt64 => {
+                ColumnType::Int
+            }
+            D::Float32 | D::Float64 => ColumnType::Float,
+            D::Utf8 | D::LargeUtf8 | D::Utf8View => ColumnType::Str,
+            D::Boolean => ColumnType::Bool,
+            D::List(f) | D::LargeList(f) if float(f) => ColumnType::FloatList(None),
+            D::FixedSizeList(f, n) if float(f) => ColumnType::FloatList(Some(*n as usize)),
             _ => ColumnType::Other,
         }
     }
@@ -138,15 +157,38 @@ pub fn resolve(
     schema: &ArrowSchema,
     options: &DumpOptions,
 ) -> Result<(DumpShape, FileColumns), InputError> {
+    let fields: Vec<(&str, ColumnType)> =
+        schema.iter().map(|(name, field)| (name.as_str(), ColumnType::of(&field.dtype))).collect();
+    resolve_fields(file, &fields, options)
+}
+
+/// Finds the layout and columns of an in-memory Arrow source (`source.path` is its name), with
+/// the same rules and errors as [`resolve`].
+pub fn resolve_arrow(
+    source: &InputFile,
+    schema: &arrow_schema::Schema,
+    options: &DumpOptions,
+) -> Result<(DumpShape, FileColumns), InputError> {
+    let fields: Vec<(&str, ColumnType)> =
+        schema.fields().iter().map(|f| (f.name().as_str(), ColumnType::of_arrow(f.data_type()))).collect();
+    resolve_fields(source, &fields, options)
+}
+
+/// [`resolve`] over the columns' names and type classes, in schema order.
+fn resolve_fields(
+    file: &InputFile,
+    fields: &[(&str, ColumnType)],
+    options: &DumpOptions,
+) -> Result<(DumpShape, FileColumns), InputError> {
     let path = file.path.as_path();
     let map = options.columns();
     let lookup = |logical: &'static str| -> Option<Resolved> {
         let name = map.physical(logical);
-        if let Some(field) = schema.get(name) {
+        if let Some(&(_, ty)) = fields.iter().find(|(n, _)| *n == name) {
             return Some(Resolved {
                 logical,
                 name: name.to_string(),
-                ty: ColumnType::of(&field.dtype),
+                ty,
                 source: Source::Column(name.to_string()),
             });
         }
@@ -161,7 +203,7 @@ pub fn resolve(
         })
     };
     let found = || {
-        let mut names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+        let mut names: Vec<String> = fields.iter().map(|(n, _)| n.to_string()).collect();
         names.extend(file.hive.iter().map(|(k, _)| format!("{k} (hive)")));
         names.join(", ")
     };
