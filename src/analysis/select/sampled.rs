@@ -259,8 +259,8 @@ impl SampledTotals {
             let mut loss = [0.0f64; 4];
             for i in pools.draw(plan, d as u64) {
                 let c = &cands[i];
-                for b in 0..4 {
-                    loss[b] += c.loss[b];
+                for (sum, l) in loss.iter_mut().zip(c.loss) {
+                    *sum += l;
                 }
                 *selected += c.decisions();
             }
