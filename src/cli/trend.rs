@@ -57,7 +57,7 @@ pub fn run(args: TrendArgs) -> anyhow::Result<ExitCode> {
             (values, dumps, left_out)
         }
     };
-    let rows: u64 = dumps.iter().flat_map(|d| d.units()).map(|u| u.rows as u64).sum();
+    let rows: u64 = dumps.iter().map(Dump::rows).sum();
     let progress = Progress::new(rows, args.analysis.run.quiet);
     let refs: Vec<&Dump> = dumps.iter().collect();
     let results = trend::analyze_groups(&refs, &config, &progress);

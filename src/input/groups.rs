@@ -305,6 +305,7 @@ mod tests {
             for grp in &g.groups {
                 let rows: usize = grp.dump.units().iter().map(|u| u.rows).sum();
                 assert_eq!(rows, 1000);
+                assert_eq!(grp.dump.rows(), 1000);
                 assert_eq!(grp.dump.files().len(), 1);
             }
         }

@@ -491,9 +491,10 @@ impl Dump {
         &self.units
     }
 
-    /// Total rows over all files.
+    /// Rows in the dump's units (every row of its files, or of a group's row groups: see
+    /// [`Dump::group_by`]).
     pub fn rows(&self) -> u64 {
-        self.files.iter().map(|f| f.rows).sum()
+        self.units.iter().map(|u| u.rows as u64).sum()
     }
 
     /// The policy for rows with invalid values.
