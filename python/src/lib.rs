@@ -375,7 +375,7 @@ fn run(py: Python<'_>, argv: Vec<String>, arrow: Vec<(usize, Bound<'_, PyAny>)>)
             interruptible(py, quiet, move |w| commands::sweep(a, s, w))
         }
         Cmd::Report(a) => {
-            let (quiet, s) = (a.run.quiet, sources(py, &a.inputs, arrow)?);
+            let (quiet, s) = (a.analysis.run.quiet, sources(py, &a.inputs, arrow)?);
             let inv = invocation(&argv);
             interruptible(py, quiet, move |w| commands::report(a, s, w, inv))
         }

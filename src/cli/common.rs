@@ -322,28 +322,8 @@ impl RunsOutputArgs {
     }
 }
 
-/// The checked settings of an analysis with the sweep (`report`, `trend`, `compare`).
-pub fn swept_config(
-    strategies: &str,
-    easy_threshold: f64,
-    run: &RunArgs,
-    sweep: &SweepGridArgs,
-    strategy: &StrategyArgs,
-    dump: &DumpArgs,
-) -> anyhow::Result<AnalysisConfig> {
-    let mut params = AnalysisParams {
-        dump: dump.params(),
-        strategies: parse_strategies(strategies)?,
-        easy_threshold,
-        threads: run.threads,
-        sweep: Some(sweep.params()?),
-        ..Default::default()
-    };
-    strategy.apply(&mut params);
-    Ok(params.check()?)
-}
-
-/// The analysis settings of `trend` and `compare` (those of `report`).
+/// The analysis settings of `report`, `trend` and `compare`: every requested strategy, the sweep
+/// and the breakdowns.
 #[derive(Debug, Args)]
 pub struct SweptArgs {
     /// Strategies to compare, comma-separated.
@@ -365,14 +345,16 @@ pub struct SweptArgs {
 impl SweptArgs {
     /// The checked settings.
     pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
-        swept_config(
-            &self.strategies,
-            self.easy_threshold,
-            &self.run,
-            &self.sweep,
-            &self.strategy,
-            &self.dump,
-        )
+        let mut params = AnalysisParams {
+            dump: self.dump.params(),
+            strategies: parse_strategies(&self.strategies)?,
+            easy_threshold: self.easy_threshold,
+            threads: self.run.threads,
+            sweep: Some(self.sweep.params()?),
+            ..Default::default()
+        };
+        self.strategy.apply(&mut params);
+        Ok(params.check()?)
     }
 }
 

@@ -13,9 +13,7 @@ use hardmine::output::{write_atomic, AtomicFile};
 use hardmine::render::{self, charts, Renderer};
 use hardmine::report::Report;
 
-use super::common::{
-    defaults, invocation, swept_config, DumpArgs, Progress, RunArgs, StrategyArgs, SweepGridArgs,
-};
+use super::common::{invocation, Progress, SweptArgs};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -35,20 +33,8 @@ pub struct ReportArgs {
     /// html or markdown [default: markdown for a .md file, html otherwise].
     #[arg(long, value_enum)]
     pub format: Option<ReportFormat>,
-    /// Strategies to compare, comma-separated.
-    #[arg(long, default_value_t = defaults::strategies(), value_name = "LIST")]
-    pub strategies: String,
-    /// A decision is easy when p_t is at least this.
-    #[arg(long, default_value_t = defaults::easy_threshold(), value_name = "TAU", allow_negative_numbers = true)]
-    pub easy_threshold: f64,
     #[command(flatten)]
-    pub run: RunArgs,
-    #[command(flatten)]
-    pub sweep: SweepGridArgs,
-    #[command(flatten)]
-    pub strategy: StrategyArgs,
-    #[command(flatten)]
-    pub dump: DumpArgs,
+    pub analysis: SweptArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,14 +63,7 @@ impl ReportArgs {
 
     /// The checked analysis settings (every requested strategy, the sweep, the breakdowns).
     pub fn config(&self) -> anyhow::Result<AnalysisConfig> {
-        swept_config(
-            &self.strategies,
-            self.easy_threshold,
-            &self.run,
-            &self.sweep,
-            &self.strategy,
-            &self.dump,
-        )
+        self.analysis.config()
     }
 
     /// Renders `report` into `out` (the file of `--out`, committed by the caller): HTML, or
@@ -110,14 +89,14 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     // Fail fast on an unwritable destination, before the pass.
     let mut out = AtomicFile::create(&args.out)?;
     let dump = Dump::open(&args.inputs, config.dump())?;
-    let progress = Progress::new(dump.rows(), args.run.quiet);
+    let progress = Progress::new(dump.rows(), args.analysis.run.quiet);
     let pass = analysis::run(&dump, &config, &progress, None);
     progress.finish();
     let mut report = pass?.finish(&dump, &config, "report");
     report.metadata.invocation = Some(invocation());
     args.render(&report, &mut out)?;
     out.commit()?;
-    if !args.run.quiet {
+    if !args.analysis.run.quiet {
         let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
         eprintln!("wrote {} ({:.1} kB)", args.out.display(), size as f64 / 1000.0);
     }
