@@ -381,14 +381,17 @@ fn choose(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
     if k >= n {
         return (0..n).collect();
     }
-    let mut chosen = std::collections::BTreeSet::new();
+    // Kept sorted: `j` grows from step to step and every earlier pick is at most the earlier
+    // `j`, so when `t` was picked before, `j` goes at the end.
+    let mut chosen: Vec<usize> = Vec::with_capacity(k);
     for j in (n - k)..n {
         let t = rng.below(j as u64 + 1) as usize;
-        if !chosen.insert(t) {
-            chosen.insert(j);
+        match chosen.binary_search(&t) {
+            Ok(_) => chosen.push(j),
+            Err(at) => chosen.insert(at, t),
         }
     }
-    chosen.into_iter().collect()
+    chosen
 }
 
 /// Mean, sample standard deviation and the central 95% interval of `xs`.
