@@ -423,7 +423,7 @@ impl Accumulator for BreakdownAcc {
                 }
                 // Gradient density of |p - y| (in lanes: most decisions fall in one bin, and a
                 // single counter would chain every increment through memory).
-                let bin = ((g * DENSITY_BINS as f64) as usize).min(DENSITY_BINS - 1);
+                let bin = super::ghm::bin_of(g, DENSITY_BINS);
                 density[((i % DENSITY_LANES) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
                 // Health, in local counters.
                 let (wrong, right) = (d.p_t < 1e-7, d.q < 1e-7);
