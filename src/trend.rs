@@ -294,12 +294,9 @@ pub struct TrendGroup {
 }
 
 impl TrendGroup {
-    /// The value as text (integers as written, strings verbatim).
+    /// The value as text (integers as written, strings verbatim), as every group key is shown.
     pub fn label(&self) -> String {
-        match &self.value {
-            serde_json::Value::String(s) => s.clone(),
-            v => v.to_string(),
-        }
+        crate::render::content::key_text(&self.value)
     }
 }
 
