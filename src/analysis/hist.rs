@@ -89,7 +89,9 @@ impl LocalSums {
     }
 }
 
-/// The bin of a loss given its natural log (`-inf` for a zero loss).
+/// The bin of a loss given its natural log (`-inf` for a zero loss). The bin's offset goes
+/// through `i32` (one conversion and a clamp instead of `usize`'s saturating sequence): the
+/// offset is below `INNER` < 2^31 wherever it is used, and NaN gives 0 either way.
 #[inline]
 pub fn bin_of_ln(ln_loss: f64) -> usize {
     if ln_loss < LN_MIN {
@@ -97,7 +99,7 @@ pub fn bin_of_ln(ln_loss: f64) -> usize {
     } else if ln_loss >= LN_MAX {
         INNER + 1
     } else {
-        1 + (((ln_loss - LN_MIN) * PER_E) as usize).min(INNER - 1)
+        1 + (((ln_loss - LN_MIN) * PER_E) as i32).clamp(0, INNER as i32 - 1) as usize
     }
 }
 
@@ -252,5 +254,26 @@ mod tests {
         assert_eq!(bin_of_ln(LN_MIN), 1);
         assert_eq!(bin_of_ln(20.0), INNER + 1);
         assert!((bin_ratio() - 0.05127).abs() < 1e-4);
+    }
+
+    #[test]
+    fn bins_through_i32_are_the_bins_through_usize() {
+        let through_usize = |ln: f64| {
+            if ln < LN_MIN {
+                0
+            } else if ln >= LN_MAX {
+                INNER + 1
+            } else {
+                1 + (((ln - LN_MIN) * PER_E) as usize).min(INNER - 1)
+            }
+        };
+        let mut rng = Rng::new(5, 0);
+        let edges = (0..=INNER).map(|k| LN_MIN + k as f64 / PER_E);
+        let near = edges.flat_map(|x| [x, x.next_down(), x.next_up()]);
+        let random = (0..100_000).map(|_| LN_MIN - 5.0 + rng.uniform() * (LN_MAX - LN_MIN + 10.0));
+        let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, LN_MAX.next_down(), -0.0, 1e300, -1e300];
+        for ln in near.chain(random).chain(special) {
+            assert_eq!(bin_of_ln(ln), through_usize(ln), "ln loss {ln}");
+        }
     }
 }

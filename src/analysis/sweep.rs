@@ -64,28 +64,44 @@ impl Accumulator for SweepAcc {
         let g = self.grid.gammas.len();
         // Per gamma, f64 subtotals within a run of a summation block (see `analysis::edges`),
         // folded exactly once per run: loss per bucket, squares and image sums per side, and the
-        // histogram bins' losses.
+        // histogram bins' losses. The run is walked once per gamma, with the branch on gamma
+        // taken once per walk ([`Power`]); each gamma's subtotals see the decisions in the
+        // same order as a walk over decisions and then gammas would, so the bits are the same.
         let mut part = vec![[0.0f64; 8]; g];
         let Scratch(mut bins) = std::mem::take(&mut self.bins);
         bins.resize_with(2 * g, LocalSums::default);
+        let powers: Vec<Power> = self.grid.gammas.iter().map(|&gamma| Power::of(gamma)).collect();
+        let mut terms: Vec<RunTerm> = Vec::with_capacity(chunk.decisions.len());
         for run in chunk.runs {
             let mut image_sums = vec![[ExactSum::ZERO; 2]; g];
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
-            for (d, m) in decisions.iter().zip(meta) {
-                let bucket = m.bucket as usize;
-                let side = usize::from(m.bucket.is_positive());
+            terms.clear();
+            terms.extend(decisions.iter().zip(meta).map(|(d, m)| {
                 let ce = d.ce * m.weight;
-                let ln_ce = ce.ln();
-                for (gi, &gamma) in self.grid.gammas.iter().enumerate() {
-                    let l = crate::loss::modulating(gamma, d.q, d.ln_q) * ce;
-                    let p = &mut part[gi];
-                    p[bucket] += l;
-                    p[4 + side] += l * l;
-                    p[6 + side] += l;
-                    // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
-                    let ln_l = if l > 0.0 { gamma * d.ln_q + ln_ce } else { f64::NEG_INFINITY };
-                    self.sums[gi].hist[side].add_local(&mut bins[2 * gi + side], l, ln_l);
+                RunTerm {
+                    q: d.q,
+                    ln_q: d.ln_q,
+                    ce,
+                    ln_ce: ce.ln(),
+                    bucket: m.bucket as u8,
+                    side: u8::from(m.bucket.is_positive()),
+                }
+            }));
+            for (gi, (&gamma, &power)) in self.grid.gammas.iter().zip(&powers).enumerate() {
+                let (hist, local) = (&mut self.sums[gi].hist, &mut bins[2 * gi..2 * gi + 2]);
+                let p = &mut part[gi];
+                // One monomorphic walk per kind of gamma (`at` of a known variant inlines to
+                // its one formula).
+                match power {
+                    Power::One => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::One.at(q, l)),
+                    Power::Q => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Q.at(q, l)),
+                    Power::Square => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Square.at(q, l)),
+                    Power::Int(n) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(n).at(q, l)),
+                    Power::HalfInt(n) => {
+                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(n).at(q, l))
+                    }
+                    Power::Exp(e) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Exp(e).at(q, l)),
                 }
             }
             for (gi, p) in part.iter_mut().enumerate() {
@@ -130,6 +146,92 @@ impl Accumulator for SweepAcc {
                 a[1] += b[1];
             }
         }
+    }
+}
+
+/// What the sweep reads of one decision, gathered once per run for all gammas.
+#[derive(Clone, Copy)]
+struct RunTerm {
+    q: f64,
+    ln_q: f64,
+    /// CE times the sample weight, and its log.
+    ce: f64,
+    ln_ce: f64,
+    bucket: u8,
+    /// 0 negative, 1 positive.
+    side: u8,
+}
+
+/// How (1 - p_t)^gamma is computed for one gamma: [`crate::loss::modulating`]'s branches,
+/// decided once per gamma instead of once per decision (the same bits: the same operations).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Power {
+    /// gamma 0.
+    One,
+    /// gamma 1.
+    Q,
+    /// gamma 2.
+    Square,
+    /// Another whole gamma up to 16: `powi`.
+    Int(i32),
+    /// A half-integer gamma up to 16: `powi` of the whole part times a square root.
+    HalfInt(i32),
+    /// Any other gamma: `exp(gamma ln q)`.
+    Exp(f64),
+}
+
+impl Power {
+    fn of(gamma: f64) -> Power {
+        if gamma == 0.0 {
+            Power::One
+        } else if gamma == 1.0 {
+            Power::Q
+        } else if gamma == 2.0 {
+            Power::Square
+        } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+            if gamma.fract() == 0.0 {
+                Power::Int(gamma as i32)
+            } else {
+                Power::HalfInt(gamma as i32)
+            }
+        } else {
+            Power::Exp(gamma)
+        }
+    }
+
+    /// (1 - p_t)^gamma from q = 1 - p_t and ln q.
+    #[inline(always)]
+    fn at(self, q: f64, ln_q: f64) -> f64 {
+        match self {
+            Power::One => 1.0,
+            Power::Q => q,
+            Power::Square => q * q,
+            Power::Int(n) => q.powi(n),
+            Power::HalfInt(n) => q.powi(n) * q.sqrt(),
+            Power::Exp(gamma) => (gamma * ln_q).exp(),
+        }
+    }
+}
+
+/// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma.
+#[inline(always)]
+fn sum_gamma(
+    terms: &[RunTerm],
+    gamma: f64,
+    p: &mut [f64; 8],
+    hist: &mut [LogHist; 2],
+    local: &mut [LocalSums],
+    factor: impl Fn(f64, f64) -> f64,
+) {
+    for t in terms {
+        let l = factor(t.q, t.ln_q) * t.ce;
+        let side = usize::from(t.side);
+        p[usize::from(t.bucket)] += l;
+        p[4 + side] += l * l;
+        p[6 + side] += l;
+        // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
+        let ln_l = if l > 0.0 { gamma * t.ln_q + t.ln_ce } else { f64::NEG_INFINITY };
+        hist[side].add_local(&mut local[side], l, ln_l);
     }
 }
 
@@ -422,6 +524,24 @@ impl SweepAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_power_decided_once_per_gamma_gives_the_bits_of_loss_modulating() {
+        let gammas = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 7.5, 16.0, 16.5, 0.3, 1e-3];
+        for gamma in gammas {
+            let power = Power::of(gamma);
+            for i in 0..=2000 {
+                for q in [f64::from(i) / 2000.0, (f64::from(i) / 2000.0).powi(8), 1e-300 * f64::from(i)] {
+                    let ln_q = q.ln();
+                    let (a, b) = (power.at(q, ln_q), crate::loss::modulating(gamma, q, ln_q));
+                    assert_eq!(a.to_bits(), b.to_bits(), "gamma {gamma} q {q}: {a} vs {b}");
+                }
+            }
+        }
+        assert_eq!(Power::of(5.0), Power::Int(5));
+        assert_eq!(Power::of(2.5), Power::HalfInt(2));
+        assert_eq!(Power::of(0.3), Power::Exp(0.3));
+    }
 
     fn check(gamma: f64, alpha: f64, source: AlphaSource, rows: (usize, usize)) {
         let p = paper_alpha(gamma);
