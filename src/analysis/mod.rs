@@ -238,9 +238,18 @@ impl Pass {
         soft: &mut SoftAcc,
         chunk: &DecisionChunk<'_>,
     ) {
+        // The strategies whose loss the chunk's terms hold are summed in one walk.
+        let mut precomputed = Vec::with_capacity(strategies.len());
         for s in strategies.iter_mut() {
-            s.observe(chunk);
+            match s {
+                StrategyAcc::Weighted(w) => match w.precomputed(chunk.terms) {
+                    Some(kind) => precomputed.push((kind, w.sums_mut())),
+                    None => w.observe(chunk),
+                },
+                other => other.observe(chunk),
+            }
         }
+        strategy::sum_precomputed(chunk, &mut precomputed);
         soft.observe(chunk);
         if let Some(b) = breakdown.as_mut() {
             b.observe(chunk);

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
-use super::decisions::DecisionChunk;
-use super::strategy::{Reweighter, Sums};
+use super::decisions::{DecisionChunk, Terms};
+use super::strategy::{self, Precomputed, Reweighter, Sums};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::input::ImageKey;
@@ -45,9 +45,25 @@ impl WeightedAcc {
     }
 }
 
+impl WeightedAcc {
+    /// Where the chunk's terms hold the strategy's loss, if they do: the pass then sums every
+    /// such strategy in one walk ([`strategy::sum_precomputed`]) into [`WeightedAcc::sums_mut`].
+    pub fn precomputed(&self, terms: &Terms) -> Option<Precomputed> {
+        self.strategy.precomputed(terms)
+    }
+
+    /// The strategy's sums.
+    pub fn sums_mut(&mut self) -> &mut Sums {
+        &mut self.sums
+    }
+}
+
 impl Accumulator for WeightedAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        self.strategy.sum_chunk(chunk, &mut self.sums);
+        match self.strategy.precomputed(chunk.terms) {
+            Some(kind) => strategy::sum_precomputed(chunk, &mut [(kind, &mut self.sums)]),
+            None => self.strategy.sum_chunk(chunk, &mut self.sums),
+        }
     }
 
     fn merge(&mut self, other: Self) {

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{params, Params, Reweighting, Sums};
-use crate::analysis::decisions::DecisionChunk;
+use super::{params, Params, Precomputed, Reweighting};
+use crate::analysis::decisions::Terms;
 use crate::config::AnalysisConfig;
 use crate::loss::Decision;
 
@@ -31,15 +31,7 @@ impl Reweighting for AlphaCe {
     }
 
     #[inline]
-    fn sum_chunk(&self, chunk: &DecisionChunk<'_>, sums: &mut Sums) {
-        let t = chunk.terms;
-        if t.focus.alpha == self.alpha {
-            sums.add(chunk, |i, d| {
-                let a = t.alpha_t[i];
-                (a * d.ce, a * t.ce_grad[i])
-            });
-        } else {
-            sums.add(chunk, |_, d| self.terms(d));
-        }
+    fn precomputed(&self, terms: &Terms) -> Option<Precomputed> {
+        (terms.focus.alpha == self.alpha).then_some(Precomputed::AlphaCe)
     }
 }

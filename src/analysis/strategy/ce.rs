@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Params, Reweighting, Sums};
-use crate::analysis::decisions::DecisionChunk;
+use super::{Params, Precomputed, Reweighting};
+use crate::analysis::decisions::Terms;
 use crate::config::AnalysisConfig;
 use crate::loss::Decision;
 
@@ -28,8 +28,7 @@ impl Reweighting for Ce {
     }
 
     #[inline]
-    fn sum_chunk(&self, chunk: &DecisionChunk<'_>, sums: &mut Sums) {
-        let g = &chunk.terms.ce_grad;
-        sums.add(chunk, |i, d| (d.ce, g[i]));
+    fn precomputed(&self, _terms: &Terms) -> Option<Precomputed> {
+        Some(Precomputed::Ce)
     }
 }

@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{params, Params, Reweighting, Sums};
-use crate::analysis::decisions::{DecisionChunk, Focus};
+use super::{params, Params, Precomputed, Reweighting};
+use crate::analysis::decisions::{Focus, Terms};
 use crate::config::AnalysisConfig;
 use crate::loss::Decision;
 
@@ -36,12 +36,7 @@ impl Reweighting for Focal {
     }
 
     #[inline]
-    fn sum_chunk(&self, chunk: &DecisionChunk<'_>, sums: &mut Sums) {
-        let t = chunk.terms;
-        if t.focus == self.focus {
-            sums.add(chunk, |i, _| (t.focal[i], t.focal_grad[i]));
-        } else {
-            sums.add(chunk, |_, d| self.terms(d));
-        }
+    fn precomputed(&self, terms: &Terms) -> Option<Precomputed> {
+        (terms.focus == self.focus).then_some(Precomputed::Focal)
     }
 }
