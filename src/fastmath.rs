@@ -6,18 +6,30 @@
 //! use only +, -, *, / and bit operations, with no branches and no table, so a loop over a
 //! chunk compiles to SIMD code (SSE2 on every x86-64, AVX2 where the processor has it: the
 //! AVX2 copy is chosen at run time and gives bit-identical results, since neither copy fuses
-//! multiply-adds).
+//! multiply-adds: Rust never contracts `a * b + c` into an FMA on its own, and the code
+//! never calls `mul_add`. SSE2 has no FMA, so FMA in the AVX2 copy would change bits).
+//!
+//! Both polynomials are evaluated mostly by Estrin's scheme (independent pairs
+//! `c_j + c_{j+1} x` combined by powers of x) rather than Horner's: the dependency chain is
+//! a few multiplications deep instead of one per coefficient, so a core keeps several
+//! vectors in flight (the kernel was latency-bound with Horner).
 //!
 //! Error bounds (checked against libm over 10^6 points in the tests, and by the
 //! hard-coded bounds below):
-//! - [`exp_neg`]: range reduction by ln 2 in two parts (fdlibm's split, exact products) and a
+//! - [`exp_neg`]: range reduction by ln 2 in two parts (fdlibm's split, exact products) and the
 //!   degree-13 Taylor polynomial on |r| <= ln(2)/2, whose truncation error is below 4e-18
-//!   relative: the result is within 2 ulp of exp(t). Arguments below -708 give 0 (the true
-//!   value is below 3.3e-308: every loss term it feeds is far below what the exact sums
-//!   resolve, 2^-63).
-//! - [`ln_1p_unit`]: ln(1 + e) = 2 atanh(s) with s = e / (2 + e) <= 1/3 for e in [0, 1], the
-//!   odd series to s^35, truncation error below 2e-19 relative: within 3 ulp of ln_1p(e) (the
-//!   rounding of s and of 2 + e dominates).
+//!   relative. Its three lowest steps are Horner's (1 + r (1 + r (1/2 + r Q))), so the
+//!   rounding of the large terms is as in Horner's scheme; Q (degree 10) is Estrin's. The
+//!   result is within 1 ulp of exp(t) at every tested point (the test allows 2). Arguments
+//!   below -708 give 0 (the true value is below 3.3e-308: every loss term it feeds is far
+//!   below what the exact sums resolve, 2^-63).
+//! - [`ln_1p_unit`]: fdlibm's `log1p` method (s_log1p.c), without its branches since
+//!   e is in [0, 1]: 1 + e = 2^k (1 + f) with k = 0, f = e for e < sqrt(2) - 1, else k = 1,
+//!   f = (1 + e) / 2 - 1 (exact) and c the rounding error of 1 + e; then
+//!   ln(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)) with s = f / (2 + f), |s| <= 0.1716, and R
+//!   fdlibm's degree-7 polynomial in s^2 (error below 2^-58.45). Within 1 ulp of libm at
+//!   every tested point (the test allows 3). [`ln_1p_unit_given`] takes 1 / (1 + e), which
+//!   the kernel has anyway, so c / (1 + e) costs a product, not a division.
 
 /// 2^52 + 2^51: adding it rounds a float below 2^51 in magnitude to an integer, in the
 /// low bits of the mantissa.
@@ -40,7 +52,7 @@ pub fn exp_neg(t: f64) -> f64 {
     let k = t * LOG2_E + ROUND;
     let n = k - ROUND;
     let r = (t - n * LN2_HI) - n * LN2_LO;
-    // Taylor coefficients 1/j!, Horner from degree 13.
+    // Taylor coefficients 1/j!.
     const C: [f64; 14] = [
         1.0,
         1.0,
@@ -57,13 +69,13 @@ pub fn exp_neg(t: f64) -> f64 {
         1.0 / 479_001_600.0,
         1.0 / 6_227_020_800.0,
     ];
-    let mut p = C[13];
-    let mut j = 12;
-    while j > 0 {
-        p = p * r + C[j];
-        j -= 1;
-    }
-    p = p * r + C[0];
+    let r2 = r * r;
+    let r4 = r2 * r2;
+    let r8 = r4 * r4;
+    let pair = |j: usize| C[j] + C[j + 1] * r;
+    // Q = sum of C[j] r^(j - 3) for j = 3..=13, by Estrin's scheme.
+    let q = ((pair(3) + r2 * pair(5)) + r4 * (pair(7) + r2 * pair(9))) + r8 * (pair(11) + r2 * C[13]);
+    let p = C[0] + r * (C[1] + r * (C[2] + r * q));
     // 2^n from the integer in the low mantissa bits of k (n in -1022..=0 here).
     let n_int = (k.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
     let scale = f64::from_bits(((n_int + 1023) << 52) as u64);
@@ -74,20 +86,43 @@ pub fn exp_neg(t: f64) -> f64 {
     }
 }
 
+/// fdlibm's log1p coefficients Lp1..Lp7 (s_log1p.c; their bit patterns are checked in the
+/// tests).
+#[allow(clippy::excessive_precision)]
+const LP: [f64; 7] = [
+    6.666_666_666_666_735_130e-1,
+    3.999_999_999_940_941_908e-1,
+    2.857_142_874_366_239_149e-1,
+    2.222_219_843_214_978_396e-1,
+    1.818_357_216_161_805_012e-1,
+    1.531_383_769_920_937_332e-1,
+    1.479_819_860_511_658_591e-1,
+];
+/// Above this, 1 + e is reduced to (1 + e) / 2 (fdlibm's sqrt(2) boundary).
+const SQRT2_M1: f64 = std::f64::consts::SQRT_2 - 1.0;
+
 /// ln(1 + e) for e in [0, 1]. Branch-free.
 #[inline(always)]
 pub fn ln_1p_unit(e: f64) -> f64 {
-    let s = e / (2.0 + e);
-    let s2 = s * s;
-    // 1 / (2j + 1) for j = 0..=17.
-    let mut p = 1.0 / 35.0;
-    let mut j = 16;
-    while j > 0 {
-        p = p * s2 + 1.0 / (2 * j + 1) as f64;
-        j -= 1;
-    }
-    p = p * s2 + 1.0;
-    2.0 * s * p
+    ln_1p_unit_given(e, 1.0 / (1.0 + e))
+}
+
+/// [`ln_1p_unit`] given `inv` = `1.0 / (1.0 + e)` (the same bits as `ln_1p_unit(e)`).
+#[inline(always)]
+pub fn ln_1p_unit_given(e: f64, inv: f64) -> f64 {
+    let u = 1.0 + e;
+    let big = e >= SQRT2_M1;
+    // u in [sqrt 2, 2]: u / 2 - 1 is exact, and e - (u - 1) is the rounding error of u.
+    let f = if big { 0.5 * u - 1.0 } else { e };
+    let c = if big { (e - (u - 1.0)) * inv } else { 0.0 };
+    let k = if big { 1.0 } else { 0.0 };
+    let hfsq = 0.5 * f * f;
+    let s = f / (2.0 + f);
+    let z = s * s;
+    let z2 = z * z;
+    let z4 = z2 * z2;
+    let r = z * (((LP[0] + z * LP[1]) + z2 * (LP[2] + z * LP[3])) + z4 * ((LP[4] + z * LP[5]) + z2 * LP[6]));
+    k * LN2_HI - ((hfsq - (s * (hfsq + r) + (k * LN2_LO + c))) - f)
 }
 
 #[cfg(test)]
@@ -129,5 +164,54 @@ mod tests {
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
         }
         assert!(worst <= 3, "worst {worst} ulp");
+    }
+
+    #[test]
+    fn ln_1p_unit_is_within_three_ulp_of_libm_on_random_points_and_the_boundary() {
+        // Uniform in [0, 1] (the test above is dense near 0), and around the sqrt(2) - 1
+        // switch between the two reductions.
+        let mut worst = 0;
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..1_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let e = (x >> 11) as f64 / (1u64 << 53) as f64;
+            worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+        }
+        let mut e = SQRT2_M1;
+        for _ in 0..1000 {
+            e = f64::from_bits(e.to_bits() - 1);
+        }
+        for _ in 0..2000 {
+            worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+            e = f64::from_bits(e.to_bits() + 1);
+        }
+        assert!(worst <= 3, "worst {worst} ulp");
+    }
+
+    #[test]
+    fn ln_1p_unit_given_the_reciprocal_is_ln_1p_unit() {
+        for i in 0..=100_000u64 {
+            let e = i as f64 / 1e5;
+            assert_eq!(ln_1p_unit_given(e, 1.0 / (1.0 + e)).to_bits(), ln_1p_unit(e).to_bits(), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_log1p_coefficients_are_fdlibms_bits() {
+        // s_log1p.c gives each coefficient in hex beside its decimal digits.
+        let bits = [
+            0x3FE5_5555_5555_5593,
+            0x3FD9_9999_9997_FA04,
+            0x3FD2_4924_9422_9359,
+            0x3FCC_71C5_1D8E_78AF,
+            0x3FC7_4664_96CB_03DE,
+            0x3FC3_9A09_D078_C69F,
+            0x3FC2_F112_DF3E_5244,
+        ];
+        for (c, b) in LP.iter().zip(bits) {
+            assert_eq!(c.to_bits(), b, "{c}");
+        }
     }
 }

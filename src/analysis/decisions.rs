@@ -72,12 +72,9 @@ impl Bucket {
     /// The bucket of a decision.
     #[inline]
     pub fn of(positive: bool, p_t: f64, tau: f64) -> Bucket {
-        match (positive, p_t >= tau) {
-            (false, true) => Bucket::EasyNegative,
-            (false, false) => Bucket::HardNegative,
-            (true, true) => Bucket::EasyPositive,
-            (true, false) => Bucket::HardPositive,
-        }
+        // An index, not a match: whether p_t >= tau is a coin toss for the branch predictor.
+        let easy = p_t >= tau; // false for a NaN p_t, as in the match it replaces
+        Bucket::ALL[2 * usize::from(positive) + usize::from(!easy)]
     }
 
     /// Whether the bucket holds positives.
@@ -156,38 +153,55 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// Recomputes the terms for `decisions`.
-    fn compute(&mut self, decisions: &[Decision]) {
+    /// Appends the terms of `decisions` (the chunk's next decisions).
+    fn extend(&mut self, decisions: &[Decision], scratch: &mut TermScratch) {
+        if decisions.is_empty() {
+            return;
+        }
         let gamma = self.focus.gamma;
         // The modulating factor's branch on gamma, out of the loop (the same bits as
         // `loss::modulating`).
         if gamma == 2.0 {
-            self.fill(decisions, |q, _| q * q);
+            self.fill(decisions, scratch, |q, _| q * q);
         } else if gamma == 0.0 {
-            self.fill(decisions, |_, _| 1.0);
+            self.fill(decisions, scratch, |_, _| 1.0);
         } else {
-            self.fill(decisions, |q, ln_q| crate::loss::modulating(gamma, q, ln_q));
+            self.fill(decisions, scratch, |q, ln_q| crate::loss::modulating(gamma, q, ln_q));
         }
     }
 
+    /// Computes groups of decisions into `scratch`, then appends them: no zero-filling of
+    /// the columns, no capacity check per value.
     #[inline(always)]
-    fn fill(&mut self, decisions: &[Decision], factor: impl Fn(f64, f64) -> f64) {
+    fn fill(&mut self, decisions: &[Decision], scratch: &mut TermScratch, factor: impl Fn(f64, f64) -> f64) {
         let Focus { gamma, alpha } = self.focus;
-        let n = decisions.len();
-        for v in [&mut self.alpha_t, &mut self.ce_grad, &mut self.focal, &mut self.focal_grad] {
-            v.clear();
-            v.resize(n, 0.0);
+        let TermScratch { alpha_t, ce_grad, focal, focal_grad } = scratch;
+        for group in decisions.chunks(GROUP) {
+            let n = group.len();
+            for (i, d) in group.iter().enumerate().take(GROUP) {
+                let a = d.alpha_t(alpha);
+                let m = factor(d.q, d.ln_q);
+                alpha_t[i] = a;
+                ce_grad[i] = d.ce_grad();
+                focal[i] = a * m * d.ce;
+                focal_grad[i] = a * m * (d.a + gamma * d.b).abs();
+            }
+            self.alpha_t.extend_from_slice(&alpha_t[..n]);
+            self.ce_grad.extend_from_slice(&ce_grad[..n]);
+            self.focal.extend_from_slice(&focal[..n]);
+            self.focal_grad.extend_from_slice(&focal_grad[..n]);
         }
-        let columns =
-            self.alpha_t.iter_mut().zip(&mut self.ce_grad).zip(&mut self.focal).zip(&mut self.focal_grad);
-        for (d, (((alpha_t, ce_grad), focal), focal_grad)) in decisions.iter().zip(columns) {
-            let a = d.alpha_t(alpha);
-            let m = factor(d.q, d.ln_q);
-            *alpha_t = a;
-            *ce_grad = d.ce_grad();
-            *focal = a * m * d.ce;
-            *focal_grad = a * m * (d.a + gamma * d.b).abs();
-        }
+    }
+
+    fn clear(&mut self) {
+        self.alpha_t.clear();
+        self.ce_grad.clear();
+        self.focal.clear();
+        self.focal_grad.clear();
+    }
+
+    fn len(&self) -> usize {
+        self.alpha_t.len()
     }
 
     /// The precomputed focal losses, when `focus` is the one the terms were computed with
@@ -195,6 +209,29 @@ impl Terms {
     #[inline]
     pub fn focal_for(&self, focus: Focus) -> Option<&[f64]> {
         (focus == self.focus).then_some(self.focal.as_slice())
+    }
+}
+
+/// Decisions per group of [`Terms::fill`].
+const GROUP: usize = 64;
+
+/// Where [`Terms::fill`] computes a group of terms before appending them (allocated once per
+/// expansion, not per group).
+struct TermScratch {
+    alpha_t: [f64; GROUP],
+    ce_grad: [f64; GROUP],
+    focal: [f64; GROUP],
+    focal_grad: [f64; GROUP],
+}
+
+impl Default for TermScratch {
+    fn default() -> TermScratch {
+        TermScratch {
+            alpha_t: [0.0; GROUP],
+            ce_grad: [0.0; GROUP],
+            focal: [0.0; GROUP],
+            focal_grad: [0.0; GROUP],
+        }
     }
 }
 
@@ -225,27 +262,41 @@ struct Buffers {
     meta: Vec<Meta>,
     runs: Vec<ChunkRun>,
     row: Vec<f64>,
-    /// Logits and hard targets whose decisions are computed at flush, over the whole chunk at
-    /// once (the vectorised kernel).
-    xs: Vec<f64>,
+    /// Hard-target logit decisions queued for the vectorised kernel: the logit of the true
+    /// outcome z (x for y = 1, -x for y = 0) and y. They are computed (with their buckets
+    /// and terms) as soon as [`LANES`] are queued, while they are in L1.
+    zs: Vec<f64>,
     ys: Vec<f64>,
+    /// The dense rows whose decisions are queued (each gives `row_width` decisions of
+    /// classes 0..C): their metadata is written once, with the bucket, by `settle`. Binary
+    /// rows write theirs when queued (`meta[decisions.len()..]`), and `settle` sets the bucket.
+    rows: Vec<u32>,
+    row_width: usize,
     tau: f64,
+    /// Terms of `decisions[..terms.len()]`: the kernel's decisions get theirs at once, the
+    /// others at the next flush or kernel call.
     terms: Terms,
+    scratch: TermScratch,
 }
 
+/// Queued decisions per kernel call (a little more when a row does not fit).
+const LANES: usize = 64;
+
 impl Buffers {
-    /// Counts one more decision (the next, at index `meta.len()`) in `image`'s run.
-    fn extend_run(&mut self, image: usize) {
-        let n = self.meta.len();
+    /// Counts `n` more decisions (the next ones, queued or not) in `image`'s run.
+    fn extend_run(&mut self, image: usize, n: usize) {
+        let start = self.decisions.len() + self.zs.len();
         match self.runs.last_mut() {
-            Some(r) if r.image == image => r.end += 1,
-            _ => self.runs.push(ChunkRun { image, start: n, end: n + 1 }),
+            Some(r) if r.image == image => r.end += n,
+            _ => self.runs.push(ChunkRun { image, start, end: start + n }),
         }
     }
 
     fn push(&mut self, image: usize, d: Decision, m: Meta) {
-        self.settle();
-        self.extend_run(image);
+        if !self.zs.is_empty() {
+            self.settle();
+        }
+        self.extend_run(image, 1);
         self.decisions.push(d);
         self.meta.push(m);
     }
@@ -253,47 +304,69 @@ impl Buffers {
     /// Queues a hard-target logit decision (`meta[decisions.len()..]` are the queued ones);
     /// its bucket is set when the queue is computed.
     fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32, weight: f64) {
-        self.extend_run(image);
-        self.xs.push(x);
+        debug_assert!(self.rows.is_empty());
+        self.extend_run(image, 1);
+        self.zs.push(if y == 1.0 { x } else { -x });
         self.ys.push(y);
         self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight });
+        if self.zs.len() >= LANES {
+            self.settle();
+        }
     }
 
     /// Queues the C hard-target logit decisions of a dense sigmoid row labelled `label`.
     fn push_logit_row<T: Copy + Into<f64>>(&mut self, image: usize, xs: &[T], label: i32, row: u32) {
-        let (n, c) = (self.meta.len(), xs.len());
-        match self.runs.last_mut() {
-            Some(r) if r.image == image => r.end += c,
-            _ => self.runs.push(ChunkRun { image, start: n, end: n + c }),
-        }
-        self.xs.extend(xs.iter().map(|&x| x.into()));
-        self.ys.extend((0..c).map(|k| if label == k as i32 { 1.0 } else { 0.0 }));
-        self.meta.extend((0..c as u32).map(|class| Meta {
-            row,
-            class,
-            bucket: Bucket::EasyNegative,
-            weight: 1.0,
-        }));
-    }
-
-    /// Computes the queued logit decisions, over all of them at once (the vectorised kernel).
-    fn settle(&mut self) {
-        if self.xs.is_empty() {
+        let c = xs.len();
+        debug_assert!(self.rows.is_empty() || self.row_width == c);
+        self.extend_run(image, c);
+        if c == 0 {
             return;
         }
-        let from = self.decisions.len();
-        crate::loss::hard_logit_decisions(&self.xs, &self.ys, &mut self.decisions);
-        for (m, d) in self.meta[from..].iter_mut().zip(&self.decisions[from..]) {
-            m.bucket = Bucket::of(d.y > 0.0, d.p_t, self.tau);
+        let from = self.zs.len();
+        // Every class a negative (z = -x), then the label's one flipped to a positive.
+        self.zs.extend(xs.iter().map(|&x| -x.into()));
+        self.ys.resize(from + c, 0.0);
+        if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
+            self.zs[from + k] = -self.zs[from + k];
+            self.ys[from + k] = 1.0;
         }
-        self.xs.clear();
+        self.rows.push(row);
+        self.row_width = c;
+        if self.zs.len() >= LANES {
+            self.settle();
+        }
+    }
+
+    /// Computes the queued logit decisions (the vectorised kernel), their metadata or
+    /// buckets, and the terms of every decision that has none yet.
+    fn settle(&mut self) {
+        let from = self.decisions.len();
+        crate::loss::hard_target_decisions(&self.zs, &self.ys, &mut self.decisions);
+        let tau = self.tau;
+        if self.rows.is_empty() {
+            for (m, d) in self.meta[from..].iter_mut().zip(&self.decisions[from..]) {
+                m.bucket = Bucket::of(d.y > 0.0, d.p_t, tau);
+            }
+        } else {
+            let c = self.row_width;
+            for (&row, ds) in self.rows.iter().zip(self.decisions[from..].chunks_exact(c)) {
+                self.meta.extend(ds.iter().zip(0..c as u32).map(|(d, class)| Meta {
+                    row,
+                    class,
+                    bucket: Bucket::of(d.y > 0.0, d.p_t, tau),
+                    weight: 1.0,
+                }));
+            }
+            self.rows.clear();
+        }
+        self.zs.clear();
         self.ys.clear();
+        self.terms.extend(&self.decisions[self.terms.len()..], &mut self.scratch);
     }
 
     fn flush(&mut self, batch: &Batch, whole: bool, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
         self.settle();
         if !self.decisions.is_empty() {
-            self.terms.compute(&self.decisions);
             sink(&DecisionChunk {
                 batch,
                 decisions: &self.decisions,
@@ -306,6 +379,7 @@ impl Buffers {
         self.decisions.clear();
         self.meta.clear();
         self.runs.clear();
+        self.terms.clear();
     }
 }
 
@@ -408,5 +482,130 @@ fn expand<T: Copy + Into<f64>>(
     }
     if block != u64::MAX {
         buf.flush(batch, whole(block), sink);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Layout;
+    use crate::input::{test_batch, ScoreValues};
+
+    fn bits(d: &Decision) -> [u64; 7] {
+        [d.y, d.p_t, d.q, d.ln_q, d.ce, d.a, d.b].map(f64::to_bits)
+    }
+
+    /// A chunk's decisions, metadata, runs and terms, copied out.
+    type Owned = (Vec<Decision>, Vec<Meta>, Vec<ChunkRun>, Terms);
+
+    /// Every chunk of `batch`, copied out.
+    fn chunks(exp: &Expansion, batch: &Batch, scoring: &Scoring) -> Vec<Owned> {
+        let mut out = Vec::new();
+        for_each_chunk(exp, batch, scoring, &mut |c| {
+            out.push((c.decisions.to_vec(), c.meta.to_vec(), c.runs.to_vec(), c.terms.clone()))
+        });
+        out
+    }
+
+    #[test]
+    fn bucket_of_is_the_four_way_split() {
+        for positive in [false, true] {
+            for p_t in [0.0, 0.2, 0.5, 0.7, 1.0, f64::NAN] {
+                let want = match (positive, p_t >= 0.5) {
+                    (false, true) => Bucket::EasyNegative,
+                    (false, false) => Bucket::HardNegative,
+                    (true, true) => Bucket::EasyPositive,
+                    (true, false) => Bucket::HardPositive,
+                };
+                assert_eq!(Bucket::of(positive, p_t, 0.5), want, "{positive} {p_t}");
+            }
+        }
+    }
+
+    #[test]
+    fn dense_sigmoid_logit_rows_expand_to_the_scalar_decisions_metadata_and_terms() {
+        // 5 classes (rows straddle the kernel's groups), every label kind, two images, f32
+        // logits from -120 to 120; compared with Decision::from_logit and its methods.
+        const C: usize = 5;
+        let n = 700;
+        let labels: Vec<i32> = (0..n).map(|i| [-1, 0, 3, -2, 4, -1, 1][i % 7]).collect();
+        let ids: Vec<i64> = (0..n).map(|i| if i < 300 { 7 } else { 9 }).collect();
+        let logits: Vec<f32> = (0..n * C).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 0.12).collect();
+        let batch =
+            test_batch(ids, Targets::Labels(labels.clone()), ScoreValues::from_f32(logits.clone()), 0);
+        let shape =
+            DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: C, background_class: 0 };
+        for focus in
+            [Focus { gamma: 2.0, alpha: Some(0.25) }, Focus { gamma: 1.5, alpha: None }, Focus::default()]
+        {
+            let scoring = Scoring { tau: 0.5, focus };
+            let (mut k, mut seen) = (0, 0);
+            for (decisions, meta, runs, terms) in chunks(&exp, &batch, &scoring) {
+                assert_eq!(meta.len(), decisions.len());
+                assert_eq!(runs.first().map(|r| r.start), Some(0));
+                assert_eq!(runs.last().map(|r| r.end), Some(decisions.len()));
+                for w in runs.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                }
+                for v in [&terms.alpha_t, &terms.ce_grad, &terms.focal, &terms.focal_grad] {
+                    assert_eq!(v.len(), decisions.len());
+                }
+                for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
+                    while labels[k / C] == -2 {
+                        k += C;
+                    }
+                    let (row, class) = (k / C, k % C);
+                    let y = if labels[row] == class as i32 { 1.0 } else { 0.0 };
+                    let want = Decision::from_logit(f64::from(logits[k]), y);
+                    assert_eq!(bits(d), bits(&want), "row {row} class {class}");
+                    assert_eq!((m.row as usize, m.class as usize, m.weight), (row, class, 1.0));
+                    assert_eq!(m.bucket, Bucket::of(y > 0.0, want.p_t, 0.5));
+                    let image = runs.iter().find(|r| (r.start..r.end).contains(&i)).unwrap().image;
+                    assert_eq!(image, usize::from(row >= 300));
+                    let (g, a) = (focus.gamma, focus.alpha);
+                    assert_eq!(terms.alpha_t[i].to_bits(), want.alpha_t(a).to_bits());
+                    assert_eq!(terms.ce_grad[i].to_bits(), want.ce_grad().to_bits());
+                    assert_eq!(terms.focal[i].to_bits(), want.focal(g, a).to_bits());
+                    assert_eq!(terms.focal_grad[i].to_bits(), want.focal_grad(g, a).to_bits());
+                    k += 1;
+                    seen += 1;
+                }
+            }
+            assert_eq!(seen, labels.iter().filter(|&&l| l != -2).count() * C);
+        }
+    }
+
+    #[test]
+    fn binary_rows_mix_queued_logits_and_soft_targets_in_order() {
+        // Hard targets go through the kernel's queue, soft ones straight in: the order, the
+        // metadata and the terms must come out as one sequence.
+        let n = 300;
+        let targets: Vec<f64> = (0..n).map(|i| [0.0, 1.0, 0.3, 0.0, 0.0, 1.0, 0.8][i % 7]).collect();
+        let logits: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3).collect();
+        let mut batch = test_batch(
+            (0..n).map(|i| (i / 40) as i64),
+            Targets::Binary(targets.clone()),
+            ScoreValues::from_f32(logits.clone()),
+            0,
+        );
+        batch.class = Some((0..n).map(|i| (i % 3) as i32).collect());
+        batch.weight = Some((0..n).map(|i| 0.5 + (i % 4) as f64).collect());
+        let shape =
+            DumpShape { layout: Layout::Binary, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: 1, background_class: 0 };
+        let scoring = Scoring { tau: 0.5, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+        let mut k = 0;
+        for (decisions, meta, _, terms) in chunks(&exp, &batch, &scoring) {
+            for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
+                let want = Decision::from_logit(f64::from(logits[k]), targets[k]);
+                assert_eq!(bits(d), bits(&want), "row {k}");
+                assert_eq!((m.row as usize, m.class as usize, m.weight), (k, k % 3, 0.5 + (k % 4) as f64));
+                assert_eq!(m.bucket, Bucket::of(targets[k] > 0.0, want.p_t, 0.5));
+                assert_eq!(terms.focal[i].to_bits(), want.focal(2.0, Some(0.25)).to_bits());
+                k += 1;
+            }
+        }
+        assert_eq!(k, n);
     }
 }
