@@ -13,6 +13,7 @@ use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::Activation;
 use crate::input::{Batch, DumpShape, ImageKey, Targets};
+use crate::loss::Decision;
 use crate::report::{ClassGradient, ClassLevelCell, GradientDensity, GroupRow, Normalizer};
 
 /// Bins of the gradient-norm histograms.
@@ -278,18 +279,21 @@ impl BreakdownAcc {
     /// the class x level cells when the dump has levels (the per-class sums are then the cells'
     /// sums over levels, [`BreakdownAcc::classes`]: one exact fold per cell, not two) and, summed
     /// over classes in f64, to the level sums (one exact fold per level); or to the class sums
-    /// when it has none.
-    fn fold_classes(&mut self, cells: Vec<(i64, Vec<ClassPartial>)>, level_col: Option<&[i64]>) {
-        for (l, v) in cells {
-            if self.class_grad.len() < v.len() {
-                self.class_grad.resize(v.len(), [ExactSum::ZERO; 2]);
+    /// when it has none. `cells` holds `width` classes per level of `levels` (slot k: classes
+    /// `k * width ..`); the vectors grow to the level's last class with decisions, as if each
+    /// level had its own.
+    fn fold_classes(&mut self, levels: &[i64], cells: &[ClassPartial], width: usize, has_levels: bool) {
+        if width == 0 {
+            return;
+        }
+        for (&l, v) in levels.iter().zip(cells.chunks_exact(width)) {
+            let n = v.iter().rposition(|p| p.decisions() > 0).map_or(0, |c| c + 1);
+            if self.class_grad.len() < n {
+                self.class_grad.resize(n, [ExactSum::ZERO; 2]);
             }
-            let groups = match level_col {
-                Some(_) => self.class_level.entry(l).or_default(),
-                None => &mut self.class,
-            };
-            if groups.len() < v.len() {
-                groups.resize(v.len(), Group::default());
+            let groups = if has_levels { self.class_level.entry(l).or_default() } else { &mut self.class };
+            if groups.len() < n {
+                groups.resize(n, Group::default());
             }
             let mut level = Partial::default();
             for (c, p) in v.iter().enumerate().filter(|(_, p)| p.decisions() > 0) {
@@ -299,12 +303,11 @@ impl BreakdownAcc {
                 self.class_grad[c][0] += grad[0];
                 self.class_grad[c][1] += grad[1];
             }
-            if level_col.is_some() && level.decisions > 0 {
+            if has_levels && level.decisions > 0 {
                 self.level.entry(l).or_default().add_partial(&level);
             }
         }
     }
-
     /// The per-class sums: the class x level cells summed over levels (exact sums: the same
     /// totals as adding every subtotal to its class directly), plus the sums of passes without
     /// levels.
@@ -323,12 +326,21 @@ impl BreakdownAcc {
 
 impl Accumulator for BreakdownAcc {
     fn observe_batch(&mut self, batch: &Batch) {
-        let ignored = |r: usize| matches!(&batch.targets, Targets::Labels(l) if l[r] == -2);
+        let labels = match &batch.targets {
+            Targets::Labels(l) => Some(&l[..]),
+            Targets::Binary(_) => None,
+        };
+        let ignored = |r: usize| labels.is_some_and(|l| l[r] == -2);
         if let Some(levels) = &batch.level {
-            for (r, &l) in levels.iter().enumerate() {
+            // One map entry per run of rows of one level (anchors come level by level).
+            let mut start = 0;
+            while start < levels.len() {
+                let l = levels[start];
+                let end = levels[start..].iter().position(|&x| x != l).map_or(levels.len(), |k| start + k);
                 let g = self.level.entry(l).or_default();
-                g.anchors += 1;
-                g.ignored += u64::from(ignored(r));
+                g.anchors += (end - start) as u64;
+                g.ignored += (start..end).filter(|&r| ignored(r)).count() as u64;
+                start = end;
             }
         }
         if let Some(ious) = &batch.iou {
@@ -363,115 +375,14 @@ impl Accumulator for BreakdownAcc {
     }
 
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        let batch = chunk.batch;
-        let focus = Focus { gamma: self.gamma, alpha: self.alpha };
-        let pre = chunk.terms.focal_for(focus);
-        // f64 subtotals per chunk (a whole summation block: the same rows in the same order,
-        // whatever the batching), folded exactly once per chunk: per level and class (one
-        // level, 0, without a level column) the class sums, their gradient balance, the class x
-        // level cells and the level sums; per IoU band and bucket the band sums. The anchor's
-        // level and band are looked up once per anchor (`slot` in `cells`, `band_of_row`).
-        let level_col = batch.level.as_deref();
-        let iou_col = batch.iou.as_deref();
-        let mut cells: Vec<(i64, Vec<ClassPartial>)> = Vec::new();
-        let (mut cell_row, mut slot, mut band_of_row) = (u32::MAX, 0usize, 0usize);
-        let mut ious = [BucketSums::default(); IOU_BANDS];
-        let mut density = vec![0u64; 2 * DENSITY_LANES * DENSITY_BINS];
-        let (mut fp32_one, mut fp16_underflow, mut fp16_overflow, mut negatives) = (0u64, 0u64, 0u64, 0u64);
-        // Saturated p_t: wrong and right, negatives and positives.
-        let (mut wrong_neg, mut wrong_pos, mut right_neg, mut right_pos) = (0u64, 0u64, 0u64, 0u64);
-        for run in chunk.runs {
-            // The image's subtotals per bucket within this run (one image within one block),
-            // folded exactly once per run.
-            let mut image = BucketSums::default();
-            let mut logit_sum = 0.0f64;
-            let decisions = &chunk.decisions[run.start..run.end];
-            let meta = &chunk.meta[run.start..run.end];
-            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
-                let positive = m.bucket.is_positive();
-                let b = m.bucket as usize;
-                let ce = d.ce * m.weight;
-                let focal =
-                    pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[run.start + i]) * m.weight;
-                let g = chunk.terms.ce_grad[run.start + i];
-                if m.row != cell_row {
-                    cell_row = m.row;
-                    let l = level_col.map_or(0, |lv| lv[m.row as usize]);
-                    slot = match cells.iter().position(|(k, _)| *k == l) {
-                        Some(s) => s,
-                        None => {
-                            cells.push((l, Vec::new()));
-                            cells.len() - 1
-                        }
-                    };
-                    band_of_row = iou_col.map_or(0, |v| band(v[m.row as usize]));
-                }
-                let c = m.class as usize;
-                let v = &mut cells[slot].1;
-                if v.len() <= c {
-                    v.resize(c + 1, ClassPartial::default());
-                }
-                // One 4-wide add into the decision's bucket (see `ClassPartial`).
-                let t = &mut v[c].0[b];
-                t[0] += 1.0;
-                t[1] += ce;
-                t[2] += focal;
-                t[3] += g * m.weight;
-                image.add(b, ce, focal);
-                if iou_col.is_some() {
-                    ious[band_of_row].add(b, ce, focal);
-                }
-                // Gradient density of |p - y| (in lanes: most decisions fall in one bin, and a
-                // single counter would chain every increment through memory).
-                let bin = super::ghm::bin_of(g, DENSITY_BINS);
-                density[((i % DENSITY_LANES) * 2 + usize::from(positive)) * DENSITY_BINS + bin] += 1;
-                // Health, in local counters.
-                let (wrong, right) = (d.p_t < 1e-7, d.q < 1e-7);
-                wrong_neg += u64::from(wrong && !positive);
-                wrong_pos += u64::from(wrong && positive);
-                right_neg += u64::from(right && !positive);
-                right_pos += u64::from(right && positive);
-                fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
-                fp16_underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
-                // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
-                let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
-                fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
-                if !positive && logit.is_finite() {
-                    logit_sum += logit;
-                    negatives += 1;
-                }
-            }
-            self.health.negative_logit_sum += logit_sum;
-            let mut sums = Group::default();
-            sums.add_partial(&image.partial());
-            if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
-                e.group.merge_decisions(&sums);
-            }
+        let (gamma, alpha) = (self.gamma, self.alpha);
+        // The focal losses: the chunk's precomputed ones when they use this analysis's gamma
+        // and alpha, chosen once per chunk (one copy of the loops each).
+        match chunk.terms.focal_for(Focus { gamma, alpha }) {
+            Some(pre) => self.observe_with(chunk, |i, _| pre[i]),
+            None => self.observe_with(chunk, |_, d| d.focal(gamma, alpha)),
         }
-        for (g, p) in self.iou.iter_mut().zip(&ious) {
-            let p = p.partial();
-            if p.decisions > 0 {
-                g.add_partial(&p);
-            }
-        }
-        self.fold_classes(cells, level_col);
-        for side in 0..2 {
-            for bin in 0..DENSITY_BINS {
-                self.density[side][bin] +=
-                    (0..DENSITY_LANES).map(|l| density[(2 * l + side) * DENSITY_BINS + bin]).sum::<u64>();
-            }
-        }
-        let h = &mut self.health;
-        h.confidently_wrong[0] += wrong_neg;
-        h.confidently_wrong[1] += wrong_pos;
-        h.confidently_right[0] += right_neg;
-        h.confidently_right[1] += right_pos;
-        h.fp32_one += fp32_one;
-        h.fp16_underflow += fp16_underflow;
-        h.fp16_overflow += fp16_overflow;
-        h.negatives += negatives;
     }
-
     fn merge(&mut self, o: Self) {
         for (k, g) in o.level {
             self.level.entry(k).or_default().merge(&g);
@@ -535,6 +446,171 @@ impl Accumulator for BreakdownAcc {
         for (a, b) in h.label_counts.iter_mut().zip(&oh.label_counts) {
             *a += b;
         }
+    }
+}
+
+impl BreakdownAcc {
+    /// [`Accumulator::observe`] with the unweighted focal loss of decision `i` of the chunk
+    /// given by `focal_of`. Two passes over the chunk, each with few live values (one pass
+    /// kept the counters in memory): the sums, then the gradient density and health counts.
+    #[inline(always)]
+    fn observe_with(&mut self, chunk: &DecisionChunk<'_>, focal_of: impl Fn(usize, &Decision) -> f64) {
+        self.observe_sums(chunk, &focal_of);
+        self.observe_health(chunk, &focal_of);
+    }
+
+    /// The group sums: f64 subtotals per chunk (a whole summation block: the same rows in the
+    /// same order, whatever the batching), folded exactly once per chunk: per level and class
+    /// (one level, 0, without a level column) the class sums, their gradient balance, the class
+    /// x level cells and the level sums; per IoU band and bucket the band sums; per image run
+    /// the image's sums. Every f64 subtotal adds the same values in the same order as one
+    /// decision at a time would. A row's decisions are contiguous (one anchor: its level and
+    /// band are looked up once).
+    #[inline(always)]
+    fn observe_sums(&mut self, chunk: &DecisionChunk<'_>, focal_of: &impl Fn(usize, &Decision) -> f64) {
+        let batch = chunk.batch;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let n = decisions.len().min(meta.len()).min(grads.len());
+        let level_col = batch.level.as_deref();
+        let iou_col = batch.iou.as_deref();
+        // Classes per level slot: every class index of the chunk fits.
+        let width = meta.iter().map(|m| m.class as usize + 1).max().unwrap_or(0);
+        // Level slots in order of appearance, and their cells (slot k: `k * width ..`).
+        let mut levels: Vec<i64> = Vec::new();
+        let mut cells: Vec<ClassPartial> = Vec::new();
+        // Per IoU band (a dump without IoU adds into band 0 and drops it).
+        let mut ious = [BucketSums::default(); IOU_BANDS];
+        for run in chunk.runs {
+            // The image's subtotals per bucket within this run (one image within one block),
+            // folded exactly once per run.
+            let mut image = BucketSums::default();
+            let mut start = run.start;
+            let end = run.end.min(n);
+            while start < end {
+                let row = meta[start].row;
+                let stop =
+                    meta[start + 1..end].iter().position(|m| m.row != row).map_or(end, |k| start + 1 + k);
+                let r = row as usize;
+                let l = level_col.map_or(0, |lv| lv[r]);
+                let slot = match levels.iter().position(|&k| k == l) {
+                    Some(s) => s,
+                    None => {
+                        levels.push(l);
+                        cells.resize(cells.len() + width, ClassPartial::default());
+                        levels.len() - 1
+                    }
+                };
+                let row_cells = &mut cells[slot * width..(slot + 1) * width];
+                let band_sums = &mut ious[iou_col.map_or(0, |v| band(v[r]))];
+                for i in start..stop {
+                    let (d, m) = (&decisions[i], &meta[i]);
+                    let b = m.bucket as usize;
+                    let w = m.weight;
+                    let ce = d.ce * w;
+                    let focal = focal_of(i, d) * w;
+                    // One 4-wide add into the decision's bucket (see `ClassPartial`).
+                    let t = &mut row_cells[m.class as usize].0[b];
+                    t[0] += 1.0;
+                    t[1] += ce;
+                    t[2] += focal;
+                    t[3] += grads[i] * w;
+                    image.add(b, ce, focal);
+                    band_sums.add(b, ce, focal);
+                }
+                start = stop;
+            }
+            let mut sums = Group::default();
+            sums.add_partial(&image.partial());
+            if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
+                e.group.merge_decisions(&sums);
+            }
+        }
+        if iou_col.is_some() {
+            for (g, p) in self.iou.iter_mut().zip(&ious) {
+                let p = p.partial();
+                if p.decisions > 0 {
+                    g.add_partial(&p);
+                }
+            }
+        }
+        self.fold_classes(&levels, &cells, width, level_col.is_some());
+    }
+
+    /// The gradient density of |p - y| and the health counts, in local counters, and the
+    /// negative logits summed per image run (in decision order, as the runs' exact adds need).
+    #[inline(always)]
+    fn observe_health(&mut self, chunk: &DecisionChunk<'_>, focal_of: &impl Fn(usize, &Decision) -> f64) {
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let n = decisions.len().min(meta.len()).min(grads.len());
+        // In lanes (decision i in lane i % DENSITY_LANES): most decisions fall in one bin, and
+        // a single counter would chain every increment through memory.
+        let mut density = [[[0u32; DENSITY_BINS]; 2]; DENSITY_LANES];
+        let mut fp16_underflow = 0u64;
+        let mut rare = RareCounts::default();
+        for run in chunk.runs {
+            let mut logit_sum = 0.0f64;
+            for i in run.start..run.end.min(n) {
+                let (d, m) = (&decisions[i], &meta[i]);
+                let positive = m.bucket.is_positive();
+                density[i % DENSITY_LANES][usize::from(positive)]
+                    [super::ghm::bin_of(grads[i], DENSITY_BINS)] += 1;
+                let focal = focal_of(i, d) * m.weight;
+                fp16_underflow += u64::from((focal > 0.0) & (focal < 5.960_464_5e-8));
+                // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
+                let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
+                // An ordinary decision (p_t and 1 - p_t at least 1e-7, CE and logit within
+                // fp16's range: all but a few) counts in none of the rare counters.
+                let ordinary = (d.p_t >= 1e-7) & (d.q >= 1e-7) & (d.ce <= 65504.0) & (logit.abs() <= 65504.0);
+                if !ordinary {
+                    rare.count(d, positive, logit);
+                }
+                if !positive && logit.is_finite() {
+                    logit_sum += logit;
+                    rare.negatives += 1;
+                }
+            }
+            self.health.negative_logit_sum += logit_sum;
+        }
+        for side in 0..2 {
+            for bin in 0..DENSITY_BINS {
+                self.density[side][bin] += density.iter().map(|lane| u64::from(lane[side][bin])).sum::<u64>();
+            }
+        }
+        let h = &mut self.health;
+        h.confidently_wrong[0] += rare.wrong[0];
+        h.confidently_wrong[1] += rare.wrong[1];
+        h.confidently_right[0] += rare.right[0];
+        h.confidently_right[1] += rare.right[1];
+        h.fp32_one += rare.fp32_one;
+        h.fp16_underflow += fp16_underflow;
+        h.fp16_overflow += rare.fp16_overflow;
+        h.negatives += rare.negatives;
+    }
+}
+
+/// A chunk's health counts of the rare kinds (saturated p_t, fp32 ones, fp16 overflows), and its
+/// negatives with a finite logit.
+#[derive(Default)]
+struct RareCounts {
+    /// Confidently wrong: negatives, positives.
+    wrong: [u64; 2],
+    /// Confidently right: negatives, positives.
+    right: [u64; 2],
+    fp32_one: u64,
+    fp16_overflow: u64,
+    negatives: u64,
+}
+
+impl RareCounts {
+    /// Counts a decision that is not ordinary (out of line: the loop stays small).
+    #[cold]
+    #[inline(never)]
+    fn count(&mut self, d: &Decision, positive: bool, logit: f64) {
+        let side = usize::from(positive);
+        self.wrong[side] += u64::from(d.p_t < 1e-7);
+        self.right[side] += u64::from(d.q < 1e-7);
+        self.fp32_one += u64::from(d.q < f64::from(f32::EPSILON) / 2.0);
+        self.fp16_overflow += u64::from(logit.abs() > 65504.0 || d.ce > 65504.0);
     }
 }
 
@@ -737,6 +813,112 @@ impl BreakdownAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::decisions::{for_each_chunk, Expansion, Scoring};
+    use crate::config::{Layout, ScoreKind};
+    use crate::input::ScoreValues;
+
+    /// A dense sigmoid batch of `rows` anchors with C = 3 logits, levels in runs, IoU and three
+    /// images; some anchors are ignored (-2) or background (-1).
+    fn dense_batch(rows: usize) -> Batch {
+        let mut rng = crate::rng::Rng::new(11, 0);
+        let labels: Vec<i32> = (0..rows).map(|_| rng.below(6) as i32 - 2).map(|l| l.min(2)).collect();
+        let scores: Vec<f32> = (0..rows * 3).map(|_| (rng.normal() * 5.0) as f32).collect();
+        let mut b = crate::input::test_batch(
+            (0..rows).map(|r| (r * 3 / rows) as i64),
+            Targets::Labels(labels),
+            ScoreValues::from_f32(scores),
+            0,
+        );
+        b.level = Some((0..rows).map(|r| 3 + (r * 5 / rows) as i64 % 3).collect());
+        b.iou = Some((0..rows).map(|_| rng.uniform() as f32).collect());
+        b
+    }
+
+    /// The breakdown of `batch` with this gamma and alpha (the chunk's terms use gamma 2 and
+    /// alpha 0.25: another gamma takes the path without precomputed focal losses).
+    fn observed(batch: &Batch, gamma: f64) -> BreakdownAcc {
+        let shape =
+            DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: 3, background_class: 0 };
+        let scoring = Scoring { tau: 0.9, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+        let mut acc = BreakdownAcc::new(gamma, Some(0.25));
+        acc.observe_batch(batch);
+        for_each_chunk(&exp, batch, &scoring, &mut |chunk| acc.observe(chunk));
+        acc
+    }
+
+    #[test]
+    fn breakdown_sums_match_a_naive_pass_over_every_decision() {
+        let batch = dense_batch(3000);
+        let Targets::Labels(labels) = &batch.targets else { unreachable!() };
+        let scores = batch.scores.f32s().unwrap();
+        let (levels, ious) = (batch.level.as_ref().unwrap(), batch.iou.as_ref().unwrap());
+        for gamma in [2.0, 1.5] {
+            let acc = observed(&batch, gamma);
+            // Naive: every decision on its own, in f64.
+            let mut cell: BTreeMap<(i64, usize), [f64; 5]> = BTreeMap::new();
+            let mut band_sums = [[0.0f64; 3]; IOU_BANDS];
+            let mut density = [vec![0u64; DENSITY_BINS], vec![0u64; DENSITY_BINS]];
+            let (mut negatives, mut underflow, mut logits) = (0u64, 0u64, 0.0f64);
+            for r in 0..batch.rows {
+                if labels[r] == -2 {
+                    continue;
+                }
+                for c in 0..3 {
+                    let y = if labels[r] == c as i32 { 1.0 } else { 0.0 };
+                    let d = Decision::from_logit(f64::from(scores[r * 3 + c]), y);
+                    let focal = d.focal(gamma, Some(0.25));
+                    let e = cell.entry((levels[r], c)).or_default();
+                    for (k, v) in [1.0, y, d.ce, focal, d.ce_grad()].into_iter().enumerate() {
+                        e[k] += v;
+                    }
+                    let b = &mut band_sums[band(ious[r])];
+                    b[0] += 1.0;
+                    b[1] += d.ce;
+                    b[2] += focal;
+                    density[y as usize][super::super::ghm::bin_of(d.ce_grad(), DENSITY_BINS)] += 1;
+                    underflow += u64::from(focal > 0.0 && focal < 5.960_464_5e-8);
+                    if y == 0.0 {
+                        negatives += 1;
+                        logits += f64::from(scores[r * 3 + c]);
+                    }
+                }
+            }
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-300);
+            for ((level, c), want) in &cell {
+                let got = &acc.class_level[level][*c];
+                assert_eq!((got.decisions, got.positives), (want[0] as u64, want[1] as u64));
+                assert!(close(got.ce.value(), want[2]) && close(got.focal.value(), want[3]), "{level} {c}");
+            }
+            for (c, g) in acc.class_grad.iter().enumerate() {
+                let want: f64 = cell.iter().filter(|((_, k), _)| *k == c).map(|(_, v)| v[4]).sum();
+                assert!(close(g[0].value() + g[1].value(), want), "{c}");
+            }
+            for (b, want) in band_sums.iter().enumerate() {
+                assert_eq!(acc.iou[b].decisions, want[0] as u64);
+                assert!(close(acc.iou[b].ce.value(), want[1]) && close(acc.iou[b].focal.value(), want[2]));
+            }
+            let image_decisions: u64 = acc.images.values().map(|g| g.group.decisions).sum();
+            assert_eq!(image_decisions, cell.values().map(|v| v[0] as u64).sum::<u64>());
+            assert_eq!(acc.density, density);
+            assert_eq!((acc.health.negatives, acc.health.fp16_underflow), (negatives, underflow));
+            assert!(close(acc.health.negative_logit_sum.value(), logits));
+        }
+    }
+
+    #[test]
+    fn observe_batch_counts_anchors_per_level_run_with_the_ignored_ones() {
+        let batch = dense_batch(500);
+        let acc = observed(&batch, 2.0);
+        let Targets::Labels(labels) = &batch.targets else { unreachable!() };
+        let levels = batch.level.as_ref().unwrap();
+        for (l, g) in &acc.level {
+            let rows: Vec<usize> = (0..batch.rows).filter(|&r| levels[r] == *l).collect();
+            assert_eq!(g.anchors, rows.len() as u64);
+            assert_eq!(g.ignored, rows.iter().filter(|&&r| labels[r] == -2).count() as u64);
+        }
+        assert_eq!(acc.level.values().map(|g| g.anchors).sum::<u64>(), batch.rows as u64);
+    }
 
     #[test]
     fn states_written_before_the_long_tail_sums_still_read() {
