@@ -20,6 +20,7 @@
 //! overlaps between whatever selectors ran (see docs/architecture.md).
 
 pub mod ohem;
+pub mod pile;
 pub mod sampled;
 pub mod spill;
 pub mod ssd;
@@ -35,6 +36,7 @@ use super::BucketAcc;
 use crate::config::{AnalysisConfig, StrategyKind};
 use crate::input::{Batch, ImageKey, Targets};
 use crate::report::{Jaccard, Overlaps, StrategyReport};
+pub use pile::{Pile, Piles};
 
 /// Rows of an image found again after the image was complete: the input is not grouped by
 /// image.
@@ -48,8 +50,8 @@ pub struct Reappeared {
     pub row: u64,
 }
 
-/// One selectable unit: an anchor (dense) or a decision (binary). Kept compact: an image's
-/// candidates are held until the image is complete.
+/// One selectable unit: an anchor (dense) or a decision (binary), as the spill writes it. An
+/// image's candidates are held in columns ([`Pile`]) until the image is complete.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// File index in the dump.
@@ -72,8 +74,9 @@ pub struct Candidate {
     pub info: Option<Box<CandidateInfo>>,
 }
 
-/// The parts of a candidate only NMS and exports need.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The parts of a candidate only NMS and exports need. The default (label 0, nothing else)
+/// means the same as none.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CandidateInfo {
     /// The box.
     pub bbox: Option<[f32; 4]>,
@@ -125,19 +128,38 @@ pub fn rank_key(score: f64, index: usize) -> (u64, usize) {
     (!ascending, index)
 }
 
-/// `idx` ordered hardest first by `score`; `cands` must be in dump order.
-pub fn rank(cands: &[&Candidate], idx: &[usize], score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
-    top(cands, idx, idx.len(), score)
+/// `scored` (index, score) ordered hardest first (ties go to the lower index).
+pub fn rank(scored: impl IntoIterator<Item = (usize, f64)>) -> Vec<usize> {
+    top(scored, usize::MAX)
 }
 
-/// The `m` hardest of `idx` by `score`, hardest first; `cands` must be in dump order (ties go
-/// to the lower index).
-pub fn top(cands: &[&Candidate], idx: &[usize], m: usize, score: impl Fn(&Candidate) -> f64) -> Vec<usize> {
-    debug_assert!(cands.is_sorted_by(|a, b| (a.file, a.row) <= (b.file, b.row)), "candidates in dump order");
+/// The `m` hardest of `scored` (index, score; each index once), hardest first (ties go to the
+/// lower index: indices in dump order).
+pub fn top(scored: impl IntoIterator<Item = (usize, f64)>, m: usize) -> Vec<usize> {
     if m == 0 {
         return Vec::new();
     }
-    let mut keys: Vec<(u64, usize)> = idx.iter().map(|&i| rank_key(score(cands[i]), i)).collect();
+    // The keys are distinct (one index each), so the m smallest are one set whatever the order
+    // they are met in. A key above the m-th smallest key seen so far cannot be among them:
+    // buffer keys until `cap`, cut back to the m smallest, and from then on let in only keys
+    // below the largest kept. For a small m this reads each score once and keeps a few keys,
+    // instead of building and partitioning a key per candidate.
+    let cap = m.saturating_mul(2).max(256);
+    let scored = scored.into_iter();
+    let mut keys: Vec<(u64, usize)> = Vec::with_capacity(cap.min(scored.size_hint().0));
+    let mut bound = (u64::MAX, usize::MAX);
+    scored.for_each(|(i, score)| {
+        let k = rank_key(score, i);
+        if k > bound {
+            return;
+        }
+        keys.push(k);
+        if keys.len() == cap {
+            keys.select_nth_unstable(m - 1);
+            keys.truncate(m);
+            bound = keys[m - 1];
+        }
+    });
     if m < keys.len() {
         keys.select_nth_unstable(m - 1);
         keys.truncate(m);
@@ -156,47 +178,48 @@ pub struct Split {
     pub neg: Vec<usize>,
     /// Decisions per bucket.
     pub counts: [u64; 4],
-    /// Whether the candidates are in dump order (file, then row).
-    pub in_dump_order: bool,
     /// The sampling strata's sums, when asked for ([`Split::with_strata`]).
     pub strata: Option<sampled::Strata>,
 }
 
 impl Split {
-    /// The split of `cands`.
-    pub fn of(cands: &[&Candidate]) -> Split {
-        Split::scan(cands, false)
+    /// The split of `piles`.
+    pub fn of(piles: &Piles) -> Split {
+        Split::scan(piles, false)
     }
 
-    /// The split of `cands` and the sums of its sampling strata, in the same scan (an image's
+    /// The split of `piles` and the sums of its sampling strata, in the same scan (an image's
     /// candidates do not fit in cache: every scan is a trip to memory).
-    pub fn with_strata(cands: &[&Candidate]) -> Split {
-        Split::scan(cands, true)
+    pub fn with_strata(piles: &Piles) -> Split {
+        Split::scan(piles, true)
     }
 
     #[inline(always)]
-    fn scan(cands: &[&Candidate], with_strata: bool) -> Split {
-        let mut split =
-            Split { neg: Vec::with_capacity(cands.len()), in_dump_order: true, ..Split::default() };
-        let mut strata = sampled::Strata::default();
-        let mut previous = (0u32, 0u64);
-        for (i, c) in cands.iter().enumerate() {
-            if c.positive {
-                split.pos.push(i);
-            } else {
-                split.neg.push(i);
+    fn scan(piles: &Piles, with_strata: bool) -> Split {
+        let mut split = Split { neg: Vec::with_capacity(piles.len()), ..Split::default() };
+        // Each stratum's sums apart, so that they stay in registers.
+        let (mut negatives, mut positives) = (sampled::Stratum::default(), sampled::Stratum::default());
+        for (start, pile) in piles.segments() {
+            let columns = pile.positive.iter().zip(&pile.count).zip(pile.loss.iter().zip(&pile.grad));
+            for (j, ((&positive, count), (loss, grad))) in columns.enumerate() {
+                if positive {
+                    split.pos.push(start + j);
+                } else {
+                    split.neg.push(start + j);
+                }
+                for (n, &k) in split.counts.iter_mut().zip(count) {
+                    *n += u64::from(k);
+                }
+                if with_strata {
+                    if positive {
+                        positives.add(count, loss, grad);
+                    } else {
+                        negatives.add(count, loss, grad);
+                    }
+                }
             }
-            for (n, &k) in split.counts.iter_mut().zip(&c.count) {
-                *n += u64::from(k);
-            }
-            if with_strata {
-                strata.add(c);
-            }
-            let here = (c.file, c.row);
-            split.in_dump_order &= i == 0 || previous <= here;
-            previous = here;
         }
-        split.strata = with_strata.then_some(strata);
+        split.strata = with_strata.then(|| sampled::Strata::of(&negatives, &positives));
         split
     }
 }
@@ -319,7 +342,7 @@ pub struct Image<'a> {
     /// Its id.
     pub key: &'a ImageKey,
     /// Its candidates, in dump order.
-    pub cands: &'a [&'a Candidate],
+    pub pile: &'a Piles,
     /// Their split into positives and negatives, and the decisions per bucket.
     pub split: &'a Split,
     /// max(1, positive decisions of the image): the normaliser of its selected loss.
@@ -342,14 +365,14 @@ pub enum Kept {
 }
 
 impl Kept {
-    /// The probability that candidate `i` (`c`) is kept; `member` holds bit `s` for the
-    /// candidates selector `s` kept, when it keeps [`Kept::These`].
+    /// The probability that a candidate (`positive` or not) is kept; `member` holds bit `s`
+    /// for the candidates selector `s` kept, when it keeps [`Kept::These`].
     #[inline]
-    fn inclusion(&self, c: &Candidate, member: u32, s: usize) -> f64 {
+    fn inclusion(&self, positive: bool, member: u32, s: usize) -> f64 {
         match self {
             Kept::These(_) => f64::from((member >> s) & 1),
             Kept::Each { p_pos, p_neg } => {
-                if c.positive {
+                if positive {
                     *p_pos
                 } else {
                     *p_neg
@@ -519,14 +542,16 @@ impl Chosen {
         }
     }
 
-    /// Adds candidate `c` with selection weight `w`; returns its weighted CE.
-    pub fn select(&mut self, c: &Candidate, w: f64) -> f64 {
-        for (i, b) in self.buckets.iter_mut().enumerate() {
-            b.selected += w * f64::from(c.count[i]);
-            b.loss += w * c.loss[i];
-            b.grad += w * c.grad[i];
+    /// Adds candidate `i` of `piles` with selection weight `w`; returns its weighted CE.
+    pub fn select(&mut self, piles: &Piles, i: usize, w: f64) -> f64 {
+        let (pile, i) = piles.at(i);
+        let (count, loss, grad) = (&pile.count[i], &pile.loss[i], &pile.grad[i]);
+        for (b, bucket) in self.buckets.iter_mut().enumerate() {
+            bucket.selected += w * f64::from(count[b]);
+            bucket.loss += w * loss[b];
+            bucket.grad += w * grad[b];
         }
-        w * c.ce
+        w * pile.ce[i]
     }
 
     /// Adds `image` whose selected candidates are `sel` (weight 1); returns them as kept.
@@ -534,7 +559,7 @@ impl Chosen {
         self.count_all(&image.split.counts);
         let mut loss = ExactSum::ZERO;
         for &i in &sel {
-            loss += self.select(image.cands[i], 1.0);
+            loss += self.select(image.pile, i, 1.0);
         }
         self.normalized += loss.value() / image.norm;
         Kept::These(sel)
@@ -623,9 +648,9 @@ pub struct SelectAcc {
     /// Candidates of images that may continue, by image, in segments (one per part, so that
     /// merging moves no candidates).
     #[serde(with = "crate::analysis::pairs")]
-    open: BTreeMap<ImageKey, Vec<Vec<Candidate>>>,
+    open: BTreeMap<ImageKey, Vec<Pile>>,
     /// Complete images waiting to be finalised, in dump order.
-    ready: Vec<(ImageKey, Vec<Vec<Candidate>>)>,
+    ready: Vec<(ImageKey, Vec<Pile>)>,
     /// Images already complete (to detect rows of one image in two places).
     done: BTreeSet<ImageKey>,
     /// The first and last image seen, in dump order.
@@ -679,13 +704,13 @@ impl SelectAcc {
     pub fn take_open(&mut self) -> Vec<(ImageKey, Vec<Candidate>)> {
         std::mem::take(&mut self.open)
             .into_iter()
-            .map(|(k, segments)| (k, segments.into_iter().flatten().collect()))
+            .map(|(k, segments)| (k, segments.iter().flat_map(Pile::candidates).collect()))
             .collect()
     }
 
     /// Finalises complete images read back from the spill.
     pub fn finalize_groups(&mut self, groups: Vec<(ImageKey, Vec<Candidate>)>) {
-        self.ready.extend(groups.into_iter().map(|(k, c)| (k, vec![c])));
+        self.ready.extend(groups.into_iter().map(|(k, c)| (k, vec![Pile::from_candidates(&c)])));
         self.finalize_ready();
     }
 
@@ -715,6 +740,8 @@ impl SelectAcc {
         let focus = self.config.focus;
         let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || batch.box_loss.is_some() || self.config.mine.is_some();
+        let file = batch.file as u32;
+        let (decisions, meta, ce_grad) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
             let segments = match self.open.get_mut(key) {
@@ -723,16 +750,16 @@ impl SelectAcc {
                     // At most one candidate per row of the image in this batch: no regrowth.
                     let image = &batch.images[run.image];
                     let rows = image.end - image.start;
-                    self.open.entry(key.clone()).or_insert_with(|| vec![Vec::with_capacity(rows)])
+                    self.open.entry(key.clone()).or_insert_with(|| vec![Pile::with_capacity(rows, with_info)])
                 }
             };
-            let list = segments.last_mut().expect("segments are never empty");
+            let pile = segments.last_mut().expect("segments are never empty");
             let mut i = run.start;
             while i < run.end {
-                let row = chunk.meta[i].row;
+                let row = meta[i].row;
                 let r = row as usize;
-                let info = with_info.then(|| {
-                    Box::new(CandidateInfo {
+                if with_info {
+                    pile.info.push(CandidateInfo {
                         bbox: batch.boxes.as_ref().map(|b| b[r]),
                         anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
                         level: batch.level.as_ref().map(|l| l[r]),
@@ -742,32 +769,35 @@ impl SelectAcc {
                         },
                         class: batch.class.as_ref().map(|c| c[r]),
                         box_loss: batch.box_loss.as_ref().map(|b| b[r]),
-                    })
-                });
-                let mut c = Candidate {
-                    file: batch.file as u32,
-                    count: [0; 4],
-                    positive: false,
-                    row: batch.file_row(row as usize),
-                    ce: 0.0,
-                    focal: 0.0,
-                    loss: [0.0; 4],
-                    grad: [0.0; 4],
-                    info,
-                };
-                while i < run.end && chunk.meta[i].row == row {
-                    let (d, m) = (&chunk.decisions[i], &chunk.meta[i]);
+                    });
+                }
+                let (mut ce, mut focal, mut positive) = (0.0f64, 0.0f64, false);
+                // Decisions per bucket in four 16-bit lanes: a candidate has at most
+                // u16::MAX decisions (the width is checked), so no lane carries.
+                let mut count = 0u64;
+                let mut loss = [0.0f64; 4];
+                let mut grad = [0.0f64; 4];
+                while i < run.end && meta[i].row == row {
+                    let (d, m) = (&decisions[i], &meta[i]);
                     let b = m.bucket as usize;
-                    let ce = d.ce * m.weight;
-                    c.ce += ce;
-                    c.focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
-                    c.positive |= m.bucket.is_positive();
-                    c.count[b] += 1;
-                    c.loss[b] += ce;
-                    c.grad[b] += chunk.terms.ce_grad[i] * m.weight;
+                    let c = d.ce * m.weight;
+                    let g = ce_grad[i] * m.weight;
+                    ce += c;
+                    focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
+                    positive |= m.bucket.is_positive();
+                    count += 1 << (16 * b);
+                    // Every bucket adds the decision's value or +0.0, which changes no sum
+                    // (sums start at +0.0, so they are never -0.0): the same bits as adding
+                    // to the decision's bucket alone, without a variable index, which would
+                    // keep the sums in memory (and stall the copies into the pile).
+                    for k in 0..4 {
+                        loss[k] += if b == k { c } else { 0.0 };
+                        grad[k] += if b == k { g } else { 0.0 };
+                    }
                     i += 1;
                 }
-                list.push(c);
+                let count = [0, 1, 2, 3].map(|k| (count >> (16 * k)) as u16);
+                pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
             }
         }
     }
@@ -840,7 +870,7 @@ impl SelectAcc {
         let ready = std::mem::take(&mut self.ready);
         let config = &self.config;
         let results: Vec<SelectTotals> =
-            ready.into_par_iter().map(|(key, segments)| finalize_image(config, key, &segments)).collect();
+            ready.into_par_iter().map(|(key, segments)| finalize_image(config, key, segments)).collect();
         for r in results {
             self.totals.merge(r);
         }
@@ -856,9 +886,7 @@ impl SelectAcc {
     /// Takes the exported rows of every finalised image that comes, in dump order, before all
     /// images still open or waiting; call after [`SelectAcc::finalize_ready`].
     pub fn drain_export(&mut self) -> Vec<ExportRow> {
-        let first = |segments: &Vec<Vec<Candidate>>| {
-            segments.iter().flat_map(|s| s.iter()).map(|c| (c.file, c.row)).min()
-        };
+        let first = |segments: &Vec<Pile>| segments.iter().filter_map(Pile::first_position).min();
         let watermark = self.open.values().chain(self.ready.iter().map(|(_, s)| s)).filter_map(first).min();
         let later = match watermark {
             Some(w) => self.totals.export.split_off(&w),
@@ -870,31 +898,27 @@ impl SelectAcc {
 }
 
 /// Runs every selector on one complete image.
-fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidate>]) -> SelectTotals {
-    // References, not a joined copy: an image's candidates may be hundreds of megabytes (a
-    // binary dump has one per decision).
-    let mut cands: Vec<&Candidate> = segments.iter().flatten().collect();
+fn finalize_image(config: &SelectConfig, key: ImageKey, segments: Vec<Pile>) -> SelectTotals {
     // A canonical order, whatever order the parts were merged in (sorted dumps already are).
-    // One scan for the split, the counts and the order check (an image's candidates do not
-    // fit in cache: every scan is a trip to memory).
-    let scan =
-        if config.selectors.iter().any(Selecting::needs_strata) { Split::with_strata } else { Split::of };
-    let mut split = scan(&cands);
-    if !split.in_dump_order {
-        cands.sort_unstable_by(|a, b| a.file.cmp(&b.file).then(a.row.cmp(&b.row)));
-        split = scan(&cands);
-    }
+    let pile = Piles::new(segments);
+    // One scan for the split, the counts and the strata (an image's candidates do not fit in
+    // cache: every scan is a trip to memory).
+    let split = if config.selectors.iter().any(Selecting::needs_strata) {
+        Split::with_strata(&pile)
+    } else {
+        Split::of(&pile)
+    };
     let norm = (split.counts[2] + split.counts[3]).max(1) as f64;
     let mut t = config.empty_totals();
     t.images = 1;
-    let image = Image { key: &key, cands: &cands, split: &split, norm };
+    let image = Image { key: &key, pile: &pile, split: &split, norm };
     let kept: Vec<Kept> =
         config.selectors.iter().zip(&mut t.per).map(|(s, totals)| s.select(&image, totals)).collect();
     overlaps(&image, config, &kept, &mut t.overlap);
     if let Some(spec) = &config.mine {
         let rows = export(&image, config, spec, kept);
-        if let Some(c) = cands.first() {
-            t.export.insert((c.file, c.row), rows);
+        if let Some(position) = pile.first_position() {
+            t.export.insert(position, rows);
         }
     }
     t
@@ -903,7 +927,8 @@ fn finalize_image(config: &SelectConfig, key: ImageKey, segments: &[Vec<Candidat
 /// Adds an image's overlaps between the selections `kept` (decision-weighted f64 sums over its
 /// candidates in dump order, the same whatever the split of the dump; one exact add per image).
 fn overlaps(image: &Image<'_>, config: &SelectConfig, kept: &[Kept], sums: &mut OverlapSums) {
-    let mut member = vec![0u32; image.cands.len()];
+    let pile = image.pile;
+    let mut member = vec![0u32; pile.len()];
     for (s, k) in kept.iter().enumerate() {
         if let Kept::These(sel) = k {
             for &i in sel {
@@ -913,37 +938,110 @@ fn overlaps(image: &Image<'_>, config: &SelectConfig, kept: &[Kept], sums: &mut 
     }
     let pairs = pairs(kept.len());
     let ohem = config.selectors.iter().position(|s| s.kind() == StrategyKind::Ohem);
-    let mut acc = vec![[0.0f64; 2]; pairs.len()];
-    let mut focal = [0.0f64; 2];
-    let mut p = [0.0f64; 32];
-    for (c, &m) in image.cands.iter().zip(&member) {
-        let d = c.decisions() as f64;
-        // Each selector's inclusion probability once per candidate, then every pair.
-        for (s, k) in kept.iter().enumerate() {
-            p[s] = k.inclusion(c, m, s);
-        }
-        for (sum, &(a, b)) in acc.iter_mut().zip(&pairs) {
-            sum[0] += d * p[a].min(p[b]);
-            sum[1] += d * p[a].max(p[b]);
-        }
-        if let Some(o) = ohem {
-            if (m >> o) & 1 == 1 {
-                focal[0] += c.focal;
-            }
-            focal[1] += c.focal;
-        }
-    }
+    // Up to three selectors (the list's), every pair's sums in registers; the general loop for
+    // more.
+    let (acc, focal) = match pairs.len() {
+        0 => pair_sums::<0>(image.pile, &member, kept, &pairs, ohem),
+        1 => pair_sums::<1>(image.pile, &member, kept, &pairs, ohem),
+        3 => pair_sums::<3>(image.pile, &member, kept, &pairs, ohem),
+        _ => pair_sums_any(image.pile, &member, kept, &pairs, ohem),
+    };
     for (total, sum) in sums.pairs.iter_mut().zip(acc).chain([(&mut sums.focal_in_ohem, focal)]) {
         total[0] += sum[0];
         total[1] += sum[1];
     }
 }
 
+/// Each pair's (min, max) inclusion probabilities for a candidate (`positive` or not, kept by
+/// the [`Kept::These`] selections whose bits `member` holds).
+#[inline]
+fn pair_bounds<const N: usize>(
+    kept: &[Kept],
+    pairs: &[(usize, usize)],
+    positive: bool,
+    member: u32,
+) -> [[f64; 2]; N] {
+    let mut p = [0.0f64; 32];
+    for (s, k) in kept.iter().enumerate() {
+        p[s] = k.inclusion(positive, member, s);
+    }
+    std::array::from_fn(|q| {
+        let (a, b) = pairs[q];
+        [p[a].min(p[b]), p[a].max(p[b])]
+    })
+}
+
+/// The overlap sums of [`overlaps`] for `N` pairs: per pair, the decision-weighted sums of
+/// the min and max inclusion probabilities, candidate after candidate in dump order; and the
+/// focal loss inside OHEM's selection and in all. The bounds depend only on whether the
+/// candidate is positive and which selections hold it, which for most candidates is none:
+/// those two cases are computed once.
+fn pair_sums<const N: usize>(
+    piles: &Piles,
+    member: &[u32],
+    kept: &[Kept],
+    pairs: &[(usize, usize)],
+    ohem: Option<usize>,
+) -> (Vec<[f64; 2]>, [f64; 2]) {
+    let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
+    let mut acc = [[0.0f64; 2]; N];
+    let mut focal = [0.0f64; 2];
+    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
+    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
+        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+        let bounds =
+            if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
+        for (sum, bound) in acc.iter_mut().zip(&bounds) {
+            sum[0] += d * bound[0];
+            sum[1] += d * bound[1];
+        }
+        if let Some(o) = ohem {
+            if (m >> o) & 1 == 1 {
+                focal[0] += c_focal;
+            }
+            focal[1] += c_focal;
+        }
+    }
+    (acc.to_vec(), focal)
+}
+
+/// [`pair_sums`] for any number of pairs.
+fn pair_sums_any(
+    piles: &Piles,
+    member: &[u32],
+    kept: &[Kept],
+    pairs: &[(usize, usize)],
+    ohem: Option<usize>,
+) -> (Vec<[f64; 2]>, [f64; 2]) {
+    let mut acc = vec![[0.0f64; 2]; pairs.len()];
+    let mut focal = [0.0f64; 2];
+    let mut p = [0.0f64; 32];
+    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
+    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
+        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+        // Each selector's inclusion probability once per candidate, then every pair.
+        for (s, k) in kept.iter().enumerate() {
+            p[s] = k.inclusion(positive, m, s);
+        }
+        for (sum, &(a, b)) in acc.iter_mut().zip(pairs) {
+            sum[0] += d * p[a].min(p[b]);
+            sum[1] += d * p[a].max(p[b]);
+        }
+        if let Some(o) = ohem {
+            if (m >> o) & 1 == 1 {
+                focal[0] += c_focal;
+            }
+            focal[1] += c_focal;
+        }
+    }
+    (acc, focal)
+}
+
 /// The export rows of an image: what `spec`'s strategy kept, ranked, at most `spec.top`.
 fn export(image: &Image<'_>, config: &SelectConfig, spec: &MineSpec, kept: Vec<Kept>) -> Vec<ExportRow> {
-    let cands = image.cands;
-    let (rows, score): (Vec<usize>, fn(&Candidate) -> f64) = match spec.strategy.selector() {
-        None => ((0..cands.len()).collect(), |c| c.focal),
+    let pile = image.pile;
+    let (rows, score): (Vec<usize>, ohem::Score) = match spec.strategy.selector() {
+        None => ((0..pile.len()).collect(), |p, j| p.focal[j]),
         Some(kind) => {
             let rows = config
                 .selectors
@@ -953,31 +1051,37 @@ fn export(image: &Image<'_>, config: &SelectConfig, spec: &MineSpec, kept: Vec<K
                 .map(|(s, k)| s.export(image, k))
                 .unwrap_or_default();
             // OHEM's order (CE, plus the box loss where the dump has one); CE for the rest.
-            let score: fn(&Candidate) -> f64 =
-                if kind == StrategyKind::Ohem { ohem::score } else { |c| c.ce };
+            let score: ohem::Score = if kind == StrategyKind::Ohem { ohem::score } else { |p, j| p.ce[j] };
             (rows, score)
         }
     };
     let limit = spec.top.unwrap_or(usize::MAX);
-    let ranked = top(cands, &rows, limit, score);
+    let ranked = top(
+        rows.into_iter().map(|i| {
+            let (p, j) = pile.at(i);
+            (i, score(p, j))
+        }),
+        limit,
+    );
     let mut out = Vec::with_capacity(ranked.len());
     for (rank, &i) in ranked.iter().enumerate() {
-        let c = cands[i];
-        let info = c.info.as_deref();
+        let (p, j) = pile.at(i);
+        let info = p.info(j);
+        let (ce, focal) = (p.ce[j], p.focal[j]);
         let weight = match spec.strategy {
-            MineStrategy::Focal if c.ce > 0.0 => c.focal / c.ce,
+            MineStrategy::Focal if ce > 0.0 => focal / ce,
             MineStrategy::Focal => 0.0,
             _ => 1.0,
         };
         out.push(ExportRow {
             image: image.key.clone(),
-            file: c.file,
-            row: c.row,
+            file: p.file[j],
+            row: p.row[j],
             anchor_id: info.and_then(|i| i.anchor_id),
             level: info.and_then(|i| i.level),
             label: info.map_or(0, |i| i.label),
             class: info.and_then(|i| i.class),
-            loss: score(c),
+            loss: score(p, j),
             rank: rank as u32 + 1,
             weight,
         });
@@ -1046,6 +1150,42 @@ mod tests {
             }
             // Equal scores: the earlier index first.
             assert!(rank_key(a, 3) < rank_key(a, 4));
+        }
+    }
+
+    /// The m hardest by a full sort with the comparator the ranking stands for.
+    fn naive_top(scored: &[(usize, f64)], m: usize) -> Vec<usize> {
+        let mut all = scored.to_vec();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.into_iter().take(m).map(|(i, _)| i).collect()
+    }
+
+    #[test]
+    fn top_keeps_exactly_the_m_hardest_of_a_full_sort_whatever_m() {
+        let mut rng = crate::rng::Rng::new(11, 0);
+        for n in [0usize, 1, 7, 255, 256, 257, 600, 5000] {
+            // Few distinct scores: many ties, broken by index; a few special values.
+            let scored: Vec<(usize, f64)> = (0..n)
+                .map(|i| {
+                    let s = match rng.below(50) {
+                        0 => f64::INFINITY,
+                        1 => -0.0,
+                        2 => f64::NAN,
+                        3 => -1.0,
+                        r => (r % 9) as f64 * 0.5,
+                    };
+                    (i, s)
+                })
+                .collect();
+            for m in [0usize, 1, 2, 100, 127, 128, 129, 255, 256, 300, 4999, 5000, 5001, usize::MAX] {
+                assert_eq!(top(scored.iter().copied(), m), naive_top(&scored, m), "n {n}, m {m}");
+            }
+            // Every other index (as the positives or negatives of an image).
+            let odd: Vec<(usize, f64)> = scored.iter().copied().filter(|(i, _)| i % 2 == 1).collect();
+            for m in [1usize, 128, 300] {
+                assert_eq!(top(odd.iter().copied(), m), naive_top(&odd, m), "odd, n {n}, m {m}");
+            }
+            assert_eq!(rank(scored.iter().copied()), naive_top(&scored, n));
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{rank, top, Candidate, Chosen, Image, Kept, Selector, Split};
+use super::{rank, top, Chosen, Image, Kept, Pile, Piles, Selector};
 use crate::analysis::bucket_sums;
 use crate::config::{check_fraction, AnalysisConfig};
 use crate::error::ConfigError;
@@ -81,27 +81,24 @@ pub struct OhemTotals {
     pub with_box_loss: bool,
 }
 
-/// The loss OHEM ranks by: the candidate's CE plus its box-regression loss, as the OHEM paper
-/// does, when the dump has a `box_loss` column (0 otherwise: CE alone, as mmdetection's
-/// `OHEMSampler`, which ranks by the classification loss only).
+/// The loss OHEM ranks by, of candidate `j` of `pile`: its CE plus its box-regression loss, as
+/// the OHEM paper does, when the dump has a `box_loss` column (0 otherwise: CE alone, as
+/// mmdetection's `OHEMSampler`, which ranks by the classification loss only).
 #[inline]
-pub fn score(c: &Candidate) -> f64 {
-    c.ce + c.box_loss()
+pub fn score(pile: &Pile, j: usize) -> f64 {
+    pile.ce[j] + pile.box_loss(j)
 }
 
-/// Whether an image's candidates carry box losses (all of them do, or none: the column is the
-/// dump's).
-fn has_box_loss(cands: &[&Candidate]) -> bool {
-    cands.first().is_some_and(|c| c.info.as_ref().is_some_and(|i| i.box_loss.is_some()))
-}
+/// A candidate's score: a column of candidate `j` of a pile, or a function of its columns.
+pub type Score = fn(&Pile, usize) -> f64;
 
-/// [`score`], or CE alone without reading the candidates' boxed info (an image's candidates do
-/// not fit in cache: a second cache line per candidate is a second trip to memory).
-fn scorer(cands: &[&Candidate]) -> fn(&Candidate) -> f64 {
-    if has_box_loss(cands) {
+/// [`score`], or CE alone without reading the candidates' info (an image's candidates do not
+/// fit in cache: another column is another trip to memory).
+fn scorer(piles: &Piles) -> Score {
+    if piles.has_box_loss() {
         score
     } else {
-        |c| c.ce
+        |p, j| p.ce[j]
     }
 }
 
@@ -113,8 +110,8 @@ impl Selector for Ohem {
     }
 
     fn select(&self, image: &Image<'_>, totals: &mut OhemTotals) -> Kept {
-        totals.with_box_loss |= has_box_loss(image.cands);
-        totals.chosen.take(image, select(image.cands, image.split, &self.params))
+        totals.with_box_loss |= image.pile.has_box_loss();
+        totals.chosen.take(image, select(image.pile, &self.params))
     }
 
     fn merge(totals: &mut OhemTotals, other: &OhemTotals) {
@@ -142,42 +139,36 @@ impl Selector for Ohem {
     }
 }
 
-/// Indices of the selected candidates (in dump order, split by `split`), hardest first.
-pub fn select(cands: &[&Candidate], split: &Split, p: &OhemParams) -> Vec<usize> {
+/// Indices of the selected candidates (of the image `piles`), hardest first.
+pub fn select(piles: &Piles, p: &OhemParams) -> Vec<usize> {
     let k = p.k;
     let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
-    let score = scorer(cands);
+    let score = scorer(piles);
     let sel = match p.nms {
-        None if p.pos_fraction.is_none() => {
-            let all: Vec<usize> = (0..cands.len()).collect();
-            return top(cands, &all, k, score);
-        }
+        None if p.pos_fraction.is_none() => return top(piles.values(score, None), k),
         None => {
-            let pos = top(cands, &split.pos, max_pos, score);
-            let neg = top(cands, &split.neg, k - pos.len(), score);
+            let pos = top(piles.values(score, Some(true)), max_pos);
+            let neg = top(piles.values(score, Some(false)), k - pos.len());
             [pos, neg].concat()
         }
-        Some(threshold) => nms_select(cands, threshold as f32, k, p.pos_fraction.map(|_| max_pos), score),
+        Some(threshold) => nms_select(piles, score, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),
     };
-    rank(cands, &sel, score)
+    rank(sel.into_iter().map(|i| {
+        let (pile, j) = piles.at(i);
+        (i, score(pile, j))
+    }))
 }
 
 /// Greedy NMS in loss order; then the first `k` survivors, or with a positive quota up to
 /// `max_pos` positives and negatives for the remaining slots.
-fn nms_select(
-    cands: &[&Candidate],
-    threshold: f32,
-    k: usize,
-    max_pos: Option<usize>,
-    score: fn(&Candidate) -> f64,
-) -> Vec<usize> {
-    let all: Vec<usize> = (0..cands.len()).collect();
-    let order = rank(cands, &all, score);
+fn nms_select(piles: &Piles, score: Score, threshold: f32, k: usize, max_pos: Option<usize>) -> Vec<usize> {
+    let order = rank(piles.values(score, None));
     // Every survivor suppresses later boxes, whether or not a quota lets it in.
     let mut kept: Vec<[f32; 4]> = Vec::new();
     let (mut pos, mut neg) = (Vec::new(), Vec::new());
     for i in order {
-        let b = cands[i].bbox();
+        let (pile, j) = piles.at(i);
+        let b = pile.bbox(j);
         if kept.iter().any(|kb| iou(kb, &b) > threshold) {
             continue;
         }
@@ -190,7 +181,7 @@ fn nms_select(
                 }
             }
             Some(max_pos) => {
-                if cands[i].positive {
+                if pile.positive[j] {
                     if pos.len() < max_pos {
                         pos.push(i);
                     }
@@ -224,7 +215,7 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::select::CandidateInfo;
+    use crate::analysis::select::{Candidate, CandidateInfo};
 
     fn cand(row: u64, ce: f64, positive: bool, bbox: [f32; 4]) -> Candidate {
         Candidate {
@@ -248,8 +239,7 @@ mod tests {
     }
 
     fn sel(c: &[Candidate], p: &OhemParams) -> Vec<usize> {
-        let refs: Vec<&Candidate> = c.iter().collect();
-        select(&refs, &Split::of(&refs), p)
+        select(&Piles::new(vec![Pile::from_candidates(c)]), p)
     }
 
     #[test]

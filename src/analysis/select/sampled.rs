@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Candidate, Chosen, Image, Kept, Selector, Split};
+use super::{Chosen, Image, Kept, Selector, Split};
 use crate::analysis::bucket_sums;
 use crate::analysis::sum::ExactSum;
 use crate::config::{check_fraction, AnalysisConfig};
@@ -161,15 +161,39 @@ pub struct Strata {
 }
 
 impl Strata {
-    /// Adds one candidate.
+    /// The strata of the negatives' and the positives' sums.
+    pub fn of(negatives: &Stratum, positives: &Stratum) -> Strata {
+        Strata {
+            n: [negatives.n, positives.n],
+            count: [negatives.count, positives.count],
+            loss: [negatives.loss, positives.loss],
+            grad: [negatives.grad, positives.grad],
+        }
+    }
+}
+
+/// One stratum's part of [`Strata`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Stratum {
+    /// Candidates.
+    pub n: usize,
+    /// Decisions per bucket.
+    pub count: [f64; 4],
+    /// CE per bucket.
+    pub loss: [f64; 4],
+    /// Gradient norm per bucket.
+    pub grad: [f64; 4],
+}
+
+impl Stratum {
+    /// Adds one candidate (its [`super::Pile`] columns).
     #[inline(always)]
-    pub fn add(&mut self, c: &Candidate) {
-        let s = usize::from(c.positive);
-        self.n[s] += 1;
+    pub fn add(&mut self, count: &[u16; 4], loss: &[f64; 4], grad: &[f64; 4]) {
+        self.n += 1;
         for b in 0..4 {
-            self.count[s][b] += f64::from(c.count[b]);
-            self.loss[s][b] += c.loss[b];
-            self.grad[s][b] += c.grad[b];
+            self.count[b] += f64::from(count[b]);
+            self.loss[b] += loss[b];
+            self.grad[b] += grad[b];
         }
     }
 }
@@ -193,7 +217,7 @@ impl SampledTotals {
     /// Adds one image's expectation, variances and draws (its split made by
     /// [`Split::with_strata`]) under `plan`.
     pub fn add_image(&mut self, image: &Image<'_>, plan: &Plan, p: &SampledParams) {
-        let Image { key, cands, split, norm } = *image;
+        let Image { key, pile, split, norm } = *image;
         self.chosen.count_all(&split.counts);
         // Per stratum (negatives, positives), per bucket: sums of decision counts, CE and
         // gradient; the expectation is each sum times the stratum's inclusion probability.
@@ -220,20 +244,30 @@ impl SampledTotals {
         // Exact variance of sampling n of N without replacement in each stratum:
         // n (N - n) / (N - 1) times the population variance of the per-candidate values.
         let k = [plan.n_neg, plan.n_pos];
-        let mut dev = [[[0f64; 4]; 2]; 2]; // [stratum][count|loss][bucket]
         let means: [[[f64; 4]; 2]; 2] = [0, 1].map(|s| {
             let m = n[s].max(1) as f64;
             [count[s].map(|x| x / m), loss[s].map(|x| x / m)]
         });
-        for c in cands {
-            let s = usize::from(c.positive);
+        // [count|loss][bucket], per stratum apart so that the sums stay in registers.
+        #[inline(always)]
+        fn deviate(dev: &mut [[f64; 4]; 2], means: &[[f64; 4]; 2], count: &[u16; 4], loss: &[f64; 4]) {
             for b in 0..4 {
-                let dc = f64::from(c.count[b]) - means[s][0][b];
-                let dl = c.loss[b] - means[s][1][b];
-                dev[s][0][b] += dc * dc;
-                dev[s][1][b] += dl * dl;
+                let dc = f64::from(count[b]) - means[0][b];
+                let dl = loss[b] - means[1][b];
+                dev[0][b] += dc * dc;
+                dev[1][b] += dl * dl;
             }
         }
+        let (mut dev_neg, mut dev_pos) = ([[0f64; 4]; 2], [[0f64; 4]; 2]);
+        let columns = pile.segments().flat_map(|(_, s)| s.positive.iter().zip(&s.count).zip(&s.loss));
+        for ((&positive, count), loss) in columns {
+            if positive {
+                deviate(&mut dev_pos, &means[1], count, loss);
+            } else {
+                deviate(&mut dev_neg, &means[0], count, loss);
+            }
+        }
+        let dev = [dev_neg, dev_pos]; // [stratum][count|loss][bucket]
         for s in 0..2 {
             let (big_n, k) = (n[s], k[s]);
             if big_n <= 1 || k == 0 || k == big_n {
@@ -258,11 +292,11 @@ impl SampledTotals {
             // per bucket and image.
             let mut loss = [0.0f64; 4];
             for i in pools.draw(plan, d as u64) {
-                let c = &cands[i];
-                for (sum, l) in loss.iter_mut().zip(c.loss) {
+                let (seg, j) = pile.at(i);
+                for (sum, l) in loss.iter_mut().zip(seg.loss[j]) {
                     *sum += l;
                 }
-                *selected += c.decisions();
+                *selected += seg.decisions(j);
             }
             for (sum, l) in sums.iter_mut().zip(loss) {
                 *sum += l;
@@ -436,6 +470,7 @@ mod tests {
 
     #[test]
     fn the_plan_follows_torchvision_and_detectron2() {
+        use crate::analysis::select::{Candidate, Pile, Piles};
         let cand = |positive| Candidate {
             file: 0,
             count: [1, 0, 0, 0],
@@ -449,17 +484,17 @@ mod tests {
         };
         let cands: Vec<Candidate> = (0..1000).map(|i| cand(i < 10)).collect();
         let p = SampledParams { batch_size_per_image: 256, positive_fraction: 0.5, draws: 0, seed: 0 };
-        let plan = Plan::new(&Split::of(&cands.iter().collect::<Vec<_>>()), &p);
+        let plan = Plan::new(&Split::of(&Piles::new(vec![Pile::from_candidates(&cands)])), &p);
         assert_eq!((plan.n_pos, plan.n_neg), (10, 246));
         assert_eq!(plan.p_pos, 1.0);
         // B larger than the image: everything is taken.
         let p = SampledParams { batch_size_per_image: 5000, ..p };
-        let plan = Plan::new(&Split::of(&cands.iter().collect::<Vec<_>>()), &p);
+        let plan = Plan::new(&Split::of(&Piles::new(vec![Pile::from_candidates(&cands)])), &p);
         assert_eq!((plan.n_pos, plan.n_neg, plan.p_neg), (10, 990, 1.0));
         // int(512 * 0.25) = 128 positives at most.
         let many: Vec<Candidate> = (0..1000).map(|i| cand(i < 500)).collect();
         let p = SampledParams { batch_size_per_image: 512, positive_fraction: 0.25, draws: 0, seed: 0 };
-        assert_eq!(Plan::new(&Split::of(&many.iter().collect::<Vec<_>>()), &p).n_pos, 128);
+        assert_eq!(Plan::new(&Split::of(&Piles::new(vec![Pile::from_candidates(&many)])), &p).n_pos, 128);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{top, Candidate, Chosen, Image, Kept, Selector, Split};
+use super::{top, Chosen, Image, Kept, Piles, Selector, Split};
 use crate::analysis::bucket_sums;
 use crate::config::AnalysisConfig;
 use crate::error::ConfigError;
@@ -69,7 +69,7 @@ impl Selector for Ssd {
     }
 
     fn select(&self, image: &Image<'_>, totals: &mut Chosen) -> Kept {
-        totals.take(image, select(image.cands, image.split, &self.params))
+        totals.take(image, select(image.pile, image.split, &self.params))
     }
 
     fn merge(totals: &mut Chosen, other: &Chosen) {
@@ -92,9 +92,9 @@ impl Selector for Ssd {
     }
 }
 
-/// Indices of the selected candidates (in dump order, split by `split`): positives in dump
-/// order, then the mined negatives, hardest first.
-pub fn select(cands: &[&Candidate], split: &Split, p: &SsdParams) -> Vec<usize> {
+/// Indices of the selected candidates (of the image `piles`, split by `split`): positives in
+/// dump order, then the mined negatives, hardest first.
+pub fn select(piles: &Piles, split: &Split, p: &SsdParams) -> Vec<usize> {
     let (pos, neg) = (&split.pos, &split.neg);
     let m = if pos.is_empty() {
         match p.empty_images {
@@ -104,6 +104,6 @@ pub fn select(cands: &[&Candidate], split: &Split, p: &SsdParams) -> Vec<usize> 
     } else {
         pos.len().saturating_mul(p.neg_pos_ratio)
     };
-    let neg = top(cands, neg, m.min(cands.len()), |c| c.ce);
+    let neg = top(piles.values(|s, j| s.ce[j], Some(false)), m.min(piles.len()));
     [pos.as_slice(), &neg].concat()
 }
