@@ -218,18 +218,30 @@ impl Accumulator for GhmAcc {
         for run in chunk.runs {
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
-            let mut current = (i64::MIN, 0usize);
             let grads = &chunk.terms.ce_grad[run.start..run.end];
-            for (i, ((d, m), &g)) in decisions.iter().zip(meta).zip(grads).enumerate() {
-                let level = levels.map_or(0, |l| l[m.row as usize]);
-                if level != current.0 {
-                    current = (level, slot_of(level, &mut slots));
+            let len = decisions.len().min(meta.len()).min(grads.len());
+            // Stretches of decisions of one density group (the whole run unless per level),
+            // each summed with its group's lanes borrowed once.
+            let level_of = |i: usize| levels.map_or(0, |l| l[meta[i].row as usize]);
+            let mut i = 0;
+            while i < len {
+                let level = level_of(i);
+                let stop = if levels.is_some() {
+                    (i + 1..len).find(|&k| level_of(k) != level).unwrap_or(len)
+                } else {
+                    len
+                };
+                let k = slot_of(level, &mut slots);
+                let cells = &mut slots[k].cells[..];
+                for j in i..stop {
+                    let (d, m, g) = (&decisions[j], &meta[j], grads[j]);
+                    let at = (j & 3) * width + m.bucket as usize * n + bin_of(g, n);
+                    let cell = &mut cells[at];
+                    cell[0] += 1.0;
+                    cell[1] += d.ce * m.weight;
+                    cell[2] += g * m.weight;
                 }
-                let at = (i & 3) * width + m.bucket as usize * n + bin_of(g, n);
-                let cell = &mut slots[current.1].cells[at];
-                cell[0] += 1.0;
-                cell[1] += d.ce * m.weight;
-                cell[2] += g * m.weight;
+                i = stop;
             }
             let key = &chunk.batch.images[run.image].key;
             let image = match self.per_image.get_mut(key) {
