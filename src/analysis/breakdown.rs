@@ -308,6 +308,7 @@ impl BreakdownAcc {
             }
         }
     }
+
     /// The per-class sums: the class x level cells summed over levels (exact sums: the same
     /// totals as adding every subtotal to its class directly), plus the sums of passes without
     /// levels.
