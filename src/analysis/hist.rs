@@ -89,17 +89,19 @@ impl LocalSums {
     }
 }
 
-/// The bin of a loss given its natural log (`-inf` for a zero loss). The bin's offset goes
-/// through `i32` (one conversion and a clamp instead of `usize`'s saturating sequence): the
-/// offset is below `INNER` < 2^31 wherever it is used, and NaN gives 0 either way.
+/// The bin of a loss given its natural log (`-inf` for a zero loss). Branch-free (selects, so
+/// that a loop binning many losses vectorises): the offset is clamped to `[0, INNER - 1]` in
+/// f64, where NaN gives 0 (`f64::max` returns the other operand), then truncated: the bins of
+/// a saturating `usize` conversion, at every edge.
 #[inline]
 pub fn bin_of_ln(ln_loss: f64) -> usize {
-    if ln_loss < LN_MIN {
-        0
-    } else if ln_loss >= LN_MAX {
+    let offset = ((ln_loss - LN_MIN) * PER_E).max(0.0).min((INNER - 1) as f64) as i32 as usize;
+    let inner = 1 + offset;
+    let low = if ln_loss < LN_MIN { 0 } else { inner };
+    if ln_loss >= LN_MAX {
         INNER + 1
     } else {
-        1 + (((ln_loss - LN_MIN) * PER_E) as i32).clamp(0, INNER as i32 - 1) as usize
+        low
     }
 }
 
@@ -119,6 +121,13 @@ impl LogHist {
         let b = bin_of_ln(ln_loss);
         self.count[b] += 1;
         local.add(b, loss);
+    }
+
+    /// [`LogHist::add_local`] with the bin already computed (by [`bin_of_ln`]).
+    #[inline]
+    pub fn add_binned(&mut self, local: &mut LocalSums, loss: f64, bin: usize) {
+        self.count[bin] += 1;
+        local.add(bin, loss);
     }
 
     /// Folds the subtotals of `local` into the exact bin sums and empties it.
@@ -257,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn bins_through_i32_are_the_bins_through_usize() {
+    fn bins_clamped_in_f64_are_the_bins_through_usize() {
         let through_usize = |ln: f64| {
             if ln < LN_MIN {
                 0

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
-use super::hist::{LocalSums, LogHist, Scratch};
+use super::hist::{bin_of_ln, LocalSums, LogHist, Scratch};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::SweepGrid;
@@ -71,23 +71,10 @@ impl Accumulator for SweepAcc {
         let Scratch(mut bins) = std::mem::take(&mut self.bins);
         bins.resize_with(2 * g, LocalSums::default);
         let powers: Vec<Power> = self.grid.gammas.iter().map(|&gamma| Power::of(gamma)).collect();
-        let mut terms: Vec<RunTerm> = Vec::with_capacity(chunk.decisions.len());
+        let mut terms = RunTerms::default();
         for run in chunk.runs {
             let mut image_sums = vec![[ExactSum::ZERO; 2]; g];
-            let decisions = &chunk.decisions[run.start..run.end];
-            let meta = &chunk.meta[run.start..run.end];
-            terms.clear();
-            terms.extend(decisions.iter().zip(meta).map(|(d, m)| {
-                let ce = d.ce * m.weight;
-                RunTerm {
-                    q: d.q,
-                    ln_q: d.ln_q,
-                    ce,
-                    ln_ce: ce.ln(),
-                    bucket: m.bucket as u8,
-                    side: u8::from(m.bucket.is_positive()),
-                }
-            }));
+            terms.gather(&chunk.decisions[run.start..run.end], &chunk.meta[run.start..run.end]);
             for (gi, (&gamma, &power)) in self.grid.gammas.iter().zip(&powers).enumerate() {
                 let (hist, local) = (&mut self.sums[gi].hist, &mut bins[2 * gi..2 * gi + 2]);
                 let p = &mut part[gi];
@@ -97,7 +84,18 @@ impl Accumulator for SweepAcc {
                     Power::One => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::One.at(q, l)),
                     Power::Q => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Q.at(q, l)),
                     Power::Square => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Square.at(q, l)),
+                    // The sweep's usual whole and half-integer gammas with their exponent a
+                    // constant (the products unroll), any other through the general loop.
+                    Power::Int(3) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(3).at(q, l)),
+                    Power::Int(4) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(4).at(q, l)),
+                    Power::Int(5) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(5).at(q, l)),
                     Power::Int(n) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(n).at(q, l)),
+                    Power::HalfInt(0) => {
+                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(0).at(q, l))
+                    }
+                    Power::HalfInt(1) => {
+                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(1).at(q, l))
+                    }
                     Power::HalfInt(n) => {
                         sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(n).at(q, l))
                     }
@@ -149,17 +147,34 @@ impl Accumulator for SweepAcc {
     }
 }
 
-/// What the sweep reads of one decision, gathered once per run for all gammas.
-#[derive(Clone, Copy)]
-struct RunTerm {
-    q: f64,
-    ln_q: f64,
+/// What the sweep reads of a run's decisions, gathered once for all gammas, in columns.
+#[derive(Default)]
+struct RunTerms {
+    q: Vec<f64>,
+    ln_q: Vec<f64>,
     /// CE times the sample weight, and its log.
-    ce: f64,
-    ln_ce: f64,
-    bucket: u8,
-    /// 0 negative, 1 positive.
-    side: u8,
+    ce: Vec<f64>,
+    ln_ce: Vec<f64>,
+    /// The bucket (bits 0-1) and the side (bit 2: 0 negative, 1 positive).
+    bucket: Vec<u8>,
+}
+
+impl RunTerms {
+    /// Replaces the columns with those of `decisions`.
+    fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
+        let n = decisions.len().min(meta.len());
+        let (decisions, meta) = (&decisions[..n], &meta[..n]);
+        self.q.clear();
+        self.q.extend(decisions.iter().map(|d| d.q));
+        self.ln_q.clear();
+        self.ln_q.extend(decisions.iter().map(|d| d.ln_q));
+        self.ce.clear();
+        self.ce.extend(decisions.iter().zip(meta).map(|(d, m)| d.ce * m.weight));
+        self.ln_ce.clear();
+        self.ln_ce.extend(self.ce.iter().map(|ce| ce.ln()));
+        self.bucket.clear();
+        self.bucket.extend(meta.iter().map(|m| m.bucket as u8 | u8::from(m.bucket.is_positive()) << 2));
+    }
 }
 
 /// How (1 - p_t)^gamma is computed for one gamma: [`crate::loss::modulating`]'s branches,
@@ -206,32 +221,69 @@ impl Power {
             Power::One => 1.0,
             Power::Q => q,
             Power::Square => q * q,
-            Power::Int(n) => q.powi(n),
-            Power::HalfInt(n) => q.powi(n) * q.sqrt(),
+            Power::Int(n) => powi(q, n),
+            Power::HalfInt(n) => powi(q, n) * q.sqrt(),
             Power::Exp(gamma) => (gamma * ln_q).exp(),
         }
+    }
+}
+
+/// Decisions per step of [`sum_gamma`]: their losses and bins are computed together (a loop
+/// without branches or calls, which vectorises), then added in decision order.
+const STEP: usize = 128;
+
+/// `q.powi(n)` for `n` in 0..=16, inline (no call: it can be vectorised, and a constant `n`
+/// unrolls): the products of the runtime's `__powidf2` in its order (square-and-multiply from
+/// the lowest bit), so the same bits (tested against `loss::modulating`, which calls `powi`).
+#[inline(always)]
+fn powi(q: f64, n: i32) -> f64 {
+    let (mut base, mut bits, mut product) = (q, n.unsigned_abs(), 1.0);
+    loop {
+        if bits & 1 != 0 {
+            product *= base;
+        }
+        bits >>= 1;
+        if bits == 0 {
+            return product;
+        }
+        base *= base;
     }
 }
 
 /// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma.
 #[inline(always)]
 fn sum_gamma(
-    terms: &[RunTerm],
+    terms: &RunTerms,
     gamma: f64,
     p: &mut [f64; 8],
     hist: &mut [LogHist; 2],
     local: &mut [LocalSums],
     factor: impl Fn(f64, f64) -> f64,
 ) {
-    for t in terms {
-        let l = factor(t.q, t.ln_q) * t.ce;
-        let side = usize::from(t.side);
-        p[usize::from(t.bucket)] += l;
-        p[4 + side] += l * l;
-        p[6 + side] += l;
-        // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
-        let ln_l = if l > 0.0 { gamma * t.ln_q + t.ln_ce } else { f64::NEG_INFINITY };
-        hist[side].add_local(&mut local[side], l, ln_l);
+    let n = terms.bucket.len();
+    let (q, ln_q, ce, ln_ce) = (&terms.q[..n], &terms.ln_q[..n], &terms.ce[..n], &terms.ln_ce[..n]);
+    let mut losses = [0.0f64; STEP];
+    let mut bins = [0u32; STEP];
+    let mut start = 0;
+    while start < n {
+        let end = (start + STEP).min(n);
+        let m = end - start;
+        let (q, ln_q, ce, ln_ce) = (&q[start..end], &ln_q[start..end], &ce[start..end], &ln_ce[start..end]);
+        for i in 0..m {
+            let l = factor(q[i], ln_q[i]) * ce[i];
+            // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
+            let ln_l = if l > 0.0 { gamma * ln_q[i] + ln_ce[i] } else { f64::NEG_INFINITY };
+            losses[i] = l;
+            bins[i] = bin_of_ln(ln_l) as u32;
+        }
+        for (i, &code) in terms.bucket[start..end].iter().enumerate() {
+            let (l, side) = (losses[i], usize::from(code >> 2));
+            p[usize::from(code & 3)] += l;
+            p[4 + side] += l * l;
+            p[6 + side] += l;
+            hist[side].add_binned(&mut local[side], l, bins[i] as usize);
+        }
+        start = end;
     }
 }
 
