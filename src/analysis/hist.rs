@@ -95,7 +95,11 @@ impl LocalSums {
 /// a saturating `usize` conversion, at every edge.
 #[inline]
 pub fn bin_of_ln(ln_loss: f64) -> usize {
-    let offset = ((ln_loss - LN_MIN) * PER_E).max(0.0).min((INNER - 1) as f64) as i32 as usize;
+    let clamped = ((ln_loss - LN_MIN) * PER_E).max(0.0).min((INNER - 1) as f64);
+    // SAFETY: `clamped` is a number in [0, INNER - 1] (never NaN: `max` returned 0.0 for a NaN
+    // offset), so it truncates to an `i32` in range: the conversion without its saturating
+    // fix-ups, which lets a loop of them vectorise.
+    let offset = unsafe { clamped.to_int_unchecked::<i32>() } as usize;
     let inner = 1 + offset;
     let low = if ln_loss < LN_MIN { 0 } else { inner };
     if ln_loss >= LN_MAX {

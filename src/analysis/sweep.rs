@@ -269,12 +269,15 @@ fn sum_gamma(
         let end = (start + STEP).min(n);
         let m = end - start;
         let (q, ln_q, ce, ln_ce) = (&q[start..end], &ln_q[start..end], &ce[start..end], &ln_ce[start..end]);
-        for i in 0..m {
-            let l = factor(q[i], ln_q[i]) * ce[i];
+        let inputs = q.iter().zip(ln_q).zip(ce.iter().zip(ln_ce));
+        for ((loss, bin), ((&q, &ln_q), (&ce, &ln_ce))) in
+            losses[..m].iter_mut().zip(&mut bins[..m]).zip(inputs)
+        {
+            let l = factor(q, ln_q) * ce;
             // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
-            let ln_l = if l > 0.0 { gamma * ln_q[i] + ln_ce[i] } else { f64::NEG_INFINITY };
-            losses[i] = l;
-            bins[i] = bin_of_ln(ln_l) as u32;
+            let ln_l = if l > 0.0 { gamma * ln_q + ln_ce } else { f64::NEG_INFINITY };
+            *loss = l;
+            *bin = bin_of_ln(ln_l) as u32;
         }
         for (i, &code) in terms.bucket[start..end].iter().enumerate() {
             let (l, side) = (losses[i], usize::from(code >> 2));
