@@ -105,16 +105,14 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
         let mut lanes = [[[0.0f64; 8]; 3]; 4];
         let mut counts = [[0u64; 4]; 4];
         let range = run.start..run.end;
-        let columns = t.alpha_t[range.clone()]
-            .iter()
-            .zip(&t.ce_grad[range.clone()])
-            .zip(&t.focal[range.clone()])
-            .zip(&t.focal_grad[range.clone()]);
-        for (i, ((d, m), (((&a, &g), &focal), &focal_grad))) in
-            chunk.decisions[range.clone()].iter().zip(&chunk.meta[range]).zip(columns).enumerate()
-        {
+        let (decisions, meta) = (&chunk.decisions[range.clone()], &chunk.meta[range.clone()]);
+        let (alpha_t, ce_grad) = (&t.alpha_t[range.clone()], &t.ce_grad[range.clone()]);
+        let (focal, focal_grad) = (&t.focal[range.clone()], &t.focal_grad[range]);
+        // Decision i goes to lane i % 4.
+        let add = |lane: &mut [[f64; 8]; 3], counts: &mut [u64; 4], i: usize| {
+            let (d, m) = (&decisions[i], &meta[i]);
             let (b, w) = (m.bucket as usize, m.weight);
-            let lane = &mut lanes[i & 3];
+            let (a, g) = (alpha_t[i], ce_grad[i]);
             if CE {
                 lane[0][b] += d.ce * w;
                 lane[0][4 + b] += g * w;
@@ -124,10 +122,31 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
                 lane[1][4 + b] += a * g * w;
             }
             if FOCAL {
-                lane[2][b] += focal * w;
-                lane[2][4 + b] += focal_grad * w;
+                lane[2][b] += focal[i] * w;
+                lane[2][4 + b] += focal_grad[i] * w;
             }
-            counts[i & 3][b] += 1;
+            counts[b] += 1;
+        };
+        let n = decisions.len().min(meta.len()).min(alpha_t.len()).min(ce_grad.len());
+        let n = n.min(focal.len()).min(focal_grad.len());
+        // Four decisions at a time, one per lane: the lanes are fixed places, not computed
+        // from i.
+        let [l0, l1, l2, l3] = &mut lanes;
+        let [c0, c1, c2, c3] = &mut counts;
+        let whole = n - n % 4;
+        for i in (0..whole).step_by(4) {
+            add(l0, c0, i);
+            add(l1, c1, i + 1);
+            add(l2, c2, i + 2);
+            add(l3, c3, i + 3);
+        }
+        for i in whole..n {
+            let (lane, c) = match i & 3 {
+                0 => (&mut *l0, &mut *c0),
+                1 => (&mut *l1, &mut *c1),
+                _ => (&mut *l2, &mut *c2),
+            };
+            add(lane, c, i);
         }
         for c in counts {
             for k in 0..4 {
