@@ -456,8 +456,116 @@ impl BreakdownAcc {
     /// kept the counters in memory): the sums, then the gradient density and health counts.
     #[inline(always)]
     fn observe_with(&mut self, chunk: &DecisionChunk<'_>, focal_of: impl Fn(usize, &Decision) -> f64) {
-        self.observe_sums(chunk, &focal_of);
-        self.observe_health(chunk, &focal_of);
+        match dense_width(chunk) {
+            Some(width) => self.observe_dense(chunk, width, &focal_of),
+            None => {
+                self.observe_sums(chunk, &focal_of);
+                self.observe_health(chunk, &focal_of);
+            }
+        }
+    }
+
+    /// [`BreakdownAcc::observe_with`] for a dense sigmoid chunk of rows of `width` decisions
+    /// (classes 0..width, weight 1, one anchor: see [`dense_width`]) in one walk, compiled for
+    /// AVX2 where the processor has it (no fused multiply-adds: the same bits).
+    #[inline(always)]
+    fn observe_dense(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        width: usize,
+        focal_of: &impl Fn(usize, &Decision) -> f64,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(
+                acc: &mut BreakdownAcc,
+                chunk: &DecisionChunk<'_>,
+                width: usize,
+                focal_of: &impl Fn(usize, &Decision) -> f64,
+            ) {
+                acc.dense_body(chunk, width, focal_of)
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor supports AVX2 (checked just above).
+                return unsafe { avx2(self, chunk, width, focal_of) };
+            }
+        }
+        self.dense_body(chunk, width, focal_of)
+    }
+
+    /// The body of [`BreakdownAcc::observe_dense`]: the same values added in the same order as
+    /// [`BreakdownAcc::observe_sums`] and [`BreakdownAcc::observe_health`] add them, so the same
+    /// bits. The level slots are found first, once per level change (anchors come level by
+    /// level), so that the walk of each image run ([`DenseWalk::run`]) calls nothing.
+    #[inline(always)]
+    fn dense_body(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        width: usize,
+        focal_of: &impl Fn(usize, &Decision) -> f64,
+    ) {
+        let batch = chunk.batch;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let n = decisions.len().min(meta.len()).min(grads.len());
+        let level_col = batch.level.as_deref();
+        // Level slots in order of appearance, and each row's slot.
+        let mut levels: Vec<i64> = Vec::new();
+        let mut row_slots: Vec<u32> = Vec::with_capacity(n / width);
+        let mut level_at = None;
+        for m in meta[..n].iter().step_by(width) {
+            let l = level_col.map_or(0, |lv| lv[m.row as usize]);
+            if level_at != Some(l) {
+                if !levels.contains(&l) {
+                    levels.push(l);
+                }
+                level_at = Some(l);
+            }
+            let slot = levels.iter().position(|&k| k == l).unwrap_or(0);
+            row_slots.push(slot as u32);
+        }
+        let mut w = DenseWalk {
+            width,
+            cells: vec![ClassPartial::default(); levels.len() * width],
+            ious: [BucketSums::default(); IOU_BANDS],
+            density: [[[0u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+            fp16_underflow: 0,
+            negatives: 0,
+            rare_rows: vec![0; n / width + 1],
+            n_rare: 0,
+        };
+        for run in chunk.runs {
+            let rows = run.start.min(n)..run.end.min(n);
+            let (image, logit_sum) = w.run(chunk, rows, &row_slots, focal_of);
+            let mut sums = Group::default();
+            sums.add_partial(&image.partial());
+            if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
+                e.group.merge_decisions(&sums);
+            }
+            self.health.negative_logit_sum += logit_sum;
+        }
+        if batch.iou.is_some() {
+            for (g, p) in self.iou.iter_mut().zip(&w.ious) {
+                let p = p.partial();
+                if p.decisions > 0 {
+                    g.add_partial(&p);
+                }
+            }
+        }
+        self.fold_classes(&levels, &w.cells, width, level_col.is_some());
+        let mut rare = RareCounts { negatives: w.negatives, ..RareCounts::default() };
+        for &start in &w.rare_rows[..w.n_rare] {
+            let start = start as usize;
+            for (d, m) in decisions[start..start + width].iter().zip(&meta[start..start + width]) {
+                let positive = m.bucket.is_positive();
+                let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
+                let ordinary = (d.p_t >= 1e-7) & (d.q >= 1e-7) & (d.ce <= 65504.0) & (logit.abs() <= 65504.0);
+                if !ordinary {
+                    rare.count(d, positive, logit);
+                }
+            }
+        }
+        self.add_health(&w.density, w.fp16_underflow, &rare);
     }
 
     /// The group sums: f64 subtotals per chunk (a whole summation block: the same rows in the
@@ -572,6 +680,16 @@ impl BreakdownAcc {
             }
             self.health.negative_logit_sum += logit_sum;
         }
+        self.add_health(&density, fp16_underflow, &rare);
+    }
+
+    /// Adds a chunk's density counts (in lanes) and health counts.
+    fn add_health(
+        &mut self,
+        density: &[[[u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+        fp16_underflow: u64,
+        rare: &RareCounts,
+    ) {
         for side in 0..2 {
             for bin in 0..DENSITY_BINS {
                 self.density[side][bin] += density.iter().map(|lane| u64::from(lane[side][bin])).sum::<u64>();
@@ -587,6 +705,165 @@ impl BreakdownAcc {
         h.fp16_overflow += rare.fp16_overflow;
         h.negatives += rare.negatives;
     }
+}
+
+/// What the walk of a dense sigmoid chunk ([`BreakdownAcc::dense_body`]) keeps across its
+/// image runs.
+struct DenseWalk {
+    /// Decisions per row.
+    width: usize,
+    /// Per level slot, per class: the cells (slot k: `k * width ..`).
+    cells: Vec<ClassPartial>,
+    /// Per IoU band (a dump without IoU adds into band 0 and drops it).
+    ious: [BucketSums; IOU_BANDS],
+    /// Gradient density, in lanes (decision i in lane i % DENSITY_LANES).
+    density: [[[u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+    fp16_underflow: u64,
+    /// Negative decisions with a finite logit.
+    negatives: u64,
+    /// The first decision of each row that may count in a rare counter (`..n_rare`); one
+    /// more slot than rows, written whether or not the row is noted.
+    rare_rows: Vec<u32>,
+    n_rare: usize,
+}
+
+impl DenseWalk {
+    /// Walks the rows of one image run (decisions `range` of the chunk, whole rows; `row_slots`
+    /// holds each row's level slot): adds to the cells, bands, density and counters, and
+    /// returns the run's image subtotals and its negative logits' sum. Nothing in it is a
+    /// call, so the easy negatives' image and band subtotals (nearly every decision's) and the
+    /// logit sum stay in registers instead of chaining their adds through memory. The rare
+    /// counters are left to the caller: a row with a decision that may count in one (a test
+    /// that lets through every decision that counts) is noted in `rare_rows`.
+    #[inline(always)]
+    fn run(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        range: std::ops::Range<usize>,
+        row_slots: &[u32],
+        focal_of: &impl Fn(usize, &Decision) -> f64,
+    ) -> (BucketSums, f64) {
+        let width = self.width;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let iou_col = chunk.batch.iou.as_deref();
+        let mut image = BucketSums::default();
+        let mut image_en = [0.0f64; 4];
+        let mut logit_sum = 0.0f64;
+        let (mut fp16_underflow, mut negatives, mut n_rare) = (0u64, 0u64, self.n_rare);
+        // The current band and its easy negatives' sums (written back when the band changes).
+        let mut band_at = 0;
+        let [c0, ce0, f0] = self.ious[0].0[0];
+        let mut band_en = [c0, ce0, f0, 0.0];
+        let mut start = range.start;
+        while start + width <= range.end {
+            let r = meta[start].row as usize;
+            let b = iou_col.map_or(0, |v| band(v[r]));
+            if b != band_at {
+                self.ious[band_at].0[0] = [band_en[0], band_en[1], band_en[2]];
+                let [c, ce, f] = self.ious[b].0[0];
+                band_en = [c, ce, f, 0.0];
+                band_at = b;
+            }
+            let slot = row_slots[start / width] as usize;
+            let row_cells = &mut self.cells[slot * width..(slot + 1) * width];
+            let ds = &decisions[start..start + width];
+            let ms = &meta[start..start + width];
+            let gs = &grads[start..start + width];
+            let mut row_rare = false;
+            for (c, ((d, m), (&g, cell))) in ds.iter().zip(ms).zip(gs.iter().zip(row_cells)).enumerate() {
+                let i = start + c;
+                let bucket = m.bucket as usize;
+                let focal = focal_of(i, d);
+                let v = [1.0, d.ce, focal, g];
+                // One 4-wide add into the decision's bucket (see `ClassPartial`).
+                let t = &mut cell.0[bucket];
+                for k in 0..4 {
+                    t[k] += v[k];
+                }
+                if bucket == 0 {
+                    for k in 0..4 {
+                        image_en[k] += v[k];
+                        band_en[k] += v[k];
+                    }
+                } else {
+                    image.add(bucket, d.ce, focal);
+                    self.ious[band_at].add(bucket, d.ce, focal);
+                }
+                let positive = bucket >= 2;
+                self.density[i % DENSITY_LANES][usize::from(positive)][dense_bin(g)] += 1;
+                // 0 < focal < fp16's smallest subnormal: as unsigned bits, 0 wraps above, and
+                // negatives and NaNs lie above.
+                fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
+                // The logit of a negative decision; minus that of a positive one (the same
+                // magnitude: rounding is symmetric). Finite when its magnitude is below
+                // infinity.
+                let logit = d.ln_q + d.ce;
+                // min and max that yield their second operand when either is NaN: a NaN q or
+                // logit fails the test; a NaN p_t or CE counts in no counter.
+                let lo = if d.p_t < d.q { d.p_t } else { d.q };
+                let (ce, mag) = (d.ce, logit.abs());
+                let hi = if ce > mag { ce } else { mag };
+                row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
+                if !positive && mag < f64::INFINITY {
+                    logit_sum += logit;
+                    negatives += 1;
+                }
+            }
+            self.rare_rows[n_rare] = start as u32;
+            n_rare += usize::from(row_rare);
+            start += width;
+        }
+        self.ious[band_at].0[0] = [band_en[0], band_en[1], band_en[2]];
+        image.0[0] = [image_en[0], image_en[1], image_en[2]];
+        self.fp16_underflow += fp16_underflow;
+        self.negatives += negatives;
+        self.n_rare = n_rare;
+        (image, logit_sum)
+    }
+}
+
+/// The bits of the health check's bound for an fp16 underflow (fp16's smallest subnormal).
+const FP16_TINY_BITS: u64 = 5.960_464_5e-8f64.to_bits();
+
+/// [`super::ghm::bin_of`]`(g, DENSITY_BINS)`: the same bin for every g (NaN in bin 0), with
+/// the clamps on the float, where one instruction each does them.
+#[inline(always)]
+fn dense_bin(g: f64) -> usize {
+    let t = g * DENSITY_BINS as f64;
+    let t = if t > 0.0 { t } else { 0.0 };
+    let t = if t < (DENSITY_BINS - 1) as f64 { t } else { (DENSITY_BINS - 1) as f64 };
+    (t as i32 as usize).min(DENSITY_BINS - 1)
+}
+
+/// The width of `chunk`'s rows when it is dense sigmoid: every row gives `width` consecutive
+/// decisions of classes 0..width with weight 1, the only expansion that gives two decisions of
+/// one row (see [`super::decisions`]); `None` for every other chunk (and rows of one class).
+fn dense_width(chunk: &DecisionChunk<'_>) -> Option<usize> {
+    let batch = chunk.batch;
+    if !matches!(batch.targets, Targets::Labels(_)) || batch.rows == 0 {
+        return None;
+    }
+    let values = match (batch.scores.f32s(), batch.scores.f64s()) {
+        (Some(v), _) => v.len(),
+        (_, Some(v)) => v.len(),
+        (None, None) => 0,
+    };
+    let width = values / batch.rows;
+    let meta = chunk.meta;
+    let n = meta.len();
+    let dense = width >= 2
+        && n % width == 0
+        && n > 0
+        && chunk.decisions.len() == n
+        && chunk.terms.ce_grad.len() == n
+        && meta[0].row == meta[width - 1].row;
+    debug_assert!(
+        !dense
+            || meta.iter().enumerate().all(|(i, m)| m.class as usize == i % width
+                && m.row == meta[i - i % width].row
+                && m.weight == 1.0)
+    );
+    dense.then_some(width)
 }
 
 /// A chunk's health counts of the rare kinds (saturated p_t, fp32 ones, fp16 overflows), and its
@@ -905,6 +1182,110 @@ mod tests {
             assert_eq!((acc.health.negatives, acc.health.fp16_underflow), (negatives, underflow));
             assert!(close(acc.health.negative_logit_sum.value(), logits));
         }
+    }
+
+    /// A dense sigmoid batch of `rows` anchors with `c` scores each (logits, or probabilities
+    /// when `probs`), images of 37 rows (several per summation block), and levels and IoU when
+    /// `extras`; the scores include saturated and huge ones (rare counters, fp16 underflows).
+    fn extreme_dense_batch(rows: usize, c: usize, probs: bool, extras: bool) -> Batch {
+        let mut rng = crate::rng::Rng::new(5, c as u64);
+        let labels: Vec<i32> = (0..rows).map(|_| rng.below(c as u64 + 3) as i32 - 2).collect();
+        let scores: Vec<f64> = (0..rows * c)
+            .map(|_| {
+                let x = rng.normal() * 4.0;
+                let x = match rng.below(40) {
+                    0 => x * 2e4,
+                    1 => x * 30.0,
+                    2 => 0.0,
+                    _ => x,
+                };
+                if probs {
+                    match rng.below(30) {
+                        0 => 0.0,
+                        1 => 1.0,
+                        _ => 1.0 / (1.0 + (-x).exp()),
+                    }
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let mut b = crate::input::test_batch(
+            (0..rows).map(|r| (r / 37) as i64),
+            Targets::Labels(labels),
+            ScoreValues::F64(scores.into()),
+            3,
+        );
+        if extras {
+            b.level = Some((0..rows).map(|r| [3, 3, 4, 5, 4][r * 5 / rows]).collect());
+            b.iou = Some((0..rows).map(|_| (rng.uniform() * 1.05) as f32).collect());
+        }
+        b
+    }
+
+    #[test]
+    fn the_dense_walk_gives_the_bits_of_the_general_one() {
+        for (c, probs, extras) in
+            [(3, false, true), (2, false, true), (5, true, true), (4, false, false), (7, true, false)]
+        {
+            let batch = extreme_dense_batch(5000, c, probs, extras);
+            let scores = if probs { ScoreKind::Probs } else { ScoreKind::Logits };
+            let shape = DumpShape { layout: Layout::Dense, scores, activation: Activation::Sigmoid };
+            let exp = Expansion { shape, width: c, background_class: 0 };
+            let scoring = Scoring { tau: 0.6, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+            for gamma in [2.0, 1.5] {
+                let alpha = Some(0.25);
+                let mut general = BreakdownAcc::new(gamma, alpha);
+                let (mut dense, mut fallback) = (general.clone(), general.clone());
+                for acc in [&mut general, &mut dense, &mut fallback] {
+                    acc.observe_batch(&batch);
+                }
+                let mut chunks = 0;
+                for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
+                    assert_eq!(dense_width(chunk), Some(c));
+                    let focal = |_: usize, d: &Decision| d.focal(gamma, alpha);
+                    general.observe_sums(chunk, &focal);
+                    general.observe_health(chunk, &focal);
+                    dense.observe(chunk);
+                    fallback.dense_body(chunk, c, &focal);
+                    chunks += 1;
+                });
+                assert!(chunks > 2);
+                assert_eq!(dense, general, "{c} {probs} {extras} {gamma}");
+                assert_eq!(fallback, general, "{c} {probs} {extras} {gamma}");
+                let h = &general.health;
+                assert!(h.fp16_overflow > 0 && h.fp16_underflow > 0 && h.confidently_wrong[0] > 0);
+                assert!(general.images.len() > 30);
+            }
+        }
+    }
+
+    #[test]
+    fn only_dense_sigmoid_chunks_take_the_dense_walk() {
+        // Labels 0..3 (a softmax dump has no -1 or -2).
+        let mut batch = dense_batch(300);
+        batch.targets = Targets::Labels((0..300).map(|r| r % 3).collect());
+        for activation in [Activation::Softmax, Activation::Sigmoid] {
+            let shape = DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation };
+            let exp = Expansion { shape, width: 3, background_class: 0 };
+            for_each_chunk(&exp, &batch, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
+                let want = (activation == Activation::Sigmoid).then_some(3);
+                assert_eq!(dense_width(chunk), want);
+            });
+        }
+        let mut binary = crate::input::test_batch(
+            (0..200).map(|r| r / 50),
+            Targets::Binary((0..200).map(|r| f64::from(r % 2)).collect()),
+            ScoreValues::from_f32((0..200).map(|r| r as f32 * 0.1 - 10.0).collect()),
+            0,
+        );
+        binary.weight = Some(vec![2.0; 200]);
+        let shape =
+            DumpShape { layout: Layout::Binary, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: 1, background_class: 0 };
+        for_each_chunk(&exp, &binary, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
+            assert_eq!(dense_width(chunk), None);
+        });
     }
 
     #[test]
