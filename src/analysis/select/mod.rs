@@ -196,31 +196,76 @@ impl Split {
 
     #[inline(always)]
     fn scan(piles: &Piles, with_strata: bool) -> Split {
-        let mut split = Split { neg: Vec::with_capacity(piles.len()), ..Split::default() };
-        // Each stratum's sums apart, so that they stay in registers.
-        let (mut negatives, mut positives) = (sampled::Stratum::default(), sampled::Stratum::default());
-        for (start, pile) in piles.segments() {
-            let columns = pile.positive.iter().zip(&pile.count).zip(pile.loss.iter().zip(&pile.grad));
-            for (j, ((&positive, count), (loss, grad))) in columns.enumerate() {
-                if positive {
-                    split.pos.push(start + j);
-                } else {
-                    split.neg.push(start + j);
-                }
-                for (n, &k) in split.counts.iter_mut().zip(count) {
-                    *n += u64::from(k);
-                }
-                if with_strata {
-                    if positive {
-                        positives.add(count, loss, grad);
-                    } else {
-                        negatives.add(count, loss, grad);
-                    }
-                }
+        let mut scan = Scan::<true> {
+            split: Split { neg: Vec::with_capacity(piles.len()), ..Split::default() },
+            index: 0,
+            negatives: sampled::Stratum::default(),
+            positives: sampled::Stratum::default(),
+        };
+        if with_strata {
+            for (_, pile) in piles.segments() {
+                pile.visit(&mut scan);
             }
+            scan.split.strata = Some(sampled::Strata::of(&scan.negatives, &scan.positives));
+            scan.split
+        } else {
+            let mut scan = Scan::<false> {
+                split: scan.split,
+                index: 0,
+                negatives: scan.negatives,
+                positives: scan.positives,
+            };
+            for (_, pile) in piles.segments() {
+                pile.visit(&mut scan);
+            }
+            scan.split
         }
-        split.strata = with_strata.then(|| sampled::Strata::of(&negatives, &positives));
-        split
+    }
+}
+
+/// The scan behind [`Split`]: candidate after candidate, the positives' and negatives' indices,
+/// the decisions per bucket, and (`STRATA`) each stratum's sums apart, so that they stay in
+/// registers.
+struct Scan<const STRATA: bool> {
+    split: Split,
+    index: usize,
+    negatives: sampled::Stratum,
+    positives: sampled::Stratum,
+}
+
+impl<const STRATA: bool> Scan<STRATA> {
+    #[inline(always)]
+    fn place(&mut self, positive: bool) {
+        if positive {
+            self.split.pos.push(self.index);
+        } else {
+            self.split.neg.push(self.index);
+        }
+        self.index += 1;
+    }
+}
+
+impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
+    #[inline(always)]
+    fn pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
+        self.place(B >= 2);
+        self.split.counts[B] += u64::from(n);
+        if STRATA {
+            let stratum = if B >= 2 { &mut self.positives } else { &mut self.negatives };
+            stratum.add_pure::<B>(n, ce, g);
+        }
+    }
+
+    #[inline(always)]
+    fn mixed(&mut self, positive: bool, parts: &pile::Parts) {
+        self.place(positive);
+        for (n, &k) in self.split.counts.iter_mut().zip(&parts.count) {
+            *n += u64::from(k);
+        }
+        if STRATA {
+            let stratum = if positive { &mut self.positives } else { &mut self.negatives };
+            stratum.add(&parts.count, &parts.loss, &parts.grad);
+        }
     }
 }
 
@@ -545,7 +590,7 @@ impl Chosen {
     /// Adds candidate `i` of `piles` with selection weight `w`; returns its weighted CE.
     pub fn select(&mut self, piles: &Piles, i: usize, w: f64) -> f64 {
         let (pile, i) = piles.at(i);
-        let (count, loss, grad) = (&pile.count[i], &pile.loss[i], &pile.grad[i]);
+        let pile::Parts { count, loss, grad } = pile.parts(i);
         for (b, bucket) in self.buckets.iter_mut().enumerate() {
             bucket.selected += w * f64::from(count[b]);
             bucket.loss += w * loss[b];
@@ -771,32 +816,39 @@ impl SelectAcc {
                         box_loss: batch.box_loss.as_ref().map(|b| b[r]),
                     });
                 }
-                let (mut ce, mut focal, mut positive) = (0.0f64, 0.0f64, false);
-                // Decisions per bucket in four 16-bit lanes: a candidate has at most
-                // u16::MAX decisions (the width is checked), so no lane carries.
-                let mut count = 0u64;
-                let mut loss = [0.0f64; 4];
-                let mut grad = [0.0f64; 4];
+                // The candidate's sums over its decisions, and the buckets they fall in (a bit
+                // each).
+                let (first, mut ce, mut g, mut focal, mut buckets) = (i, 0.0f64, 0.0f64, 0.0f64, 0u32);
                 while i < run.end && meta[i].row == row {
                     let (d, m) = (&decisions[i], &meta[i]);
-                    let b = m.bucket as usize;
-                    let c = d.ce * m.weight;
-                    let g = ce_grad[i] * m.weight;
-                    ce += c;
+                    ce += d.ce * m.weight;
+                    g += ce_grad[i] * m.weight;
                     focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
-                    positive |= m.bucket.is_positive();
-                    count += 1 << (16 * b);
-                    // Every bucket adds the decision's value or +0.0, which changes no sum
-                    // (sums start at +0.0, so they are never -0.0): the same bits as adding
-                    // to the decision's bucket alone, without a variable index, which would
-                    // keep the sums in memory (and stall the copies into the pile).
-                    for k in 0..4 {
-                        loss[k] += if b == k { c } else { 0.0 };
-                        grad[k] += if b == k { g } else { 0.0 };
-                    }
+                    buckets |= 1 << (m.bucket as u32);
                     i += 1;
                 }
-                let count = [0, 1, 2, 3].map(|k| (count >> (16 * k)) as u16);
+                // At most u16::MAX decisions per candidate: the width is checked.
+                let n = (i - first) as u16;
+                if buckets.is_power_of_two() {
+                    // All in one bucket: its sums there are `ce` and `g` (the same values added
+                    // in the same order), zeros elsewhere.
+                    let bucket = buckets.trailing_zeros() as u8;
+                    pile.push_pure(file, batch.file_row(r), bucket, n, ce, g, focal);
+                    continue;
+                }
+                // Rare (an anchor with decisions in several buckets): its sums per bucket, in
+                // decision order again.
+                let mut count = [0u16; 4];
+                let mut loss = [0.0f64; 4];
+                let mut grad = [0.0f64; 4];
+                for k in first..i {
+                    let m = &meta[k];
+                    let b = m.bucket as usize;
+                    count[b] += 1;
+                    loss[b] += decisions[k].ce * m.weight;
+                    grad[b] += ce_grad[k] * m.weight;
+                }
+                let positive = buckets & 0b1100 != 0;
                 pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
             }
         }
@@ -986,9 +1038,11 @@ fn pair_sums<const N: usize>(
     let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
-    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
-    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
-        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+    let columns = piles
+        .segments()
+        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
+    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+        let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
         for (sum, bound) in acc.iter_mut().zip(&bounds) {
@@ -1016,9 +1070,11 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
-    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
-    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
-        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+    let columns = piles
+        .segments()
+        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
+    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+        let d = d as f64;
         // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
             p[s] = k.inclusion(positive, m, s);
@@ -1187,5 +1243,46 @@ mod tests {
             }
             assert_eq!(rank(scored.iter().copied()), naive_top(&scored, n));
         }
+    }
+
+    #[test]
+    fn the_split_and_strata_are_the_sums_over_every_candidate_in_dump_order() {
+        let mut rng = crate::rng::Rng::new(9, 2);
+        let cands = pile::tests::random_candidates(&mut rng, 5000);
+        // In three segments, as an image cut by two batch boundaries.
+        let piles = Piles::new(vec![
+            Pile::from_candidates(&cands[..1000]),
+            Pile::from_candidates(&cands[1000..3500]),
+            Pile::from_candidates(&cands[3500..]),
+        ]);
+        let split = Split::with_strata(&piles);
+        // The naive sums: every candidate's four buckets, one struct at a time.
+        let (mut pos, mut neg, mut counts) = (Vec::new(), Vec::new(), [0u64; 4]);
+        let (mut n, mut count, mut loss, mut grad) =
+            ([0usize; 2], [[0.0f64; 4]; 2], [[0.0f64; 4]; 2], [[0.0f64; 4]; 2]);
+        for (i, c) in cands.iter().enumerate() {
+            let s = usize::from(c.positive);
+            if c.positive {
+                pos.push(i)
+            } else {
+                neg.push(i)
+            }
+            n[s] += 1;
+            for b in 0..4 {
+                counts[b] += u64::from(c.count[b]);
+                count[s][b] += f64::from(c.count[b]);
+                loss[s][b] += c.loss[b];
+                grad[s][b] += c.grad[b];
+            }
+        }
+        assert_eq!((&split.pos, &split.neg, split.counts), (&pos, &neg, counts));
+        let strata = split.strata.expect("asked for");
+        let bits = |x: [[f64; 4]; 2]| x.map(|v| v.map(f64::to_bits));
+        assert_eq!(strata.n, n);
+        assert_eq!(bits(strata.count), bits(count));
+        assert_eq!(bits(strata.loss), bits(loss));
+        assert_eq!(bits(strata.grad), bits(grad));
+        assert_eq!(Split::of(&piles).strata, None);
+        assert_eq!(Split::of(&piles).neg, neg);
     }
 }

@@ -186,6 +186,17 @@ pub struct Stratum {
 }
 
 impl Stratum {
+    /// Adds one pure candidate: `n` decisions in bucket `B` with CE `ce` and gradient norm `g`
+    /// (the same sums as [`Stratum::add`] of its parts: the other buckets add +0.0, which
+    /// changes no sum that starts at +0.0).
+    #[inline(always)]
+    pub fn add_pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
+        self.n += 1;
+        self.count[B] += f64::from(n);
+        self.loss[B] += ce;
+        self.grad[B] += g;
+    }
+
     /// Adds one candidate (its [`super::Pile`] columns).
     #[inline(always)]
     pub fn add(&mut self, count: &[u16; 4], loss: &[f64; 4], grad: &[f64; 4]) {
@@ -194,6 +205,58 @@ impl Stratum {
             self.count[b] += f64::from(count[b]);
             self.loss[b] += loss[b];
             self.grad[b] += grad[b];
+        }
+    }
+}
+
+/// The sums of squared deviations from the stratum means, per stratum (negatives, positives),
+/// [count|loss], bucket, candidate after candidate ([`super::Pile::visit`]); each stratum's
+/// sums apart, so that they stay in registers.
+struct Deviations {
+    /// [stratum][count|loss][bucket] means.
+    means: [[[f64; 4]; 2]; 2],
+    /// [stratum][count|loss][bucket] squared deviation of a zero (a bucket a pure candidate has
+    /// no decision in): the same bits as computing it per candidate.
+    zero: [[[f64; 4]; 2]; 2],
+    neg: [[f64; 4]; 2],
+    pos: [[f64; 4]; 2],
+}
+
+impl Deviations {
+    fn new(means: &[[[f64; 4]; 2]; 2]) -> Deviations {
+        let zero = means.map(|m| m.map(|m| m.map(|x| (0.0 - x) * (0.0 - x))));
+        Deviations { means: *means, zero, neg: [[0.0; 4]; 2], pos: [[0.0; 4]; 2] }
+    }
+}
+
+impl super::pile::Visit for Deviations {
+    #[inline(always)]
+    fn pure<const B: usize>(&mut self, n: u16, ce: f64, _g: f64) {
+        let s = usize::from(B >= 2);
+        let (dev, means, zero) =
+            (if B >= 2 { &mut self.pos } else { &mut self.neg }, &self.means[s], &self.zero[s]);
+        for b in 0..4 {
+            if b == B {
+                let dc = f64::from(n) - means[0][b];
+                let dl = ce - means[1][b];
+                dev[0][b] += dc * dc;
+                dev[1][b] += dl * dl;
+            } else {
+                dev[0][b] += zero[0][b];
+                dev[1][b] += zero[1][b];
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn mixed(&mut self, positive: bool, parts: &super::pile::Parts) {
+        let s = usize::from(positive);
+        let (dev, means) = (if positive { &mut self.pos } else { &mut self.neg }, &self.means[s]);
+        for b in 0..4 {
+            let dc = f64::from(parts.count[b]) - means[0][b];
+            let dl = parts.loss[b] - means[1][b];
+            dev[0][b] += dc * dc;
+            dev[1][b] += dl * dl;
         }
     }
 }
@@ -248,26 +311,11 @@ impl SampledTotals {
             let m = n[s].max(1) as f64;
             [count[s].map(|x| x / m), loss[s].map(|x| x / m)]
         });
-        // [count|loss][bucket], per stratum apart so that the sums stay in registers.
-        #[inline(always)]
-        fn deviate(dev: &mut [[f64; 4]; 2], means: &[[f64; 4]; 2], count: &[u16; 4], loss: &[f64; 4]) {
-            for b in 0..4 {
-                let dc = f64::from(count[b]) - means[0][b];
-                let dl = loss[b] - means[1][b];
-                dev[0][b] += dc * dc;
-                dev[1][b] += dl * dl;
-            }
+        let mut dev = Deviations::new(&means);
+        for (_, s) in pile.segments() {
+            s.visit(&mut dev);
         }
-        let (mut dev_neg, mut dev_pos) = ([[0f64; 4]; 2], [[0f64; 4]; 2]);
-        let columns = pile.segments().flat_map(|(_, s)| s.positive.iter().zip(&s.count).zip(&s.loss));
-        for ((&positive, count), loss) in columns {
-            if positive {
-                deviate(&mut dev_pos, &means[1], count, loss);
-            } else {
-                deviate(&mut dev_neg, &means[0], count, loss);
-            }
-        }
-        let dev = [dev_neg, dev_pos]; // [stratum][count|loss][bucket]
+        let dev = [dev.neg, dev.pos]; // [stratum][count|loss][bucket]
         for s in 0..2 {
             let (big_n, k) = (n[s], k[s]);
             if big_n <= 1 || k == 0 || k == big_n {
@@ -293,7 +341,7 @@ impl SampledTotals {
             let mut loss = [0.0f64; 4];
             for i in pools.draw(plan, d as u64) {
                 let (seg, j) = pile.at(i);
-                for (sum, l) in loss.iter_mut().zip(seg.loss[j]) {
+                for (sum, l) in loss.iter_mut().zip(seg.parts(j).loss) {
                     *sum += l;
                 }
                 *selected += seg.decisions(j);
@@ -504,5 +552,30 @@ mod tests {
         assert_eq!(m, 51.0);
         assert!((sd - 29.3002).abs() < 1e-3);
         assert!(ci[0] > 2.0 && ci[0] < 4.0 && ci[1] > 98.0 && ci[1] < 100.0, "{ci:?}");
+    }
+
+    #[test]
+    fn deviations_are_the_naive_sums_over_every_candidate_and_bucket() {
+        use crate::analysis::select::{pile, Pile};
+        let mut rng = Rng::new(4, 4);
+        let cands = pile::tests::random_candidates(&mut rng, 4000);
+        let means: [[[f64; 4]; 2]; 2] = [0, 1]
+            .map(|s| [0, 1].map(|k| [0, 1, 2, 3].map(|b| (s + 1) as f64 * 0.1 + k as f64 + b as f64 * 0.37)));
+        let mut dev = Deviations::new(&means);
+        for part in [&cands[..1234], &cands[1234..]] {
+            Pile::from_candidates(part).visit(&mut dev);
+        }
+        let mut naive = [[[0.0f64; 4]; 2]; 2];
+        for c in &cands {
+            let s = usize::from(c.positive);
+            for b in 0..4 {
+                let dc = f64::from(c.count[b]) - means[s][0][b];
+                let dl = c.loss[b] - means[s][1][b];
+                naive[s][0][b] += dc * dc;
+                naive[s][1][b] += dl * dl;
+            }
+        }
+        let bits = |x: [[[f64; 4]; 2]; 2]| x.map(|v| v.map(|w| w.map(f64::to_bits)));
+        assert_eq!(bits([dev.neg, dev.pos]), bits(naive));
     }
 }
