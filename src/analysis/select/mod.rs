@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{DecisionChunk, Focus};
+use super::decisions::{ChunkRun, DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::BucketAcc;
 use crate::config::{AnalysisConfig, StrategyKind};
@@ -785,7 +785,6 @@ impl SelectAcc {
         let focus = self.config.focus;
         let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || batch.box_loss.is_some() || self.config.mine.is_some();
-        let file = batch.file as u32;
         let (decisions, meta, ce_grad) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
@@ -799,57 +798,16 @@ impl SelectAcc {
                 }
             };
             let pile = segments.last_mut().expect("segments are never empty");
-            let mut i = run.start;
-            while i < run.end {
-                let row = meta[i].row;
-                let r = row as usize;
-                if with_info {
-                    pile.info.push(CandidateInfo {
-                        bbox: batch.boxes.as_ref().map(|b| b[r]),
-                        anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
-                        level: batch.level.as_ref().map(|l| l[r]),
-                        label: match &batch.targets {
-                            Targets::Labels(l) => l[r],
-                            Targets::Binary(t) => i32::from(t[r] > 0.0),
-                        },
-                        class: batch.class.as_ref().map(|c| c[r]),
-                        box_loss: batch.box_loss.as_ref().map(|b| b[r]),
-                    });
-                }
-                // The candidate's sums over its decisions, and the buckets they fall in (a bit
-                // each).
-                let (first, mut ce, mut g, mut focal, mut buckets) = (i, 0.0f64, 0.0f64, 0.0f64, 0u32);
-                while i < run.end && meta[i].row == row {
-                    let (d, m) = (&decisions[i], &meta[i]);
-                    ce += d.ce * m.weight;
-                    g += ce_grad[i] * m.weight;
-                    focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
-                    buckets |= 1 << (m.bucket as u32);
-                    i += 1;
-                }
-                // At most u16::MAX decisions per candidate: the width is checked.
-                let n = (i - first) as u16;
-                if buckets.is_power_of_two() {
-                    // All in one bucket: its sums there are `ce` and `g` (the same values added
-                    // in the same order), zeros elsewhere.
-                    let bucket = buckets.trailing_zeros() as u8;
-                    pile.push_pure(file, batch.file_row(r), bucket, n, ce, g, focal);
-                    continue;
-                }
-                // Rare (an anchor with decisions in several buckets): its sums per bucket, in
-                // decision order again.
-                let mut count = [0u16; 4];
-                let mut loss = [0.0f64; 4];
-                let mut grad = [0.0f64; 4];
-                for k in first..i {
-                    let m = &meta[k];
-                    let b = m.bucket as usize;
-                    count[b] += 1;
-                    loss[b] += decisions[k].ce * m.weight;
-                    grad[b] += ce_grad[k] * m.weight;
-                }
-                let positive = buckets & 0b1100 != 0;
-                pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
+            let fill = Fill { chunk, run, with_info };
+            // Without a weight column every weight is 1: the products by it are the values
+            // themselves, bit for bit, and are skipped.
+            match (batch.weight.is_some(), pre) {
+                (false, Some(focal)) => fill.pile(pile, |k| (decisions[k].ce, ce_grad[k], focal[k])),
+                _ => fill.pile(pile, |k| {
+                    let (d, w) = (&decisions[k], meta[k].weight);
+                    let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
+                    (d.ce * w, ce_grad[k] * w, focal * w)
+                }),
             }
         }
     }
@@ -946,6 +904,95 @@ impl SelectAcc {
         };
         let done = std::mem::replace(&mut self.totals.export, later);
         done.into_values().flatten().collect()
+    }
+}
+
+/// The candidates of one image run of a chunk.
+struct Fill<'c, 'a> {
+    chunk: &'c DecisionChunk<'a>,
+    run: &'c ChunkRun,
+    with_info: bool,
+}
+
+impl Fill<'_, '_> {
+    /// Adds the run's candidates to `pile`; `terms(k)` gives decision `k`'s weighted CE, CE
+    /// gradient norm and focal loss.
+    #[inline(always)]
+    fn pile(&self, pile: &mut Pile, terms: impl Fn(usize) -> (f64, f64, f64)) {
+        let (batch, meta, run) = (self.chunk.batch, self.chunk.meta, self.run);
+        let (file, width) = (batch.file as u32, batch.width());
+        let mut i = run.start;
+        while i < run.end {
+            let first = i;
+            let row = meta[first].row;
+            let r = row as usize;
+            if self.with_info {
+                pile.info.push(info(batch, r));
+            }
+            // The candidate's decisions: a dense sigmoid row's `width` (its last one is of the
+            // row and the next one is not: a row has at most `width`), else found one by one.
+            let whole_row = width > 1
+                && first + width <= run.end
+                && meta[first + width - 1].row == row
+                && (first + width == run.end || meta[first + width].row != row);
+            let end = if whole_row {
+                first + width
+            } else {
+                let mut end = first + 1;
+                while end < run.end && meta[end].row == row {
+                    end += 1;
+                }
+                end
+            };
+            i = end;
+            // Its sums over its decisions, and the buckets they fall in (a bit each).
+            let (mut ce, mut g, mut focal, mut buckets) = (0.0f64, 0.0f64, 0.0f64, 0u32);
+            for k in first..end {
+                let (c, gk, f) = terms(k);
+                ce += c;
+                g += gk;
+                focal += f;
+                buckets |= 1 << (meta[k].bucket as u32);
+            }
+            // At most u16::MAX decisions per candidate: the width is checked.
+            let n = (end - first) as u16;
+            if buckets.is_power_of_two() {
+                // All in one bucket: its sums there are `ce` and `g` (the same values added in
+                // the same order), zeros elsewhere.
+                let bucket = buckets.trailing_zeros() as u8;
+                pile.push_pure(file, batch.file_row(r), bucket, n, ce, g, focal);
+                continue;
+            }
+            // Rare (an anchor with decisions in several buckets): its sums per bucket, in
+            // decision order again.
+            let mut count = [0u16; 4];
+            let mut loss = [0.0f64; 4];
+            let mut grad = [0.0f64; 4];
+            for k in first..end {
+                let b = meta[k].bucket as usize;
+                let (c, gk, _) = terms(k);
+                count[b] += 1;
+                loss[b] += c;
+                grad[b] += gk;
+            }
+            let positive = buckets & 0b1100 != 0;
+            pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
+        }
+    }
+}
+
+/// The box and identifiers of row `r` of `batch`.
+fn info(batch: &Batch, r: usize) -> CandidateInfo {
+    CandidateInfo {
+        bbox: batch.boxes.as_ref().map(|b| b[r]),
+        anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
+        level: batch.level.as_ref().map(|l| l[r]),
+        label: match &batch.targets {
+            Targets::Labels(l) => l[r],
+            Targets::Binary(t) => i32::from(t[r] > 0.0),
+        },
+        class: batch.class.as_ref().map(|c| c[r]),
+        box_loss: batch.box_loss.as_ref().map(|b| b[r]),
     }
 }
 
