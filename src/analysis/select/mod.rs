@@ -168,14 +168,15 @@ pub fn top(scored: impl IntoIterator<Item = (usize, f64)>, m: usize) -> Vec<usiz
     keys.into_iter().map(|(_, i)| i).collect()
 }
 
-/// An image's candidates split into positives and negatives (indices), with its decisions per
-/// bucket, from one scan.
+/// An image's candidates split into positives (indices) and negatives (the others), with its
+/// decisions per bucket, from one scan.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Split {
-    /// Positive candidates.
+    /// Positive candidates, in order.
     pub pos: Vec<usize>,
-    /// Negative candidates.
-    pub neg: Vec<usize>,
+    /// Negative candidates: every candidate not in `pos` (not listed: almost every candidate
+    /// is one; [`Split::negatives`] finds them by rank).
+    pub n_neg: usize,
     /// Decisions per bucket.
     pub counts: [u64; 4],
     /// The sampling strata's sums, when asked for ([`Split::with_strata`]).
@@ -197,7 +198,7 @@ impl Split {
     #[inline(always)]
     fn scan(piles: &Piles, with_strata: bool) -> Split {
         let mut scan = Scan::<true> {
-            split: Split { neg: Vec::with_capacity(piles.len()), ..Split::default() },
+            split: Split::default(),
             index: 0,
             negatives: sampled::Stratum::default(),
             positives: sampled::Stratum::default(),
@@ -223,6 +224,26 @@ impl Split {
     }
 }
 
+impl Split {
+    /// The indices of the negatives of ascending ranks `ranks` (rank j: the (j+1)-th negative
+    /// in order), in order.
+    pub fn negatives<'a, R: IntoIterator<Item = usize> + 'a>(
+        &'a self,
+        ranks: R,
+    ) -> impl Iterator<Item = usize> + 'a {
+        // The negative of rank j is candidate j + q, q the positives before it: the first q
+        // with pos[q] > j + q (pos[q] - q, the negatives before positive q, never decreases as
+        // q grows, so q only moves forward for ascending ranks).
+        let mut q = 0;
+        ranks.into_iter().map(move |j| {
+            while q < self.pos.len() && self.pos[q] <= j + q {
+                q += 1;
+            }
+            j + q
+        })
+    }
+}
+
 /// The scan behind [`Split`]: candidate after candidate, the positives' and negatives' indices,
 /// the decisions per bucket, and (`STRATA`) each stratum's sums apart, so that they stay in
 /// registers.
@@ -239,7 +260,7 @@ impl<const STRATA: bool> Scan<STRATA> {
         if positive {
             self.split.pos.push(self.index);
         } else {
-            self.split.neg.push(self.index);
+            self.split.n_neg += 1;
         }
         self.index += 1;
     }
@@ -1322,7 +1343,11 @@ mod tests {
                 grad[s][b] += c.grad[b];
             }
         }
-        assert_eq!((&split.pos, &split.neg, split.counts), (&pos, &neg, counts));
+        assert_eq!((&split.pos, split.n_neg, split.counts), (&pos, neg.len(), counts));
+        // Negatives by rank: all of them, and every third.
+        assert_eq!(split.negatives(0..neg.len()).collect::<Vec<_>>(), neg);
+        let third: Vec<usize> = neg.iter().copied().step_by(3).collect();
+        assert_eq!(split.negatives((0..neg.len()).step_by(3)).collect::<Vec<_>>(), third);
         let strata = split.strata.expect("asked for");
         let bits = |x: [[f64; 4]; 2]| x.map(|v| v.map(f64::to_bits));
         assert_eq!(strata.n, n);
@@ -1330,6 +1355,10 @@ mod tests {
         assert_eq!(bits(strata.loss), bits(loss));
         assert_eq!(bits(strata.grad), bits(grad));
         assert_eq!(Split::of(&piles).strata, None);
-        assert_eq!(Split::of(&piles).neg, neg);
+        assert_eq!(Split::of(&piles).n_neg, neg.len());
+        // Positives first, last, and in a row.
+        let edges = Split { pos: vec![0, 1, 3, 7, 8, 9], n_neg: 4, ..Split::default() };
+        assert_eq!(edges.negatives(0..4).collect::<Vec<_>>(), vec![2, 4, 5, 6]);
+        assert_eq!(edges.negatives([1, 3]).collect::<Vec<_>>(), vec![4, 6]);
     }
 }

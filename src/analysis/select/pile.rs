@@ -202,6 +202,17 @@ impl Pile {
         }
     }
 
+    /// The CE per bucket of candidate `i` (its [`Parts`]' `loss`, reading no gradient).
+    #[inline]
+    pub fn loss(&self, i: usize) -> [f64; 4] {
+        let tag = self.tag[i];
+        if tag & MIXED == 0 {
+            let (b, ce) = (tag & 3, self.ce[i]);
+            return [0u8, 1, 2, 3].map(|k| if k == b { ce } else { 0.0 });
+        }
+        self.parts(i).loss
+    }
+
     /// Shows every candidate to `v`, in order: one pass over the tag, count, CE and gradient
     /// columns, and a pure candidate's bucket as a constant, so that `v` can keep its sums per
     /// bucket in registers.

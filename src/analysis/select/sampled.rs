@@ -129,7 +129,7 @@ pub struct Plan {
 impl Plan {
     /// The sampling plan of an image whose candidates split into `split`.
     pub fn new(split: &Split, p: &SampledParams) -> Plan {
-        let (n_positives, n_negatives) = (split.pos.len(), split.neg.len());
+        let (n_positives, n_negatives) = (split.pos.len(), split.n_neg);
         // int(B * f) in Python: truncation of the float product.
         let want = (p.batch_size_per_image as f64 * p.positive_fraction).floor() as usize;
         let n_pos = n_positives.min(want);
@@ -332,7 +332,7 @@ impl SampledTotals {
             self.draws.resize(p.draws, [ExactSum::ZERO; 4]);
             self.draw_selected.resize(p.draws, 0);
         }
-        let pools = Pools::new(split, p, key);
+        let mut pools = Pools::new(split, p, key);
         for (d, (sums, selected)) in
             self.draws.iter_mut().zip(&mut self.draw_selected).take(p.draws).enumerate()
         {
@@ -341,7 +341,7 @@ impl SampledTotals {
             let mut loss = [0.0f64; 4];
             for i in pools.draw(plan, d as u64) {
                 let (seg, j) = pile.at(i);
-                for (sum, l) in loss.iter_mut().zip(seg.parts(j).loss) {
+                for (sum, l) in loss.iter_mut().zip(seg.loss(j)) {
                     *sum += l;
                 }
                 *selected += seg.decisions(j);
@@ -432,20 +432,29 @@ impl SampledTotals {
 struct Pools<'a> {
     split: &'a Split,
     seed: u64,
+    floyd: Floyd,
 }
 
 impl<'a> Pools<'a> {
     fn new(split: &'a Split, p: &SampledParams, key: &ImageKey) -> Pools<'a> {
-        Pools { split, seed: p.seed ^ stable_hash(key.to_string().as_bytes()) }
+        Pools { split, seed: p.seed ^ stable_hash(key.to_string().as_bytes()), floyd: Floyd::default() }
     }
 
-    fn draw(&self, plan: &Plan, d: u64) -> Vec<usize> {
+    fn draw(&mut self, plan: &Plan, d: u64) -> Vec<usize> {
         let mut rng = Rng::new(self.seed, d);
+        let split = self.split;
+        let pos = self.floyd.choose(&mut rng, split.pos.len(), plan.n_pos);
+        let neg = split.negatives(self.floyd.choose(&mut rng, split.n_neg, plan.n_neg));
+        // Both in index order: merged, not sorted.
         let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
-        for (pool, k) in [(&self.split.pos, plan.n_pos), (&self.split.neg, plan.n_neg)] {
-            out.extend(choose(&mut rng, pool.len(), k).into_iter().map(|j| pool[j]));
+        let mut pos = pos.into_iter().map(|j| split.pos[j]).peekable();
+        for i in neg {
+            while let Some(p) = pos.next_if(|&p| p < i) {
+                out.push(p);
+            }
+            out.push(i);
         }
-        out.sort_unstable();
+        out.extend(pos);
         out
     }
 }
@@ -459,21 +468,41 @@ pub fn draw(split: &Split, plan: &Plan, p: &SampledParams, key: &ImageKey, d: u6
 }
 
 /// `k` distinct indices of `0..n`, uniformly (Floyd's algorithm), in ascending order.
+#[cfg(test)]
 fn choose(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    // Kept sorted: `j` grows from step to step and every earlier pick is at most the earlier
-    // `j`, so when `t` was picked before, `j` goes at the end.
-    let mut chosen: Vec<usize> = Vec::with_capacity(k);
-    for j in (n - k)..n {
-        let t = rng.below(j as u64 + 1) as usize;
-        match chosen.binary_search(&t) {
-            Ok(_) => chosen.push(j),
-            Err(at) => chosen.insert(at, t),
+    Floyd::default().choose(rng, n, k)
+}
+
+/// Floyd's algorithm with a membership bitmap kept from draw to draw (cleared after each): a
+/// pick is a bit test, not a search and an insertion into a sorted list.
+#[derive(Default)]
+struct Floyd {
+    seen: Vec<u64>,
+}
+
+impl Floyd {
+    /// `k` distinct indices of `0..n`, uniformly, in ascending order.
+    fn choose(&mut self, rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+        if k >= n {
+            return (0..n).collect();
         }
+        if self.seen.len() < n.div_ceil(64) {
+            self.seen.resize(n.div_ceil(64), 0);
+        }
+        let mut chosen: Vec<usize> = Vec::with_capacity(k);
+        for j in (n - k)..n {
+            let t = rng.below(j as u64 + 1) as usize;
+            // `j` itself was never picked: every earlier pick is at most the earlier `j`.
+            let pick = if (self.seen[t / 64] >> (t % 64)) & 1 == 1 { j } else { t };
+            self.seen[pick / 64] |= 1 << (pick % 64);
+            chosen.push(pick);
+        }
+        for &c in &chosen {
+            self.seen[c / 64] = 0;
+        }
+        chosen.sort_unstable();
+        chosen
     }
-    chosen
 }
 
 /// Mean, sample standard deviation and the central 95% interval of `xs`.
@@ -577,5 +606,45 @@ mod tests {
         }
         let bits = |x: [[[f64; 4]; 2]; 2]| x.map(|v| v.map(|w| w.map(f64::to_bits)));
         assert_eq!(bits([dev.neg, dev.pos]), bits(naive));
+    }
+
+    #[test]
+    fn floyd_with_a_bitmap_picks_what_the_sorted_list_version_picks() {
+        // Floyd's algorithm kept sorted by search and insertion, as hardmine drew before.
+        fn reference(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+            if k >= n {
+                return (0..n).collect();
+            }
+            let mut chosen: Vec<usize> = Vec::new();
+            for j in (n - k)..n {
+                let t = rng.below(j as u64 + 1) as usize;
+                match chosen.binary_search(&t) {
+                    Ok(_) => chosen.push(j),
+                    Err(at) => chosen.insert(at, t),
+                }
+            }
+            chosen
+        }
+        let mut floyd = Floyd::default();
+        for (n, k) in [
+            (0usize, 0usize),
+            (1, 1),
+            (10, 3),
+            (10, 9),
+            (64, 63),
+            (65, 64),
+            (200, 150),
+            (1000, 256),
+            (100_000, 159),
+            (5, 9),
+        ] {
+            for seed in 0..20 {
+                let (mut a, mut b) = (Rng::new(seed, n as u64), Rng::new(seed, n as u64));
+                // One chooser reused for every size: its bitmap is left clear.
+                assert_eq!(floyd.choose(&mut a, n, k), reference(&mut b, n, k), "n {n}, k {k}, seed {seed}");
+                assert_eq!(a.next_u64(), b.next_u64(), "the same draws from the stream");
+            }
+        }
+        assert!(floyd.seen.iter().all(|&w| w == 0));
     }
 }
