@@ -333,18 +333,33 @@ impl SampledTotals {
             self.draw_selected.resize(p.draws, 0);
         }
         let mut pools = Pools::new(split, p, key);
+        // The positives' CE per bucket and decisions, looked up once for every draw (a
+        // positive is a mixed candidate, whose parts are found by a search).
+        let positives: Vec<([f64; 4], u64)> = if p.draws == 0 {
+            Vec::new()
+        } else {
+            split.pos.iter().map(|&i| pile.at(i)).map(|(seg, j)| (seg.loss(j), seg.decisions(j))).collect()
+        };
+        let mut drawn = Vec::with_capacity(plan.n_pos + plan.n_neg);
         for (d, (sums, selected)) in
             self.draws.iter_mut().zip(&mut self.draw_selected).take(p.draws).enumerate()
         {
             // f64 within the image (its draw is a fixed sequence of candidates), one exact add
             // per bucket and image.
             let mut loss = [0.0f64; 4];
-            for i in pools.draw(plan, d as u64) {
-                let (seg, j) = pile.at(i);
-                for (sum, l) in loss.iter_mut().zip(seg.loss(j)) {
+            pools.draw_into(plan, d as u64, &mut drawn);
+            for &(i, rank) in &drawn {
+                let (l, n) = match positives.get(rank) {
+                    Some(&terms) => terms,
+                    None => {
+                        let (seg, j) = pile.at(i);
+                        (seg.loss(j), seg.decisions(j))
+                    }
+                };
+                for (sum, l) in loss.iter_mut().zip(l) {
                     *sum += l;
                 }
-                *selected += seg.decisions(j);
+                *selected += n;
             }
             for (sum, l) in sums.iter_mut().zip(loss) {
                 *sum += l;
@@ -441,21 +456,28 @@ impl<'a> Pools<'a> {
     }
 
     fn draw(&mut self, plan: &Plan, d: u64) -> Vec<usize> {
+        let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
+        self.draw_into(plan, d, &mut out);
+        out.into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// Draw `d` into `out` (cleared first): each sampled candidate's index, in index order,
+    /// and its rank among the positives (`usize::MAX` for a negative).
+    fn draw_into(&mut self, plan: &Plan, d: u64, out: &mut Vec<(usize, usize)>) {
+        out.clear();
         let mut rng = Rng::new(self.seed, d);
         let split = self.split;
         let pos = self.floyd.choose(&mut rng, split.pos.len(), plan.n_pos);
         let neg = split.negatives(self.floyd.choose(&mut rng, split.n_neg, plan.n_neg));
         // Both in index order: merged, not sorted.
-        let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
-        let mut pos = pos.into_iter().map(|j| split.pos[j]).peekable();
+        let mut pos = pos.into_iter().map(|q| (split.pos[q], q)).peekable();
         for i in neg {
-            while let Some(p) = pos.next_if(|&p| p < i) {
+            while let Some(p) = pos.next_if(|&(p, _)| p < i) {
                 out.push(p);
             }
-            out.push(i);
+            out.push((i, usize::MAX));
         }
         out.extend(pos);
-        out
     }
 }
 
