@@ -968,12 +968,12 @@ impl Fill<'_, '_> {
             i = end;
             // Its sums over its decisions, and the buckets they fall in (a bit each).
             let (mut ce, mut g, mut focal, mut buckets) = (0.0f64, 0.0f64, 0.0f64, 0u32);
-            for k in first..end {
+            for (k, m) in (first..end).zip(&meta[first..end]) {
                 let (c, gk, f) = terms(k);
                 ce += c;
                 g += gk;
                 focal += f;
-                buckets |= 1 << (meta[k].bucket as u32);
+                buckets |= 1 << (m.bucket as u32);
             }
             // At most u16::MAX decisions per candidate: the width is checked.
             let n = (end - first) as u16;
@@ -989,8 +989,8 @@ impl Fill<'_, '_> {
             let mut count = [0u16; 4];
             let mut loss = [0.0f64; 4];
             let mut grad = [0.0f64; 4];
-            for k in first..end {
-                let b = meta[k].bucket as usize;
+            for (k, m) in (first..end).zip(&meta[first..end]) {
+                let b = m.bucket as usize;
                 let (c, gk, _) = terms(k);
                 count[b] += 1;
                 loss[b] += c;
