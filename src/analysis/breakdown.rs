@@ -63,8 +63,10 @@ struct Partial {
 
 /// f64 subtotals per bucket (indexed by [`Bucket`](super::decisions::Bucket)): decisions, CE and focal loss. One
 /// 3-wide add per decision, where the fields of a [`Partial`] would take a branch and seven.
+/// The fourth lane (never read) lets the dense walk add the same 4-wide vector as to the
+/// cells: its easy negatives' sums stay one register each.
 #[derive(Clone, Copy, Debug, Default)]
-struct BucketSums([[f64; 3]; 4]);
+struct BucketSums([[f64; 4]; 4]);
 
 impl BucketSums {
     #[inline(always)]
@@ -254,7 +256,9 @@ pub struct BreakdownAcc {
 }
 
 fn band(iou: f32) -> usize {
-    ((iou * IOU_BANDS as f32) as usize).min(IOU_BANDS - 1)
+    // Through u8 (saturating, NaN to 0, as through usize): a cheaper conversion.
+    const { assert!(IOU_BANDS < 256) };
+    usize::from((iou * IOU_BANDS as f32) as u8).min(IOU_BANDS - 1)
 }
 
 impl BreakdownAcc {
@@ -331,25 +335,50 @@ impl Accumulator for BreakdownAcc {
             Targets::Labels(l) => Some(&l[..]),
             Targets::Binary(_) => None,
         };
-        let ignored = |r: usize| labels.is_some_and(|l| l[r] == -2);
+        // Ignored anchors (label -2) among rows `r` (a count the compiler vectorises).
+        let ignored = |r: std::ops::Range<usize>| {
+            labels.map_or(0, |l| l[r].iter().map(|&x| u64::from(x == -2)).sum::<u64>())
+        };
         if let Some(levels) = &batch.level {
             // One map entry per run of rows of one level (anchors come level by level).
             let mut start = 0;
             while start < levels.len() {
                 let l = levels[start];
-                let end = levels[start..].iter().position(|&x| x != l).map_or(levels.len(), |k| start + k);
+                // Whole groups of 16 of the level first (a comparison the compiler vectorises).
+                let same = levels[start..]
+                    .chunks_exact(16)
+                    .take_while(|g| g.iter().fold(true, |a, &x| a & (x == l)));
+                let from = start + 16 * same.count();
+                let end = levels[from..].iter().position(|&x| x != l).map_or(levels.len(), |k| from + k);
                 let g = self.level.entry(l).or_default();
                 g.anchors += (end - start) as u64;
-                g.ignored += (start..end).filter(|&r| ignored(r)).count() as u64;
+                g.ignored += ignored(start..end);
                 start = end;
             }
         }
         if let Some(ious) = &batch.iou {
             self.has_iou = true;
-            for (r, &v) in ious.iter().enumerate() {
-                let g = &mut self.iou[band(v)];
-                g.anchors += 1;
-                g.ignored += u64::from(ignored(r));
+            // Counted in local lanes (row r in lane r % 4): nearly every anchor falls in the
+            // first band, and one counter would chain every increment through memory.
+            let mut anchors = [[0u64; IOU_BANDS]; 4];
+            let mut ignored_rows = [[0u64; IOU_BANDS]; 4];
+            match labels {
+                Some(labels) => {
+                    for (r, (&v, &l)) in ious.iter().zip(labels).enumerate() {
+                        let b = band(v);
+                        anchors[r % 4][b] += 1;
+                        ignored_rows[r % 4][b] += u64::from(l == -2);
+                    }
+                }
+                None => {
+                    for (r, &v) in ious.iter().enumerate() {
+                        anchors[r % 4][band(v)] += 1;
+                    }
+                }
+            }
+            for (b, g) in self.iou.iter_mut().enumerate() {
+                g.anchors += anchors.iter().map(|lane| lane[b]).sum::<u64>();
+                g.ignored += ignored_rows.iter().map(|lane| lane[b]).sum::<u64>();
             }
         }
         for run in &batch.images {
@@ -358,18 +387,24 @@ impl Accumulator for BreakdownAcc {
                 self.images.entry(run.key.clone()).or_insert(ImageGroup { group: Group::default(), first });
             e.first = e.first.min(first);
             e.group.anchors += (run.end - run.start) as u64;
-            e.group.ignored += (run.start..run.end).filter(|&r| ignored(r)).count() as u64;
+            e.group.ignored += ignored(run.start..run.end);
         }
-        if let Targets::Labels(labels) = &batch.targets {
-            for &l in labels {
-                if l == -1 {
-                    self.health.background_labels += 1;
-                } else if l >= 0 {
-                    let l = l as usize;
-                    if self.health.label_counts.len() <= l {
-                        self.health.label_counts.resize(l + 1, 0);
+        if let Some(labels) = labels {
+            let h = &mut self.health;
+            h.background_labels += labels.iter().map(|&l| u64::from(l == -1)).sum::<u64>();
+            let top = labels.iter().copied().max().unwrap_or(-1);
+            if top >= 0 && h.label_counts.len() <= top as usize {
+                h.label_counts.resize(top as usize + 1, 0);
+            }
+            // Dense dumps are mostly background (-1): groups without a label >= 0 are skipped
+            // on a maximum the compiler vectorises.
+            for group in labels.chunks(32) {
+                if group.iter().copied().fold(-1, i32::max) >= 0 {
+                    for &l in group {
+                        if let Some(n) = usize::try_from(l).ok().and_then(|l| h.label_counts.get_mut(l)) {
+                            *n += 1;
+                        }
                     }
-                    self.health.label_counts[l] += 1;
                 }
             }
         }
@@ -379,7 +414,17 @@ impl Accumulator for BreakdownAcc {
         let (gamma, alpha) = (self.gamma, self.alpha);
         // The focal losses: the chunk's precomputed ones when they use this analysis's gamma
         // and alpha, chosen once per chunk (one copy of the loops each).
-        match chunk.terms.focal_for(Focus { gamma, alpha }) {
+        let pre = chunk.terms.focal_for(Focus { gamma, alpha });
+        if let Some(width) = dense_width(chunk) {
+            return match pre {
+                Some(pre) => self.observe_dense(chunk, width, pre),
+                None => {
+                    let focal: Vec<f64> = chunk.decisions.iter().map(|d| d.focal(gamma, alpha)).collect();
+                    self.observe_dense(chunk, width, &focal)
+                }
+            };
+        }
+        match pre {
             Some(pre) => self.observe_with(chunk, |i, _| pre[i]),
             None => self.observe_with(chunk, |_, d| d.focal(gamma, alpha)),
         }
@@ -458,6 +503,89 @@ impl BreakdownAcc {
     fn observe_with(&mut self, chunk: &DecisionChunk<'_>, focal_of: impl Fn(usize, &Decision) -> f64) {
         self.observe_sums(chunk, &focal_of);
         self.observe_health(chunk, &focal_of);
+    }
+
+    /// [`BreakdownAcc::observe`] for a dense sigmoid chunk of rows of `width` decisions (classes
+    /// 0..width, weight 1, one anchor: see [`dense_width`]) with these focal losses; the walk
+    /// compiled for AVX2 where the processor has it.
+    fn observe_dense(&mut self, chunk: &DecisionChunk<'_>, width: usize, focal: &[f64]) {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        self.observe_dense_with(chunk, width, focal, avx2);
+    }
+
+    /// [`BreakdownAcc::observe_dense`], with the AVX2 copy of the walk when `avx2` (the
+    /// processor must have it): the same values added in the same order as
+    /// [`BreakdownAcc::observe_sums`] and [`BreakdownAcc::observe_health`] add them, so the same
+    /// bits (no fused multiply-adds in either copy). The level slots are found first, once per
+    /// level change (anchors come level by level), so that the walk of each image run
+    /// ([`DenseWalk::run`]) calls nothing.
+    fn observe_dense_with(&mut self, chunk: &DecisionChunk<'_>, width: usize, focal: &[f64], avx2: bool) {
+        let batch = chunk.batch;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let n = decisions.len().min(meta.len()).min(grads.len()).min(focal.len());
+        let level_col = batch.level.as_deref();
+        // Level slots in order of appearance, and each row's slot.
+        let mut levels: Vec<i64> = Vec::new();
+        let mut row_slots: Vec<u32> = Vec::with_capacity(n / width);
+        let mut level_at = None;
+        for m in meta[..n].iter().step_by(width) {
+            let l = level_col.map_or(0, |lv| lv[m.row as usize]);
+            if level_at != Some(l) {
+                if !levels.contains(&l) {
+                    levels.push(l);
+                }
+                level_at = Some(l);
+            }
+            let slot = levels.iter().position(|&k| k == l).unwrap_or(0);
+            row_slots.push(slot as u32);
+        }
+        let mut w = DenseWalk {
+            width,
+            cells: vec![ClassPartial::default(); levels.len() * width],
+            ious: [BucketSums::default(); IOU_BANDS],
+            density: [[[0u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+            fp16_underflow: 0,
+            rare_rows: vec![0; n / width + 1],
+            n_rare: 0,
+        };
+        for run in chunk.runs {
+            let rows = run.start.min(n)..run.end.min(n);
+            let (image, logit_sum) = w.run(chunk, rows, &row_slots, focal, avx2);
+            let mut sums = Group::default();
+            sums.add_partial(&image.partial());
+            if let Some(e) = self.images.get_mut(&batch.images[run.image].key) {
+                e.group.merge_decisions(&sums);
+            }
+            self.health.negative_logit_sum += logit_sum;
+        }
+        if batch.iou.is_some() {
+            for (g, p) in self.iou.iter_mut().zip(&w.ious) {
+                let p = p.partial();
+                if p.decisions > 0 {
+                    g.add_partial(&p);
+                }
+            }
+        }
+        self.fold_classes(&levels, &w.cells, width, level_col.is_some());
+        // Every negative (the cells' counts: exact), less those whose logit is not finite.
+        let negatives: u64 = w.cells.iter().map(|p| p.0[0][0] as u64 + p.0[1][0] as u64).sum();
+        let mut rare = RareCounts { negatives, ..RareCounts::default() };
+        for &start in &w.rare_rows[..w.n_rare] {
+            let start = start as usize;
+            for (d, m) in decisions[start..start + width].iter().zip(&meta[start..start + width]) {
+                let positive = m.bucket.is_positive();
+                let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
+                let ordinary = (d.p_t >= 1e-7) & (d.q >= 1e-7) & (d.ce <= 65504.0) & (logit.abs() <= 65504.0);
+                if !ordinary {
+                    rare.count(d, positive, logit);
+                }
+                rare.negatives -= u64::from(!positive && !logit.is_finite());
+            }
+        }
+        self.add_health(&w.density, w.fp16_underflow, &rare);
     }
 
     /// The group sums: f64 subtotals per chunk (a whole summation block: the same rows in the
@@ -572,6 +700,16 @@ impl BreakdownAcc {
             }
             self.health.negative_logit_sum += logit_sum;
         }
+        self.add_health(&density, fp16_underflow, &rare);
+    }
+
+    /// Adds a chunk's density counts (in lanes) and health counts.
+    fn add_health(
+        &mut self,
+        density: &[[[u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+        fp16_underflow: u64,
+        rare: &RareCounts,
+    ) {
         for side in 0..2 {
             for bin in 0..DENSITY_BINS {
                 self.density[side][bin] += density.iter().map(|lane| u64::from(lane[side][bin])).sum::<u64>();
@@ -587,6 +725,195 @@ impl BreakdownAcc {
         h.fp16_overflow += rare.fp16_overflow;
         h.negatives += rare.negatives;
     }
+}
+
+/// What the walk of a dense sigmoid chunk ([`BreakdownAcc::observe_dense_with`]) keeps across its
+/// image runs.
+struct DenseWalk {
+    /// Decisions per row.
+    width: usize,
+    /// Per level slot, per class: the cells (slot k: `k * width ..`).
+    cells: Vec<ClassPartial>,
+    /// Per IoU band (a dump without IoU adds into band 0 and drops it).
+    ious: [BucketSums; IOU_BANDS],
+    /// Gradient density, in lanes (the decision of class c in lane c % DENSITY_LANES).
+    density: [[[u32; DENSITY_BINS]; 2]; DENSITY_LANES],
+    fp16_underflow: u64,
+    /// The first decision of each row that may count in a rare counter (`..n_rare`); one
+    /// more slot than rows, written whether or not the row is noted.
+    rare_rows: Vec<u32>,
+    n_rare: usize,
+}
+
+impl DenseWalk {
+    /// Walks the rows of one image run (decisions `range` of the chunk, whole rows; `row_slots`
+    /// holds each row's level slot): adds to the cells, bands, density and counters, and
+    /// returns the run's image subtotals and its negative logits' sum. Nothing in it is a
+    /// call, so the easy negatives' image and band subtotals (nearly every decision's) and the
+    /// logit sum stay in registers instead of chaining their adds through memory. The rare
+    /// counters are left to the caller: a row with a decision that may count in one (a test
+    /// that lets through every decision that counts) is noted in `rare_rows`. The AVX2 copy
+    /// when `avx2` (the processor must have it), out of line: its registers are its own.
+    fn run(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        range: std::ops::Range<usize>,
+        row_slots: &[u32],
+        focal: &[f64],
+        avx2: bool,
+    ) -> (BucketSums, f64) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn with_avx2(
+                w: &mut DenseWalk,
+                chunk: &DecisionChunk<'_>,
+                range: std::ops::Range<usize>,
+                row_slots: &[u32],
+                focal: &[f64],
+            ) -> (BucketSums, f64) {
+                w.run_body(chunk, range, row_slots, focal)
+            }
+            if avx2 {
+                // SAFETY: the caller says the processor supports AVX2 (see `observe_dense`).
+                return unsafe { with_avx2(self, chunk, range, row_slots, focal) };
+            }
+        }
+        let _ = avx2;
+        self.run_body(chunk, range, row_slots, focal)
+    }
+
+    /// The body of [`DenseWalk::run`].
+    #[inline(always)]
+    fn run_body(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        range: std::ops::Range<usize>,
+        row_slots: &[u32],
+        focal: &[f64],
+    ) -> (BucketSums, f64) {
+        let width = self.width;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let iou_col = chunk.batch.iou.as_deref();
+        let mut image = BucketSums::default();
+        // The image's easy negatives' sums (nearly every decision is one).
+        let mut image_en = [0.0f64; 4];
+        let mut logit_sum = 0.0f64;
+        let (mut fp16_underflow, mut n_rare) = (0u64, self.n_rare);
+        // The current band and its easy negatives' sums (written back when the band changes).
+        let mut band_at = 0;
+        let mut band_en = self.ious[0].0[0];
+        let mut start = range.start;
+        let mut row = start / width;
+        while start + width <= range.end {
+            let r = meta[start].row as usize;
+            let b = iou_col.map_or(0, |v| band(v[r]));
+            if b != band_at {
+                self.ious[band_at].0[0] = band_en;
+                band_en = self.ious[b].0[0];
+                band_at = b;
+            }
+            let slot = row_slots[row] as usize;
+            row += 1;
+            let row_cells = &mut self.cells[slot * width..(slot + 1) * width];
+            let ds = &decisions[start..start + width];
+            let ms = &meta[start..start + width];
+            let gs = &grads[start..start + width];
+            let fs = &focal[start..start + width];
+            let mut row_rare = false;
+            for (c, ((d, m), ((&g, &focal), cell))) in
+                ds.iter().zip(ms).zip(gs.iter().zip(fs).zip(row_cells)).enumerate()
+            {
+                let bucket = m.bucket as usize;
+                let v = [1.0, d.ce, focal, g];
+                // One 4-wide add into the decision's bucket (see `ClassPartial`).
+                let t = &mut cell.0[bucket];
+                for k in 0..4 {
+                    t[k] += v[k];
+                }
+                if bucket == 0 {
+                    for k in 0..4 {
+                        image_en[k] += v[k];
+                        band_en[k] += v[k];
+                    }
+                } else {
+                    image.add(bucket, d.ce, focal);
+                    self.ious[band_at].add(bucket, d.ce, focal);
+                }
+                let positive = bucket >= 2;
+                // (Any lanes give the same counts: the class's.)
+                self.density[c % DENSITY_LANES][usize::from(positive)][dense_bin(g)] += 1;
+                // 0 < focal < fp16's smallest subnormal: as unsigned bits, 0 wraps above, and
+                // negatives and NaNs lie above.
+                fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
+                // The logit of a negative decision; minus that of a positive one (the same
+                // magnitude: rounding is symmetric). Finite when its magnitude is below
+                // infinity.
+                let logit = d.ln_q + d.ce;
+                // min and max that yield their second operand when either is NaN: a NaN q or
+                // logit fails the test; a NaN p_t or CE counts in no counter.
+                let lo = if d.p_t < d.q { d.p_t } else { d.q };
+                let (ce, mag) = (d.ce, logit.abs());
+                let hi = if ce > mag { ce } else { mag };
+                row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
+                // Adding -0.0 leaves any sum as it is: no branch. (The negatives with a finite
+                // logit are counted after the walk: every negative, less those with another
+                // logit, all in rows noted as rare.)
+                logit_sum += if !positive & (mag < f64::INFINITY) { logit } else { -0.0 };
+            }
+            self.rare_rows[n_rare] = start as u32;
+            n_rare += usize::from(row_rare);
+            start += width;
+        }
+        self.ious[band_at].0[0] = band_en;
+        image.0[0] = image_en;
+        self.fp16_underflow += fp16_underflow;
+        self.n_rare = n_rare;
+        (image, logit_sum)
+    }
+}
+
+/// The bits of the health check's bound for an fp16 underflow (fp16's smallest subnormal).
+const FP16_TINY_BITS: u64 = 5.960_464_5e-8f64.to_bits();
+
+/// [`super::ghm::bin_of`]`(g, DENSITY_BINS)`: the same bin for every g (NaN and negatives in
+/// bin 0, the rest truncated and capped), through a saturating conversion to u8, which takes
+/// fewer instructions than one to i32.
+#[inline(always)]
+fn dense_bin(g: f64) -> usize {
+    const { assert!(DENSITY_BINS < 256) };
+    usize::from((g * DENSITY_BINS as f64) as u8).min(DENSITY_BINS - 1)
+}
+
+/// The width of `chunk`'s rows when it is dense sigmoid: every row gives `width` consecutive
+/// decisions of classes 0..width with weight 1, the only expansion that gives two decisions of
+/// one row (see [`super::decisions`]); `None` for every other chunk (and rows of one class).
+fn dense_width(chunk: &DecisionChunk<'_>) -> Option<usize> {
+    let batch = chunk.batch;
+    if !matches!(batch.targets, Targets::Labels(_)) || batch.rows == 0 {
+        return None;
+    }
+    let values = match (batch.scores.f32s(), batch.scores.f64s()) {
+        (Some(v), _) => v.len(),
+        (_, Some(v)) => v.len(),
+        (None, None) => 0,
+    };
+    let width = values / batch.rows;
+    let meta = chunk.meta;
+    let n = meta.len();
+    let dense = width >= 2
+        && n % width == 0
+        && n > 0
+        && chunk.decisions.len() == n
+        && chunk.terms.ce_grad.len() == n
+        && meta[0].row == meta[width - 1].row;
+    debug_assert!(
+        !dense
+            || meta.iter().enumerate().all(|(i, m)| m.class as usize == i % width
+                && m.row == meta[i - i % width].row
+                && m.weight == 1.0)
+    );
+    dense.then_some(width)
 }
 
 /// A chunk's health counts of the rare kinds (saturated p_t, fp32 ones, fp16 overflows), and its
@@ -905,6 +1232,116 @@ mod tests {
             assert_eq!((acc.health.negatives, acc.health.fp16_underflow), (negatives, underflow));
             assert!(close(acc.health.negative_logit_sum.value(), logits));
         }
+    }
+
+    /// A dense sigmoid batch of `rows` anchors with `c` scores each (logits, or probabilities
+    /// when `probs`), images of 37 rows (several per summation block), and levels and IoU when
+    /// `extras`; the scores include saturated, huge and infinite ones (rare counters, fp16 underflows).
+    fn extreme_dense_batch(rows: usize, c: usize, probs: bool, extras: bool) -> Batch {
+        let mut rng = crate::rng::Rng::new(5, c as u64);
+        let labels: Vec<i32> = (0..rows).map(|_| rng.below(c as u64 + 3) as i32 - 2).collect();
+        let scores: Vec<f64> = (0..rows * c)
+            .map(|_| {
+                let x = rng.normal() * 4.0;
+                let x = match rng.below(40) {
+                    0 => x * 2e4,
+                    1 => x * 30.0,
+                    2 => 0.0,
+                    3 => x.signum() * f64::INFINITY,
+                    _ => x,
+                };
+                if probs {
+                    match rng.below(30) {
+                        0 => 0.0,
+                        1 => 1.0,
+                        _ => 1.0 / (1.0 + (-x).exp()),
+                    }
+                } else {
+                    x
+                }
+            })
+            .collect();
+        let mut b = crate::input::test_batch(
+            (0..rows).map(|r| (r / 37) as i64),
+            Targets::Labels(labels),
+            ScoreValues::F64(scores.into()),
+            3,
+        );
+        if extras {
+            b.level = Some((0..rows).map(|r| [3, 3, 4, 5, 4][r * 5 / rows]).collect());
+            b.iou = Some((0..rows).map(|_| (rng.uniform() * 1.05) as f32).collect());
+        }
+        b
+    }
+
+    #[test]
+    fn the_dense_walk_gives_the_bits_of_the_general_one() {
+        for (c, probs, extras) in
+            [(3, false, true), (2, false, true), (5, true, true), (4, false, false), (7, true, false)]
+        {
+            let batch = extreme_dense_batch(5000, c, probs, extras);
+            let scores = if probs { ScoreKind::Probs } else { ScoreKind::Logits };
+            let shape = DumpShape { layout: Layout::Dense, scores, activation: Activation::Sigmoid };
+            let exp = Expansion { shape, width: c, background_class: 0 };
+            let scoring = Scoring { tau: 0.6, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+            for gamma in [2.0, 1.5] {
+                let alpha = Some(0.25);
+                let mut general = BreakdownAcc::new(gamma, alpha);
+                let (mut dense, mut fallback) = (general.clone(), general.clone());
+                for acc in [&mut general, &mut dense, &mut fallback] {
+                    acc.observe_batch(&batch);
+                }
+                let mut chunks = 0;
+                for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
+                    assert_eq!(dense_width(chunk), Some(c));
+                    let focal_of = |_: usize, d: &Decision| d.focal(gamma, alpha);
+                    general.observe_sums(chunk, &focal_of);
+                    general.observe_health(chunk, &focal_of);
+                    dense.observe(chunk);
+                    let focal: Vec<f64> = chunk.decisions.iter().map(|d| d.focal(gamma, alpha)).collect();
+                    fallback.observe_dense_with(chunk, c, &focal, false);
+                    chunks += 1;
+                });
+                assert!(chunks > 2);
+                assert_eq!(dense, general, "{c} {probs} {extras} {gamma}");
+                assert_eq!(fallback, general, "{c} {probs} {extras} {gamma}");
+                let h = &general.health;
+                assert!(h.fp16_overflow > 0 && h.fp16_underflow > 0 && h.confidently_wrong[0] > 0);
+                assert!(general.images.len() > 30);
+                // Some negatives have an infinite logit: not counted.
+                let negatives: u64 =
+                    general.images.values().map(|g| g.group.decisions - g.group.positives).sum();
+                assert!(probs || h.negatives < negatives);
+            }
+        }
+    }
+
+    #[test]
+    fn only_dense_sigmoid_chunks_take_the_dense_walk() {
+        // Labels 0..3 (a softmax dump has no -1 or -2).
+        let mut batch = dense_batch(300);
+        batch.targets = Targets::Labels((0..300).map(|r| r % 3).collect());
+        for activation in [Activation::Softmax, Activation::Sigmoid] {
+            let shape = DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation };
+            let exp = Expansion { shape, width: 3, background_class: 0 };
+            for_each_chunk(&exp, &batch, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
+                let want = (activation == Activation::Sigmoid).then_some(3);
+                assert_eq!(dense_width(chunk), want);
+            });
+        }
+        let mut binary = crate::input::test_batch(
+            (0..200).map(|r| r / 50),
+            Targets::Binary((0..200).map(|r| f64::from(r % 2)).collect()),
+            ScoreValues::from_f32((0..200).map(|r| r as f32 * 0.1 - 10.0).collect()),
+            0,
+        );
+        binary.weight = Some(vec![2.0; 200]);
+        let shape =
+            DumpShape { layout: Layout::Binary, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: 1, background_class: 0 };
+        for_each_chunk(&exp, &binary, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
+            assert_eq!(dense_width(chunk), None);
+        });
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{DecisionChunk, Focus};
+use super::decisions::{ChunkRun, DecisionChunk, Focus};
 use super::sum::ExactSum;
 use super::BucketAcc;
 use crate::config::{AnalysisConfig, StrategyKind};
@@ -168,14 +168,15 @@ pub fn top(scored: impl IntoIterator<Item = (usize, f64)>, m: usize) -> Vec<usiz
     keys.into_iter().map(|(_, i)| i).collect()
 }
 
-/// An image's candidates split into positives and negatives (indices), with its decisions per
-/// bucket, from one scan.
+/// An image's candidates split into positives (indices) and negatives (the others), with its
+/// decisions per bucket, from one scan.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Split {
-    /// Positive candidates.
+    /// Positive candidates, in order.
     pub pos: Vec<usize>,
-    /// Negative candidates.
-    pub neg: Vec<usize>,
+    /// Negative candidates: every candidate not in `pos` (not listed: almost every candidate
+    /// is one; [`Split::negatives`] finds them by rank).
+    pub n_neg: usize,
     /// Decisions per bucket.
     pub counts: [u64; 4],
     /// The sampling strata's sums, when asked for ([`Split::with_strata`]).
@@ -196,31 +197,96 @@ impl Split {
 
     #[inline(always)]
     fn scan(piles: &Piles, with_strata: bool) -> Split {
-        let mut split = Split { neg: Vec::with_capacity(piles.len()), ..Split::default() };
-        // Each stratum's sums apart, so that they stay in registers.
-        let (mut negatives, mut positives) = (sampled::Stratum::default(), sampled::Stratum::default());
-        for (start, pile) in piles.segments() {
-            let columns = pile.positive.iter().zip(&pile.count).zip(pile.loss.iter().zip(&pile.grad));
-            for (j, ((&positive, count), (loss, grad))) in columns.enumerate() {
-                if positive {
-                    split.pos.push(start + j);
-                } else {
-                    split.neg.push(start + j);
-                }
-                for (n, &k) in split.counts.iter_mut().zip(count) {
-                    *n += u64::from(k);
-                }
-                if with_strata {
-                    if positive {
-                        positives.add(count, loss, grad);
-                    } else {
-                        negatives.add(count, loss, grad);
-                    }
-                }
+        let mut scan = Scan::<true> {
+            split: Split::default(),
+            index: 0,
+            negatives: sampled::Stratum::default(),
+            positives: sampled::Stratum::default(),
+        };
+        if with_strata {
+            for (_, pile) in piles.segments() {
+                pile.visit(&mut scan);
             }
+            scan.split.strata = Some(sampled::Strata::of(&scan.negatives, &scan.positives));
+            scan.split
+        } else {
+            let mut scan = Scan::<false> {
+                split: scan.split,
+                index: 0,
+                negatives: scan.negatives,
+                positives: scan.positives,
+            };
+            for (_, pile) in piles.segments() {
+                pile.visit(&mut scan);
+            }
+            scan.split
         }
-        split.strata = with_strata.then(|| sampled::Strata::of(&negatives, &positives));
-        split
+    }
+}
+
+impl Split {
+    /// The indices of the negatives of ascending ranks `ranks` (rank j: the (j+1)-th negative
+    /// in order), in order.
+    pub fn negatives<'a, R: IntoIterator<Item = usize> + 'a>(
+        &'a self,
+        ranks: R,
+    ) -> impl Iterator<Item = usize> + 'a {
+        // The negative of rank j is candidate j + q, q the positives before it: the first q
+        // with pos[q] > j + q (pos[q] - q, the negatives before positive q, never decreases as
+        // q grows, so q only moves forward for ascending ranks).
+        let mut q = 0;
+        ranks.into_iter().map(move |j| {
+            while q < self.pos.len() && self.pos[q] <= j + q {
+                q += 1;
+            }
+            j + q
+        })
+    }
+}
+
+/// The scan behind [`Split`]: candidate after candidate, the positives' and negatives' indices,
+/// the decisions per bucket, and (`STRATA`) each stratum's sums apart, so that they stay in
+/// registers.
+struct Scan<const STRATA: bool> {
+    split: Split,
+    index: usize,
+    negatives: sampled::Stratum,
+    positives: sampled::Stratum,
+}
+
+impl<const STRATA: bool> Scan<STRATA> {
+    #[inline(always)]
+    fn place(&mut self, positive: bool) {
+        if positive {
+            self.split.pos.push(self.index);
+        } else {
+            self.split.n_neg += 1;
+        }
+        self.index += 1;
+    }
+}
+
+impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
+    #[inline(always)]
+    fn pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
+        self.place(B >= 2);
+        self.split.counts[B] += u64::from(n);
+        if STRATA {
+            let stratum = if B >= 2 { &mut self.positives } else { &mut self.negatives };
+            stratum.add_pure::<B>(n, ce, g);
+        }
+    }
+
+    #[inline(always)]
+    fn mixed(&mut self, positive: bool, parts: &pile::Parts) {
+        self.place(positive);
+        for (n, &k) in self.split.counts.iter_mut().zip(&parts.count) {
+            *n += u64::from(k);
+        }
+        if STRATA {
+            let stratum = if positive { &mut self.positives } else { &mut self.negatives };
+            stratum.add(&parts.count, &parts.loss, &parts.grad);
+        }
     }
 }
 
@@ -545,7 +611,7 @@ impl Chosen {
     /// Adds candidate `i` of `piles` with selection weight `w`; returns its weighted CE.
     pub fn select(&mut self, piles: &Piles, i: usize, w: f64) -> f64 {
         let (pile, i) = piles.at(i);
-        let (count, loss, grad) = (&pile.count[i], &pile.loss[i], &pile.grad[i]);
+        let pile::Parts { count, loss, grad } = pile.parts(i);
         for (b, bucket) in self.buckets.iter_mut().enumerate() {
             bucket.selected += w * f64::from(count[b]);
             bucket.loss += w * loss[b];
@@ -740,7 +806,6 @@ impl SelectAcc {
         let focus = self.config.focus;
         let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || batch.box_loss.is_some() || self.config.mine.is_some();
-        let file = batch.file as u32;
         let (decisions, meta, ce_grad) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
@@ -754,50 +819,16 @@ impl SelectAcc {
                 }
             };
             let pile = segments.last_mut().expect("segments are never empty");
-            let mut i = run.start;
-            while i < run.end {
-                let row = meta[i].row;
-                let r = row as usize;
-                if with_info {
-                    pile.info.push(CandidateInfo {
-                        bbox: batch.boxes.as_ref().map(|b| b[r]),
-                        anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
-                        level: batch.level.as_ref().map(|l| l[r]),
-                        label: match &batch.targets {
-                            Targets::Labels(l) => l[r],
-                            Targets::Binary(t) => i32::from(t[r] > 0.0),
-                        },
-                        class: batch.class.as_ref().map(|c| c[r]),
-                        box_loss: batch.box_loss.as_ref().map(|b| b[r]),
-                    });
-                }
-                let (mut ce, mut focal, mut positive) = (0.0f64, 0.0f64, false);
-                // Decisions per bucket in four 16-bit lanes: a candidate has at most
-                // u16::MAX decisions (the width is checked), so no lane carries.
-                let mut count = 0u64;
-                let mut loss = [0.0f64; 4];
-                let mut grad = [0.0f64; 4];
-                while i < run.end && meta[i].row == row {
-                    let (d, m) = (&decisions[i], &meta[i]);
-                    let b = m.bucket as usize;
-                    let c = d.ce * m.weight;
-                    let g = ce_grad[i] * m.weight;
-                    ce += c;
-                    focal += pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[i]) * m.weight;
-                    positive |= m.bucket.is_positive();
-                    count += 1 << (16 * b);
-                    // Every bucket adds the decision's value or +0.0, which changes no sum
-                    // (sums start at +0.0, so they are never -0.0): the same bits as adding
-                    // to the decision's bucket alone, without a variable index, which would
-                    // keep the sums in memory (and stall the copies into the pile).
-                    for k in 0..4 {
-                        loss[k] += if b == k { c } else { 0.0 };
-                        grad[k] += if b == k { g } else { 0.0 };
-                    }
-                    i += 1;
-                }
-                let count = [0, 1, 2, 3].map(|k| (count >> (16 * k)) as u16);
-                pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
+            let fill = Fill { chunk, run, with_info };
+            // Without a weight column every weight is 1: the products by it are the values
+            // themselves, bit for bit, and are skipped.
+            match (batch.weight.is_some(), pre) {
+                (false, Some(focal)) => fill.pile(pile, |k| (decisions[k].ce, ce_grad[k], focal[k])),
+                _ => fill.pile(pile, |k| {
+                    let (d, w) = (&decisions[k], meta[k].weight);
+                    let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
+                    (d.ce * w, ce_grad[k] * w, focal * w)
+                }),
             }
         }
     }
@@ -897,6 +928,95 @@ impl SelectAcc {
     }
 }
 
+/// The candidates of one image run of a chunk.
+struct Fill<'c, 'a> {
+    chunk: &'c DecisionChunk<'a>,
+    run: &'c ChunkRun,
+    with_info: bool,
+}
+
+impl Fill<'_, '_> {
+    /// Adds the run's candidates to `pile`; `terms(k)` gives decision `k`'s weighted CE, CE
+    /// gradient norm and focal loss.
+    #[inline(always)]
+    fn pile(&self, pile: &mut Pile, terms: impl Fn(usize) -> (f64, f64, f64)) {
+        let (batch, meta, run) = (self.chunk.batch, self.chunk.meta, self.run);
+        let (file, width) = (batch.file as u32, batch.width());
+        let mut i = run.start;
+        while i < run.end {
+            let first = i;
+            let row = meta[first].row;
+            let r = row as usize;
+            if self.with_info {
+                pile.info.push(info(batch, r));
+            }
+            // The candidate's decisions: a dense sigmoid row's `width` (its last one is of the
+            // row and the next one is not: a row has at most `width`), else found one by one.
+            let whole_row = width > 1
+                && first + width <= run.end
+                && meta[first + width - 1].row == row
+                && (first + width == run.end || meta[first + width].row != row);
+            let end = if whole_row {
+                first + width
+            } else {
+                let mut end = first + 1;
+                while end < run.end && meta[end].row == row {
+                    end += 1;
+                }
+                end
+            };
+            i = end;
+            // Its sums over its decisions, and the buckets they fall in (a bit each).
+            let (mut ce, mut g, mut focal, mut buckets) = (0.0f64, 0.0f64, 0.0f64, 0u32);
+            for (k, m) in (first..end).zip(&meta[first..end]) {
+                let (c, gk, f) = terms(k);
+                ce += c;
+                g += gk;
+                focal += f;
+                buckets |= 1 << (m.bucket as u32);
+            }
+            // At most u16::MAX decisions per candidate: the width is checked.
+            let n = (end - first) as u16;
+            if buckets.is_power_of_two() {
+                // All in one bucket: its sums there are `ce` and `g` (the same values added in
+                // the same order), zeros elsewhere.
+                let bucket = buckets.trailing_zeros() as u8;
+                pile.push_pure(file, batch.file_row(r), bucket, n, ce, g, focal);
+                continue;
+            }
+            // Rare (an anchor with decisions in several buckets): its sums per bucket, in
+            // decision order again.
+            let mut count = [0u16; 4];
+            let mut loss = [0.0f64; 4];
+            let mut grad = [0.0f64; 4];
+            for (k, m) in (first..end).zip(&meta[first..end]) {
+                let b = m.bucket as usize;
+                let (c, gk, _) = terms(k);
+                count[b] += 1;
+                loss[b] += c;
+                grad[b] += gk;
+            }
+            let positive = buckets & 0b1100 != 0;
+            pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
+        }
+    }
+}
+
+/// The box and identifiers of row `r` of `batch`.
+fn info(batch: &Batch, r: usize) -> CandidateInfo {
+    CandidateInfo {
+        bbox: batch.boxes.as_ref().map(|b| b[r]),
+        anchor_id: batch.anchor_id.as_ref().map(|a| a[r]),
+        level: batch.level.as_ref().map(|l| l[r]),
+        label: match &batch.targets {
+            Targets::Labels(l) => l[r],
+            Targets::Binary(t) => i32::from(t[r] > 0.0),
+        },
+        class: batch.class.as_ref().map(|c| c[r]),
+        box_loss: batch.box_loss.as_ref().map(|b| b[r]),
+    }
+}
+
 /// Runs every selector on one complete image.
 fn finalize_image(config: &SelectConfig, key: ImageKey, segments: Vec<Pile>) -> SelectTotals {
     // A canonical order, whatever order the parts were merged in (sorted dumps already are).
@@ -986,9 +1106,11 @@ fn pair_sums<const N: usize>(
     let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
-    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
-    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
-        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+    let columns = piles
+        .segments()
+        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
+    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+        let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
         for (sum, bound) in acc.iter_mut().zip(&bounds) {
@@ -1016,9 +1138,11 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
-    let columns = piles.segments().flat_map(|(_, s)| s.count.iter().zip(&s.positive).zip(&s.focal));
-    for (((count, &positive), &c_focal), &m) in columns.zip(member) {
-        let d = count.iter().map(|&c| u64::from(c)).sum::<u64>() as f64;
+    let columns = piles
+        .segments()
+        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
+    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+        let d = d as f64;
         // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
             p[s] = k.inclusion(positive, m, s);
@@ -1187,5 +1311,54 @@ mod tests {
             }
             assert_eq!(rank(scored.iter().copied()), naive_top(&scored, n));
         }
+    }
+
+    #[test]
+    fn the_split_and_strata_are_the_sums_over_every_candidate_in_dump_order() {
+        let mut rng = crate::rng::Rng::new(9, 2);
+        let cands = pile::tests::random_candidates(&mut rng, 5000);
+        // In three segments, as an image cut by two batch boundaries.
+        let piles = Piles::new(vec![
+            Pile::from_candidates(&cands[..1000]),
+            Pile::from_candidates(&cands[1000..3500]),
+            Pile::from_candidates(&cands[3500..]),
+        ]);
+        let split = Split::with_strata(&piles);
+        // The naive sums: every candidate's four buckets, one struct at a time.
+        let (mut pos, mut neg, mut counts) = (Vec::new(), Vec::new(), [0u64; 4]);
+        let (mut n, mut count, mut loss, mut grad) =
+            ([0usize; 2], [[0.0f64; 4]; 2], [[0.0f64; 4]; 2], [[0.0f64; 4]; 2]);
+        for (i, c) in cands.iter().enumerate() {
+            let s = usize::from(c.positive);
+            if c.positive {
+                pos.push(i)
+            } else {
+                neg.push(i)
+            }
+            n[s] += 1;
+            for b in 0..4 {
+                counts[b] += u64::from(c.count[b]);
+                count[s][b] += f64::from(c.count[b]);
+                loss[s][b] += c.loss[b];
+                grad[s][b] += c.grad[b];
+            }
+        }
+        assert_eq!((&split.pos, split.n_neg, split.counts), (&pos, neg.len(), counts));
+        // Negatives by rank: all of them, and every third.
+        assert_eq!(split.negatives(0..neg.len()).collect::<Vec<_>>(), neg);
+        let third: Vec<usize> = neg.iter().copied().step_by(3).collect();
+        assert_eq!(split.negatives((0..neg.len()).step_by(3)).collect::<Vec<_>>(), third);
+        let strata = split.strata.expect("asked for");
+        let bits = |x: [[f64; 4]; 2]| x.map(|v| v.map(f64::to_bits));
+        assert_eq!(strata.n, n);
+        assert_eq!(bits(strata.count), bits(count));
+        assert_eq!(bits(strata.loss), bits(loss));
+        assert_eq!(bits(strata.grad), bits(grad));
+        assert_eq!(Split::of(&piles).strata, None);
+        assert_eq!(Split::of(&piles).n_neg, neg.len());
+        // Positives first, last, and in a row.
+        let edges = Split { pos: vec![0, 1, 3, 7, 8, 9], n_neg: 4, ..Split::default() };
+        assert_eq!(edges.negatives(0..4).collect::<Vec<_>>(), vec![2, 4, 5, 6]);
+        assert_eq!(edges.negatives([1, 3]).collect::<Vec<_>>(), vec![4, 6]);
     }
 }

@@ -181,7 +181,7 @@ fn nms_select(piles: &Piles, score: Score, threshold: f32, k: usize, max_pos: Op
                 }
             }
             Some(max_pos) => {
-                if pile.positive[j] {
+                if pile.positive(j) {
                     if pos.len() < max_pos {
                         pos.push(i);
                     }

@@ -4,12 +4,82 @@
 //! OHEM and SSD rankings, the sampling variance, the overlaps), and an image's candidates do not
 //! fit in cache: every scan is a trip to memory. Held as one struct per candidate (over 100
 //! bytes, two cache lines), each scan would read every byte of every candidate; held in columns,
-//! a ranking reads 8 bytes per candidate (its CE) and the overlaps 17. A [`Pile`] holds the same
-//! numbers as the [`Candidate`]s it stands for, with the same bits.
+//! a ranking reads 8 bytes per candidate (its CE) and the overlaps 11.
+//!
+//! Almost every candidate is *pure*: all its decisions fall in one bucket (an easy background
+//! anchor: C easy negatives). Its decisions, CE and gradient norm per bucket are then its
+//! decision count, CE and gradient norm in that bucket and zeros (+0.0) in the others, with the
+//! same bits (the same values added in the same order from +0.0), so a pile keeps a bucket tag
+//! and three numbers per candidate, and the four buckets' values only for the few *mixed*
+//! candidates, on the side. A [`Pile`] gives back the same numbers as the [`Candidate`]s it
+//! stands for, with the same bits.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Candidate, CandidateInfo};
+
+/// [`Pile`] tag bit: the candidate has a positive decision.
+const POSITIVE: u8 = 4;
+/// [`Pile`] tag bit: its decisions fall in several buckets (its values are in `mixed`).
+const MIXED: u8 = 8;
+
+/// One candidate's decisions, CE and CE gradient norm per bucket (easy_negative,
+/// hard_negative, easy_positive, hard_positive).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parts {
+    /// Decisions per bucket.
+    pub count: [u16; 4],
+    /// CE per bucket.
+    pub loss: [f64; 4],
+    /// CE gradient norm per bucket.
+    pub grad: [f64; 4],
+}
+
+impl Parts {
+    /// The parts of a pure candidate: its `n` decisions, CE `ce` and gradient norm `g` in
+    /// `bucket`, zeros elsewhere (branch-free: the scans call it for every candidate).
+    #[inline(always)]
+    fn pure(bucket: u8, n: u16, ce: f64, g: f64) -> Parts {
+        let b = bucket & 3;
+        Parts {
+            count: [0u8, 1, 2, 3].map(|k| if k == b { n } else { 0 }),
+            loss: [0u8, 1, 2, 3].map(|k| if k == b { ce } else { 0.0 }),
+            grad: [0u8, 1, 2, 3].map(|k| if k == b { g } else { 0.0 }),
+        }
+    }
+
+    /// The bucket of a candidate whose parts are `self`, `ce` and `positive`, if they are those
+    /// of a pure candidate (bit for bit), and its gradient norm.
+    fn as_pure(&self, ce: f64, positive: bool) -> Option<(u8, f64)> {
+        let mut buckets = (0..4).filter(|&k| self.count[k] > 0);
+        let b = buckets.next()?;
+        let zero_elsewhere =
+            (0..4).filter(|&k| k != b).all(|k| self.loss[k].to_bits() == 0 && self.grad[k].to_bits() == 0);
+        (buckets.next().is_none()
+            && zero_elsewhere
+            && self.loss[b].to_bits() == ce.to_bits()
+            && positive == (b >= 2))
+            .then_some((b as u8, self.grad[b]))
+    }
+}
+
+/// What a scan does with each candidate ([`Pile::visit`]).
+pub trait Visit {
+    /// A pure candidate: `n` decisions, all in bucket `B` (positive when `B >= 2`), with CE
+    /// `ce` and CE gradient norm `g`; its parts are [`Parts`] with those in `B` and zeros
+    /// elsewhere.
+    fn pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64);
+
+    /// A mixed candidate (`positive` or not) and its parts.
+    fn mixed(&mut self, positive: bool, parts: &Parts);
+}
+
+/// A mixed candidate's parts, by its index in the pile.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+struct Mixed {
+    index: usize,
+    parts: Parts,
+}
 
 /// Candidates in columns, all of the same length (`info` is either empty or of that length).
 /// A segment of an image (one batch's rows of it) is in dump order; an image's segments joined
@@ -20,18 +90,19 @@ pub struct Pile {
     pub file: Vec<u32>,
     /// Row within the file.
     pub row: Vec<u64>,
-    /// Whether one of its decisions is positive.
-    pub positive: Vec<bool>,
-    /// Decisions per bucket (easy_negative, hard_negative, easy_positive, hard_positive).
-    pub count: Vec<[u16; 4]>,
+    /// The bucket of a pure candidate (bits 0-1), [`POSITIVE`], [`MIXED`].
+    tag: Vec<u8>,
+    /// Decisions in the candidate.
+    n: Vec<u16>,
     /// CE summed over the candidate's decisions (times the binary `weight`): its score.
     pub ce: Vec<f64>,
+    /// CE gradient norm summed over its decisions (times the binary `weight`); read for pure
+    /// candidates only.
+    g: Vec<f64>,
     /// Focal loss summed over its decisions.
     pub focal: Vec<f64>,
-    /// CE per bucket.
-    pub loss: Vec<[f64; 4]>,
-    /// CE gradient norm per bucket.
-    pub grad: Vec<[f64; 4]>,
+    /// The parts of the mixed candidates, in index order.
+    mixed: Vec<Mixed>,
     /// Box and identifiers, only when NMS or an export needs them (else empty).
     pub info: Vec<CandidateInfo>,
 }
@@ -42,12 +113,12 @@ impl Pile {
         Pile {
             file: Vec::with_capacity(n),
             row: Vec::with_capacity(n),
-            positive: Vec::with_capacity(n),
-            count: Vec::with_capacity(n),
+            tag: Vec::with_capacity(n),
+            n: Vec::with_capacity(n),
             ce: Vec::with_capacity(n),
+            g: Vec::with_capacity(n),
             focal: Vec::with_capacity(n),
-            loss: Vec::with_capacity(n),
-            grad: Vec::with_capacity(n),
+            mixed: Vec::new(),
             info: Vec::with_capacity(if with_info { n } else { 0 }),
         }
     }
@@ -63,8 +134,31 @@ impl Pile {
         self.ce.is_empty()
     }
 
-    /// Adds a candidate given by its columns (`info` is ignored unless the pile keeps infos).
+    /// Adds a pure candidate: `n` decisions, all in `bucket` (0-3, [`super::Bucket`] order),
+    /// with CE `ce`, CE gradient norm `g` and focal loss `focal` (its info, if the pile keeps
+    /// infos, is pushed apart).
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_pure(&mut self, file: u32, row: u64, bucket: u8, n: u16, ce: f64, g: f64, focal: f64) {
+        let positive = if bucket >= 2 { POSITIVE } else { 0 };
+        self.push_columns(file, row, (bucket & 3) | positive, n, ce, g, focal);
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn push_columns(&mut self, file: u32, row: u64, tag: u8, n: u16, ce: f64, g: f64, focal: f64) {
+        self.file.push(file);
+        self.row.push(row);
+        self.tag.push(tag);
+        self.n.push(n);
+        self.ce.push(ce);
+        self.g.push(g);
+        self.focal.push(focal);
+    }
+
+    /// Adds a candidate given by its columns (its info, if the pile keeps infos, is pushed
+    /// apart): kept as a pure candidate when it is one, bit for bit.
+    #[inline]
     #[allow(clippy::too_many_arguments)]
     pub fn push_parts(
         &mut self,
@@ -77,32 +171,91 @@ impl Pile {
         loss: [f64; 4],
         grad: [f64; 4],
     ) {
-        self.file.push(file);
-        self.row.push(row);
-        self.positive.push(positive);
-        self.count.push(count);
-        self.ce.push(ce);
-        self.focal.push(focal);
-        self.loss.push(loss);
-        self.grad.push(grad);
+        let parts = Parts { count, loss, grad };
+        match parts.as_pure(ce, positive) {
+            Some((bucket, g)) => self.push_pure(file, row, bucket, count[usize::from(bucket)], ce, g, focal),
+            None => {
+                self.mixed.push(Mixed { index: self.len(), parts });
+                let n = count.iter().map(|&c| u32::from(c)).sum::<u32>().min(u32::from(u16::MAX)) as u16;
+                let tag = MIXED | if positive { POSITIVE } else { 0 };
+                self.push_columns(file, row, tag, n, ce, 0.0, focal);
+            }
+        }
+    }
+
+    /// Whether candidate `i` is positive (one of its decisions is).
+    #[inline]
+    pub fn positive(&self, i: usize) -> bool {
+        self.tag[i] & POSITIVE != 0
+    }
+
+    /// The decisions, CE and gradient norm per bucket of candidate `i`.
+    #[inline]
+    pub fn parts(&self, i: usize) -> Parts {
+        let tag = self.tag[i];
+        if tag & MIXED == 0 {
+            return Parts::pure(tag, self.n[i], self.ce[i], self.g[i]);
+        }
+        match self.mixed.binary_search_by_key(&i, |m| m.index) {
+            Ok(k) => self.mixed[k].parts,
+            Err(_) => Parts::default(), // not reached: every mixed candidate has its parts
+        }
+    }
+
+    /// The CE per bucket of candidate `i` (its [`Parts`]' `loss`, reading no gradient).
+    #[inline]
+    pub fn loss(&self, i: usize) -> [f64; 4] {
+        let tag = self.tag[i];
+        if tag & MIXED == 0 {
+            let (b, ce) = (tag & 3, self.ce[i]);
+            return [0u8, 1, 2, 3].map(|k| if k == b { ce } else { 0.0 });
+        }
+        self.parts(i).loss
+    }
+
+    /// Shows every candidate to `v`, in order: one pass over the tag, count, CE and gradient
+    /// columns, and a pure candidate's bucket as a constant, so that `v` can keep its sums per
+    /// bucket in registers.
+    #[inline(always)]
+    pub fn visit(&self, v: &mut impl Visit) {
+        let mut mixed = self.mixed.iter();
+        let columns = self.tag.iter().zip(&self.n).zip(self.ce.iter().zip(&self.g));
+        for ((&tag, &n), (&ce, &g)) in columns {
+            // A pure candidate is positive exactly when its bucket is (push_pure).
+            match tag {
+                0 => v.pure::<0>(n, ce, g),
+                1 => v.pure::<1>(n, ce, g),
+                6 => v.pure::<2>(n, ce, g),
+                7 => v.pure::<3>(n, ce, g),
+                _ => {
+                    if let Some(m) = mixed.next() {
+                        v.mixed(tag & POSITIVE != 0, &m.parts);
+                    }
+                }
+            }
+        }
     }
 
     /// The candidates, one struct each (an info that is all defaults stays one: it means the
     /// same as none).
     pub fn candidates(&self) -> Vec<Candidate> {
-        (0..self.len())
-            .map(|i| Candidate {
-                file: self.file[i],
-                count: self.count[i],
-                positive: self.positive[i],
-                row: self.row[i],
-                ce: self.ce[i],
-                focal: self.focal[i],
-                loss: self.loss[i],
-                grad: self.grad[i],
-                info: self.info.get(i).map(|x| Box::new(x.clone())),
-            })
-            .collect()
+        (0..self.len()).map(|i| self.candidate(i)).collect()
+    }
+
+    /// Candidate `i` as a struct.
+    fn candidate(&self, i: usize) -> Candidate {
+        let Parts { count, loss, grad } = self.parts(i);
+        Candidate {
+            file: self.file[i],
+            count,
+            positive: self.positive(i),
+            row: self.row[i],
+            ce: self.ce[i],
+            focal: self.focal[i],
+            loss,
+            grad,
+            info: self.info.get(i).map(|x| Box::new(x.clone())),
+        }
     }
 
     /// The pile of `cands` (when some carry an info and others do not, the others get the
@@ -131,26 +284,25 @@ impl Pile {
             (false, true) => self.info.resize(a + b, CandidateInfo::default()),
             (true, true) => {}
         }
+        self.mixed.extend(other.mixed.drain(..).map(|m| Mixed { index: m.index + a, ..m }));
         self.file.append(&mut other.file);
         self.row.append(&mut other.row);
-        self.positive.append(&mut other.positive);
-        self.count.append(&mut other.count);
+        self.tag.append(&mut other.tag);
+        self.n.append(&mut other.n);
         self.ce.append(&mut other.ce);
+        self.g.append(&mut other.g);
         self.focal.append(&mut other.focal);
-        self.loss.append(&mut other.loss);
-        self.grad.append(&mut other.grad);
     }
 
     /// Room for `n` more candidates (and their infos, when `with_info`).
     pub fn reserve(&mut self, n: usize, with_info: bool) {
         self.file.reserve(n);
         self.row.reserve(n);
-        self.positive.reserve(n);
-        self.count.reserve(n);
+        self.tag.reserve(n);
+        self.n.reserve(n);
         self.ce.reserve(n);
+        self.g.reserve(n);
         self.focal.reserve(n);
-        self.loss.reserve(n);
-        self.grad.reserve(n);
         if with_info {
             self.info.reserve(n);
         }
@@ -187,23 +339,16 @@ impl Pile {
     pub fn sorted(&self) -> Pile {
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by_key(|&i| (self.file[i], self.row[i]));
-        fn gather<T: Clone>(v: &[T], order: &[usize]) -> Vec<T> {
-            if v.is_empty() {
-                return Vec::new();
+        let with_info = !self.info.is_empty();
+        let mut p = Pile::with_capacity(self.len(), with_info);
+        for &i in &order {
+            let c = self.candidate(i);
+            p.push_parts(c.file, c.row, c.positive, c.count, c.ce, c.focal, c.loss, c.grad);
+            if with_info {
+                p.info.push(self.info[i].clone());
             }
-            order.iter().map(|&i| v[i].clone()).collect()
         }
-        Pile {
-            file: gather(&self.file, &order),
-            row: gather(&self.row, &order),
-            positive: gather(&self.positive, &order),
-            count: gather(&self.count, &order),
-            ce: gather(&self.ce, &order),
-            focal: gather(&self.focal, &order),
-            loss: gather(&self.loss, &order),
-            grad: gather(&self.grad, &order),
-            info: gather(&self.info, &order),
-        }
+        p
     }
 
     /// The earliest dump position (file, row) of a candidate.
@@ -214,7 +359,7 @@ impl Pile {
     /// Decisions in candidate `i`.
     #[inline]
     pub fn decisions(&self, i: usize) -> u64 {
-        self.count[i].iter().map(|&c| u64::from(c)).sum()
+        u64::from(self.n[i])
     }
 
     /// The info of candidate `i`, if the pile keeps infos.
@@ -307,7 +452,7 @@ impl Piles {
     ) -> impl Iterator<Item = (usize, f64)> + '_ {
         self.segments().flat_map(move |(start, seg)| {
             (0..seg.len())
-                .filter(move |&j| positive.is_none_or(|p| seg.positive[j] == p))
+                .filter(move |&j| positive.is_none_or(|p| seg.positive(j) == p))
                 .map(move |j| (start + j, value(seg, j)))
         })
     }
@@ -325,7 +470,7 @@ impl Piles {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn cand(file: u32, row: u64, with_info: bool) -> Candidate {
@@ -430,5 +575,87 @@ mod tests {
         let piles = Piles::new(vec![segment(&[0, 3]), segment(&[1, 4])]);
         let rows: Vec<u64> = (0..4).map(|i| piles.at(i)).map(|(s, j)| s.row[j]).collect();
         assert_eq!(rows, vec![0, 1, 3, 4]);
+    }
+
+    /// Candidates as an image's observe makes them: mostly pure (every decision in one
+    /// bucket, the sums per bucket added in decision order), some mixed, some positive.
+    pub(crate) fn random_candidates(rng: &mut crate::rng::Rng, n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|row| {
+                let decisions = 1 + rng.below(5) as usize;
+                let label = rng.below(8); // a positive decision for 0..decisions
+                let (mut count, mut loss, mut grad, mut ce) = ([0u16; 4], [0.0f64; 4], [0.0f64; 4], 0.0);
+                for d in 0..decisions {
+                    let positive = d as u64 == label;
+                    let hard = rng.below(20) == 0;
+                    let b = 2 * usize::from(positive) + usize::from(hard);
+                    let (c, g) = (rng.uniform() * 3.0, rng.uniform());
+                    count[b] += 1;
+                    for k in 0..4 {
+                        loss[k] += if k == b { c } else { 0.0 };
+                        grad[k] += if k == b { g } else { 0.0 };
+                    }
+                    ce += c;
+                }
+                Candidate {
+                    file: 0,
+                    count,
+                    positive: count[2] + count[3] > 0,
+                    row: row as u64,
+                    ce,
+                    focal: 0.5 * ce,
+                    loss,
+                    grad,
+                    info: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pure_and_mixed_candidates_give_back_their_columns_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(5, 1);
+        let cands = random_candidates(&mut rng, 3000);
+        let pile = Pile::from_candidates(&cands);
+        let mixed = pile.mixed.len();
+        assert!(mixed > 100 && mixed < 2900, "both kinds are tested: {mixed} mixed");
+        let bits = |c: &Candidate| {
+            (c.count, c.positive, c.ce.to_bits(), c.loss.map(f64::to_bits), c.grad.map(f64::to_bits))
+        };
+        for (i, c) in cands.iter().enumerate() {
+            assert_eq!(bits(&pile.candidate(i)), bits(c), "candidate {i}");
+            assert_eq!(pile.decisions(i), c.count.iter().map(|&k| u64::from(k)).sum::<u64>());
+            assert_eq!(pile.positive(i), c.positive);
+        }
+        // A pure candidate pushed as one reads as the same parts.
+        let mut direct = Pile::with_capacity(2, false);
+        direct.push_pure(0, 0, 1, 3, 2.5, 0.75, 1.0);
+        direct.push_pure(0, 1, 3, 1, 0.5, 0.25, 0.0);
+        assert_eq!(direct.candidates(), Pile::from_candidates(&direct.candidates()).candidates());
+        assert_eq!(
+            direct.parts(0),
+            Parts { count: [0, 3, 0, 0], loss: [0.0, 2.5, 0.0, 0.0], grad: [0.0, 0.75, 0.0, 0.0] }
+        );
+        assert!(direct.positive(1) && !direct.positive(0));
+        // Not pure bit for bit (a -0.0 elsewhere, a CE other than the bucket's): kept mixed.
+        let mut odd = cands[0].clone();
+        odd.count = [2, 0, 0, 0];
+        odd.loss = [odd.ce, -0.0, 0.0, 0.0];
+        let mut off = odd.clone();
+        off.loss[1] = 0.0;
+        off.ce = odd.ce + 1.0;
+        let p = Pile::from_candidates(&[odd.clone(), off.clone()]);
+        assert_eq!(p.mixed.len(), 2);
+        assert_eq!(bits(&p.candidate(0)), bits(&odd));
+        assert_eq!(bits(&p.candidate(1)), bits(&off));
+        // Appended, joined and sorted piles keep every candidate's parts.
+        let (a, b) = cands.split_at(1700);
+        let mut first = Pile::from_candidates(b);
+        first.append(&mut Pile::from_candidates(a));
+        let sorted = first.sorted();
+        for (i, c) in cands.iter().enumerate() {
+            assert_eq!(bits(&sorted.candidate(i)), bits(c), "sorted candidate {i}");
+        }
+        assert_eq!(Pile::join(vec![Pile::from_candidates(b), Pile::from_candidates(a)]), sorted);
     }
 }

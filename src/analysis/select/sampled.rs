@@ -129,7 +129,7 @@ pub struct Plan {
 impl Plan {
     /// The sampling plan of an image whose candidates split into `split`.
     pub fn new(split: &Split, p: &SampledParams) -> Plan {
-        let (n_positives, n_negatives) = (split.pos.len(), split.neg.len());
+        let (n_positives, n_negatives) = (split.pos.len(), split.n_neg);
         // int(B * f) in Python: truncation of the float product.
         let want = (p.batch_size_per_image as f64 * p.positive_fraction).floor() as usize;
         let n_pos = n_positives.min(want);
@@ -186,6 +186,17 @@ pub struct Stratum {
 }
 
 impl Stratum {
+    /// Adds one pure candidate: `n` decisions in bucket `B` with CE `ce` and gradient norm `g`
+    /// (the same sums as [`Stratum::add`] of its parts: the other buckets add +0.0, which
+    /// changes no sum that starts at +0.0).
+    #[inline(always)]
+    pub fn add_pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
+        self.n += 1;
+        self.count[B] += f64::from(n);
+        self.loss[B] += ce;
+        self.grad[B] += g;
+    }
+
     /// Adds one candidate (its [`super::Pile`] columns).
     #[inline(always)]
     pub fn add(&mut self, count: &[u16; 4], loss: &[f64; 4], grad: &[f64; 4]) {
@@ -194,6 +205,58 @@ impl Stratum {
             self.count[b] += f64::from(count[b]);
             self.loss[b] += loss[b];
             self.grad[b] += grad[b];
+        }
+    }
+}
+
+/// The sums of squared deviations from the stratum means, per stratum (negatives, positives),
+/// [count|loss], bucket, candidate after candidate ([`super::Pile::visit`]); each stratum's
+/// sums apart, so that they stay in registers.
+struct Deviations {
+    /// [stratum][count|loss][bucket] means.
+    means: [[[f64; 4]; 2]; 2],
+    /// [stratum][count|loss][bucket] squared deviation of a zero (a bucket a pure candidate has
+    /// no decision in): the same bits as computing it per candidate.
+    zero: [[[f64; 4]; 2]; 2],
+    neg: [[f64; 4]; 2],
+    pos: [[f64; 4]; 2],
+}
+
+impl Deviations {
+    fn new(means: &[[[f64; 4]; 2]; 2]) -> Deviations {
+        let zero = means.map(|m| m.map(|m| m.map(|x| (0.0 - x) * (0.0 - x))));
+        Deviations { means: *means, zero, neg: [[0.0; 4]; 2], pos: [[0.0; 4]; 2] }
+    }
+}
+
+impl super::pile::Visit for Deviations {
+    #[inline(always)]
+    fn pure<const B: usize>(&mut self, n: u16, ce: f64, _g: f64) {
+        let s = usize::from(B >= 2);
+        let (dev, means, zero) =
+            (if B >= 2 { &mut self.pos } else { &mut self.neg }, &self.means[s], &self.zero[s]);
+        for b in 0..4 {
+            if b == B {
+                let dc = f64::from(n) - means[0][b];
+                let dl = ce - means[1][b];
+                dev[0][b] += dc * dc;
+                dev[1][b] += dl * dl;
+            } else {
+                dev[0][b] += zero[0][b];
+                dev[1][b] += zero[1][b];
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn mixed(&mut self, positive: bool, parts: &super::pile::Parts) {
+        let s = usize::from(positive);
+        let (dev, means) = (if positive { &mut self.pos } else { &mut self.neg }, &self.means[s]);
+        for b in 0..4 {
+            let dc = f64::from(parts.count[b]) - means[0][b];
+            let dl = parts.loss[b] - means[1][b];
+            dev[0][b] += dc * dc;
+            dev[1][b] += dl * dl;
         }
     }
 }
@@ -248,26 +311,11 @@ impl SampledTotals {
             let m = n[s].max(1) as f64;
             [count[s].map(|x| x / m), loss[s].map(|x| x / m)]
         });
-        // [count|loss][bucket], per stratum apart so that the sums stay in registers.
-        #[inline(always)]
-        fn deviate(dev: &mut [[f64; 4]; 2], means: &[[f64; 4]; 2], count: &[u16; 4], loss: &[f64; 4]) {
-            for b in 0..4 {
-                let dc = f64::from(count[b]) - means[0][b];
-                let dl = loss[b] - means[1][b];
-                dev[0][b] += dc * dc;
-                dev[1][b] += dl * dl;
-            }
+        let mut dev = Deviations::new(&means);
+        for (_, s) in pile.segments() {
+            s.visit(&mut dev);
         }
-        let (mut dev_neg, mut dev_pos) = ([[0f64; 4]; 2], [[0f64; 4]; 2]);
-        let columns = pile.segments().flat_map(|(_, s)| s.positive.iter().zip(&s.count).zip(&s.loss));
-        for ((&positive, count), loss) in columns {
-            if positive {
-                deviate(&mut dev_pos, &means[1], count, loss);
-            } else {
-                deviate(&mut dev_neg, &means[0], count, loss);
-            }
-        }
-        let dev = [dev_neg, dev_pos]; // [stratum][count|loss][bucket]
+        let dev = [dev.neg, dev.pos]; // [stratum][count|loss][bucket]
         for s in 0..2 {
             let (big_n, k) = (n[s], k[s]);
             if big_n <= 1 || k == 0 || k == big_n {
@@ -284,19 +332,34 @@ impl SampledTotals {
             self.draws.resize(p.draws, [ExactSum::ZERO; 4]);
             self.draw_selected.resize(p.draws, 0);
         }
-        let pools = Pools::new(split, p, key);
+        let mut pools = Pools::new(split, p, key);
+        // The positives' CE per bucket and decisions, looked up once for every draw (a
+        // positive is a mixed candidate, whose parts are found by a search).
+        let positives: Vec<([f64; 4], u64)> = if p.draws == 0 {
+            Vec::new()
+        } else {
+            split.pos.iter().map(|&i| pile.at(i)).map(|(seg, j)| (seg.loss(j), seg.decisions(j))).collect()
+        };
+        let mut drawn = Vec::with_capacity(plan.n_pos + plan.n_neg);
         for (d, (sums, selected)) in
             self.draws.iter_mut().zip(&mut self.draw_selected).take(p.draws).enumerate()
         {
             // f64 within the image (its draw is a fixed sequence of candidates), one exact add
             // per bucket and image.
             let mut loss = [0.0f64; 4];
-            for i in pools.draw(plan, d as u64) {
-                let (seg, j) = pile.at(i);
-                for (sum, l) in loss.iter_mut().zip(seg.loss[j]) {
+            pools.draw_into(plan, d as u64, &mut drawn);
+            for &(i, rank) in &drawn {
+                let (l, n) = match positives.get(rank) {
+                    Some(&terms) => terms,
+                    None => {
+                        let (seg, j) = pile.at(i);
+                        (seg.loss(j), seg.decisions(j))
+                    }
+                };
+                for (sum, l) in loss.iter_mut().zip(l) {
                     *sum += l;
                 }
-                *selected += seg.decisions(j);
+                *selected += n;
             }
             for (sum, l) in sums.iter_mut().zip(loss) {
                 *sum += l;
@@ -384,21 +447,37 @@ impl SampledTotals {
 struct Pools<'a> {
     split: &'a Split,
     seed: u64,
+    floyd: Floyd,
 }
 
 impl<'a> Pools<'a> {
     fn new(split: &'a Split, p: &SampledParams, key: &ImageKey) -> Pools<'a> {
-        Pools { split, seed: p.seed ^ stable_hash(key.to_string().as_bytes()) }
+        Pools { split, seed: p.seed ^ stable_hash(key.to_string().as_bytes()), floyd: Floyd::default() }
     }
 
-    fn draw(&self, plan: &Plan, d: u64) -> Vec<usize> {
-        let mut rng = Rng::new(self.seed, d);
+    fn draw(&mut self, plan: &Plan, d: u64) -> Vec<usize> {
         let mut out = Vec::with_capacity(plan.n_pos + plan.n_neg);
-        for (pool, k) in [(&self.split.pos, plan.n_pos), (&self.split.neg, plan.n_neg)] {
-            out.extend(choose(&mut rng, pool.len(), k).into_iter().map(|j| pool[j]));
+        self.draw_into(plan, d, &mut out);
+        out.into_iter().map(|(i, _)| i).collect()
+    }
+
+    /// Draw `d` into `out` (cleared first): each sampled candidate's index, in index order,
+    /// and its rank among the positives (`usize::MAX` for a negative).
+    fn draw_into(&mut self, plan: &Plan, d: u64, out: &mut Vec<(usize, usize)>) {
+        out.clear();
+        let mut rng = Rng::new(self.seed, d);
+        let split = self.split;
+        let pos = self.floyd.choose(&mut rng, split.pos.len(), plan.n_pos);
+        let neg = split.negatives(self.floyd.choose(&mut rng, split.n_neg, plan.n_neg));
+        // Both in index order: merged, not sorted.
+        let mut pos = pos.into_iter().map(|q| (split.pos[q], q)).peekable();
+        for i in neg {
+            while let Some(p) = pos.next_if(|&(p, _)| p < i) {
+                out.push(p);
+            }
+            out.push((i, usize::MAX));
         }
-        out.sort_unstable();
-        out
+        out.extend(pos);
     }
 }
 
@@ -411,21 +490,41 @@ pub fn draw(split: &Split, plan: &Plan, p: &SampledParams, key: &ImageKey, d: u6
 }
 
 /// `k` distinct indices of `0..n`, uniformly (Floyd's algorithm), in ascending order.
+#[cfg(test)]
 fn choose(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
-    if k >= n {
-        return (0..n).collect();
-    }
-    // Kept sorted: `j` grows from step to step and every earlier pick is at most the earlier
-    // `j`, so when `t` was picked before, `j` goes at the end.
-    let mut chosen: Vec<usize> = Vec::with_capacity(k);
-    for j in (n - k)..n {
-        let t = rng.below(j as u64 + 1) as usize;
-        match chosen.binary_search(&t) {
-            Ok(_) => chosen.push(j),
-            Err(at) => chosen.insert(at, t),
+    Floyd::default().choose(rng, n, k)
+}
+
+/// Floyd's algorithm with a membership bitmap kept from draw to draw (cleared after each): a
+/// pick is a bit test, not a search and an insertion into a sorted list.
+#[derive(Default)]
+struct Floyd {
+    seen: Vec<u64>,
+}
+
+impl Floyd {
+    /// `k` distinct indices of `0..n`, uniformly, in ascending order.
+    fn choose(&mut self, rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+        if k >= n {
+            return (0..n).collect();
         }
+        if self.seen.len() < n.div_ceil(64) {
+            self.seen.resize(n.div_ceil(64), 0);
+        }
+        let mut chosen: Vec<usize> = Vec::with_capacity(k);
+        for j in (n - k)..n {
+            let t = rng.below(j as u64 + 1) as usize;
+            // `j` itself was never picked: every earlier pick is at most the earlier `j`.
+            let pick = if (self.seen[t / 64] >> (t % 64)) & 1 == 1 { j } else { t };
+            self.seen[pick / 64] |= 1 << (pick % 64);
+            chosen.push(pick);
+        }
+        for &c in &chosen {
+            self.seen[c / 64] = 0;
+        }
+        chosen.sort_unstable();
+        chosen
     }
-    chosen
 }
 
 /// Mean, sample standard deviation and the central 95% interval of `xs`.
@@ -504,5 +603,70 @@ mod tests {
         assert_eq!(m, 51.0);
         assert!((sd - 29.3002).abs() < 1e-3);
         assert!(ci[0] > 2.0 && ci[0] < 4.0 && ci[1] > 98.0 && ci[1] < 100.0, "{ci:?}");
+    }
+
+    #[test]
+    fn deviations_are_the_naive_sums_over_every_candidate_and_bucket() {
+        use crate::analysis::select::{pile, Pile};
+        let mut rng = Rng::new(4, 4);
+        let cands = pile::tests::random_candidates(&mut rng, 4000);
+        let means: [[[f64; 4]; 2]; 2] = [0, 1]
+            .map(|s| [0, 1].map(|k| [0, 1, 2, 3].map(|b| (s + 1) as f64 * 0.1 + k as f64 + b as f64 * 0.37)));
+        let mut dev = Deviations::new(&means);
+        for part in [&cands[..1234], &cands[1234..]] {
+            Pile::from_candidates(part).visit(&mut dev);
+        }
+        let mut naive = [[[0.0f64; 4]; 2]; 2];
+        for c in &cands {
+            let s = usize::from(c.positive);
+            for b in 0..4 {
+                let dc = f64::from(c.count[b]) - means[s][0][b];
+                let dl = c.loss[b] - means[s][1][b];
+                naive[s][0][b] += dc * dc;
+                naive[s][1][b] += dl * dl;
+            }
+        }
+        let bits = |x: [[[f64; 4]; 2]; 2]| x.map(|v| v.map(|w| w.map(f64::to_bits)));
+        assert_eq!(bits([dev.neg, dev.pos]), bits(naive));
+    }
+
+    #[test]
+    fn floyd_with_a_bitmap_picks_what_the_sorted_list_version_picks() {
+        // Floyd's algorithm kept sorted by search and insertion, as hardmine drew before.
+        fn reference(rng: &mut Rng, n: usize, k: usize) -> Vec<usize> {
+            if k >= n {
+                return (0..n).collect();
+            }
+            let mut chosen: Vec<usize> = Vec::new();
+            for j in (n - k)..n {
+                let t = rng.below(j as u64 + 1) as usize;
+                match chosen.binary_search(&t) {
+                    Ok(_) => chosen.push(j),
+                    Err(at) => chosen.insert(at, t),
+                }
+            }
+            chosen
+        }
+        let mut floyd = Floyd::default();
+        for (n, k) in [
+            (0usize, 0usize),
+            (1, 1),
+            (10, 3),
+            (10, 9),
+            (64, 63),
+            (65, 64),
+            (200, 150),
+            (1000, 256),
+            (100_000, 159),
+            (5, 9),
+        ] {
+            for seed in 0..20 {
+                let (mut a, mut b) = (Rng::new(seed, n as u64), Rng::new(seed, n as u64));
+                // One chooser reused for every size: its bitmap is left clear.
+                assert_eq!(floyd.choose(&mut a, n, k), reference(&mut b, n, k), "n {n}, k {k}, seed {seed}");
+                assert_eq!(a.next_u64(), b.next_u64(), "the same draws from the stream");
+            }
+        }
+        assert!(floyd.seen.iter().all(|&w| w == 0));
     }
 }

@@ -95,11 +95,11 @@ impl Selector for Ssd {
 /// Indices of the selected candidates (of the image `piles`, split by `split`): positives in
 /// dump order, then the mined negatives, hardest first.
 pub fn select(piles: &Piles, split: &Split, p: &SsdParams) -> Vec<usize> {
-    let (pos, neg) = (&split.pos, &split.neg);
+    let pos = &split.pos;
     let m = if pos.is_empty() {
         match p.empty_images {
             EmptyImages::NoNegatives => 0,
-            EmptyImages::AllNegatives => neg.len(),
+            EmptyImages::AllNegatives => split.n_neg,
         }
     } else {
         pos.len().saturating_mul(p.neg_pos_ratio)
