@@ -18,8 +18,10 @@ use crate::error::{OutputError, StateError};
 use crate::input::DumpInfo;
 use crate::output::write_atomic;
 
-/// Version of the state layout; states of another version are refused.
-pub const STATE_VERSION: u32 = 2;
+/// Version of the state layout; states of another version are refused. 3: an image's
+/// selection candidates in the pile's compact columns (a candidate whose decisions all fall in
+/// one bucket is a tag and three numbers; `select::pile`).
+pub const STATE_VERSION: u32 = 3;
 
 /// A saved pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
