@@ -237,6 +237,7 @@ const STEP: usize = 128;
 /// the lowest bit), so the same bits (tested against `loss::modulating`, which calls `powi`).
 #[inline(always)]
 fn powi(q: f64, n: i32) -> f64 {
+    debug_assert!((0..=16).contains(&n), "Power::of gives whole parts 0 to 16, not {n}");
     let (mut base, mut bits, mut product) = (q, n.unsigned_abs(), 1.0);
     loop {
         if bits & 1 != 0 {
