@@ -1091,6 +1091,14 @@ fn pair_bounds<const N: usize>(
     })
 }
 
+/// What the overlap sums read of every candidate, in dump order: whether it is positive, its
+/// decisions, and its focal loss.
+fn overlap_columns(piles: &Piles) -> impl Iterator<Item = ((bool, u64), &f64)> {
+    piles
+        .segments()
+        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal))
+}
+
 /// The overlap sums of [`overlaps`] for `N` pairs: per pair, the decision-weighted sums of
 /// the min and max inclusion probabilities, candidate after candidate in dump order; and the
 /// focal loss inside OHEM's selection and in all. The bounds depend only on whether the
@@ -1106,10 +1114,7 @@ fn pair_sums<const N: usize>(
     let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
-    let columns = piles
-        .segments()
-        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
-    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
         let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
@@ -1138,10 +1143,7 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
-    let columns = piles
-        .segments()
-        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal));
-    for (((positive, d), &c_focal), &m) in columns.zip(member) {
+    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
         let d = d as f64;
         // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
