@@ -153,8 +153,26 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// Appends the terms of `decisions` (the chunk's next decisions).
+    /// Appends the terms of `decisions` (the chunk's next decisions): the AVX2 copy where the
+    /// processor has it (the same bits: Rust never fuses a multiply and an add).
     fn extend(&mut self, decisions: &[Decision], scratch: &mut TermScratch) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(terms: &mut Terms, decisions: &[Decision], scratch: &mut TermScratch) {
+                terms.extend_body(decisions, scratch)
+            }
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor supports AVX2 (checked just above).
+                return unsafe { avx2(self, decisions, scratch) };
+            }
+        }
+        self.extend_body(decisions, scratch)
+    }
+
+    /// [`Terms::extend`]'s body, for every instruction set.
+    #[inline(always)]
+    fn extend_body(&mut self, decisions: &[Decision], scratch: &mut TermScratch) {
         if decisions.is_empty() {
             return;
         }
@@ -266,6 +284,9 @@ struct Buffers {
     /// outcome z (x for y = 1, -x for y = 0) and y. They are computed (with their buckets
     /// and terms) as soon as [`LANES`] are queued, while they are in L1.
     zs: Vec<f64>,
+    /// The targets of the queued decisions, `ys[..zs.len()]`; every value past them is 0.0
+    /// (the queue resets the ones it used when it is computed), so a dense row writes only
+    /// its label's 1.0.
     ys: Vec<f64>,
     /// The dense rows whose decisions are queued (each gives `row_width` decisions of
     /// classes 0..C): their metadata is written once, with the bucket, by `settle`. Binary
@@ -307,7 +328,8 @@ impl Buffers {
         debug_assert!(self.rows.is_empty());
         self.extend_run(image, 1);
         self.zs.push(if y == 1.0 { x } else { -x });
-        self.ys.push(y);
+        self.targets_up_to(self.zs.len());
+        self.ys[self.zs.len() - 1] = y;
         self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight });
         if self.zs.len() >= LANES {
             self.settle();
@@ -325,7 +347,7 @@ impl Buffers {
         let from = self.zs.len();
         // Every class a negative (z = -x), then the label's one flipped to a positive.
         self.zs.extend(xs.iter().map(|&x| -x.into()));
-        self.ys.resize(from + c, 0.0);
+        self.targets_up_to(from + c);
         if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
             self.zs[from + k] = -self.zs[from + k];
             self.ys[from + k] = 1.0;
@@ -337,11 +359,20 @@ impl Buffers {
         }
     }
 
+    /// Makes `ys` at least `n` long (the new values 0.0): it grows to the longest queue once.
+    #[inline]
+    fn targets_up_to(&mut self, n: usize) {
+        if self.ys.len() < n {
+            self.ys.resize(n, 0.0);
+        }
+    }
+
     /// Computes the queued logit decisions (the vectorised kernel), their metadata or
     /// buckets, and the terms of every decision that has none yet.
     fn settle(&mut self) {
         let from = self.decisions.len();
-        crate::loss::hard_target_decisions(&self.zs, &self.ys, &mut self.decisions);
+        let queued = self.zs.len();
+        crate::loss::hard_target_decisions(&self.zs, &self.ys[..queued], &mut self.decisions);
         let tau = self.tau;
         if self.rows.is_empty() {
             for (m, d) in self.meta[from..].iter_mut().zip(&self.decisions[from..]) {
@@ -360,7 +391,7 @@ impl Buffers {
             self.rows.clear();
         }
         self.zs.clear();
-        self.ys.clear();
+        self.ys[..queued].fill(0.0);
         self.terms.extend(&self.decisions[self.terms.len()..], &mut self.scratch);
     }
 
