@@ -150,6 +150,16 @@ fn first_repeat(keys: &[Keyed]) -> Option<(Keyed, Keyed)> {
     keys.windows(2).find(|w| w[0].0 == w[1].0).map(|w| (w[0], w[1]))
 }
 
+/// The least and greatest of `ids` (`(i64::MAX, i64::MIN)` when empty), and whether they
+/// strictly increase: three folds without early exits, which vectorise.
+fn scan(ids: &[i64]) -> (i64, i64, bool) {
+    let min = ids.iter().copied().fold(i64::MAX, i64::min);
+    let max = ids.iter().copied().fold(i64::MIN, i64::max);
+    let next = ids.get(1..).unwrap_or(&[]);
+    let increasing = ids.iter().zip(next).fold(true, |all, (a, b)| all & (b > a));
+    (min, max, increasing)
+}
+
 impl IdsAcc {
     /// Checks one batch (a no-op without anchor ids).
     pub fn observe_batch(&mut self, batch: &Batch) {
@@ -164,16 +174,27 @@ impl IdsAcc {
             if run.start == run.end {
                 continue;
             }
-            let (mut min, mut max) = (i128::MAX, i128::MIN);
-            let mut increasing = true;
-            let mut prev = i128::MIN;
-            for r in run.start..run.end {
-                let x = k(r);
-                min = min.min(x);
-                max = max.max(x);
-                increasing &= x > prev;
-                prev = x;
-            }
+            let (min, max, increasing) = match class {
+                // Dense dumps: the key is the anchor id, scanned as i64 (a loop that
+                // vectorises).
+                None => {
+                    let (min, max, increasing) = scan(&ids[run.start..run.end]);
+                    (i128::from(min), i128::from(max), increasing)
+                }
+                Some(_) => {
+                    let (mut min, mut max) = (i128::MAX, i128::MIN);
+                    let mut increasing = true;
+                    let mut prev = i128::MIN;
+                    for r in run.start..run.end {
+                        let x = k(r);
+                        min = min.min(x);
+                        max = max.max(x);
+                        increasing &= x > prev;
+                        prev = x;
+                    }
+                    (min, max, increasing)
+                }
+            };
             let span = Span { rows: (run.end - run.start) as u64, min, max };
             match self.spans.get_mut(&run.key) {
                 Some(s) => s.merge(&span),
@@ -308,6 +329,28 @@ impl IdsAcc {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scan_is_the_naive_min_max_and_strict_increase() {
+        let cases: [&[i64]; 7] = [
+            &[],
+            &[5],
+            &[1, 2, 3, 9],
+            &[1, 2, 2, 3],
+            &[3, 2, 1],
+            &[i64::MIN, 0, i64::MAX],
+            &[7, -4, 12, 12, -90, 3],
+        ];
+        let long: Vec<i64> = (0..1000).map(|i| i * 3 - 700).collect();
+        let mut bumped = long.clone();
+        bumped[637] = bumped[636];
+        for ids in cases.into_iter().chain([&long[..], &bumped[..]]) {
+            let min = ids.iter().copied().min().unwrap_or(i64::MAX);
+            let max = ids.iter().copied().max().unwrap_or(i64::MIN);
+            let increasing = (1..ids.len()).all(|i| ids[i] > ids[i - 1]);
+            assert_eq!(scan(ids), (min, max, increasing), "{ids:?}");
+        }
+    }
+
     use super::*;
     use crate::input::{ScoreValues, Targets};
 
