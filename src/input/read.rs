@@ -412,8 +412,14 @@ fn validate(
 
     let targets = match shape.layout {
         Layout::Dense => {
-            let labels = int_column(&ctx, &cols.label, get(&cols.label)?, rows)?;
-            let labels = check_labels(&ctx, &cols.label, &labels, dump, width)?;
+            let arr = get(&cols.label)?;
+            let labels = match arr.as_deref().and_then(|a| valid_int32_labels(a, dump, width)) {
+                Some(labels) => labels,
+                None => {
+                    let labels = int_column(&ctx, &cols.label, arr, rows)?;
+                    check_labels(&ctx, &cols.label, &labels, dump, width)?
+                }
+            };
             if shape.activation == Activation::Softmax && shape.scores == ScoreKind::Probs {
                 check_softmax_sums(&ctx, &cols.scores, &scores, width)?;
             }
@@ -928,6 +934,25 @@ fn check_softmax_sums(
         ctx.invalid(col, row, &SOFTMAX_SUM, || format!("softmax probabilities sum to {s:.6}, not 1"))?;
     }
     Ok(())
+}
+
+/// The common case of [`check_labels`] in one vectorised pass: an `int32` label column whose
+/// labels are all valid, copied as they are. `None` for any other column, or when a label is
+/// invalid (then the general path finds it and says which).
+fn valid_int32_labels(arr: &dyn Array, dump: &Dump, width: usize) -> Option<Vec<i32>> {
+    let values = arr.as_primitive_opt::<Int32Type>()?.values();
+    let c = i32::try_from(width).ok()?;
+    // Generic over the test, so that each copy is inlined (a `&dyn Fn` would be a call per
+    // label).
+    fn all(values: &[i32], ok: impl Fn(i32) -> bool + Copy) -> bool {
+        values.chunks(256).all(|b| b.iter().fold(true, |all, &l| all & ok(l)))
+    }
+    let valid = if dump.shape().activation == Activation::Softmax {
+        all(values, |l| l == -2 || (0..c).contains(&l))
+    } else {
+        all(values, |l| (-2..c).contains(&l))
+    };
+    valid.then(|| values.to_vec())
 }
 
 fn check_labels(
