@@ -481,6 +481,7 @@ mod tests {
                     acc.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
                 let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
                 for (bucket, b) in buckets.iter_mut().enumerate() {
+                    #[allow(clippy::needless_range_loop)]
                     for bin in 0..n {
                         let at = bucket * n + bin;
                         let lanes = [at, width + at, 2 * width + at, 3 * width + at];
