@@ -772,7 +772,7 @@ impl DenseWalk {
                 row_slots: &[u32],
                 focal: &[f64],
             ) -> (BucketSums, f64) {
-                w.run_body(chunk, range, row_slots, focal)
+                w.run_avx2(chunk, range, row_slots, focal)
             }
             if avx2 {
                 // SAFETY: the caller says the processor supports AVX2 (see `observe_dense`).
@@ -867,6 +867,171 @@ impl DenseWalk {
         }
         self.ious[band_at].0[0] = band_en;
         image.0[0] = image_en;
+        self.fp16_underflow += fp16_underflow;
+        self.n_rare = n_rare;
+        (image, logit_sum)
+    }
+
+    /// [`DenseWalk::run_body`] in AVX2 registers: a row's classes four at a time, what does not
+    /// depend on the order (the rare test, the fp16 underflows, the density bins, the negatives'
+    /// logits) computed for the four at once, then the adds in class order (the cells', the
+    /// image's and the band's sums, the logit sum), as one decision at a time makes them: the
+    /// same operands, the same order, no fused multiply-adds, the same bits. The classes left
+    /// over (width not a multiple of 4) one at a time.
+    ///
+    /// # Safety
+    /// The processor must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        range: std::ops::Range<usize>,
+        row_slots: &[u32],
+        focal: &[f64],
+    ) -> (BucketSums, f64) {
+        use std::arch::x86_64::*;
+        let width = self.width;
+        let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let iou_col = chunk.batch.iou.as_deref();
+        let load = |x: &[f64; 4]| _mm256_loadu_pd(x.as_ptr());
+        let store = |x: &mut [f64; 4], v: __m256d| _mm256_storeu_pd(x.as_mut_ptr(), v);
+        let mut image = BucketSums::default();
+        // The image's easy negatives' sums (nearly every decision is one).
+        let mut image_en = _mm256_setzero_pd();
+        let mut logit_sum = 0.0f64;
+        let (mut fp16_underflow, mut n_rare) = (0u64, self.n_rare);
+        // The current band and its easy negatives' sums (written back when the band changes).
+        let mut band_at = 0;
+        let mut band_en = load(&self.ious[0].0[0]);
+        let ones = _mm256_set1_pd(1.0);
+        let abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX));
+        let (p_min, hi_max) = (_mm256_set1_pd(1e-7), _mm256_set1_pd(65504.0));
+        let infinity = _mm256_set1_pd(f64::INFINITY);
+        let negative_zero = _mm256_set1_pd(-0.0);
+        let (bins, top) = (_mm256_set1_pd(DENSITY_BINS as f64), _mm256_set1_pd((DENSITY_BINS - 1) as f64));
+        // Unsigned 64-bit comparison by signed ones of the values with their sign bit flipped.
+        let sign = _mm256_set1_epi64x(i64::MIN);
+        let tiny = _mm256_xor_si256(_mm256_set1_epi64x((FP16_TINY_BITS - 1) as i64), sign);
+        let one = _mm256_set1_epi64x(1);
+        let mut start = range.start;
+        let mut row = start / width;
+        while start + width <= range.end {
+            let r = meta[start].row as usize;
+            let b = iou_col.map_or(0, |v| band(v[r]));
+            if b != band_at {
+                store(&mut self.ious[band_at].0[0], band_en);
+                band_en = load(&self.ious[b].0[0]);
+                band_at = b;
+            }
+            let slot = row_slots[row] as usize;
+            row += 1;
+            let row_cells = &mut self.cells[slot * width..(slot + 1) * width];
+            let ds = &decisions[start..start + width];
+            let ms = &meta[start..start + width];
+            let gs = &grads[start..start + width];
+            let fs = &focal[start..start + width];
+            let mut row_rare = false;
+            let mut c = 0;
+            while c + 4 <= width {
+                let d = &ds[c..c + 4];
+                let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
+                let g = _mm256_loadu_pd(gs[c..c + 4].as_ptr());
+                let f = _mm256_loadu_pd(fs[c..c + 4].as_ptr());
+                let ce = _mm256_set_pd(d[3].ce, d[2].ce, d[1].ce, d[0].ce);
+                let ln_q = _mm256_set_pd(d[3].ln_q, d[2].ln_q, d[1].ln_q, d[0].ln_q);
+                let p_t = _mm256_set_pd(d[3].p_t, d[2].p_t, d[1].p_t, d[0].p_t);
+                let q = _mm256_set_pd(d[3].q, d[2].q, d[1].q, d[0].q);
+                // The scalar walk's tests, lane by lane: MINPD and MAXPD yield their second
+                // operand when either is NaN, as its selects do; ordered comparisons are false
+                // on NaN, as its are.
+                let logit = _mm256_add_pd(ln_q, ce);
+                let mag = _mm256_and_pd(logit, abs_mask);
+                let lo = _mm256_min_pd(p_t, q);
+                let hi = _mm256_max_pd(ce, mag);
+                let ordinary = _mm256_and_pd(
+                    _mm256_cmp_pd::<_CMP_GE_OQ>(lo, p_min),
+                    _mm256_cmp_pd::<_CMP_LE_OQ>(hi, hi_max),
+                );
+                row_rare |= _mm256_movemask_pd(ordinary) != 0xf;
+                // 0 < focal < fp16's smallest subnormal (see `run_body`).
+                let bits = _mm256_xor_si256(_mm256_sub_epi64(_mm256_castpd_si256(f), one), sign);
+                let under = _mm256_cmpgt_epi64(tiny, bits);
+                fp16_underflow += u64::from(_mm256_movemask_pd(_mm256_castsi256_pd(under)).count_ones());
+                // The density bins: [`super::ghm::bin_of`] (MAXPD with 0 second: NaN to 0), and
+                // the positives' 100 further on (a lane's [negatives, positives] read flat).
+                let scaled = _mm256_min_pd(_mm256_max_pd(_mm256_mul_pd(g, bins), _mm256_setzero_pd()), top);
+                let buckets =
+                    _mm_set_epi32(bucket[3] as i32, bucket[2] as i32, bucket[1] as i32, bucket[0] as i32);
+                let positive = _mm_cmpgt_epi32(buckets, _mm_set1_epi32(1));
+                let at = _mm_add_epi32(
+                    _mm256_cvttpd_epi32(scaled),
+                    _mm_and_si128(positive, _mm_set1_epi32(DENSITY_BINS as i32)),
+                );
+                let mut density_at = [0i32; 4];
+                _mm_storeu_si128(density_at.as_mut_ptr().cast(), at);
+                // The negatives' finite logits, -0.0 elsewhere.
+                let keep = _mm256_andnot_pd(
+                    _mm256_castsi256_pd(_mm256_cvtepi32_epi64(positive)),
+                    _mm256_cmp_pd::<_CMP_LT_OQ>(mag, infinity),
+                );
+                let mut negative = [0.0f64; 4];
+                _mm256_storeu_pd(negative.as_mut_ptr(), _mm256_blendv_pd(negative_zero, logit, keep));
+                // Each decision's (1, CE, focal, |p - y|): a 4 x 4 transpose.
+                let (t0, t1) = (_mm256_unpacklo_pd(ones, ce), _mm256_unpackhi_pd(ones, ce));
+                let (t2, t3) = (_mm256_unpacklo_pd(f, g), _mm256_unpackhi_pd(f, g));
+                let v = [
+                    _mm256_permute2f128_pd::<0x20>(t0, t2),
+                    _mm256_permute2f128_pd::<0x20>(t1, t3),
+                    _mm256_permute2f128_pd::<0x31>(t0, t2),
+                    _mm256_permute2f128_pd::<0x31>(t1, t3),
+                ];
+                for l in 0..4 {
+                    let t = &mut row_cells[c + l].0[bucket[l]];
+                    store(t, _mm256_add_pd(load(t), v[l]));
+                    if bucket[l] == 0 {
+                        image_en = _mm256_add_pd(image_en, v[l]);
+                        band_en = _mm256_add_pd(band_en, v[l]);
+                    } else {
+                        let (ce, focal) = (d[l].ce, fs[c + l]);
+                        image.add(bucket[l], ce, focal);
+                        self.ious[band_at].add(bucket[l], ce, focal);
+                    }
+                    // (Any lanes give the same counts.)
+                    self.density[l].as_flattened_mut()[density_at[l] as usize] += 1;
+                    logit_sum += negative[l];
+                }
+                c += 4;
+            }
+            for c in c..width {
+                let (d, bucket, g, focal) = (&ds[c], ms[c].bucket as usize, gs[c], fs[c]);
+                let v = _mm256_set_pd(g, focal, d.ce, 1.0);
+                let t = &mut row_cells[c].0[bucket];
+                store(t, _mm256_add_pd(load(t), v));
+                if bucket == 0 {
+                    image_en = _mm256_add_pd(image_en, v);
+                    band_en = _mm256_add_pd(band_en, v);
+                } else {
+                    image.add(bucket, d.ce, focal);
+                    self.ious[band_at].add(bucket, d.ce, focal);
+                }
+                // The scalar walk's counts and tests (see `run_body`).
+                let positive = bucket >= 2;
+                self.density[c % DENSITY_LANES][usize::from(positive)][dense_bin(g)] += 1;
+                fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
+                let logit = d.ln_q + d.ce;
+                let lo = if d.p_t < d.q { d.p_t } else { d.q };
+                let (ce, mag) = (d.ce, logit.abs());
+                let hi = if ce > mag { ce } else { mag };
+                row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
+                logit_sum += if !positive & (mag < f64::INFINITY) { logit } else { -0.0 };
+            }
+            self.rare_rows[n_rare] = start as u32;
+            n_rare += usize::from(row_rare);
+            start += width;
+        }
+        store(&mut self.ious[band_at].0[0], band_en);
+        store(&mut image.0[0], image_en);
         self.fp16_underflow += fp16_underflow;
         self.n_rare = n_rare;
         (image, logit_sum)
@@ -1278,9 +1443,15 @@ mod tests {
 
     #[test]
     fn the_dense_walk_gives_the_bits_of_the_general_one() {
-        for (c, probs, extras) in
-            [(3, false, true), (2, false, true), (5, true, true), (4, false, false), (7, true, false)]
-        {
+        for (c, probs, extras) in [
+            (3, false, true),
+            (2, false, true),
+            (5, true, true),
+            (4, false, false),
+            (7, true, false),
+            (8, false, true),
+            (9, true, true),
+        ] {
             let batch = extreme_dense_batch(5000, c, probs, extras);
             let scores = if probs { ScoreKind::Probs } else { ScoreKind::Logits };
             let shape = DumpShape { layout: Layout::Dense, scores, activation: Activation::Sigmoid };

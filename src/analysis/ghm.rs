@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
-use super::decisions::DecisionChunk;
+use super::decisions::{DecisionChunk, Meta};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::error::ConfigError;
 use crate::input::ImageKey;
+use crate::loss::Decision;
 use crate::report::StrategyReport;
 
 /// GHM-C settings.
@@ -80,21 +81,28 @@ pub struct GhmAcc {
     /// Per image, per group: CE per bin (for the normalised loss).
     #[serde(with = "crate::analysis::pairs")]
     per_image: BTreeMap<ImageKey, BTreeMap<i64, Vec<ExactSum>>>,
+    /// Per-chunk lanes kept between chunks (no sums between calls).
+    #[serde(skip)]
+    scratch: Scratch,
 }
 
 /// The bin of a gradient norm in [0, 1] (anything above 1 in the last bin, NaN and negatives in
-/// the first). Converted through `i32`, whose saturating conversion is one instruction and two
-/// fix-ups where `usize`'s takes several more; the same bin for every input as through `usize` (`bins`
-/// is at most 10,000: [`GhmParams::check`]).
+/// the first). Branch-free (selects, so that a loop binning several norms vectorises): the scaled
+/// norm is clamped to `[0, bins - 1]` in f64, where NaN gives 0 (`f64::max` returns the other
+/// operand), then truncated: the bins of a saturating conversion, at every edge.
 #[inline(always)]
 pub fn bin_of(g: f64, bins: usize) -> usize {
-    ((g * bins as f64) as i32).clamp(0, bins as i32 - 1) as usize
+    let clamped = (g * bins as f64).max(0.0).min((bins - 1) as f64);
+    // SAFETY: `clamped` is a number in [0, bins - 1] (never NaN: `max` returned 0.0 for a NaN
+    // product), and `bins` is at most 10,000 ([`GhmParams::check`]; the breakdown's density
+    // uses 100): it truncates to an `i32` in range.
+    (unsafe { clamped.to_int_unchecked::<i32>() }) as usize
 }
 
 impl GhmAcc {
     /// An empty accumulator.
     pub fn new(params: GhmParams) -> GhmAcc {
-        GhmAcc { params, groups: BTreeMap::new(), per_image: BTreeMap::new() }
+        GhmAcc { params, groups: BTreeMap::new(), per_image: BTreeMap::new(), scratch: Scratch::default() }
     }
 
     /// The weight of each bin of a density group: N / (count n), 0 for empty bins.
@@ -189,94 +197,132 @@ impl GhmAcc {
     }
 }
 
-/// One density group's f64 subtotals within a chunk: per lane (decision i in lane i % 4), per
-/// bucket, per bin, the decisions (exact: far fewer than 2^53), CE and gradient norm side by
-/// side (one cache line per decision, not three).
+/// One density group's f64 subtotals within a chunk: per bucket and bin (cell `bucket * bins +
+/// bin`), the decisions (exact: far fewer than 2^53), CE and gradient norm, each in four lanes
+/// (decision j of a run in lane j % 4: most decisions fall in the same bin, and one chain would
+/// serialise their adds). The lanes of a cell side by side, so that four consecutive decisions
+/// of one cell (the common case) are one 4-wide add per quantity.
+#[derive(Clone, Debug, Default)]
 struct Lanes {
     level: i64,
-    cells: Vec<[f64; 3]>,
+    cells: Vec<[[f64; 4]; 3]>,
+}
+
+/// The groups' lanes kept between chunks (all zero between runs: every cell read is reset), so
+/// that a chunk neither allocates nor zeroes them; `used` are the chunk's groups, in order of
+/// appearance. Holds no sums between calls: any two compare equal.
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    slots: Vec<Lanes>,
+    used: usize,
+}
+
+impl PartialEq for Scratch {
+    fn eq(&self, _: &Scratch) -> bool {
+        true
+    }
+}
+
+impl Scratch {
+    /// The slot of density group `level` in this chunk, taken when first met.
+    fn slot_of(&mut self, level: i64, cells: usize) -> usize {
+        if let Some(k) = self.slots[..self.used].iter().position(|s| s.level == level) {
+            return k;
+        }
+        if self.used == self.slots.len() {
+            self.slots.push(Lanes::default());
+        }
+        let s = &mut self.slots[self.used];
+        s.level = level;
+        // All zero: fresh, or reset by the runs that used it.
+        s.cells.resize(cells, [[0.0; 4]; 3]);
+        self.used += 1;
+        self.used - 1
+    }
+}
+
+/// Adds decisions `from..to` of a run (indices within the run: decision j in lane j % 4) to a
+/// group's cells, in order within each lane (the same adds, in the same order, as one decision
+/// at a time). Four consecutive decisions (lanes 0-3) of one cell take one 4-wide add per
+/// quantity. Without weights (`UNIT`: every weight 1) the products by the weight are left out:
+/// x * 1 is x.
+#[inline(always)]
+fn add_lanes<const UNIT: bool>(
+    cells: &mut [[[f64; 4]; 3]],
+    n: usize,
+    decisions: &[Decision],
+    meta: &[Meta],
+    grads: &[f64],
+    from: usize,
+    to: usize,
+) {
+    let one = |cells: &mut [[[f64; 4]; 3]], j: usize| {
+        let (d, m, g) = (&decisions[j], &meta[j], grads[j]);
+        let cell = &mut cells[m.bucket as usize * n + bin_of(g, n)];
+        let (ce, grad) = if UNIT { (d.ce, g) } else { (d.ce * m.weight, g * m.weight) };
+        let lane = j & 3;
+        cell[0][lane] += 1.0;
+        cell[1][lane] += ce;
+        cell[2][lane] += grad;
+    };
+    let mut j = from;
+    while j < to && j & 3 != 0 {
+        one(cells, j);
+        j += 1;
+    }
+    while j + 4 <= to {
+        let (ds, ms, gs) = (&decisions[j..j + 4], &meta[j..j + 4], &grads[j..j + 4]);
+        let bin: [usize; 4] = std::array::from_fn(|l| bin_of(gs[l], n));
+        let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
+        let same = |x: &[usize; 4]| (x[0] == x[1]) & (x[0] == x[2]) & (x[0] == x[3]);
+        if same(&bin) & (u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101) {
+            let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { ds[l].ce } else { ds[l].ce * ms[l].weight });
+            let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * ms[l].weight });
+            let cell = &mut cells[usize::from(bucket[0]) * n + bin[0]];
+            for l in 0..4 {
+                cell[0][l] += 1.0;
+                cell[1][l] += ce[l];
+                cell[2][l] += grad[l];
+            }
+        } else {
+            for k in j..j + 4 {
+                one(cells, k);
+            }
+        }
+        j += 4;
+    }
+    while j < to {
+        one(cells, j);
+        j += 1;
+    }
+}
+
+/// [`add_lanes`] compiled for AVX2 (the four bins and the 4-wide adds in one register each; no
+/// fused multiply-adds: the same bits).
+///
+/// # Safety
+/// The processor must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_lanes_avx2<const UNIT: bool>(
+    cells: &mut [[[f64; 4]; 3]],
+    n: usize,
+    decisions: &[Decision],
+    meta: &[Meta],
+    grads: &[f64],
+    from: usize,
+    to: usize,
+) {
+    add_lanes::<UNIT>(cells, n, decisions, meta, grads, from, to)
 }
 
 impl Accumulator for GhmAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        // f64 subtotals within a run of a summation block, one exact add per run and bin (see
-        // `analysis::edges`).
-        // Decision i goes to lane i % 4 (four independent add chains: most decisions fall in
-        // the same bin); the lanes are combined in a fixed order at the end of the run.
-        let n = self.params.bins;
-        let width = 4 * n;
-        let levels = if self.params.per_level { chunk.batch.level.as_deref() } else { None };
-        // Per density group met in the chunk: its level and lanes.
-        let mut slots: Vec<Lanes> = Vec::new();
-        let slot_of = |level: i64, slots: &mut Vec<Lanes>| match slots.iter().position(|s| s.level == level) {
-            Some(k) => k,
-            None => {
-                slots.push(Lanes { level, cells: vec![[0.0; 3]; 4 * width] });
-                slots.len() - 1
-            }
-        };
-        for run in chunk.runs {
-            let decisions = &chunk.decisions[run.start..run.end];
-            let meta = &chunk.meta[run.start..run.end];
-            let grads = &chunk.terms.ce_grad[run.start..run.end];
-            let len = decisions.len().min(meta.len()).min(grads.len());
-            // Stretches of decisions of one density group (the whole run unless per level),
-            // each summed with its group's lanes borrowed once.
-            let level_of = |i: usize| levels.map_or(0, |l| l[meta[i].row as usize]);
-            let mut i = 0;
-            while i < len {
-                let level = level_of(i);
-                let stop = if levels.is_some() {
-                    (i + 1..len).find(|&k| level_of(k) != level).unwrap_or(len)
-                } else {
-                    len
-                };
-                let k = slot_of(level, &mut slots);
-                let cells = &mut slots[k].cells[..];
-                for j in i..stop {
-                    let (d, m, g) = (&decisions[j], &meta[j], grads[j]);
-                    let at = (j & 3) * width + m.bucket as usize * n + bin_of(g, n);
-                    let cell = &mut cells[at];
-                    cell[0] += 1.0;
-                    cell[1] += d.ce * m.weight;
-                    cell[2] += g * m.weight;
-                }
-                i = stop;
-            }
-            let key = &chunk.batch.images[run.image].key;
-            let image = match self.per_image.get_mut(key) {
-                Some(e) => e,
-                None => self.per_image.entry(key.clone()).or_default(),
-            };
-            for Lanes { level, cells } in &mut slots {
-                let buckets =
-                    self.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
-                let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
-                for (bucket, b) in buckets.iter_mut().enumerate() {
-                    // `bin` indexes the lanes, the bucket's three sums and the image's.
-                    #[allow(clippy::needless_range_loop)]
-                    for bin in 0..n {
-                        let at = bucket * n + bin;
-                        let lanes = [at, width + at, 2 * width + at, 3 * width + at];
-                        let sum = |f: usize| {
-                            (cells[lanes[0]][f] + cells[lanes[1]][f])
-                                + (cells[lanes[2]][f] + cells[lanes[3]][f])
-                        };
-                        let c = sum(0);
-                        if c == 0.0 {
-                            continue;
-                        }
-                        let (ce_sum, grad_sum) = (sum(1), sum(2));
-                        b.count[bin] += c as u64;
-                        b.ce[bin] += ce_sum;
-                        b.grad[bin] += grad_sum;
-                        image_ce[bin] += ce_sum;
-                        for k in lanes {
-                            cells[k] = [0.0; 3];
-                        }
-                    }
-                }
-            }
+        if chunk.batch.weight.is_none() {
+            debug_assert!(chunk.meta.iter().all(|m| m.weight == 1.0));
+            self.observe_with::<true>(chunk);
+        } else {
+            self.observe_with::<false>(chunk);
         }
     }
 
@@ -304,6 +350,83 @@ impl Accumulator for GhmAcc {
     }
 }
 
+impl GhmAcc {
+    /// [`Accumulator::observe`]; `UNIT`: every weight is 1.
+    fn observe_with<const UNIT: bool>(&mut self, chunk: &DecisionChunk<'_>) {
+        // f64 subtotals within a run of a summation block, one exact add per run and bin (see
+        // `analysis::edges`).
+        // Decision i goes to lane i % 4 (four independent add chains: most decisions fall in
+        // the same bin); the lanes are combined in a fixed order at the end of the run.
+        let n = self.params.bins;
+        let width = 4 * n;
+        let levels = if self.params.per_level { chunk.batch.level.as_deref() } else { None };
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        // Per density group met in the chunk: its level and lanes.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.used = 0;
+        for run in chunk.runs {
+            let decisions = &chunk.decisions[run.start..run.end];
+            let meta = &chunk.meta[run.start..run.end];
+            let grads = &chunk.terms.ce_grad[run.start..run.end];
+            let len = decisions.len().min(meta.len()).min(grads.len());
+            let (decisions, meta, grads) = (&decisions[..len], &meta[..len], &grads[..len]);
+            // Stretches of decisions of one density group (the whole run unless per level),
+            // each summed with its group's lanes borrowed once.
+            let level_of = |i: usize| levels.map_or(0, |l| l[meta[i].row as usize]);
+            let mut i = 0;
+            while i < len {
+                let level = level_of(i);
+                let stop = if levels.is_some() {
+                    (i + 1..len).find(|&k| level_of(k) != level).unwrap_or(len)
+                } else {
+                    len
+                };
+                let k = scratch.slot_of(level, width);
+                let cells = &mut scratch.slots[k].cells[..];
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the processor has AVX2 (checked above).
+                    unsafe { add_lanes_avx2::<UNIT>(cells, n, decisions, meta, grads, i, stop) };
+                    i = stop;
+                    continue;
+                }
+                add_lanes::<UNIT>(cells, n, decisions, meta, grads, i, stop);
+                i = stop;
+            }
+            let key = &chunk.batch.images[run.image].key;
+            let image = match self.per_image.get_mut(key) {
+                Some(e) => e,
+                None => self.per_image.entry(key.clone()).or_default(),
+            };
+            for Lanes { level, cells } in &mut scratch.slots[..scratch.used] {
+                let buckets =
+                    self.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
+                let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
+                for (b, cells) in buckets.iter_mut().zip(cells.chunks_exact_mut(n)) {
+                    // `bin` indexes the cells, the bucket's three sums and the image's.
+                    #[allow(clippy::needless_range_loop)]
+                    for bin in 0..n {
+                        let cell = &mut cells[bin];
+                        let sum = |f: usize| (cell[f][0] + cell[f][1]) + (cell[f][2] + cell[f][3]);
+                        let c = sum(0);
+                        if c == 0.0 {
+                            continue;
+                        }
+                        let (ce_sum, grad_sum) = (sum(1), sum(2));
+                        b.count[bin] += c as u64;
+                        b.ce[bin] += ce_sum;
+                        b.grad[bin] += grad_sum;
+                        image_ce[bin] += ce_sum;
+                        *cell = [[0.0; 4]; 3];
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +450,116 @@ mod tests {
         ] {
             assert_eq!(bin_of(g, bins), want, "{g} {bins}");
             assert_eq!(bin_of(g, bins), ((g * bins as f64) as usize).min(bins - 1), "{g} {bins}");
+        }
+    }
+
+    /// The sums one decision at a time, as before the lanes of a cell sat side by side: per
+    /// lane (decision j of a run in lane j % 4), bucket and bin, folded per run in the same
+    /// order, with fresh lanes per chunk.
+    fn observe_one_at_a_time(acc: &mut GhmAcc, chunk: &DecisionChunk<'_>) {
+        let n = acc.params.bins;
+        let width = 4 * n;
+        let levels = if acc.params.per_level { chunk.batch.level.as_deref() } else { None };
+        let mut slots: Vec<(i64, Vec<[f64; 3]>)> = Vec::new();
+        for run in chunk.runs {
+            for j in 0..run.end - run.start {
+                let i = run.start + j;
+                let (d, m, g) = (&chunk.decisions[i], &chunk.meta[i], chunk.terms.ce_grad[i]);
+                let level = levels.map_or(0, |l| l[m.row as usize]);
+                let k = slots.iter().position(|s| s.0 == level).unwrap_or_else(|| {
+                    slots.push((level, vec![[0.0; 3]; 4 * width]));
+                    slots.len() - 1
+                });
+                let cell = &mut slots[k].1[(j & 3) * width + m.bucket as usize * n + bin_of(g, n)];
+                cell[0] += 1.0;
+                cell[1] += d.ce * m.weight;
+                cell[2] += g * m.weight;
+            }
+            let image = acc.per_image.entry(chunk.batch.images[run.image].key.clone()).or_default();
+            for (level, cells) in &mut slots {
+                let buckets =
+                    acc.groups.entry(*level).or_insert_with(|| std::array::from_fn(|_| Bins::new(n)));
+                let image_ce = image.entry(*level).or_insert_with(|| vec![ExactSum::ZERO; n]);
+                for (bucket, b) in buckets.iter_mut().enumerate() {
+                    #[allow(clippy::needless_range_loop)]
+                    for bin in 0..n {
+                        let at = bucket * n + bin;
+                        let lanes = [at, width + at, 2 * width + at, 3 * width + at];
+                        let sum = |f: usize| {
+                            (cells[lanes[0]][f] + cells[lanes[1]][f])
+                                + (cells[lanes[2]][f] + cells[lanes[3]][f])
+                        };
+                        let c = sum(0);
+                        if c == 0.0 {
+                            continue;
+                        }
+                        b.count[bin] += c as u64;
+                        b.ce[bin] += sum(1);
+                        b.grad[bin] += sum(2);
+                        image_ce[bin] += sum(1);
+                        for k in lanes {
+                            cells[k] = [0.0; 3];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_kept_across_chunks_give_the_sums_of_one_decision_at_a_time() {
+        use crate::analysis::decisions::{for_each_chunk, Expansion, Focus, Scoring};
+        use crate::config::{Activation, Layout, ScoreKind};
+        use crate::input::{DumpShape, ScoreValues, Targets};
+        let mut rng = crate::rng::Rng::new(7, 3);
+        // Dense rows of 3 classes, images of 41 rows (several runs per chunk, unaligned), levels
+        // changing every 29 rows (groups met in different orders, chunk after chunk); logits from
+        // very easy to very hard, so that groups of four share a cell or not.
+        let rows = 6000;
+        let labels: Vec<i32> = (0..rows).map(|_| rng.below(5) as i32 - 2).map(|l| l.min(2)).collect();
+        let scores: Vec<f32> = (0..rows * 3)
+            .map(|_| if rng.below(4) == 0 { rng.normal() * 3.0 } else { -6.0 + rng.normal() } as f32)
+            .collect();
+        let mut dense = crate::input::test_batch(
+            (0..rows).map(|r| (r / 41) as i64),
+            Targets::Labels(labels),
+            ScoreValues::from_f32(scores),
+            5,
+        );
+        dense.level = Some((0..rows).map(|r| [3, 4, 3, 5, 6, 4][(r / 29) % 6]).collect());
+        // Binary rows with weights (the products by the weight).
+        let mut binary = crate::input::test_batch(
+            (0..rows).map(|r| (r / 37) as i64),
+            Targets::Binary((0..rows).map(|_| f64::from(rng.below(3) == 0)).collect()),
+            ScoreValues::from_f32((0..rows).map(|_| (rng.normal() * 4.0) as f32).collect()),
+            0,
+        );
+        binary.weight = Some((0..rows).map(|r| 0.5 + (r % 3) as f64).collect());
+        binary.level = dense.level.clone();
+        let scoring = Scoring { tau: 0.7, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+        for (batch, layout, width) in [(&dense, Layout::Dense, 3), (&binary, Layout::Binary, 1)] {
+            let shape = DumpShape { layout, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+            let exp = Expansion { shape, width, background_class: 0 };
+            for (bins, per_level) in [(30, false), (30, true), (7, true), (1, false)] {
+                let params = GhmParams { bins, per_level };
+                let (mut kept, mut want) = (GhmAcc::new(params), GhmAcc::new(params));
+                let mut chunks = 0;
+                for_each_chunk(&exp, batch, &scoring, &mut |chunk| {
+                    kept.observe(chunk);
+                    observe_one_at_a_time(&mut want, chunk);
+                    chunks += 1;
+                });
+                assert!(chunks > 1 && kept.scratch.used > usize::from(per_level), "{chunks}");
+                assert_eq!(kept, want, "{layout:?} {bins} {per_level}");
+                assert!(kept.groups.len() == if per_level { 4 } else { 1 });
+                // And the same bits from fresh lanes for every chunk.
+                let mut fresh = GhmAcc::new(params);
+                for_each_chunk(&exp, batch, &scoring, &mut |chunk| {
+                    fresh.scratch = Scratch::default();
+                    fresh.observe(chunk);
+                });
+                assert_eq!(serde_json::to_string(&fresh).unwrap(), serde_json::to_string(&kept).unwrap());
+            }
         }
     }
 }
