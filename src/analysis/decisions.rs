@@ -336,26 +336,43 @@ impl Buffers {
         }
     }
 
-    /// Queues the C hard-target logit decisions of a dense sigmoid row labelled `label`.
-    fn push_logit_row<T: Copy + Into<f64>>(&mut self, image: usize, xs: &[T], label: i32, row: u32) {
-        let c = xs.len();
+    /// Queues the hard-target logit decisions of dense sigmoid rows (C each, C = `width`):
+    /// rows `first..` of the batch, with `labels`, of one image and one summation block.
+    fn push_logit_rows<T: Copy + Into<f64>>(
+        &mut self,
+        image: usize,
+        labels: &[i32],
+        scores: &[T],
+        width: usize,
+        first: usize,
+    ) {
+        let c = width;
         debug_assert!(self.rows.is_empty() || self.row_width == c);
-        self.extend_run(image, c);
+        let rows = labels.iter().filter(|&&l| l != -2).count();
+        if rows == 0 {
+            return;
+        }
+        self.extend_run(image, rows * c);
         if c == 0 {
             return;
         }
-        let from = self.zs.len();
-        // Every class a negative (z = -x), then the label's one flipped to a positive.
-        self.zs.extend(xs.iter().map(|&x| -x.into()));
-        self.targets_up_to(from + c);
-        if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
-            self.zs[from + k] = -self.zs[from + k];
-            self.ys[from + k] = 1.0;
-        }
-        self.rows.push(row);
         self.row_width = c;
-        if self.zs.len() >= LANES {
-            self.settle();
+        for (row, &label) in (first..).zip(labels) {
+            if label == -2 {
+                continue;
+            }
+            let from = self.zs.len();
+            // Every class a negative (z = -x), then the label's one flipped to a positive.
+            self.zs.extend(scores[row * c..(row + 1) * c].iter().map(|&x| -x.into()));
+            self.targets_up_to(from + c);
+            if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
+                self.zs[from + k] = -self.zs[from + k];
+                self.ys[from + k] = 1.0;
+            }
+            self.rows.push(row as u32);
+            if self.zs.len() >= LANES {
+                self.settle();
+            }
         }
     }
 
@@ -450,69 +467,97 @@ fn expand<T: Copy + Into<f64>>(
         let (start, end) = (b * block_rows, ((b + 1) * block_rows).min(batch.file_rows));
         start >= batch.first_row && end <= batch.end_row
     };
+    // Any row but a dense sigmoid logit row, one at a time.
+    let expand_row = |buf: &mut Buffers, image: usize, row: usize| {
+        match (&batch.targets, shape.activation) {
+            (Targets::Labels(labels), Activation::Sigmoid) => {
+                let label = labels[row];
+                if label == -2 {
+                    return;
+                }
+                // Logits take `Buffers::push_logit_rows`.
+                debug_assert!(!logits);
+                let xs = &scores[row * width..(row + 1) * width];
+                for (c, &x) in xs.iter().enumerate() {
+                    let y = if label == c as i32 { 1.0 } else { 0.0 };
+                    let d = Decision::from_prob(x.into(), y);
+                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                    buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                }
+            }
+            (Targets::Labels(labels), Activation::Softmax) => {
+                let label = labels[row];
+                if label == -2 {
+                    return;
+                }
+                let t = label as usize;
+                buf.row.clear();
+                buf.row.extend(scores[row * width..(row + 1) * width].iter().map(|&x| x.into()));
+                let y = if t as u32 == exp.background_class { 0.0 } else { 1.0 };
+                let d = if logits {
+                    Decision::from_softmax_logits(&buf.row, t, y)
+                } else {
+                    Decision::from_softmax_probs(&buf.row, t, y)
+                };
+                let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket, weight: 1.0 });
+            }
+            (Targets::Binary(targets), _) => {
+                let y = targets[row];
+                let x: f64 = scores[row].into();
+                let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
+                let weight = batch.weight.as_ref().map_or(1.0, |w| w[row]);
+                if logits && (y == 0.0 || y == 1.0) {
+                    buf.push_logit(image, x, y, row as u32, class, weight);
+                } else {
+                    let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
+                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
+                    buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                }
+            }
+        }
+    };
     let mut block = u64::MAX;
     for (image, run) in batch.images.iter().enumerate() {
-        for row in run.start..run.end {
-            let b = batch.file_row(row) / block_rows;
+        // The run's rows in segments that lie in one summation block each.
+        let mut start = run.start;
+        while start < run.end {
+            let b = batch.file_row(start) / block_rows;
             if b != block {
                 if block != u64::MAX {
                     buf.flush(batch, whole(block), sink);
                 }
                 block = b;
             }
+            let stop = block_end(batch, start, run.end, b, block_rows);
             match (&batch.targets, shape.activation) {
-                (Targets::Labels(labels), Activation::Sigmoid) => {
-                    let label = labels[row];
-                    if label == -2 {
-                        continue;
-                    }
-                    let xs = &scores[row * width..(row + 1) * width];
-                    if logits {
-                        buf.push_logit_row(image, xs, label, row as u32);
-                        continue;
-                    }
-                    for (c, &x) in xs.iter().enumerate() {
-                        let y = if label == c as i32 { 1.0 } else { 0.0 };
-                        let d = Decision::from_prob(x.into(), y);
-                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                        buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
-                    }
+                // The common case in a loop of its own: whole rows of C logit decisions.
+                (Targets::Labels(labels), Activation::Sigmoid) if logits => {
+                    buf.push_logit_rows(image, &labels[start..stop], scores, width, start);
                 }
-                (Targets::Labels(labels), Activation::Softmax) => {
-                    let label = labels[row];
-                    if label == -2 {
-                        continue;
-                    }
-                    let t = label as usize;
-                    buf.row.clear();
-                    buf.row.extend(scores[row * width..(row + 1) * width].iter().map(|&x| x.into()));
-                    let y = if t as u32 == exp.background_class { 0.0 } else { 1.0 };
-                    let d = if logits {
-                        Decision::from_softmax_logits(&buf.row, t, y)
-                    } else {
-                        Decision::from_softmax_probs(&buf.row, t, y)
-                    };
-                    let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                    buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket, weight: 1.0 });
-                }
-                (Targets::Binary(targets), _) => {
-                    let y = targets[row];
-                    let x: f64 = scores[row].into();
-                    let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
-                    let weight = batch.weight.as_ref().map_or(1.0, |w| w[row]);
-                    if logits && (y == 0.0 || y == 1.0) {
-                        buf.push_logit(image, x, y, row as u32, class, weight);
-                    } else {
-                        let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
-                        let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                        buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                _ => {
+                    for row in start..stop {
+                        expand_row(&mut buf, image, row);
                     }
                 }
             }
+            start = stop;
         }
     }
     if block != u64::MAX {
         buf.flush(batch, whole(block), sink);
+    }
+}
+
+/// One past the last row of `start..end` in summation block `b` (the row `start` is in it).
+fn block_end(batch: &Batch, start: usize, end: usize, b: u64, block_rows: u64) -> usize {
+    match &batch.row_index {
+        // Consecutive file rows: the block's end in closed form.
+        None => {
+            let left = (b + 1) * block_rows - batch.file_row(start);
+            end.min(start.saturating_add(usize::try_from(left).unwrap_or(usize::MAX)))
+        }
+        Some(_) => (start + 1..end).find(|&r| batch.file_row(r) / block_rows != b).unwrap_or(end),
     }
 }
 
@@ -604,6 +649,61 @@ mod tests {
                 }
             }
             assert_eq!(seen, labels.iter().filter(|&&l| l != -2).count() * C);
+        }
+    }
+
+    #[test]
+    fn dense_logit_rows_split_into_summation_blocks_by_file_row() {
+        // Rows of 3 classes (blocks of 1024 rows), starting mid-block, then the same rows with
+        // a row index that skips file rows: each chunk holds the rows of one block, in order,
+        // and the decisions are the scalar ones whatever the row numbering.
+        const C: usize = 3;
+        let n = 3000;
+        let labels: Vec<i32> = (0..n).map(|i| [-1, 2, -2, 0, -1][i % 5]).collect();
+        let logits: Vec<f32> = (0..n * C).map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.25).collect();
+        let ids: Vec<i64> = (0..n).map(|i| (i / 700) as i64).collect();
+        let shape =
+            DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
+        let exp = Expansion { shape, width: C, background_class: 0 };
+        assert_eq!(exp.block_rows(), 1024);
+        let scoring = Scoring { tau: 0.5, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+        let contiguous = test_batch(
+            ids.clone(),
+            Targets::Labels(labels.clone()),
+            ScoreValues::from_f32(logits.clone()),
+            500,
+        );
+        let mut gaps = contiguous.clone();
+        // File rows 500, 501, 503, 504, 506, ...: every third file row is absent.
+        let index: Vec<u64> = (0..n as u64).map(|i| 500 + i + i / 2).collect();
+        gaps.end_row = index[n - 1] + 1;
+        gaps.file_rows = gaps.end_row;
+        gaps.row_index = Some(index.clone());
+        for (batch, file_row) in
+            [(&contiguous, (0..n as u64).map(|i| 500 + i).collect::<Vec<_>>()), (&gaps, index)]
+        {
+            let mut k = 0;
+            let mut blocks = Vec::new();
+            for (decisions, meta, runs, _) in chunks(&exp, batch, &scoring) {
+                let block = file_row[meta[0].row as usize] / 1024;
+                blocks.push(block);
+                assert!(meta.iter().all(|m| file_row[m.row as usize] / 1024 == block));
+                assert_eq!(runs.last().map(|r| r.end), Some(decisions.len()));
+                for (d, m) in decisions.iter().zip(&meta) {
+                    while labels[k / C] == -2 {
+                        k += C;
+                    }
+                    let (row, class) = (k / C, k % C);
+                    assert_eq!((m.row as usize, m.class as usize), (row, class));
+                    let y = if labels[row] == class as i32 { 1.0 } else { 0.0 };
+                    assert_eq!(bits(d), bits(&Decision::from_logit(f64::from(logits[k]), y)));
+                    k += 1;
+                }
+            }
+            assert_eq!(k, n * C, "every decision once");
+            let mut want: Vec<u64> = file_row.iter().map(|r| r / 1024).collect();
+            want.dedup();
+            assert_eq!(blocks, want, "one chunk per block, in order");
         }
     }
 
