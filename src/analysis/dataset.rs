@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::decisions::DecisionChunk;
+use super::decisions::{DecisionChunk, Meta};
 use super::Accumulator;
 use crate::input::{Batch, ImageKey, Targets};
 
@@ -62,8 +62,7 @@ impl Accumulator for DatasetAcc {
 
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         for run in chunk.runs {
-            let positives =
-                chunk.meta[run.start..run.end].iter().filter(|m| m.bucket.is_positive()).count() as u64;
+            let positives = positives(&chunk.meta[run.start..run.end]);
             let key = &chunk.batch.images[run.image].key;
             // The entry exists: observe_batch saw every run of the batch first.
             let e = self.images.entry(key.clone()).or_default();
@@ -82,6 +81,20 @@ impl Accumulator for DatasetAcc {
     }
 }
 
+/// The positive decisions of `meta`: buckets 2 and 3 ([`super::decisions::Bucket::is_positive`]), so `bucket / 2`
+/// summed, four at a time in independent sums (no compare and branch per decision).
+fn positives(meta: &[Meta]) -> u64 {
+    let mut sums = [0u64; 4];
+    let mut quads = meta.chunks_exact(4);
+    for q in &mut quads {
+        for l in 0..4 {
+            sums[l] += u64::from(q[l].bucket as u8 >> 1);
+        }
+    }
+    let tail: u64 = quads.remainder().iter().map(|m| u64::from(m.bucket as u8 >> 1)).sum();
+    sums.iter().sum::<u64>() + tail
+}
+
 impl DatasetAcc {
     /// Totals over all images.
     pub fn totals(&self) -> ImageCounts {
@@ -90,5 +103,24 @@ impl DatasetAcc {
             t.merge(c);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::decisions::Bucket;
+
+    #[test]
+    fn positives_counts_the_positive_buckets_at_every_length() {
+        let mut rng = crate::rng::Rng::new(5, 0);
+        let meta: Vec<Meta> = (0..203)
+            .map(|row| Meta { row, class: 0, bucket: Bucket::ALL[rng.below(4) as usize], weight: 1.0 })
+            .collect();
+        for n in 0..meta.len() {
+            let m = &meta[..n];
+            assert_eq!(positives(m), m.iter().filter(|m| m.bucket.is_positive()).count() as u64, "{n}");
+        }
+        assert!(positives(&meta) > 0);
     }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{DecisionChunk, Terms};
+use super::decisions::{DecisionChunk, Meta, Terms};
 use super::sum::ExactSum;
 use super::BucketAcc;
 use crate::config::{AnalysisConfig, StrategyKind};
@@ -92,76 +92,170 @@ pub fn sum_precomputed(chunk: &DecisionChunk<'_>, targets: &mut [(Precomputed, &
     }
 }
 
+/// One run's f64 subtotals of one kind: per bucket, the loss lanes and the gradient lanes
+/// (`[bucket][0 = loss, 1 = gradient][lane]`; decision j of a run in lane j % 4). The four lanes
+/// of a quantity side by side, so that four consecutive decisions of one bucket (the common
+/// case) are one 4-wide add per quantity.
+type Cells = [[[f64; 4]; 2]; 4];
+
 /// [`sum_precomputed`]'s walk: `CE`, `ALPHA_CE`, `FOCAL` say which kinds are summed.
 #[inline(always)]
 fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
     chunk: &DecisionChunk<'_>,
     targets: &mut [(Precomputed, &mut Sums)],
 ) {
+    let unit = chunk.batch.weight.is_none();
+    debug_assert!(!unit || chunk.meta.iter().all(|m| m.weight == 1.0));
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::is_x86_feature_detected!("avx2");
     let t = chunk.terms;
     let mut count = [0u64; 4];
     for run in chunk.runs {
-        // lanes[lane][k]: Precomputed::ALL[k]'s loss per bucket (0..4) and gradient (4..8).
-        let mut lanes = [[[0.0f64; 8]; 3]; 4];
-        let mut counts = [[0u64; 4]; 4];
+        // cells[k]: Precomputed's kind k.
+        let mut cells = [[[[0.0f64; 4]; 2]; 4]; 3];
         let range = run.start..run.end;
-        let (decisions, meta) = (&chunk.decisions[range.clone()], &chunk.meta[range.clone()]);
-        let (alpha_t, ce_grad) = (&t.alpha_t[range.clone()], &t.ce_grad[range.clone()]);
-        let (focal, focal_grad) = (&t.focal[range.clone()], &t.focal_grad[range]);
-        // Decision i goes to lane i % 4.
-        let add = |lane: &mut [[f64; 8]; 3], counts: &mut [u64; 4], i: usize| {
-            let (d, m) = (&decisions[i], &meta[i]);
-            let (b, w) = (m.bucket as usize, m.weight);
-            let (a, g) = (alpha_t[i], ce_grad[i]);
-            if CE {
-                lane[0][b] += d.ce * w;
-                lane[0][4 + b] += g * w;
-            }
-            if ALPHA_CE {
-                lane[1][b] += a * d.ce * w;
-                lane[1][4 + b] += a * g * w;
-            }
-            if FOCAL {
-                lane[2][b] += focal[i] * w;
-                lane[2][4 + b] += focal_grad[i] * w;
-            }
-            counts[b] += 1;
+        let columns = Columns {
+            decisions: &chunk.decisions[range.clone()],
+            meta: &chunk.meta[range.clone()],
+            alpha_t: &t.alpha_t[range.clone()],
+            ce_grad: &t.ce_grad[range.clone()],
+            focal: &t.focal[range.clone()],
+            focal_grad: &t.focal_grad[range],
         };
-        let n = decisions.len().min(meta.len()).min(alpha_t.len()).min(ce_grad.len());
-        let n = n.min(focal.len()).min(focal_grad.len());
-        // Four decisions at a time, one per lane: the lanes are fixed places, not computed
-        // from i.
-        let [l0, l1, l2, l3] = &mut lanes;
-        let [c0, c1, c2, c3] = &mut counts;
-        let whole = n - n % 4;
-        for i in (0..whole).step_by(4) {
-            add(l0, c0, i);
-            add(l1, c1, i + 1);
-            add(l2, c2, i + 2);
-            add(l3, c3, i + 3);
-        }
-        for i in whole..n {
-            let (lane, c) = match i & 3 {
-                0 => (&mut *l0, &mut *c0),
-                1 => (&mut *l1, &mut *c1),
-                _ => (&mut *l2, &mut *c2),
-            };
-            add(lane, c, i);
-        }
-        for c in counts {
-            for k in 0..4 {
-                count[k] += c[k];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the processor has AVX2 (checked above).
+            unsafe {
+                if unit {
+                    add_run_avx2::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns)
+                } else {
+                    add_run_avx2::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns)
+                }
             }
+        } else if unit {
+            add_run::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns);
+        } else {
+            add_run::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        if unit {
+            add_run::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns);
+        } else {
+            add_run::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns);
         }
         let key = &chunk.batch.images[run.image].key;
         for (kind, sums) in targets.iter_mut() {
-            let k = *kind as usize;
-            sums.fold_run(&lanes.map(|lane| lane[k]), key);
+            sums.fold_run(&cells[*kind as usize], key);
         }
     }
     for (_, sums) in targets.iter_mut() {
         sums.add_counts(count);
     }
+}
+
+/// A run's decisions, their metadata and their precomputed terms (parallel slices).
+struct Columns<'a> {
+    decisions: &'a [Decision],
+    meta: &'a [Meta],
+    alpha_t: &'a [f64],
+    ce_grad: &'a [f64],
+    focal: &'a [f64],
+    focal_grad: &'a [f64],
+}
+
+/// Adds a run's decisions to `cells` (per [`Precomputed`] kind) and their counts per bucket to
+/// `count`: decision j to lane j % 4, in order within each lane. Four consecutive decisions of
+/// one bucket take one 4-wide add per quantity (the same adds, in the same order, as one
+/// decision at a time). Without weights (`UNIT`: every weight 1) the products by the weight are
+/// left out: x * 1 is x.
+#[inline(always)]
+fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: bool>(
+    cells: &mut [Cells; 3],
+    count: &mut [u64; 4],
+    c: &Columns<'_>,
+) {
+    let n = c.decisions.len().min(c.meta.len()).min(c.alpha_t.len()).min(c.ce_grad.len());
+    let n = n.min(c.focal.len()).min(c.focal_grad.len());
+    let (decisions, meta, alpha_t) = (&c.decisions[..n], &c.meta[..n], &c.alpha_t[..n]);
+    let (ce_grad, focal, focal_grad) = (&c.ce_grad[..n], &c.focal[..n], &c.focal_grad[..n]);
+    let weigh = |x: f64, w: f64| if UNIT { x } else { x * w };
+    let one = |cells: &mut [Cells; 3], count: &mut [u64; 4], j: usize| {
+        let (d, m) = (&decisions[j], &meta[j]);
+        let (b, w, l) = (m.bucket as usize, m.weight, j & 3);
+        let (a, g) = (alpha_t[j], ce_grad[j]);
+        if CE {
+            cells[0][b][0][l] += weigh(d.ce, w);
+            cells[0][b][1][l] += weigh(g, w);
+        }
+        if ALPHA_CE {
+            cells[1][b][0][l] += weigh(a * d.ce, w);
+            cells[1][b][1][l] += weigh(a * g, w);
+        }
+        if FOCAL {
+            cells[2][b][0][l] += weigh(focal[j], w);
+            cells[2][b][1][l] += weigh(focal_grad[j], w);
+        }
+        count[b] += 1;
+    };
+    let mut j = 0;
+    while j + 4 <= n {
+        let ms = &meta[j..j + 4];
+        let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
+        if u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101 {
+            let b = usize::from(bucket[0]);
+            let ds = &decisions[j..j + 4];
+            let (a, g) = (&alpha_t[j..j + 4], &ce_grad[j..j + 4]);
+            let (f, fg) = (&focal[j..j + 4], &focal_grad[j..j + 4]);
+            let ce: [f64; 4] = std::array::from_fn(|l| ds[l].ce);
+            let w: [f64; 4] = std::array::from_fn(|l| ms[l].weight);
+            let weighed = |x: [f64; 4]| -> [f64; 4] { std::array::from_fn(|l| weigh(x[l], w[l])) };
+            let g: [f64; 4] = std::array::from_fn(|l| g[l]);
+            if CE {
+                add4(&mut cells[0][b][0], weighed(ce));
+                add4(&mut cells[0][b][1], weighed(g));
+            }
+            if ALPHA_CE {
+                let a: [f64; 4] = std::array::from_fn(|l| a[l]);
+                add4(&mut cells[1][b][0], weighed(std::array::from_fn(|l| a[l] * ce[l])));
+                add4(&mut cells[1][b][1], weighed(std::array::from_fn(|l| a[l] * g[l])));
+            }
+            if FOCAL {
+                add4(&mut cells[2][b][0], weighed(std::array::from_fn(|l| f[l])));
+                add4(&mut cells[2][b][1], weighed(std::array::from_fn(|l| fg[l])));
+            }
+            count[b] += 4;
+        } else {
+            for k in j..j + 4 {
+                one(cells, count, k);
+            }
+        }
+        j += 4;
+    }
+    while j < n {
+        one(cells, count, j);
+        j += 1;
+    }
+}
+
+/// `acc[l] += x[l]` for the four lanes, written as one 4-wide add.
+#[inline(always)]
+fn add4(acc: &mut [f64; 4], x: [f64; 4]) {
+    *acc = [acc[0] + x[0], acc[1] + x[1], acc[2] + x[2], acc[3] + x[3]];
+}
+
+/// [`add_run`] compiled for AVX2 (the 4-wide adds in one register each; no fused
+/// multiply-adds: the same bits).
+///
+/// # Safety
+/// The processor must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_run_avx2<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: bool>(
+    cells: &mut [Cells; 3],
+    count: &mut [u64; 4],
+    c: &Columns<'_>,
+) {
+    add_run::<CE, ALPHA_CE, FOCAL, UNIT>(cells, count, c)
 }
 
 /// A reweighting strategy's sums: per bucket, and the loss per image (for the normaliser).
@@ -178,50 +272,83 @@ impl Sums {
     /// Sums one chunk; `terms(i, d)` gives decision `i`'s loss and gradient norm (unweighted).
     #[inline(always)]
     pub fn add(&mut self, chunk: &DecisionChunk<'_>, terms: impl Fn(usize, &Decision) -> (f64, f64)) {
+        if chunk.batch.weight.is_none() {
+            debug_assert!(chunk.meta.iter().all(|m| m.weight == 1.0));
+            self.add_with::<true>(chunk, terms);
+        } else {
+            self.add_with::<false>(chunk, terms);
+        }
+    }
+
+    /// [`Sums::add`]; `UNIT`: every weight is 1, and the products by it are left out (x * 1 is
+    /// x).
+    #[inline(always)]
+    fn add_with<const UNIT: bool>(
+        &mut self,
+        chunk: &DecisionChunk<'_>,
+        terms: impl Fn(usize, &Decision) -> (f64, f64),
+    ) {
         // f64 subtotals within a run of a summation block, one exact add per run (see
         // `analysis::edges`): the same rows always form the same runs, whatever the batching.
+        let weigh = |x: f64, m: &Meta| if UNIT { x } else { x * m.weight };
         let mut count = [0u64; 4];
         for run in chunk.runs {
             // Bucket sums in four interleaved lanes (decision i goes to lane i % 4): four
             // independent add chains instead of one, combined at the end of the run in a fixed
-            // order, so the result depends only on the run's decisions.
-            let mut lanes = [[0.0f64; 8]; 4];
-            let mut counts = [[0u64; 4]; 4];
+            // order, so the result depends only on the run's decisions. Four consecutive
+            // decisions of one bucket take one 4-wide add per quantity (the same adds, in the
+            // same order).
+            let mut cells: Cells = [[[0.0f64; 4]; 2]; 4];
             let decisions = &chunk.decisions[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
-            for (i, (d, m)) in decisions.iter().zip(meta).enumerate() {
-                let (loss, grad) = terms(run.start + i, d);
-                let b = m.bucket as usize;
-                let lane = &mut lanes[i & 3];
-                lane[b] += loss * m.weight;
-                lane[4 + b] += grad * m.weight;
-                counts[i & 3][b] += 1;
-            }
-            for c in counts {
-                for k in 0..4 {
-                    count[k] += c[k];
+            let n = decisions.len().min(meta.len());
+            let (decisions, meta) = (&decisions[..n], &meta[..n]);
+            let mut i = 0;
+            while i + 4 <= n {
+                let t: [(f64, f64); 4] = std::array::from_fn(|l| terms(run.start + i + l, &decisions[i + l]));
+                let ms = &meta[i..i + 4];
+                let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
+                if u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101 {
+                    let b = usize::from(bucket[0]);
+                    add4(&mut cells[b][0], std::array::from_fn(|l| weigh(t[l].0, &ms[l])));
+                    add4(&mut cells[b][1], std::array::from_fn(|l| weigh(t[l].1, &ms[l])));
+                    count[b] += 4;
+                } else {
+                    for l in 0..4 {
+                        let b = ms[l].bucket as usize;
+                        cells[b][0][l] += weigh(t[l].0, &ms[l]);
+                        cells[b][1][l] += weigh(t[l].1, &ms[l]);
+                        count[b] += 1;
+                    }
                 }
+                i += 4;
             }
-            self.fold_run(&lanes, &chunk.batch.images[run.image].key);
+            while i < n {
+                let (loss, grad) = terms(run.start + i, &decisions[i]);
+                let m = &meta[i];
+                let b = m.bucket as usize;
+                cells[b][0][i & 3] += weigh(loss, m);
+                cells[b][1][i & 3] += weigh(grad, m);
+                count[b] += 1;
+                i += 1;
+            }
+            self.fold_run(&cells, &chunk.batch.images[run.image].key);
         }
         self.add_counts(count);
     }
 
-    /// Folds a run's four lanes (loss per bucket in 0..4, gradient in 4..8) into the bucket
-    /// sums and the image's loss, exactly once per run, combining the lanes in a fixed order.
+    /// Folds a run's lanes (per bucket: the loss's four lanes and the gradient's) into the
+    /// bucket sums and the image's loss, exactly once per run, combining the lanes in a fixed
+    /// order.
     #[inline]
-    fn fold_run(&mut self, lanes: &[[f64; 8]; 4], key: &ImageKey) {
-        let mut loss_b = [0.0f64; 4];
-        let mut grad_b = [0.0f64; 4];
-        for k in 0..4 {
-            loss_b[k] = (lanes[0][k] + lanes[1][k]) + (lanes[2][k] + lanes[3][k]);
-            grad_b[k] = (lanes[0][4 + k] + lanes[1][4 + k]) + (lanes[2][4 + k] + lanes[3][4 + k]);
-        }
+    fn fold_run(&mut self, cells: &Cells, key: &ImageKey) {
+        let fold = |x: &[f64; 4]| (x[0] + x[1]) + (x[2] + x[3]);
         let mut image_loss = ExactSum::ZERO;
-        for b in 0..4 {
-            self.buckets[b].loss += loss_b[b];
-            self.buckets[b].grad += grad_b[b];
-            image_loss += loss_b[b];
+        for (b, cell) in cells.iter().enumerate() {
+            let (loss, grad) = (fold(&cell[0]), fold(&cell[1]));
+            self.buckets[b].loss += loss;
+            self.buckets[b].grad += grad;
+            image_loss += loss;
         }
         match self.per_image.get_mut(key) {
             Some(s) => *s += image_loss,
@@ -383,6 +510,128 @@ mod tests {
                 assert_eq!(fused, own, "{layout:?}, subset {subset:03b}");
                 assert!(own.iter().all(|s| s.buckets.iter().any(|b| b.loss.value() > 0.0)));
             }
+        }
+    }
+
+    /// [`Sums::add`] one decision at a time, in the lanes as they were laid out before the 4-wide
+    /// adds (`lanes[i % 4][bucket]`, gradient at `4 + bucket`), every term multiplied by its
+    /// weight: the reference the 4-wide walks must match bit for bit.
+    fn one_at_a_time(
+        chunk: &DecisionChunk<'_>,
+        sums: &mut Sums,
+        terms: impl Fn(usize, &Decision) -> (f64, f64),
+    ) {
+        let mut count = [0u64; 4];
+        for run in chunk.runs {
+            let mut lanes = [[0.0f64; 8]; 4];
+            for i in run.start..run.end {
+                let (d, m) = (&chunk.decisions[i], &chunk.meta[i]);
+                let (loss, grad) = terms(i, d);
+                let b = m.bucket as usize;
+                lanes[(i - run.start) % 4][b] += loss * m.weight;
+                lanes[(i - run.start) % 4][4 + b] += grad * m.weight;
+                count[b] += 1;
+            }
+            let mut image_loss = ExactSum::ZERO;
+            for b in 0..4 {
+                let loss = (lanes[0][b] + lanes[1][b]) + (lanes[2][b] + lanes[3][b]);
+                let grad = (lanes[0][4 + b] + lanes[1][4 + b]) + (lanes[2][4 + b] + lanes[3][4 + b]);
+                sums.buckets[b].loss += loss;
+                sums.buckets[b].grad += grad;
+                image_loss += loss;
+            }
+            *sums.per_image.entry(chunk.batch.images[run.image].key.clone()).or_default() += image_loss;
+        }
+        sums.add_counts(count);
+    }
+
+    /// The 4-wide walks ([`sum_precomputed`] for every subset of ce, alpha_ce, focal, and
+    /// [`Sums::add`] for every reweighting strategy) give the sums of one decision at a time,
+    /// bit for bit: on dense logits whose decisions are mostly easy negatives (long stretches of
+    /// one bucket, cut by others), with and without a weight column on binary probabilities;
+    /// images of 701 rows (runs whose lengths are not multiples of 4, several per chunk).
+    #[test]
+    fn the_four_wide_walks_give_the_sums_of_one_decision_at_a_time() {
+        let mut rng = Rng::new(12, 0);
+        let n = 5000;
+        let ids: Vec<i64> = (0..n).map(|r| r as i64 / 701).collect();
+        let mostly_easy =
+            |rng: &mut Rng| if rng.below(10) < 8 { -6.0 + rng.normal() } else { rng.normal() * 4.0 };
+        let dense = {
+            let labels = (0..n)
+                .map(|_| if rng.below(10) == 0 { [-2, 0, 1, 2][rng.below(4) as usize] } else { -1 })
+                .collect();
+            let scores = (0..3 * n).map(|_| mostly_easy(&mut rng) as f32).collect();
+            crate::input::test_batch(ids.clone(), Targets::Labels(labels), ScoreValues::from_f32(scores), 0)
+        };
+        let binary = |rng: &mut Rng, weighted: bool| {
+            let targets =
+                (0..n).map(|_| [0.0, 0.0, 0.0, 1.0, rng.uniform()][rng.below(5) as usize]).collect();
+            let scores = (0..n).map(|_| 1.0 / (1.0 + (-mostly_easy(rng)).exp())).collect();
+            let mut b = crate::input::test_batch(
+                ids.clone(),
+                Targets::Binary(targets),
+                ScoreValues::from_f64(scores),
+                0,
+            );
+            if weighted {
+                b.weight = Some((0..n).map(|_| rng.uniform() * 2.0).collect());
+            }
+            b
+        };
+        let (weighted, unweighted) = (binary(&mut rng, true), binary(&mut rng, false));
+        let cases = [
+            (dense, Layout::Dense, ScoreKind::Logits, 3),
+            (weighted, Layout::Binary, ScoreKind::Probs, 1),
+            (unweighted, Layout::Binary, ScoreKind::Probs, 1),
+        ];
+        let focus = Focus { gamma: 2.0, alpha: Some(0.3) };
+        let config =
+            AnalysisParams { strategies: StrategyKind::ALL.to_vec(), alpha: 0.3, ..Default::default() }
+                .check()
+                .unwrap();
+        let all: Vec<Reweighter> =
+            StrategyKind::ALL.iter().filter_map(|&k| Reweighter::of(k, &config)).collect();
+        let terms_of = |s: &Reweighter, d: &Decision| match s {
+            Reweighter::Ce(s) => s.terms(d),
+            Reweighter::AlphaCe(s) => s.terms(d),
+            Reweighter::Focal(s) => s.terms(d),
+            Reweighter::Qfl(s) => s.terms(d),
+            Reweighter::Vfl(s) => s.terms(d),
+        };
+        for (batch, layout, scores, width) in cases {
+            let shape = DumpShape { layout, scores, activation: Activation::Sigmoid };
+            let exp = Expansion { shape, width, background_class: 0 };
+            let mut reference = vec![Sums::default(); all.len()];
+            let mut own = vec![Sums::default(); all.len()];
+            let mut fused = vec![Sums::default(); all.len()];
+            let (mut chunks, mut same) = (0, 0);
+            for_each_chunk(&exp, &batch, &Scoring { tau: 0.5, focus }, &mut |chunk| {
+                chunks += 1;
+                assert!(chunk.runs.len() > 1 || chunk.decisions.len() < 4096);
+                same +=
+                    chunk.meta.chunks_exact(4).filter(|m| m.iter().all(|x| x.bucket == m[0].bucket)).count();
+                let mut targets = Vec::new();
+                for (k, s) in all.iter().enumerate() {
+                    one_at_a_time(chunk, &mut reference[k], |_, d| terms_of(s, d));
+                    own[k].add(chunk, |_, d| terms_of(s, d));
+                }
+                for (s, sums) in all.iter().zip(fused.iter_mut()) {
+                    if let Some(kind) = s.precomputed(chunk.terms) {
+                        targets.push((kind, sums));
+                    }
+                }
+                assert_eq!(targets.len(), 3);
+                sum_precomputed(chunk, &mut targets);
+            });
+            assert!(chunks > 1 && same > 100, "{layout:?}: {chunks} chunks, {same} groups of one bucket");
+            assert_eq!(own, reference, "{layout:?}");
+            for (k, s) in all.iter().enumerate() {
+                if s.precomputed(&Terms { focus, ..Terms::default() }).is_some() {
+                    assert_eq!(fused[k], reference[k], "{layout:?}, {:?}", s.kind());
+                }
+            }
+            assert!(reference.iter().all(|s| s.buckets.iter().all(|b| b.loss.value() > 0.0)));
         }
     }
 
