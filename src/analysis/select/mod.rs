@@ -823,8 +823,12 @@ impl SelectAcc {
             // Without a weight column every weight is 1: the products by it are the values
             // themselves, bit for bit, and are skipped.
             match (batch.weight.is_some(), pre) {
-                (false, Some(focal)) => fill.pile(pile, |k| (decisions[k].ce, ce_grad[k], focal[k])),
-                _ => fill.pile(pile, |k| {
+                (false, Some(focal)) => {
+                    // Whole dense rows column by column, then the rest (if any) one by one.
+                    let start = if with_info { run.start } else { fill.whole_rows(pile, focal) };
+                    fill.pile(pile, start, |k| (decisions[k].ce, ce_grad[k], focal[k]))
+                }
+                _ => fill.pile(pile, run.start, |k| {
                     let (d, w) = (&decisions[k], meta[k].weight);
                     let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
                     (d.ce * w, ce_grad[k] * w, focal * w)
@@ -936,13 +940,13 @@ struct Fill<'c, 'a> {
 }
 
 impl Fill<'_, '_> {
-    /// Adds the run's candidates to `pile`; `terms(k)` gives decision `k`'s weighted CE, CE
-    /// gradient norm and focal loss.
+    /// Adds the run's candidates from decision `start` on to `pile`; `terms(k)` gives decision
+    /// `k`'s weighted CE, CE gradient norm and focal loss.
     #[inline(always)]
-    fn pile(&self, pile: &mut Pile, terms: impl Fn(usize) -> (f64, f64, f64)) {
+    fn pile(&self, pile: &mut Pile, start: usize, terms: impl Fn(usize) -> (f64, f64, f64)) {
         let (batch, meta, run) = (self.chunk.batch, self.chunk.meta, self.run);
         let (file, width) = (batch.file as u32, batch.width());
-        let mut i = run.start;
+        let mut i = start;
         while i < run.end {
             let first = i;
             let row = meta[first].row;
@@ -999,6 +1003,90 @@ impl Fill<'_, '_> {
             let positive = buckets & 0b1100 != 0;
             pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
         }
+    }
+}
+
+impl Fill<'_, '_> {
+    /// Adds the candidates of the whole dense rows at the start of the run (every decision of
+    /// weight 1, `focal` the decisions' focal losses, no infos), column by column, and returns
+    /// where the rest of the run starts. The same candidates with the same bits as
+    /// [`Fill::pile`]: a row is whole on the same test, and each sum adds the row's values in
+    /// decision order from +0.0.
+    fn whole_rows(&self, pile: &mut Pile, focal: &[f64]) -> usize {
+        // The common widths as constants: each row's sums unrolled.
+        match self.chunk.batch.width() {
+            0 | 1 => self.run.start,
+            2 => self.whole_rows_of::<2>(pile, focal, 2),
+            3 => self.whole_rows_of::<3>(pile, focal, 3),
+            4 => self.whole_rows_of::<4>(pile, focal, 4),
+            5 => self.whole_rows_of::<5>(pile, focal, 5),
+            6 => self.whole_rows_of::<6>(pile, focal, 6),
+            8 => self.whole_rows_of::<8>(pile, focal, 8),
+            w => self.whole_rows_of::<0>(pile, focal, w),
+        }
+    }
+
+    /// [`Fill::whole_rows`] for rows of `width` decisions (`W` when it is not 0).
+    #[inline(always)]
+    fn whole_rows_of<const W: usize>(&self, pile: &mut Pile, focal: &[f64], width: usize) -> usize {
+        let w = if W > 0 { W } else { width };
+        let (chunk, run) = (self.chunk, self.run);
+        let batch = chunk.batch;
+        // The whole rows at the start: [`Fill::pile`]'s test (a row's last decision is of the
+        // row and the next one is not), row after row.
+        let meta = &chunk.meta[run.start..run.end];
+        let mut at = 0;
+        while at + w <= meta.len() {
+            let row = meta[at].row;
+            if meta[at + w - 1].row != row || meta.get(at + w).is_some_and(|m| m.row == row) {
+                break;
+            }
+            at += w;
+        }
+        if at == 0 {
+            return run.start;
+        }
+        let end = run.start + at;
+        let (meta, decisions) = (&meta[..at], &chunk.decisions[run.start..end]);
+        let (ce_grad, focal) = (&chunk.terms.ce_grad[run.start..end], &focal[run.start..end]);
+        let rows = at / w;
+        let first = pile.len();
+        // A row's sums, from +0.0 in decision order: what `Fill::pile` adds.
+        let sum = |values: &[f64]| values.iter().fold(0.0f64, |s, &v| s + v);
+        let mut mixed = Vec::new();
+        pile.extend_columns(|c| {
+            c.file.resize(first + rows, batch.file as u32);
+            match &batch.row_index {
+                Some(ix) => c.row.extend(meta.chunks_exact(w).map(|m| ix[m[0].row as usize])),
+                None => c.row.extend(meta.chunks_exact(w).map(|m| batch.first_row + u64::from(m[0].row))),
+            }
+            // At most u16::MAX decisions per candidate: the width is checked.
+            c.n.resize(first + rows, w as u16);
+            c.ce.extend(decisions.chunks_exact(w).map(|d| d.iter().fold(0.0f64, |s, d| s + d.ce)));
+            c.g.extend(ce_grad.chunks_exact(w).map(sum));
+            c.focal.extend(focal.chunks_exact(w).map(sum));
+            c.tag.extend(meta.chunks_exact(w).enumerate().map(|(j, m)| {
+                let buckets = m.iter().fold(0u32, |b, m| b | 1 << (m.bucket as u32));
+                if !buckets.is_power_of_two() {
+                    mixed.push((j, buckets));
+                }
+                Pile::pure_tag(buckets.trailing_zeros() as u8)
+            }));
+        });
+        // Rare (an anchor with decisions in several buckets): its sums per bucket, in decision
+        // order again.
+        for (j, buckets) in mixed {
+            let k = j * w;
+            let mut parts = pile::Parts::default();
+            for ((m, d), &gk) in meta[k..k + w].iter().zip(&decisions[k..k + w]).zip(&ce_grad[k..k + w]) {
+                let b = m.bucket as usize;
+                parts.count[b] += 1;
+                parts.loss[b] += d.ce;
+                parts.grad[b] += gk;
+            }
+            pile.set_mixed(first + j, buckets & 0b1100 != 0, parts);
+        }
+        end
     }
 }
 
@@ -1312,6 +1400,75 @@ mod tests {
                 assert_eq!(top(odd.iter().copied(), m), naive_top(&odd, m), "odd, n {n}, m {m}");
             }
             assert_eq!(rank(scored.iter().copied()), naive_top(&scored, n));
+        }
+    }
+
+    /// A candidate's every column, with the bits of its numbers.
+    fn candidate_bits(c: &Candidate) -> impl PartialEq + std::fmt::Debug {
+        let f = |x: f64| x.to_bits();
+        (c.file, c.row, c.count, c.positive, f(c.ce), f(c.focal), c.loss.map(f), c.grad.map(f))
+    }
+
+    #[test]
+    fn whole_dense_rows_make_the_candidates_of_the_one_by_one_walk_bit_for_bit() {
+        use crate::analysis::decisions::{for_each_chunk, Expansion, Scoring};
+        use crate::config::{Activation, Layout, ScoreKind};
+        use crate::input::{DumpShape, ScoreValues};
+        let mut rng = crate::rng::Rng::new(21, 4);
+        for width in [2usize, 3, 4, 5, 6, 7, 8, 9, 20] {
+            let rows = 3000;
+            // Background, ignored (no decisions: rows missing from the chunk) and labelled
+            // anchors; logits from confident to wrong, so that some anchors have decisions in
+            // several buckets; images of 37 rows (several runs per chunk), a row index on
+            // every other width.
+            let labels: Vec<i32> = (0..rows)
+                .map(|_| rng.below(width as u64 + 3) as i32 - 2)
+                .map(|l| l.min(width as i32 - 1))
+                .collect();
+            let scores: Vec<f32> = (0..rows * width).map(|_| (rng.normal() * 4.0) as f32).collect();
+            let mut batch = crate::input::test_batch(
+                (0..rows).map(|r| (r / 37) as i64),
+                Targets::Labels(labels),
+                ScoreValues::from_f32(scores),
+                5,
+            );
+            if width % 2 == 1 {
+                batch.row_index = Some((0..rows as u64).map(|r| 3 * r + 1).collect());
+            }
+            let shape = DumpShape {
+                layout: Layout::Dense,
+                scores: ScoreKind::Logits,
+                activation: Activation::Sigmoid,
+            };
+            let exp = Expansion { shape, width, background_class: 0 };
+            let scoring = Scoring { tau: 0.7, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+            let (mut runs, mut mixed) = (0, 0);
+            for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
+                let focal = chunk.terms.focal_for(scoring.focus).expect("the terms' focus");
+                let terms = |k: usize| (chunk.decisions[k].ce, chunk.terms.ce_grad[k], focal[k]);
+                for run in chunk.runs {
+                    let fill = Fill { chunk, run, with_info: false };
+                    let mut naive = Pile::default();
+                    fill.pile(&mut naive, run.start, terms);
+                    // Appended after candidates already in the pile, as a run of a continuing
+                    // image.
+                    let mut whole = Pile::from_candidates(&naive.candidates()[..naive.len() / 3]);
+                    let before = whole.len();
+                    let start = fill.whole_rows(&mut whole, focal);
+                    assert_eq!(start, run.end, "every row of a dense chunk is whole");
+                    fill.pile(&mut whole, start, terms);
+                    let got: Vec<_> = whole.candidates()[before..].iter().map(candidate_bits).collect();
+                    let want: Vec<_> = naive.candidates().iter().map(candidate_bits).collect();
+                    assert_eq!(got, want, "width {width}");
+                    runs += 1;
+                    mixed += naive
+                        .candidates()
+                        .iter()
+                        .filter(|c| c.count.iter().filter(|&&n| n > 0).count() > 1)
+                        .count();
+                }
+            });
+            assert!(runs > 50 && mixed > 10, "width {width}: {runs} runs, {mixed} mixed candidates");
         }
     }
 

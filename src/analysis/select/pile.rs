@@ -74,6 +74,25 @@ pub trait Visit {
     fn mixed(&mut self, positive: bool, parts: &Parts);
 }
 
+/// The columns of a [`Pile`], for appending candidates column by column
+/// ([`Pile::extend_columns`]).
+pub(super) struct Columns<'a> {
+    /// File index in the dump.
+    pub file: &'a mut Vec<u32>,
+    /// Row within the file.
+    pub row: &'a mut Vec<u64>,
+    /// The candidate's tag: [`Pile::pure_tag`] of a pure candidate.
+    pub tag: &'a mut Vec<u8>,
+    /// Decisions in the candidate.
+    pub n: &'a mut Vec<u16>,
+    /// CE summed over its decisions.
+    pub ce: &'a mut Vec<f64>,
+    /// CE gradient norm summed over its decisions.
+    pub g: &'a mut Vec<f64>,
+    /// Focal loss summed over its decisions.
+    pub focal: &'a mut Vec<f64>,
+}
+
 /// A mixed candidate's parts, by its index in the pile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Mixed {
@@ -181,6 +200,48 @@ impl Pile {
                 self.push_columns(file, row, tag, n, ce, 0.0, focal);
             }
         }
+    }
+
+    /// Appends candidates column by column: `fill` pushes the same number of values to every
+    /// column of [`Columns`] (a pure candidate's tag is [`Pile::pure_tag`]; a mixed one's is
+    /// then set by [`Pile::set_mixed`]). Appending whole columns from exact-size iterators
+    /// writes each value without the per-push capacity check and length update of seven
+    /// pushes per candidate.
+    #[inline(always)]
+    pub(super) fn extend_columns(&mut self, fill: impl FnOnce(Columns<'_>)) {
+        fill(Columns {
+            file: &mut self.file,
+            row: &mut self.row,
+            tag: &mut self.tag,
+            n: &mut self.n,
+            ce: &mut self.ce,
+            g: &mut self.g,
+            focal: &mut self.focal,
+        });
+        debug_assert!(
+            [self.file.len(), self.row.len(), self.tag.len(), self.n.len(), self.g.len(), self.focal.len()]
+                .iter()
+                .all(|&n| n == self.ce.len()),
+            "every column has a value per candidate"
+        );
+    }
+
+    /// The tag of a pure candidate whose decisions are all in `bucket` (0-3).
+    #[inline(always)]
+    pub(super) fn pure_tag(bucket: u8) -> u8 {
+        (bucket & 3) | if bucket >= 2 { POSITIVE } else { 0 }
+    }
+
+    /// Makes candidate `i`, appended by [`Pile::extend_columns`] after every mixed candidate so
+    /// far, a mixed one (`positive` or not) with `parts`: what [`Pile::push_parts`] keeps for a
+    /// candidate whose decisions fall in several buckets (its decision count stays the one
+    /// appended; its gradient column is +0.0).
+    pub(super) fn set_mixed(&mut self, i: usize, positive: bool, parts: Parts) {
+        debug_assert!(self.mixed.last().is_none_or(|m| m.index < i), "mixed candidates in index order");
+        debug_assert!(parts.count.iter().filter(|&&c| c > 0).count() > 1, "decisions in several buckets");
+        self.tag[i] = MIXED | if positive { POSITIVE } else { 0 };
+        self.g[i] = 0.0;
+        self.mixed.push(Mixed { index: i, parts });
     }
 
     /// Whether candidate `i` is positive (one of its decisions is).
