@@ -1180,11 +1180,16 @@ fn pair_bounds<const N: usize>(
 }
 
 /// What the overlap sums read of every candidate, in dump order: whether it is positive, its
-/// decisions, and its focal loss.
-fn overlap_columns(piles: &Piles) -> impl Iterator<Item = ((bool, u64), &f64)> {
-    piles
-        .segments()
-        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal))
+/// decisions, its focal loss, and its bits of `member`. One loop per segment (a loop over the
+/// segments' flattened columns steps an adapter per candidate).
+#[inline(always)]
+fn overlap_columns(piles: &Piles, member: &[u32], mut each: impl FnMut(bool, u64, f64, u32)) {
+    for (start, s) in piles.segments() {
+        let member = &member[start..start + s.len()];
+        for (((positive, d), &c_focal), &m) in s.positives_and_decisions().zip(&s.focal).zip(member) {
+            each(positive, d, c_focal, m);
+        }
+    }
 }
 
 /// The overlap sums of [`overlaps`] for `N` pairs: per pair, the decision-weighted sums of
@@ -1202,7 +1207,7 @@ fn pair_sums<const N: usize>(
     let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
-    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
+    overlap_columns(piles, member, |positive, d, c_focal, m| {
         let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
@@ -1216,7 +1221,7 @@ fn pair_sums<const N: usize>(
             }
             focal[1] += c_focal;
         }
-    }
+    });
     (acc.to_vec(), focal)
 }
 
@@ -1231,7 +1236,7 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
-    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
+    overlap_columns(piles, member, |positive, d, c_focal, m| {
         let d = d as f64;
         // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
@@ -1247,7 +1252,7 @@ fn pair_sums_any(
             }
             focal[1] += c_focal;
         }
-    }
+    });
     (acc, focal)
 }
 

@@ -250,6 +250,13 @@ impl Pile {
         self.tag[i] & POSITIVE != 0
     }
 
+    /// Whether each candidate is positive, and its decisions, in order ([`Pile::positive`] and
+    /// [`Pile::decisions`] of every candidate, from two columns).
+    #[inline]
+    pub fn positives_and_decisions(&self) -> impl Iterator<Item = (bool, u64)> + '_ {
+        self.tag.iter().zip(&self.n).map(|(&tag, &n)| (tag & POSITIVE != 0, u64::from(n)))
+    }
+
     /// The decisions, CE and gradient norm per bucket of candidate `i`.
     #[inline]
     pub fn parts(&self, i: usize) -> Parts {
