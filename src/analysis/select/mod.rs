@@ -139,33 +139,71 @@ pub fn top(scored: impl IntoIterator<Item = (usize, f64)>, m: usize) -> Vec<usiz
     if m == 0 {
         return Vec::new();
     }
-    // The keys are distinct (one index each), so the m smallest are one set whatever the order
-    // they are met in. A key above the m-th smallest key seen so far cannot be among them:
-    // buffer keys until `cap`, cut back to the m smallest, and from then on let in only keys
-    // below the largest kept. For a small m this reads each score once and keeps a few keys,
-    // instead of building and partitioning a key per candidate.
-    let cap = m.saturating_mul(2).max(256);
     let scored = scored.into_iter();
-    let mut keys: Vec<(u64, usize)> = Vec::with_capacity(cap.min(scored.size_hint().0));
-    let mut bound = (u64::MAX, usize::MAX);
-    scored.for_each(|(i, score)| {
+    let mut top = Top::new(m, scored.size_hint().0);
+    scored.for_each(|(i, score)| top.offer(i, score));
+    top.finish()
+}
+
+/// [`top`] of the candidates of `piles` (only the positives or only the negatives when
+/// `positive` says so) by CE, from a loop over each segment's columns.
+pub fn top_ce(piles: &Piles, positive: Option<bool>, m: usize) -> Vec<usize> {
+    if m == 0 {
+        return Vec::new();
+    }
+    let mut top = Top::new(m, piles.len());
+    piles.each_ce(positive, |i, ce| top.offer(i, ce));
+    top.finish()
+}
+
+/// The `m` (> 0) hardest of the scores offered, as [`top`] finds them.
+struct Top {
+    m: usize,
+    cap: usize,
+    keys: Vec<(u64, usize)>,
+    bound: (u64, usize),
+}
+
+impl Top {
+    /// Nothing offered yet; about `hint` scores to come.
+    fn new(m: usize, hint: usize) -> Top {
+        debug_assert!(m > 0);
+        // The keys are distinct (one index each), so the m smallest are one set whatever the
+        // order they are met in. A key above the m-th smallest key seen so far cannot be among
+        // them: buffer keys until `cap`, cut back to the m smallest, and from then on let in
+        // only keys below the largest kept. For a small m this reads each score once and keeps
+        // a few keys, instead of building and partitioning a key per candidate.
+        let cap = m.saturating_mul(2).max(256);
+        Top { m, cap, keys: Vec::with_capacity(cap.min(hint)), bound: (u64::MAX, usize::MAX) }
+    }
+
+    /// Offers candidate `i` with `score`.
+    #[inline(always)]
+    fn offer(&mut self, i: usize, score: f64) {
         let k = rank_key(score, i);
-        if k > bound {
+        // The order of the keys, with the common case (a score below the bound's) first.
+        if k.0 > self.bound.0 || (k.0 == self.bound.0 && k.1 > self.bound.1) {
             return;
         }
-        keys.push(k);
-        if keys.len() == cap {
+        self.keys.push(k);
+        if self.keys.len() == self.cap {
+            let m = self.m;
+            self.keys.select_nth_unstable(m - 1);
+            self.keys.truncate(m);
+            self.bound = self.keys[m - 1];
+        }
+    }
+
+    /// The m hardest offered, hardest first.
+    fn finish(self) -> Vec<usize> {
+        let (m, mut keys) = (self.m, self.keys);
+        if m < keys.len() {
             keys.select_nth_unstable(m - 1);
             keys.truncate(m);
-            bound = keys[m - 1];
         }
-    });
-    if m < keys.len() {
-        keys.select_nth_unstable(m - 1);
-        keys.truncate(m);
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, i)| i).collect()
     }
-    keys.sort_unstable();
-    keys.into_iter().map(|(_, i)| i).collect()
 }
 
 /// An image's candidates split into positives (indices) and negatives (the others), with its
@@ -1474,6 +1512,38 @@ mod tests {
                 }
             });
             assert!(runs > 50 && mixed > 10, "width {width}: {runs} runs, {mixed} mixed candidates");
+        }
+    }
+
+    #[test]
+    fn top_by_ce_from_the_columns_is_the_naive_top_of_every_candidate() {
+        let mut rng = crate::rng::Rng::new(13, 3);
+        let mut cands = pile::tests::random_candidates(&mut rng, 3000);
+        // Ties (broken by index) and special values.
+        for (i, c) in cands.iter_mut().enumerate() {
+            match i % 97 {
+                0 => c.ce = 1.0,
+                1 => c.ce = f64::INFINITY,
+                2 => c.ce = -0.0,
+                3 => c.ce = f64::NAN,
+                _ => {}
+            }
+        }
+        let piles = Piles::new(vec![
+            Pile::from_candidates(&cands[..700]),
+            Pile::from_candidates(&cands[700..2900]),
+            Pile::from_candidates(&cands[2900..]),
+        ]);
+        for positive in [None, Some(true), Some(false)] {
+            let scored: Vec<(usize, f64)> = cands
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| positive.is_none_or(|p| c.positive == p))
+                .map(|(i, c)| (i, c.ce))
+                .collect();
+            for m in [0usize, 1, 5, 128, 255, 256, 257, 1000, 2999, 3000, usize::MAX] {
+                assert_eq!(top_ce(&piles, positive, m), naive_top(&scored, m), "{positive:?}, m {m}");
+            }
         }
     }
 

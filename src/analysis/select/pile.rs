@@ -525,6 +525,25 @@ impl Piles {
         })
     }
 
+    /// Calls `f(i, ce)` for every candidate `i` and its CE, in dump order; only the positives
+    /// or only the negatives when `positive` says so ([`Piles::values`] of the CE, from one loop
+    /// over each segment's columns).
+    #[inline(always)]
+    pub fn each_ce(&self, positive: Option<bool>, mut f: impl FnMut(usize, f64)) {
+        for (start, seg) in self.segments() {
+            match positive {
+                None => seg.ce.iter().enumerate().for_each(|(j, &ce)| f(start + j, ce)),
+                Some(p) => {
+                    for (j, (&tag, &ce)) in seg.tag.iter().zip(&seg.ce).enumerate() {
+                        if (tag & POSITIVE != 0) == p {
+                            f(start + j, ce);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether the candidates carry box losses (all of them do, or none: the column is the
     /// dump's; the first one says).
     pub fn has_box_loss(&self) -> bool {
