@@ -235,30 +235,22 @@ impl Split {
 
     #[inline(always)]
     fn scan(piles: &Piles, with_strata: bool) -> Split {
-        let mut scan = Scan::<true> {
-            split: Split::default(),
-            index: 0,
-            negatives: sampled::Stratum::default(),
-            positives: sampled::Stratum::default(),
-        };
-        if with_strata {
+        let mut pos = Vec::new();
+        let (index, counts, strata) = if with_strata {
+            let mut scan = Scan::<true>::new(&mut pos);
             for (_, pile) in piles.segments() {
                 pile.visit(&mut scan);
             }
-            scan.split.strata = Some(sampled::Strata::of(&scan.negatives, &scan.positives));
-            scan.split
+            let strata = sampled::Strata::of(&scan.negatives, &scan.positives);
+            (scan.index, scan.counts, Some(strata))
         } else {
-            let mut scan = Scan::<false> {
-                split: scan.split,
-                index: 0,
-                negatives: scan.negatives,
-                positives: scan.positives,
-            };
+            let mut scan = Scan::<false>::new(&mut pos);
             for (_, pile) in piles.segments() {
                 pile.visit(&mut scan);
             }
-            scan.split
-        }
+            (scan.index, scan.counts, None)
+        };
+        Split { n_neg: index - pos.len(), pos, counts, strata }
     }
 }
 
@@ -282,33 +274,43 @@ impl Split {
     }
 }
 
-/// The scan behind [`Split`]: candidate after candidate, the positives' and negatives' indices,
-/// the decisions per bucket, and (`STRATA`) each stratum's sums apart, so that they stay in
-/// registers.
-struct Scan<const STRATA: bool> {
-    split: Split,
+/// The scan behind [`Split`]: candidate after candidate, the positives' indices, the
+/// decisions per bucket, and (`STRATA`) each stratum's sums apart. The sums are plain values
+/// of a struct that holds no vector (the positives' list is borrowed), so that the compiler
+/// keeps them in registers instead of loading and storing each one per candidate.
+struct Scan<'p, const STRATA: bool> {
+    pos: &'p mut Vec<usize>,
     index: usize,
+    counts: [u64; 4],
     negatives: sampled::Stratum,
     positives: sampled::Stratum,
 }
 
-impl<const STRATA: bool> Scan<STRATA> {
+impl<'p, const STRATA: bool> Scan<'p, STRATA> {
+    fn new(pos: &'p mut Vec<usize>) -> Self {
+        Scan {
+            pos,
+            index: 0,
+            counts: [0; 4],
+            negatives: sampled::Stratum::default(),
+            positives: sampled::Stratum::default(),
+        }
+    }
+
     #[inline(always)]
     fn place(&mut self, positive: bool) {
         if positive {
-            self.split.pos.push(self.index);
-        } else {
-            self.split.n_neg += 1;
+            self.pos.push(self.index);
         }
         self.index += 1;
     }
 }
 
-impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
+impl<const STRATA: bool> pile::Visit for Scan<'_, STRATA> {
     #[inline(always)]
     fn pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
         self.place(B >= 2);
-        self.split.counts[B] += u64::from(n);
+        self.counts[B] += u64::from(n);
         if STRATA {
             let stratum = if B >= 2 { &mut self.positives } else { &mut self.negatives };
             stratum.add_pure::<B>(n, ce, g);
@@ -318,7 +320,7 @@ impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
     #[inline(always)]
     fn mixed(&mut self, positive: bool, parts: &pile::Parts) {
         self.place(positive);
-        for (n, &k) in self.split.counts.iter_mut().zip(&parts.count) {
+        for (n, &k) in self.counts.iter_mut().zip(&parts.count) {
             *n += u64::from(k);
         }
         if STRATA {

@@ -287,20 +287,33 @@ impl Pile {
     #[inline(always)]
     pub fn visit(&self, v: &mut impl Visit) {
         let mut mixed = self.mixed.iter();
-        let columns = self.tag.iter().zip(&self.n).zip(self.ce.iter().zip(&self.g));
-        for ((&tag, &n), (&ce, &g)) in columns {
+        let len = self.len();
+        let (tag, n, ce, g) = (&self.tag[..len], &self.n[..len], &self.ce[..len], &self.g[..len]);
+        let mut j = 0;
+        while j < len {
+            // The common candidate (an easy negative: all its decisions in bucket 0) in a loop
+            // of its own, which touches only the visitor's bucket-0 sums: the compiler keeps
+            // them in registers there, where with every bucket's sums live (more than there
+            // are registers) it loads and stores each sum per candidate.
+            while j < len && tag[j] == 0 {
+                v.pure::<0>(n[j], ce[j], g[j]);
+                j += 1;
+            }
+            if j == len {
+                break;
+            }
             // A pure candidate is positive exactly when its bucket is (push_pure).
-            match tag {
-                0 => v.pure::<0>(n, ce, g),
-                1 => v.pure::<1>(n, ce, g),
-                6 => v.pure::<2>(n, ce, g),
-                7 => v.pure::<3>(n, ce, g),
-                _ => {
+            match tag[j] {
+                1 => v.pure::<1>(n[j], ce[j], g[j]),
+                6 => v.pure::<2>(n[j], ce[j], g[j]),
+                7 => v.pure::<3>(n[j], ce[j], g[j]),
+                t => {
                     if let Some(m) = mixed.next() {
-                        v.mixed(tag & POSITIVE != 0, &m.parts);
+                        v.mixed(t & POSITIVE != 0, &m.parts);
                     }
                 }
             }
+            j += 1;
         }
     }
 
