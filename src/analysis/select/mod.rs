@@ -1505,6 +1505,15 @@ mod tests {
                     let got: Vec<_> = whole.candidates()[before..].iter().map(candidate_bits).collect();
                     let want: Vec<_> = naive.candidates().iter().map(candidate_bits).collect();
                     assert_eq!(got, want, "width {width}");
+                    // The order known while appending is the order of the positions (the
+                    // run follows a copy of its first third: in order when that is at most
+                    // one candidate).
+                    assert!(naive.in_dump_order());
+                    assert_eq!(whole.in_dump_order(), naive.len() / 3 < 2);
+                    let mut fresh = Pile::default();
+                    fill.whole_rows(&mut fresh, focal);
+                    assert_eq!(fresh, naive);
+                    assert!(fresh.in_dump_order());
                     runs += 1;
                     mixed += naive
                         .candidates()

@@ -103,7 +103,7 @@ struct Mixed {
 /// Candidates in columns, all of the same length (`info` is either empty or of that length).
 /// A segment of an image (one batch's rows of it) is in dump order; an image's segments joined
 /// by [`Pile::join`] are in dump order too.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Pile {
     /// File index in the dump.
     pub file: Vec<u32>,
@@ -124,6 +124,20 @@ pub struct Pile {
     mixed: Vec<Mixed>,
     /// Box and identifiers, only when NMS or an export needs them (else empty).
     pub info: Vec<CandidateInfo>,
+    /// Known to be in dump order: each candidate was appended at or after the one before
+    /// (checked while it was in cache), so that [`Pile::in_dump_order`] need not read the
+    /// positions again. False when not known (a pile read back from a saved state, or not
+    /// in order); not part of the saved state, nor of equality.
+    #[serde(skip)]
+    ordered: bool,
+}
+
+impl PartialEq for Pile {
+    fn eq(&self, o: &Pile) -> bool {
+        // Every column; not `ordered`, which only says what is known.
+        (&self.file, &self.row, &self.tag, &self.n, &self.ce, &self.g, &self.focal, &self.mixed, &self.info)
+            == (&o.file, &o.row, &o.tag, &o.n, &o.ce, &o.g, &o.focal, &o.mixed, &o.info)
+    }
 }
 
 impl Pile {
@@ -139,7 +153,20 @@ impl Pile {
             focal: Vec::with_capacity(n),
             mixed: Vec::new(),
             info: Vec::with_capacity(if with_info { n } else { 0 }),
+            ordered: true,
         }
+    }
+
+    /// The position (file, row) of the last candidate.
+    #[inline(always)]
+    fn last_position(&self) -> Option<(u32, u64)> {
+        self.file.last().copied().zip(self.row.last().copied())
+    }
+
+    /// Whether the pile is known to be in dump order (see `ordered`; an empty pile is).
+    #[inline(always)]
+    fn known_ordered(&self) -> bool {
+        self.ordered || self.ce.is_empty()
     }
 
     /// Candidates in the pile.
@@ -166,6 +193,7 @@ impl Pile {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn push_columns(&mut self, file: u32, row: u64, tag: u8, n: u16, ce: f64, g: f64, focal: f64) {
+        self.ordered = self.known_ordered() && self.last_position().is_none_or(|p| p <= (file, row));
         self.file.push(file);
         self.row.push(row);
         self.tag.push(tag);
@@ -209,6 +237,7 @@ impl Pile {
     /// pushes per candidate.
     #[inline(always)]
     pub(super) fn extend_columns(&mut self, fill: impl FnOnce(Columns<'_>)) {
+        let (first, ordered, last) = (self.len(), self.known_ordered(), self.last_position());
         fill(Columns {
             file: &mut self.file,
             row: &mut self.row,
@@ -224,6 +253,13 @@ impl Pile {
                 .all(|&n| n == self.ce.len()),
             "every column has a value per candidate"
         );
+        // The new candidates' order, while they are in cache.
+        let new = Pile::positions_in_order(&self.file[first..], &self.row[first..]);
+        let joined = match (last, self.file.get(first).copied().zip(self.row.get(first).copied())) {
+            (Some(a), Some(b)) => a <= b,
+            _ => true,
+        };
+        self.ordered = ordered && joined && new;
     }
 
     /// The tag of a pure candidate whose decisions are all in `bucket` (0-3).
@@ -356,6 +392,12 @@ impl Pile {
     /// Moves `other`'s candidates to the end of this pile.
     pub fn append(&mut self, other: &mut Pile) {
         let (a, b) = (self.len(), other.len());
+        let joined = match (self.last_position(), other.file.first().copied().zip(other.row.first().copied()))
+        {
+            (Some(x), Some(y)) => x <= y,
+            _ => true,
+        };
+        self.ordered = self.known_ordered() && other.known_ordered() && joined;
         match (self.info.is_empty() && a > 0, other.info.is_empty() && b > 0) {
             (false, false) => self.info.append(&mut other.info),
             (true, false) => {
@@ -411,14 +453,18 @@ impl Pile {
 
     /// Whether the candidates are in dump order (file, then row).
     pub fn in_dump_order(&self) -> bool {
+        self.known_ordered() || Pile::positions_in_order(&self.file, &self.row)
+    }
+
+    /// Whether the positions (`file[i]`, `row[i]`) are in order.
+    fn positions_in_order(file: &[u32], row: &[u64]) -> bool {
         // The usual segment holds rows of one file: then rows in order say it, from two loops
-        // without an early exit, which the compiler vectorises (the whole check is one read of
-        // two columns of a segment that is no longer in cache).
-        let one_file = self.file.first().is_none_or(|&f| self.file.iter().fold(true, |ok, &g| ok & (g == f)));
+        // without an early exit, which the compiler vectorises.
+        let one_file = file.first().is_none_or(|&f| file.iter().fold(true, |ok, &g| ok & (g == f)));
         if one_file {
-            return self.row.windows(2).fold(true, |ok, w| ok & (w[0] <= w[1]));
+            return row.windows(2).fold(true, |ok, w| ok & (w[0] <= w[1]));
         }
-        let pos = || self.file.iter().zip(&self.row);
+        let pos = || file.iter().zip(row);
         pos().zip(pos().skip(1)).all(|(a, b)| a <= b)
     }
 
@@ -696,6 +742,20 @@ pub(super) mod tests {
                     let pos: Vec<(u32, u64)> = p.file.iter().copied().zip(p.row.iter().copied()).collect();
                     let naive = pos.windows(2).all(|w| w[0] <= w[1]);
                     assert_eq!(p.in_dump_order(), naive, "{pos:?}");
+                    assert_eq!(Pile::positions_in_order(&p.file, &p.row), naive, "{pos:?}");
+                    // Not known (as read back from a saved state): checked.
+                    let unknown = Pile { ordered: false, ..p.clone() };
+                    assert_eq!(unknown.in_dump_order(), naive, "{pos:?}");
+                    assert_eq!(unknown, p, "equality ignores what is known");
+                    // Appended in two parts, either known or not.
+                    let cands = p.candidates();
+                    for cut in [0, n / 3, n] {
+                        let mut a = Pile::from_candidates(&cands[..cut]);
+                        let mut b = Pile::from_candidates(&cands[cut..]);
+                        b.ordered &= cut % 2 == 0;
+                        a.append(&mut b);
+                        assert_eq!(a.in_dump_order(), naive, "{pos:?} cut at {cut}");
+                    }
                 }
             }
         }
