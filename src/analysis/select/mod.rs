@@ -139,33 +139,71 @@ pub fn top(scored: impl IntoIterator<Item = (usize, f64)>, m: usize) -> Vec<usiz
     if m == 0 {
         return Vec::new();
     }
-    // The keys are distinct (one index each), so the m smallest are one set whatever the order
-    // they are met in. A key above the m-th smallest key seen so far cannot be among them:
-    // buffer keys until `cap`, cut back to the m smallest, and from then on let in only keys
-    // below the largest kept. For a small m this reads each score once and keeps a few keys,
-    // instead of building and partitioning a key per candidate.
-    let cap = m.saturating_mul(2).max(256);
     let scored = scored.into_iter();
-    let mut keys: Vec<(u64, usize)> = Vec::with_capacity(cap.min(scored.size_hint().0));
-    let mut bound = (u64::MAX, usize::MAX);
-    scored.for_each(|(i, score)| {
+    let mut top = Top::new(m, scored.size_hint().0);
+    scored.for_each(|(i, score)| top.offer(i, score));
+    top.finish()
+}
+
+/// [`top`] of the candidates of `piles` (only the positives or only the negatives when
+/// `positive` says so) by CE, from a loop over each segment's columns.
+pub fn top_ce(piles: &Piles, positive: Option<bool>, m: usize) -> Vec<usize> {
+    if m == 0 {
+        return Vec::new();
+    }
+    let mut top = Top::new(m, piles.len());
+    piles.each_ce(positive, |i, ce| top.offer(i, ce));
+    top.finish()
+}
+
+/// The `m` (> 0) hardest of the scores offered, as [`top`] finds them.
+struct Top {
+    m: usize,
+    cap: usize,
+    keys: Vec<(u64, usize)>,
+    bound: (u64, usize),
+}
+
+impl Top {
+    /// Nothing offered yet; about `hint` scores to come.
+    fn new(m: usize, hint: usize) -> Top {
+        debug_assert!(m > 0);
+        // The keys are distinct (one index each), so the m smallest are one set whatever the
+        // order they are met in. A key above the m-th smallest key seen so far cannot be among
+        // them: buffer keys until `cap`, cut back to the m smallest, and from then on let in
+        // only keys below the largest kept. For a small m this reads each score once and keeps
+        // a few keys, instead of building and partitioning a key per candidate.
+        let cap = m.saturating_mul(2).max(256);
+        Top { m, cap, keys: Vec::with_capacity(cap.min(hint)), bound: (u64::MAX, usize::MAX) }
+    }
+
+    /// Offers candidate `i` with `score`.
+    #[inline(always)]
+    fn offer(&mut self, i: usize, score: f64) {
         let k = rank_key(score, i);
-        if k > bound {
+        // The order of the keys, with the common case (a score below the bound's) first.
+        if k.0 > self.bound.0 || (k.0 == self.bound.0 && k.1 > self.bound.1) {
             return;
         }
-        keys.push(k);
-        if keys.len() == cap {
+        self.keys.push(k);
+        if self.keys.len() == self.cap {
+            let m = self.m;
+            self.keys.select_nth_unstable(m - 1);
+            self.keys.truncate(m);
+            self.bound = self.keys[m - 1];
+        }
+    }
+
+    /// The m hardest offered, hardest first.
+    fn finish(self) -> Vec<usize> {
+        let (m, mut keys) = (self.m, self.keys);
+        if m < keys.len() {
             keys.select_nth_unstable(m - 1);
             keys.truncate(m);
-            bound = keys[m - 1];
         }
-    });
-    if m < keys.len() {
-        keys.select_nth_unstable(m - 1);
-        keys.truncate(m);
+        keys.sort_unstable();
+        keys.into_iter().map(|(_, i)| i).collect()
     }
-    keys.sort_unstable();
-    keys.into_iter().map(|(_, i)| i).collect()
 }
 
 /// An image's candidates split into positives (indices) and negatives (the others), with its
@@ -197,30 +235,22 @@ impl Split {
 
     #[inline(always)]
     fn scan(piles: &Piles, with_strata: bool) -> Split {
-        let mut scan = Scan::<true> {
-            split: Split::default(),
-            index: 0,
-            negatives: sampled::Stratum::default(),
-            positives: sampled::Stratum::default(),
-        };
-        if with_strata {
+        let mut pos = Vec::new();
+        let (index, counts, strata) = if with_strata {
+            let mut scan = Scan::<true>::new(&mut pos);
             for (_, pile) in piles.segments() {
                 pile.visit(&mut scan);
             }
-            scan.split.strata = Some(sampled::Strata::of(&scan.negatives, &scan.positives));
-            scan.split
+            let strata = sampled::Strata::of(&scan.negatives, &scan.positives);
+            (scan.index, scan.counts, Some(strata))
         } else {
-            let mut scan = Scan::<false> {
-                split: scan.split,
-                index: 0,
-                negatives: scan.negatives,
-                positives: scan.positives,
-            };
+            let mut scan = Scan::<false>::new(&mut pos);
             for (_, pile) in piles.segments() {
                 pile.visit(&mut scan);
             }
-            scan.split
-        }
+            (scan.index, scan.counts, None)
+        };
+        Split { n_neg: index - pos.len(), pos, counts, strata }
     }
 }
 
@@ -244,33 +274,43 @@ impl Split {
     }
 }
 
-/// The scan behind [`Split`]: candidate after candidate, the positives' and negatives' indices,
-/// the decisions per bucket, and (`STRATA`) each stratum's sums apart, so that they stay in
-/// registers.
-struct Scan<const STRATA: bool> {
-    split: Split,
+/// The scan behind [`Split`]: candidate after candidate, the positives' indices, the
+/// decisions per bucket, and (`STRATA`) each stratum's sums apart. The sums are plain values
+/// of a struct that holds no vector (the positives' list is borrowed), so that the compiler
+/// keeps them in registers instead of loading and storing each one per candidate.
+struct Scan<'p, const STRATA: bool> {
+    pos: &'p mut Vec<usize>,
     index: usize,
+    counts: [u64; 4],
     negatives: sampled::Stratum,
     positives: sampled::Stratum,
 }
 
-impl<const STRATA: bool> Scan<STRATA> {
+impl<'p, const STRATA: bool> Scan<'p, STRATA> {
+    fn new(pos: &'p mut Vec<usize>) -> Self {
+        Scan {
+            pos,
+            index: 0,
+            counts: [0; 4],
+            negatives: sampled::Stratum::default(),
+            positives: sampled::Stratum::default(),
+        }
+    }
+
     #[inline(always)]
     fn place(&mut self, positive: bool) {
         if positive {
-            self.split.pos.push(self.index);
-        } else {
-            self.split.n_neg += 1;
+            self.pos.push(self.index);
         }
         self.index += 1;
     }
 }
 
-impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
+impl<const STRATA: bool> pile::Visit for Scan<'_, STRATA> {
     #[inline(always)]
     fn pure<const B: usize>(&mut self, n: u16, ce: f64, g: f64) {
         self.place(B >= 2);
-        self.split.counts[B] += u64::from(n);
+        self.counts[B] += u64::from(n);
         if STRATA {
             let stratum = if B >= 2 { &mut self.positives } else { &mut self.negatives };
             stratum.add_pure::<B>(n, ce, g);
@@ -280,7 +320,7 @@ impl<const STRATA: bool> pile::Visit for Scan<STRATA> {
     #[inline(always)]
     fn mixed(&mut self, positive: bool, parts: &pile::Parts) {
         self.place(positive);
-        for (n, &k) in self.split.counts.iter_mut().zip(&parts.count) {
+        for (n, &k) in self.counts.iter_mut().zip(&parts.count) {
             *n += u64::from(k);
         }
         if STRATA {
@@ -823,8 +863,12 @@ impl SelectAcc {
             // Without a weight column every weight is 1: the products by it are the values
             // themselves, bit for bit, and are skipped.
             match (batch.weight.is_some(), pre) {
-                (false, Some(focal)) => fill.pile(pile, |k| (decisions[k].ce, ce_grad[k], focal[k])),
-                _ => fill.pile(pile, |k| {
+                (false, Some(focal)) => {
+                    // Whole dense rows column by column, then the rest (if any) one by one.
+                    let start = if with_info { run.start } else { fill.whole_rows(pile, focal) };
+                    fill.pile(pile, start, |k| (decisions[k].ce, ce_grad[k], focal[k]))
+                }
+                _ => fill.pile(pile, run.start, |k| {
                     let (d, w) = (&decisions[k], meta[k].weight);
                     let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
                     (d.ce * w, ce_grad[k] * w, focal * w)
@@ -936,13 +980,13 @@ struct Fill<'c, 'a> {
 }
 
 impl Fill<'_, '_> {
-    /// Adds the run's candidates to `pile`; `terms(k)` gives decision `k`'s weighted CE, CE
-    /// gradient norm and focal loss.
+    /// Adds the run's candidates from decision `start` on to `pile`; `terms(k)` gives decision
+    /// `k`'s weighted CE, CE gradient norm and focal loss.
     #[inline(always)]
-    fn pile(&self, pile: &mut Pile, terms: impl Fn(usize) -> (f64, f64, f64)) {
+    fn pile(&self, pile: &mut Pile, start: usize, terms: impl Fn(usize) -> (f64, f64, f64)) {
         let (batch, meta, run) = (self.chunk.batch, self.chunk.meta, self.run);
         let (file, width) = (batch.file as u32, batch.width());
-        let mut i = run.start;
+        let mut i = start;
         while i < run.end {
             let first = i;
             let row = meta[first].row;
@@ -999,6 +1043,90 @@ impl Fill<'_, '_> {
             let positive = buckets & 0b1100 != 0;
             pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
         }
+    }
+}
+
+impl Fill<'_, '_> {
+    /// Adds the candidates of the whole dense rows at the start of the run (every decision of
+    /// weight 1, `focal` the decisions' focal losses, no infos), column by column, and returns
+    /// where the rest of the run starts. The same candidates with the same bits as
+    /// [`Fill::pile`]: a row is whole on the same test, and each sum adds the row's values in
+    /// decision order from +0.0.
+    fn whole_rows(&self, pile: &mut Pile, focal: &[f64]) -> usize {
+        // The common widths as constants: each row's sums unrolled.
+        match self.chunk.batch.width() {
+            0 | 1 => self.run.start,
+            2 => self.whole_rows_of::<2>(pile, focal, 2),
+            3 => self.whole_rows_of::<3>(pile, focal, 3),
+            4 => self.whole_rows_of::<4>(pile, focal, 4),
+            5 => self.whole_rows_of::<5>(pile, focal, 5),
+            6 => self.whole_rows_of::<6>(pile, focal, 6),
+            8 => self.whole_rows_of::<8>(pile, focal, 8),
+            w => self.whole_rows_of::<0>(pile, focal, w),
+        }
+    }
+
+    /// [`Fill::whole_rows`] for rows of `width` decisions (`W` when it is not 0).
+    #[inline(always)]
+    fn whole_rows_of<const W: usize>(&self, pile: &mut Pile, focal: &[f64], width: usize) -> usize {
+        let w = if W > 0 { W } else { width };
+        let (chunk, run) = (self.chunk, self.run);
+        let batch = chunk.batch;
+        // The whole rows at the start: [`Fill::pile`]'s test (a row's last decision is of the
+        // row and the next one is not), row after row.
+        let meta = &chunk.meta[run.start..run.end];
+        let mut at = 0;
+        while at + w <= meta.len() {
+            let row = meta[at].row;
+            if meta[at + w - 1].row != row || meta.get(at + w).is_some_and(|m| m.row == row) {
+                break;
+            }
+            at += w;
+        }
+        if at == 0 {
+            return run.start;
+        }
+        let end = run.start + at;
+        let (meta, decisions) = (&meta[..at], &chunk.decisions[run.start..end]);
+        let (ce_grad, focal) = (&chunk.terms.ce_grad[run.start..end], &focal[run.start..end]);
+        let rows = at / w;
+        let first = pile.len();
+        // A row's sums, from +0.0 in decision order: what `Fill::pile` adds.
+        let sum = |values: &[f64]| values.iter().fold(0.0f64, |s, &v| s + v);
+        let mut mixed = Vec::new();
+        pile.extend_columns(|c| {
+            c.file.resize(first + rows, batch.file as u32);
+            match &batch.row_index {
+                Some(ix) => c.row.extend(meta.chunks_exact(w).map(|m| ix[m[0].row as usize])),
+                None => c.row.extend(meta.chunks_exact(w).map(|m| batch.first_row + u64::from(m[0].row))),
+            }
+            // At most u16::MAX decisions per candidate: the width is checked.
+            c.n.resize(first + rows, w as u16);
+            c.ce.extend(decisions.chunks_exact(w).map(|d| d.iter().fold(0.0f64, |s, d| s + d.ce)));
+            c.g.extend(ce_grad.chunks_exact(w).map(sum));
+            c.focal.extend(focal.chunks_exact(w).map(sum));
+            c.tag.extend(meta.chunks_exact(w).enumerate().map(|(j, m)| {
+                let buckets = m.iter().fold(0u32, |b, m| b | 1 << (m.bucket as u32));
+                if !buckets.is_power_of_two() {
+                    mixed.push((j, buckets));
+                }
+                Pile::pure_tag(buckets.trailing_zeros() as u8)
+            }));
+        });
+        // Rare (an anchor with decisions in several buckets): its sums per bucket, in decision
+        // order again.
+        for (j, buckets) in mixed {
+            let k = j * w;
+            let mut parts = pile::Parts::default();
+            for ((m, d), &gk) in meta[k..k + w].iter().zip(&decisions[k..k + w]).zip(&ce_grad[k..k + w]) {
+                let b = m.bucket as usize;
+                parts.count[b] += 1;
+                parts.loss[b] += d.ce;
+                parts.grad[b] += gk;
+            }
+            pile.set_mixed(first + j, buckets & 0b1100 != 0, parts);
+        }
+        end
     }
 }
 
@@ -1092,11 +1220,16 @@ fn pair_bounds<const N: usize>(
 }
 
 /// What the overlap sums read of every candidate, in dump order: whether it is positive, its
-/// decisions, and its focal loss.
-fn overlap_columns(piles: &Piles) -> impl Iterator<Item = ((bool, u64), &f64)> {
-    piles
-        .segments()
-        .flat_map(|(_, s)| (0..s.len()).map(move |j| (s.positive(j), s.decisions(j))).zip(&s.focal))
+/// decisions, its focal loss, and its bits of `member`. One loop per segment (a loop over the
+/// segments' flattened columns steps an adapter per candidate).
+#[inline(always)]
+fn overlap_columns(piles: &Piles, member: &[u32], mut each: impl FnMut(bool, u64, f64, u32)) {
+    for (start, s) in piles.segments() {
+        let member = &member[start..start + s.len()];
+        for (((positive, d), &c_focal), &m) in s.positives_and_decisions().zip(&s.focal).zip(member) {
+            each(positive, d, c_focal, m);
+        }
+    }
 }
 
 /// The overlap sums of [`overlaps`] for `N` pairs: per pair, the decision-weighted sums of
@@ -1114,7 +1247,7 @@ fn pair_sums<const N: usize>(
     let plain = [pair_bounds::<N>(kept, pairs, false, 0), pair_bounds::<N>(kept, pairs, true, 0)];
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
-    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
+    overlap_columns(piles, member, |positive, d, c_focal, m| {
         let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
@@ -1128,7 +1261,7 @@ fn pair_sums<const N: usize>(
             }
             focal[1] += c_focal;
         }
-    }
+    });
     (acc.to_vec(), focal)
 }
 
@@ -1143,7 +1276,7 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
-    for (((positive, d), &c_focal), &m) in overlap_columns(piles).zip(member) {
+    overlap_columns(piles, member, |positive, d, c_focal, m| {
         let d = d as f64;
         // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
@@ -1159,7 +1292,7 @@ fn pair_sums_any(
             }
             focal[1] += c_focal;
         }
-    }
+    });
     (acc, focal)
 }
 
@@ -1312,6 +1445,116 @@ mod tests {
                 assert_eq!(top(odd.iter().copied(), m), naive_top(&odd, m), "odd, n {n}, m {m}");
             }
             assert_eq!(rank(scored.iter().copied()), naive_top(&scored, n));
+        }
+    }
+
+    /// A candidate's every column, with the bits of its numbers.
+    fn candidate_bits(c: &Candidate) -> impl PartialEq + std::fmt::Debug {
+        let f = |x: f64| x.to_bits();
+        (c.file, c.row, c.count, c.positive, f(c.ce), f(c.focal), c.loss.map(f), c.grad.map(f))
+    }
+
+    #[test]
+    fn whole_dense_rows_make_the_candidates_of_the_one_by_one_walk_bit_for_bit() {
+        use crate::analysis::decisions::{for_each_chunk, Expansion, Scoring};
+        use crate::config::{Activation, Layout, ScoreKind};
+        use crate::input::{DumpShape, ScoreValues};
+        let mut rng = crate::rng::Rng::new(21, 4);
+        for width in [2usize, 3, 4, 5, 6, 7, 8, 9, 20] {
+            let rows = 3000;
+            // Background, ignored (no decisions: rows missing from the chunk) and labelled
+            // anchors; logits from confident to wrong, so that some anchors have decisions in
+            // several buckets; images of 37 rows (several runs per chunk), a row index on
+            // every other width.
+            let labels: Vec<i32> = (0..rows)
+                .map(|_| rng.below(width as u64 + 3) as i32 - 2)
+                .map(|l| l.min(width as i32 - 1))
+                .collect();
+            let scores: Vec<f32> = (0..rows * width).map(|_| (rng.normal() * 4.0) as f32).collect();
+            let mut batch = crate::input::test_batch(
+                (0..rows).map(|r| (r / 37) as i64),
+                Targets::Labels(labels),
+                ScoreValues::from_f32(scores),
+                5,
+            );
+            if width % 2 == 1 {
+                batch.row_index = Some((0..rows as u64).map(|r| 3 * r + 1).collect());
+            }
+            let shape = DumpShape {
+                layout: Layout::Dense,
+                scores: ScoreKind::Logits,
+                activation: Activation::Sigmoid,
+            };
+            let exp = Expansion { shape, width, background_class: 0 };
+            let scoring = Scoring { tau: 0.7, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
+            let (mut runs, mut mixed) = (0, 0);
+            for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
+                let focal = chunk.terms.focal_for(scoring.focus).expect("the terms' focus");
+                let terms = |k: usize| (chunk.decisions[k].ce, chunk.terms.ce_grad[k], focal[k]);
+                for run in chunk.runs {
+                    let fill = Fill { chunk, run, with_info: false };
+                    let mut naive = Pile::default();
+                    fill.pile(&mut naive, run.start, terms);
+                    // Appended after candidates already in the pile, as a run of a continuing
+                    // image.
+                    let mut whole = Pile::from_candidates(&naive.candidates()[..naive.len() / 3]);
+                    let before = whole.len();
+                    let start = fill.whole_rows(&mut whole, focal);
+                    assert_eq!(start, run.end, "every row of a dense chunk is whole");
+                    fill.pile(&mut whole, start, terms);
+                    let got: Vec<_> = whole.candidates()[before..].iter().map(candidate_bits).collect();
+                    let want: Vec<_> = naive.candidates().iter().map(candidate_bits).collect();
+                    assert_eq!(got, want, "width {width}");
+                    // The order known while appending is the order of the positions (the
+                    // run follows a copy of its first third: in order when that is at most
+                    // one candidate).
+                    assert!(naive.in_dump_order());
+                    assert_eq!(whole.in_dump_order(), naive.len() / 3 < 2);
+                    let mut fresh = Pile::default();
+                    fill.whole_rows(&mut fresh, focal);
+                    assert_eq!(fresh, naive);
+                    assert!(fresh.in_dump_order());
+                    runs += 1;
+                    mixed += naive
+                        .candidates()
+                        .iter()
+                        .filter(|c| c.count.iter().filter(|&&n| n > 0).count() > 1)
+                        .count();
+                }
+            });
+            assert!(runs > 50 && mixed > 10, "width {width}: {runs} runs, {mixed} mixed candidates");
+        }
+    }
+
+    #[test]
+    fn top_by_ce_from_the_columns_is_the_naive_top_of_every_candidate() {
+        let mut rng = crate::rng::Rng::new(13, 3);
+        let mut cands = pile::tests::random_candidates(&mut rng, 3000);
+        // Ties (broken by index) and special values.
+        for (i, c) in cands.iter_mut().enumerate() {
+            match i % 97 {
+                0 => c.ce = 1.0,
+                1 => c.ce = f64::INFINITY,
+                2 => c.ce = -0.0,
+                3 => c.ce = f64::NAN,
+                _ => {}
+            }
+        }
+        let piles = Piles::new(vec![
+            Pile::from_candidates(&cands[..700]),
+            Pile::from_candidates(&cands[700..2900]),
+            Pile::from_candidates(&cands[2900..]),
+        ]);
+        for positive in [None, Some(true), Some(false)] {
+            let scored: Vec<(usize, f64)> = cands
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| positive.is_none_or(|p| c.positive == p))
+                .map(|(i, c)| (i, c.ce))
+                .collect();
+            for m in [0usize, 1, 5, 128, 255, 256, 257, 1000, 2999, 3000, usize::MAX] {
+                assert_eq!(top_ce(&piles, positive, m), naive_top(&scored, m), "{positive:?}, m {m}");
+            }
         }
     }
 

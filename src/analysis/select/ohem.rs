@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{rank, top, Chosen, Image, Kept, Pile, Piles, Selector};
+use super::{rank, top, top_ce, Chosen, Image, Kept, Pile, Piles, Selector};
 use crate::analysis::bucket_sums;
 use crate::config::{check_fraction, AnalysisConfig};
 use crate::error::ConfigError;
@@ -144,11 +144,21 @@ pub fn select(piles: &Piles, p: &OhemParams) -> Vec<usize> {
     let k = p.k;
     let max_pos = p.pos_fraction.map_or(k, |f| ((k as f64) * f).floor() as usize);
     let score = scorer(piles);
+    // The `m` hardest of the candidates (or of the positives or negatives) by `score`: by CE
+    // from a loop over the columns, without a call per candidate, when it is CE alone.
+    let box_loss = piles.has_box_loss();
+    let hardest = |positive: Option<bool>, m: usize| {
+        if box_loss {
+            top(piles.values(score, positive), m)
+        } else {
+            top_ce(piles, positive, m)
+        }
+    };
     let sel = match p.nms {
-        None if p.pos_fraction.is_none() => return top(piles.values(score, None), k),
+        None if p.pos_fraction.is_none() => return hardest(None, k),
         None => {
-            let pos = top(piles.values(score, Some(true)), max_pos);
-            let neg = top(piles.values(score, Some(false)), k - pos.len());
+            let pos = hardest(Some(true), max_pos);
+            let neg = hardest(Some(false), k - pos.len());
             [pos, neg].concat()
         }
         Some(threshold) => nms_select(piles, score, threshold as f32, k, p.pos_fraction.map(|_| max_pos)),

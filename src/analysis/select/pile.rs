@@ -74,6 +74,25 @@ pub trait Visit {
     fn mixed(&mut self, positive: bool, parts: &Parts);
 }
 
+/// The columns of a [`Pile`], for appending candidates column by column
+/// ([`Pile::extend_columns`]).
+pub(super) struct Columns<'a> {
+    /// File index in the dump.
+    pub file: &'a mut Vec<u32>,
+    /// Row within the file.
+    pub row: &'a mut Vec<u64>,
+    /// The candidate's tag: [`Pile::pure_tag`] of a pure candidate.
+    pub tag: &'a mut Vec<u8>,
+    /// Decisions in the candidate.
+    pub n: &'a mut Vec<u16>,
+    /// CE summed over its decisions.
+    pub ce: &'a mut Vec<f64>,
+    /// CE gradient norm summed over its decisions.
+    pub g: &'a mut Vec<f64>,
+    /// Focal loss summed over its decisions.
+    pub focal: &'a mut Vec<f64>,
+}
+
 /// A mixed candidate's parts, by its index in the pile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Mixed {
@@ -84,7 +103,7 @@ struct Mixed {
 /// Candidates in columns, all of the same length (`info` is either empty or of that length).
 /// A segment of an image (one batch's rows of it) is in dump order; an image's segments joined
 /// by [`Pile::join`] are in dump order too.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Pile {
     /// File index in the dump.
     pub file: Vec<u32>,
@@ -105,6 +124,20 @@ pub struct Pile {
     mixed: Vec<Mixed>,
     /// Box and identifiers, only when NMS or an export needs them (else empty).
     pub info: Vec<CandidateInfo>,
+    /// Known to be in dump order: each candidate was appended at or after the one before
+    /// (checked while it was in cache), so that [`Pile::in_dump_order`] need not read the
+    /// positions again. False when not known (a pile read back from a saved state, or not
+    /// in order); not part of the saved state, nor of equality.
+    #[serde(skip)]
+    ordered: bool,
+}
+
+impl PartialEq for Pile {
+    fn eq(&self, o: &Pile) -> bool {
+        // Every column; not `ordered`, which only says what is known.
+        (&self.file, &self.row, &self.tag, &self.n, &self.ce, &self.g, &self.focal, &self.mixed, &self.info)
+            == (&o.file, &o.row, &o.tag, &o.n, &o.ce, &o.g, &o.focal, &o.mixed, &o.info)
+    }
 }
 
 impl Pile {
@@ -120,7 +153,20 @@ impl Pile {
             focal: Vec::with_capacity(n),
             mixed: Vec::new(),
             info: Vec::with_capacity(if with_info { n } else { 0 }),
+            ordered: true,
         }
+    }
+
+    /// The position (file, row) of the last candidate.
+    #[inline(always)]
+    fn last_position(&self) -> Option<(u32, u64)> {
+        self.file.last().copied().zip(self.row.last().copied())
+    }
+
+    /// Whether the pile is known to be in dump order (see `ordered`; an empty pile is).
+    #[inline(always)]
+    fn known_ordered(&self) -> bool {
+        self.ordered || self.ce.is_empty()
     }
 
     /// Candidates in the pile.
@@ -147,6 +193,7 @@ impl Pile {
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn push_columns(&mut self, file: u32, row: u64, tag: u8, n: u16, ce: f64, g: f64, focal: f64) {
+        self.ordered = self.known_ordered() && self.last_position().is_none_or(|p| p <= (file, row));
         self.file.push(file);
         self.row.push(row);
         self.tag.push(tag);
@@ -183,10 +230,67 @@ impl Pile {
         }
     }
 
+    /// Appends candidates column by column: `fill` pushes the same number of values to every
+    /// column of [`Columns`] (a pure candidate's tag is [`Pile::pure_tag`]; a mixed one's is
+    /// then set by [`Pile::set_mixed`]). Appending whole columns from exact-size iterators
+    /// writes each value without the per-push capacity check and length update of seven
+    /// pushes per candidate.
+    #[inline(always)]
+    pub(super) fn extend_columns(&mut self, fill: impl FnOnce(Columns<'_>)) {
+        let (first, ordered, last) = (self.len(), self.known_ordered(), self.last_position());
+        fill(Columns {
+            file: &mut self.file,
+            row: &mut self.row,
+            tag: &mut self.tag,
+            n: &mut self.n,
+            ce: &mut self.ce,
+            g: &mut self.g,
+            focal: &mut self.focal,
+        });
+        debug_assert!(
+            [self.file.len(), self.row.len(), self.tag.len(), self.n.len(), self.g.len(), self.focal.len()]
+                .iter()
+                .all(|&n| n == self.ce.len()),
+            "every column has a value per candidate"
+        );
+        // The new candidates' order, while they are in cache.
+        let new = Pile::positions_in_order(&self.file[first..], &self.row[first..]);
+        let joined = match (last, self.file.get(first).copied().zip(self.row.get(first).copied())) {
+            (Some(a), Some(b)) => a <= b,
+            _ => true,
+        };
+        self.ordered = ordered && joined && new;
+    }
+
+    /// The tag of a pure candidate whose decisions are all in `bucket` (0-3).
+    #[inline(always)]
+    pub(super) fn pure_tag(bucket: u8) -> u8 {
+        (bucket & 3) | if bucket >= 2 { POSITIVE } else { 0 }
+    }
+
+    /// Makes candidate `i`, appended by [`Pile::extend_columns`] after every mixed candidate so
+    /// far, a mixed one (`positive` or not) with `parts`: what [`Pile::push_parts`] keeps for a
+    /// candidate whose decisions fall in several buckets (its decision count stays the one
+    /// appended; its gradient column is +0.0).
+    pub(super) fn set_mixed(&mut self, i: usize, positive: bool, parts: Parts) {
+        debug_assert!(self.mixed.last().is_none_or(|m| m.index < i), "mixed candidates in index order");
+        debug_assert!(parts.count.iter().filter(|&&c| c > 0).count() > 1, "decisions in several buckets");
+        self.tag[i] = MIXED | if positive { POSITIVE } else { 0 };
+        self.g[i] = 0.0;
+        self.mixed.push(Mixed { index: i, parts });
+    }
+
     /// Whether candidate `i` is positive (one of its decisions is).
     #[inline]
     pub fn positive(&self, i: usize) -> bool {
         self.tag[i] & POSITIVE != 0
+    }
+
+    /// Whether each candidate is positive, and its decisions, in order ([`Pile::positive`] and
+    /// [`Pile::decisions`] of every candidate, from two columns).
+    #[inline]
+    pub fn positives_and_decisions(&self) -> impl Iterator<Item = (bool, u64)> + '_ {
+        self.tag.iter().zip(&self.n).map(|(&tag, &n)| (tag & POSITIVE != 0, u64::from(n)))
     }
 
     /// The decisions, CE and gradient norm per bucket of candidate `i`.
@@ -219,20 +323,33 @@ impl Pile {
     #[inline(always)]
     pub fn visit(&self, v: &mut impl Visit) {
         let mut mixed = self.mixed.iter();
-        let columns = self.tag.iter().zip(&self.n).zip(self.ce.iter().zip(&self.g));
-        for ((&tag, &n), (&ce, &g)) in columns {
+        let len = self.len();
+        let (tag, n, ce, g) = (&self.tag[..len], &self.n[..len], &self.ce[..len], &self.g[..len]);
+        let mut j = 0;
+        while j < len {
+            // The common candidate (an easy negative: all its decisions in bucket 0) in a loop
+            // of its own, which touches only the visitor's bucket-0 sums: the compiler keeps
+            // them in registers there, where with every bucket's sums live (more than there
+            // are registers) it loads and stores each sum per candidate.
+            while j < len && tag[j] == 0 {
+                v.pure::<0>(n[j], ce[j], g[j]);
+                j += 1;
+            }
+            if j == len {
+                break;
+            }
             // A pure candidate is positive exactly when its bucket is (push_pure).
-            match tag {
-                0 => v.pure::<0>(n, ce, g),
-                1 => v.pure::<1>(n, ce, g),
-                6 => v.pure::<2>(n, ce, g),
-                7 => v.pure::<3>(n, ce, g),
-                _ => {
+            match tag[j] {
+                1 => v.pure::<1>(n[j], ce[j], g[j]),
+                6 => v.pure::<2>(n[j], ce[j], g[j]),
+                7 => v.pure::<3>(n[j], ce[j], g[j]),
+                t => {
                     if let Some(m) = mixed.next() {
-                        v.mixed(tag & POSITIVE != 0, &m.parts);
+                        v.mixed(t & POSITIVE != 0, &m.parts);
                     }
                 }
             }
+            j += 1;
         }
     }
 
@@ -275,6 +392,12 @@ impl Pile {
     /// Moves `other`'s candidates to the end of this pile.
     pub fn append(&mut self, other: &mut Pile) {
         let (a, b) = (self.len(), other.len());
+        let joined = match (self.last_position(), other.file.first().copied().zip(other.row.first().copied()))
+        {
+            (Some(x), Some(y)) => x <= y,
+            _ => true,
+        };
+        self.ordered = self.known_ordered() && other.known_ordered() && joined;
         match (self.info.is_empty() && a > 0, other.info.is_empty() && b > 0) {
             (false, false) => self.info.append(&mut other.info),
             (true, false) => {
@@ -330,7 +453,18 @@ impl Pile {
 
     /// Whether the candidates are in dump order (file, then row).
     pub fn in_dump_order(&self) -> bool {
-        let pos = || self.file.iter().zip(&self.row);
+        self.known_ordered() || Pile::positions_in_order(&self.file, &self.row)
+    }
+
+    /// Whether the positions (`file[i]`, `row[i]`) are in order.
+    fn positions_in_order(file: &[u32], row: &[u64]) -> bool {
+        // The usual segment holds rows of one file: then rows in order say it, from two loops
+        // without an early exit, which the compiler vectorises.
+        let one_file = file.first().is_none_or(|&f| file.iter().fold(true, |ok, &g| ok & (g == f)));
+        if one_file {
+            return row.windows(2).fold(true, |ok, w| ok & (w[0] <= w[1]));
+        }
+        let pos = || file.iter().zip(row);
         pos().zip(pos().skip(1)).all(|(a, b)| a <= b)
     }
 
@@ -457,6 +591,25 @@ impl Piles {
         })
     }
 
+    /// Calls `f(i, ce)` for every candidate `i` and its CE, in dump order; only the positives
+    /// or only the negatives when `positive` says so ([`Piles::values`] of the CE, from one loop
+    /// over each segment's columns).
+    #[inline(always)]
+    pub fn each_ce(&self, positive: Option<bool>, mut f: impl FnMut(usize, f64)) {
+        for (start, seg) in self.segments() {
+            match positive {
+                None => seg.ce.iter().enumerate().for_each(|(j, &ce)| f(start + j, ce)),
+                Some(p) => {
+                    for (j, (&tag, &ce)) in seg.tag.iter().zip(&seg.ce).enumerate() {
+                        if (tag & POSITIVE != 0) == p {
+                            f(start + j, ce);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether the candidates carry box losses (all of them do, or none: the column is the
     /// dump's; the first one says).
     pub fn has_box_loss(&self) -> bool {
@@ -563,6 +716,49 @@ pub(super) mod tests {
         assert_eq!(neg, vec![1, 2, 3]);
         assert_eq!(piles.first_position(), Some((0, 0)));
         assert!(Piles::new(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn the_order_check_is_the_naive_one_with_one_file_or_several() {
+        let mut rng = crate::rng::Rng::new(17, 0);
+        for n in [0usize, 1, 2, 3, 5, 17, 64] {
+            for files in [1u64, 2] {
+                for _ in 0..200 {
+                    let mut p = Pile::default();
+                    // Mostly ascending positions, sometimes not.
+                    let (mut file, mut row) = (0u32, 10u64);
+                    for _ in 0..n {
+                        file = (file + u32::from(rng.below(20) == 0)).min(files as u32 - 1);
+                        row = match rng.below(30) {
+                            0 => row.saturating_sub(1 + rng.below(3)),
+                            1 => row,
+                            _ => row + 1,
+                        };
+                        if rng.below(50) == 0 {
+                            file = rng.below(files) as u32;
+                        }
+                        p.push_pure(file, row, 0, 1, 0.5, 0.25, 0.0);
+                    }
+                    let pos: Vec<(u32, u64)> = p.file.iter().copied().zip(p.row.iter().copied()).collect();
+                    let naive = pos.windows(2).all(|w| w[0] <= w[1]);
+                    assert_eq!(p.in_dump_order(), naive, "{pos:?}");
+                    assert_eq!(Pile::positions_in_order(&p.file, &p.row), naive, "{pos:?}");
+                    // Not known (as read back from a saved state): checked.
+                    let unknown = Pile { ordered: false, ..p.clone() };
+                    assert_eq!(unknown.in_dump_order(), naive, "{pos:?}");
+                    assert_eq!(unknown, p, "equality ignores what is known");
+                    // Appended in two parts, either known or not.
+                    let cands = p.candidates();
+                    for cut in [0, n / 3, n] {
+                        let mut a = Pile::from_candidates(&cands[..cut]);
+                        let mut b = Pile::from_candidates(&cands[cut..]);
+                        b.ordered &= cut % 2 == 0;
+                        a.append(&mut b);
+                        assert_eq!(a.in_dump_order(), naive, "{pos:?} cut at {cut}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

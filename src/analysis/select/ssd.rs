@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{top, Chosen, Image, Kept, Piles, Selector, Split};
+use super::{top_ce, Chosen, Image, Kept, Piles, Selector, Split};
 use crate::analysis::bucket_sums;
 use crate::config::AnalysisConfig;
 use crate::error::ConfigError;
@@ -104,6 +104,6 @@ pub fn select(piles: &Piles, split: &Split, p: &SsdParams) -> Vec<usize> {
     } else {
         pos.len().saturating_mul(p.neg_pos_ratio)
     };
-    let neg = top(piles.values(|s, j| s.ce[j], Some(false)), m.min(piles.len()));
+    let neg = top_ce(piles, Some(false), m.min(piles.len()));
     [pos.as_slice(), &neg].concat()
 }
