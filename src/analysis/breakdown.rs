@@ -750,6 +750,40 @@ impl BreakdownAcc {
     }
 }
 
+/// A dense walk's counts and tests of one decision (the scalar walk's, and the AVX2 walk's for
+/// the classes left over from its groups of four): its gradient-density bin, an fp16
+/// underflow, whether its row may count in a rare counter, and a negative's logit.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tally(
+    density: &mut [[u32; DENSITY_BINS]; 2],
+    d: &Decision,
+    positive: bool,
+    g: f64,
+    focal: f64,
+    fp16_underflow: &mut u64,
+    row_rare: &mut bool,
+    logit_sum: &mut f64,
+) {
+    density[usize::from(positive)][dense_bin(g)] += 1;
+    // 0 < focal < fp16's smallest subnormal: as unsigned bits, 0 wraps above, and negatives
+    // and NaNs lie above.
+    *fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
+    // The logit of a negative decision; minus that of a positive one (the same magnitude:
+    // rounding is symmetric). Finite when its magnitude is below infinity.
+    let logit = d.ln_q + d.ce;
+    // min and max that yield their second operand when either is NaN: a NaN q or logit fails
+    // the test; a NaN p_t or CE counts in no counter.
+    let lo = if d.p_t < d.q { d.p_t } else { d.q };
+    let (ce, mag) = (d.ce, logit.abs());
+    let hi = if ce > mag { ce } else { mag };
+    *row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
+    // Adding -0.0 leaves any sum as it is: no branch. (The negatives with a finite logit are
+    // counted after the walk: every negative, less those with another logit, all in rows noted
+    // as rare.)
+    *logit_sum += if !positive & (mag < f64::INFINITY) { logit } else { -0.0 };
+}
+
 /// What the walk of a dense sigmoid chunk ([`BreakdownAcc::observe_dense_with`]) keeps across its
 /// image runs.
 struct DenseWalk {
@@ -863,26 +897,9 @@ impl DenseWalk {
                     image.add(bucket, d.ce, focal);
                     self.ious[band_at].add(bucket, d.ce, focal);
                 }
-                let positive = bucket >= 2;
                 // (Any lanes give the same counts: the class's.)
-                self.density[c % DENSITY_LANES][usize::from(positive)][dense_bin(g)] += 1;
-                // 0 < focal < fp16's smallest subnormal: as unsigned bits, 0 wraps above, and
-                // negatives and NaNs lie above.
-                fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
-                // The logit of a negative decision; minus that of a positive one (the same
-                // magnitude: rounding is symmetric). Finite when its magnitude is below
-                // infinity.
-                let logit = d.ln_q + d.ce;
-                // min and max that yield their second operand when either is NaN: a NaN q or
-                // logit fails the test; a NaN p_t or CE counts in no counter.
-                let lo = if d.p_t < d.q { d.p_t } else { d.q };
-                let (ce, mag) = (d.ce, logit.abs());
-                let hi = if ce > mag { ce } else { mag };
-                row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
-                // Adding -0.0 leaves any sum as it is: no branch. (The negatives with a finite
-                // logit are counted after the walk: every negative, less those with another
-                // logit, all in rows noted as rare.)
-                logit_sum += if !positive & (mag < f64::INFINITY) { logit } else { -0.0 };
+                let density = &mut self.density[c % DENSITY_LANES];
+                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, &mut logit_sum);
             }
             self.rare_rows[n_rare] = start as u32;
             n_rare += usize::from(row_rare);
@@ -1038,16 +1055,9 @@ impl DenseWalk {
                     image.add(bucket, d.ce, focal);
                     self.ious[band_at].add(bucket, d.ce, focal);
                 }
-                // The scalar walk's counts and tests (see `run_body`).
-                let positive = bucket >= 2;
-                self.density[c % DENSITY_LANES][usize::from(positive)][dense_bin(g)] += 1;
-                fp16_underflow += u64::from(focal.to_bits().wrapping_sub(1) < FP16_TINY_BITS - 1);
-                let logit = d.ln_q + d.ce;
-                let lo = if d.p_t < d.q { d.p_t } else { d.q };
-                let (ce, mag) = (d.ce, logit.abs());
-                let hi = if ce > mag { ce } else { mag };
-                row_rare |= !((lo >= 1e-7) & (hi <= 65504.0));
-                logit_sum += if !positive & (mag < f64::INFINITY) { logit } else { -0.0 };
+                // The scalar walk's counts and tests.
+                let density = &mut self.density[c % DENSITY_LANES];
+                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, &mut logit_sum);
             }
             self.rare_rows[n_rare] = start as u32;
             n_rare += usize::from(row_rare);
