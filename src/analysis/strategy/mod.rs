@@ -122,26 +122,24 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
             focal: &t.focal[range.clone()],
             focal_grad: &t.focal_grad[range],
         };
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the processor has AVX2 (checked above).
-            unsafe {
-                if unit {
-                    add_run_avx2::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns)
-                } else {
-                    add_run_avx2::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns)
+        'added: {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the processor has AVX2 (checked above).
+                unsafe {
+                    if unit {
+                        add_run_avx2::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns)
+                    } else {
+                        add_run_avx2::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns)
+                    }
                 }
+                break 'added;
             }
-        } else if unit {
-            add_run::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns);
-        } else {
-            add_run::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        if unit {
-            add_run::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns);
-        } else {
-            add_run::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns);
+            if unit {
+                add_run::<CE, ALPHA_CE, FOCAL, true>(&mut cells, &mut count, &columns);
+            } else {
+                add_run::<CE, ALPHA_CE, FOCAL, false>(&mut cells, &mut count, &columns);
+            }
         }
         let key = &chunk.batch.images[run.image].key;
         for (kind, sums) in targets.iter_mut() {
@@ -303,6 +301,14 @@ impl Sums {
             let meta = &chunk.meta[run.start..run.end];
             let n = decisions.len().min(meta.len());
             let (decisions, meta) = (&decisions[..n], &meta[..n]);
+            // One decision's terms into lane `l` of its bucket.
+            let one =
+                |cells: &mut Cells, count: &mut [u64; 4], l: usize, (loss, grad): (f64, f64), m: &Meta| {
+                    let b = m.bucket as usize;
+                    cells[b][0][l] += weigh(loss, m);
+                    cells[b][1][l] += weigh(grad, m);
+                    count[b] += 1;
+                };
             let mut i = 0;
             while i + 4 <= n {
                 let t: [(f64, f64); 4] = std::array::from_fn(|l| terms(run.start + i + l, &decisions[i + l]));
@@ -315,21 +321,13 @@ impl Sums {
                     count[b] += 4;
                 } else {
                     for l in 0..4 {
-                        let b = ms[l].bucket as usize;
-                        cells[b][0][l] += weigh(t[l].0, &ms[l]);
-                        cells[b][1][l] += weigh(t[l].1, &ms[l]);
-                        count[b] += 1;
+                        one(&mut cells, &mut count, l, t[l], &ms[l]);
                     }
                 }
                 i += 4;
             }
             while i < n {
-                let (loss, grad) = terms(run.start + i, &decisions[i]);
-                let m = &meta[i];
-                let b = m.bucket as usize;
-                cells[b][0][i & 3] += weigh(loss, m);
-                cells[b][1][i & 3] += weigh(grad, m);
-                count[b] += 1;
+                one(&mut cells, &mut count, i & 3, terms(run.start + i, &decisions[i]), &meta[i]);
                 i += 1;
             }
             self.fold_run(&cells, &chunk.batch.images[run.image].key);
