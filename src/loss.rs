@@ -227,7 +227,6 @@ const LANES: usize = 64;
 /// [`crate::fastmath`]).
 pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
     debug_assert_eq!(zs.len(), ys.len());
-    out.reserve(zs.len().min(ys.len()));
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
@@ -249,6 +248,7 @@ pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
 #[inline(always)]
 fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
     let n = zs.len().min(ys.len());
+    out.reserve(n);
     let mut z_groups = zs[..n].chunks_exact(INTERLEAVE);
     let mut y_groups = ys[..n].chunks_exact(INTERLEAVE);
     for (z, y) in (&mut z_groups).zip(&mut y_groups) {
@@ -264,11 +264,16 @@ fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
         for j in 0..INTERLEAVE {
             l[j] = ln_1p_unit_given(e[j], inv[j]);
         }
-        // Plain pushes (the capacity is reserved): an `extend` over an iterator is not
-        // inlined here, and its out-of-line copy is compiled without AVX2.
+        // The group written into the reserved capacity, then counted once: no length and
+        // capacity check per decision (an `extend` over an iterator is not inlined here, and
+        // its out-of-line copy is compiled without AVX2).
+        let len = out.len();
+        let spare = &mut out.spare_capacity_mut()[..INTERLEAVE];
         for j in 0..INTERLEAVE {
-            out.push(hard_of_z(z[j], y[j], e[j], l[j], inv[j]));
+            spare[j].write(hard_of_z(z[j], y[j], e[j], l[j], inv[j]));
         }
+        // SAFETY: the `INTERLEAVE` values past `len` were written just above.
+        unsafe { out.set_len(len + INTERLEAVE) };
     }
     for (&z, &y) in z_groups.remainder().iter().zip(y_groups.remainder()) {
         let e = exp_neg(-z.abs());
