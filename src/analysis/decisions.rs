@@ -357,22 +357,50 @@ impl Buffers {
             return;
         }
         self.row_width = c;
-        for (row, &label) in (first..).zip(labels) {
-            if label == -2 {
-                continue;
+        // Rows in slices of about one kernel call: a slice of several rows without ignored ones
+        // (nearly every one) is queued in one pass, not row by row (with few classes per row,
+        // that overhead was a large part of the work).
+        let per = (LANES / c).max(1);
+        let mut at = 0;
+        while at < labels.len() {
+            let end = (at + per).min(labels.len());
+            let slice = &labels[at..end];
+            let (r0, r1) = (first + at, first + end);
+            if per > 1 && slice.iter().all(|&l| l != -2) {
+                let from = self.zs.len();
+                // Every class a negative (z = -x), then each label's one flipped to a positive.
+                self.zs.extend(scores[r0 * c..r1 * c].iter().map(|&x| -x.into()));
+                self.targets_up_to(self.zs.len());
+                for (i, &label) in slice.iter().enumerate() {
+                    self.flip_label(from + i * c, label, c);
+                }
+                self.rows.extend((r0..r1).map(|r| r as u32));
+            } else {
+                for (row, &label) in (r0..).zip(slice) {
+                    if label == -2 {
+                        continue;
+                    }
+                    let from = self.zs.len();
+                    self.zs.extend(scores[row * c..(row + 1) * c].iter().map(|&x| -x.into()));
+                    self.targets_up_to(from + c);
+                    self.flip_label(from, label, c);
+                    self.rows.push(row as u32);
+                }
             }
-            let from = self.zs.len();
-            // Every class a negative (z = -x), then the label's one flipped to a positive.
-            self.zs.extend(scores[row * c..(row + 1) * c].iter().map(|&x| -x.into()));
-            self.targets_up_to(from + c);
-            if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
-                self.zs[from + k] = -self.zs[from + k];
-                self.ys[from + k] = 1.0;
-            }
-            self.rows.push(row as u32);
             if self.zs.len() >= LANES {
                 self.settle();
             }
+            at = end;
+        }
+    }
+
+    /// Makes the queued decision of class `label` of the row queued at `from` (C = `c` classes,
+    /// all queued as negatives) its positive; a background label (-1) has none.
+    #[inline]
+    fn flip_label(&mut self, from: usize, label: i32, c: usize) {
+        if let Some(k) = usize::try_from(label).ok().filter(|&k| k < c) {
+            self.zs[from + k] = -self.zs[from + k];
+            self.ys[from + k] = 1.0;
         }
     }
 
@@ -600,18 +628,30 @@ mod tests {
 
     #[test]
     fn dense_sigmoid_logit_rows_expand_to_the_scalar_decisions_metadata_and_terms() {
-        // 5 classes (rows straddle the kernel's groups), every label kind, two images, f32
-        // logits from -120 to 120; compared with Decision::from_logit and its methods.
-        const C: usize = 5;
-        let n = 700;
-        let labels: Vec<i32> = (0..n).map(|i| [-1, 0, 3, -2, 4, -1, 1][i % 7]).collect();
+        // 5 classes (rows straddle the kernel's groups), every label kind in every slice of
+        // rows (each holds an ignored row: queued row by row).
+        check_dense_logit_rows(5, (0..700).map(|i| [-1, 0, 3, -2, 4, -1, 1][i % 7]).collect());
+        // Few classes, ignored rows rare: most slices are queued whole (4 and 3 classes: slices
+        // of 16 and 21 rows, 64 and 63 decisions), some row by row; and rows of more
+        // decisions than a kernel call (one row per slice).
+        for c in [4, 3, 70] {
+            let labels =
+                (0..700).map(|i| if i % 97 == 5 { -2 } else { [-1, -1, 0, 2, -1, 1][i % 6] }).collect();
+            check_dense_logit_rows(c, labels);
+        }
+    }
+
+    /// Expands rows of `c` f32 logits with `labels` (two images, logits from -120 to 120) and
+    /// compares every decision, its metadata and terms with Decision::from_logit and its methods.
+    fn check_dense_logit_rows(c: usize, labels: Vec<i32>) {
+        let n = labels.len();
         let ids: Vec<i64> = (0..n).map(|i| if i < 300 { 7 } else { 9 }).collect();
-        let logits: Vec<f32> = (0..n * C).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 0.12).collect();
+        let logits: Vec<f32> = (0..n * c).map(|i| ((i * 7919 % 2003) as f32 - 1001.0) * 0.12).collect();
         let batch =
             test_batch(ids, Targets::Labels(labels.clone()), ScoreValues::from_f32(logits.clone()), 0);
         let shape =
             DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
-        let exp = Expansion { shape, width: C, background_class: 0 };
+        let exp = Expansion { shape, width: c, background_class: 0 };
         for focus in
             [Focus { gamma: 2.0, alpha: Some(0.25) }, Focus { gamma: 1.5, alpha: None }, Focus::default()]
         {
@@ -628,13 +668,13 @@ mod tests {
                     assert_eq!(v.len(), decisions.len());
                 }
                 for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
-                    while labels[k / C] == -2 {
-                        k += C;
+                    while labels[k / c] == -2 {
+                        k += c;
                     }
-                    let (row, class) = (k / C, k % C);
+                    let (row, class) = (k / c, k % c);
                     let y = if labels[row] == class as i32 { 1.0 } else { 0.0 };
                     let want = Decision::from_logit(f64::from(logits[k]), y);
-                    assert_eq!(bits(d), bits(&want), "row {row} class {class}");
+                    assert_eq!(bits(d), bits(&want), "{c} classes: row {row} class {class}");
                     assert_eq!((m.row as usize, m.class as usize, m.weight), (row, class, 1.0));
                     assert_eq!(m.bucket, Bucket::of(y > 0.0, want.p_t, 0.5));
                     let image = runs.iter().find(|r| (r.start..r.end).contains(&i)).unwrap().image;
@@ -648,7 +688,7 @@ mod tests {
                     seen += 1;
                 }
             }
-            assert_eq!(seen, labels.iter().filter(|&&l| l != -2).count() * C);
+            assert_eq!(seen, labels.iter().filter(|&&l| l != -2).count() * c, "{c} classes");
         }
     }
 
