@@ -425,14 +425,22 @@ impl Buffers {
             }
         } else {
             let c = self.row_width;
-            for (&row, ds) in self.rows.iter().zip(self.decisions[from..].chunks_exact(c)) {
-                self.meta.extend(ds.iter().zip(0..c as u32).map(|(d, class)| Meta {
-                    row,
-                    class,
-                    bucket: Bucket::of(d.y > 0.0, d.p_t, tau),
-                    weight: 1.0,
-                }));
+            // Written into the reserved capacity, then counted once (rows of few classes made a
+            // call to `extend` per row a large part of the work).
+            let n = self.rows.len() * c;
+            let len = self.meta.len();
+            self.meta.reserve(n);
+            let spare = &mut self.meta.spare_capacity_mut()[..n];
+            let rows = self.rows.iter().zip(self.decisions[from..].chunks_exact(c));
+            for ((&row, ds), ms) in rows.zip(spare.chunks_exact_mut(c)) {
+                for ((d, m), class) in ds.iter().zip(ms).zip(0..c as u32) {
+                    m.write(Meta { row, class, bucket: Bucket::of(d.y > 0.0, d.p_t, tau), weight: 1.0 });
+                }
             }
+            // SAFETY: the kernel gave `c` decisions per queued row, so the loop wrote all `n`
+            // values past `len`.
+            assert_eq!(self.decisions.len() - from, n, "a queued row's decisions");
+            unsafe { self.meta.set_len(len + n) };
             self.rows.clear();
         }
         self.zs.clear();
