@@ -43,49 +43,90 @@ impl Default for LogHist {
     }
 }
 
-/// f64 subtotals of a few slots out of many (histogram bins, classes), folded into exact sums
-/// once per summation block: only the slots touched since the last fold are visited.
-#[derive(Clone, Debug, Default)]
-pub struct LocalSums {
-    sum: Vec<f64>,
-    touched: Vec<usize>,
+/// Slots of a [`RunBins`]: two per bin (negatives, positives), rounded up to a power of two,
+/// so that a masked slot needs no bounds check.
+const SLOTS: usize = 4096;
+const _: () = assert!(2 * (INNER + 2) <= SLOTS);
+
+/// One summation block's counts and f64 loss subtotals for a pair of [`LogHist`]s (negatives,
+/// positives), folded into them by [`RunBins::drain_into`] at the end of the block (see
+/// `analysis::edges`). A loss of bin b on side s (0 negative, 1 positive) goes to slot
+/// 2b + s ([`slot_of`]): the two sides' bins interleave, so that the slots of a block lie in one
+/// range ([`RunBins::cover`]), which the drain scans. Fixed-size arrays and a masked slot make
+/// [`RunBins::add`] a count and an add, without bounds checks, resizes or branches, and no
+/// list or bitmap of touched slots is kept: a block's slots are dense in their range
+/// (on a dense dump, about a third of some 1,000 slots for 4,096 decisions), so scanning the
+/// range once costs less than marking every slot a loss goes to.
+///
+/// Every slot holds 0.0 between blocks, so a slot's first loss of a block is added to 0.0, as
+/// it would be to a fresh subtotal: the subtotals' bits are those of per-bin f64 sums started
+/// at 0.0 (losses are >= 0, so no -0.0 is lost either).
+#[derive(Clone, Debug)]
+pub struct RunBins {
+    sum: Box<[f64; SLOTS]>,
+    count: Box<[u32; SLOTS]>,
+    /// The range of slots covered since the last drain, `lo..=hi` (empty: `lo > hi`).
+    lo: usize,
+    hi: usize,
 }
 
-/// [`LocalSums`] kept by an accumulator between calls, drained after every use, so that any two
-/// hold the same (no) sums: they compare equal, whatever their allocated sizes.
-#[derive(Clone, Debug, Default)]
-pub struct Scratch(pub Vec<LocalSums>);
-
-impl PartialEq for Scratch {
-    fn eq(&self, _: &Scratch) -> bool {
-        true
+impl Default for RunBins {
+    fn default() -> Self {
+        RunBins { sum: Box::new([0.0; SLOTS]), count: Box::new([0; SLOTS]), lo: SLOTS, hi: 0 }
     }
 }
 
-impl LocalSums {
-    /// Adds `x` to slot `i`.
-    #[inline]
-    pub fn add(&mut self, i: usize, x: f64) {
-        if i >= self.sum.len() {
-            self.sum.resize(i + 1, f64::NAN);
-        }
-        let s = &mut self.sum[i];
-        if s.is_nan() {
-            // NaN marks an untouched slot (terms are finite), so a slot holding 0.0 is still
-            // folded: the result does not depend on which slots happened to sum to zero.
-            *s = 0.0;
-            self.touched.push(i);
-        }
-        *s += x;
+/// The [`RunBins`] slot of bin `bin` (from [`bin_of_ln`]) on side `side` (0 negatives, 1
+/// positives). Plain arithmetic, so that a loop computing slots vectorises.
+#[inline(always)]
+pub fn slot_of(bin: usize, side: u32) -> u32 {
+    2 * bin as u32 + side
+}
+
+impl RunBins {
+    /// Widens the range the next drain scans to `slots` (a min and a max over them, which
+    /// vectorise): every slot passed to [`RunBins::add`] must be covered first.
+    #[inline(always)]
+    pub fn cover(&mut self, slots: &[u32]) {
+        let (lo, hi) = slots.iter().fold((u32::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        self.lo = self.lo.min(lo as usize);
+        self.hi = self.hi.max(hi as usize);
     }
 
-    /// Hands every touched slot's subtotal to `f` (in the order first touched) and resets.
-    pub fn drain(&mut self, mut f: impl FnMut(usize, f64)) {
-        for &i in &self.touched {
-            f(i, self.sum[i]);
-            self.sum[i] = f64::NAN;
+    /// Counts `loss` in `slot` ([`slot_of`], covered by [`RunBins::cover`]) and adds it to the
+    /// slot's subtotal.
+    #[inline(always)]
+    pub fn add(&mut self, slot: u32, loss: f64) {
+        let k = slot as usize & (SLOTS - 1);
+        debug_assert!(self.lo <= k && k <= self.hi, "slot {k} not covered");
+        self.count[k] += 1;
+        self.sum[k] += loss;
+    }
+
+    /// The counted slots as (side, bin) -> (count, subtotal), for tests.
+    #[cfg(test)]
+    pub fn subtotals(&self) -> std::collections::BTreeMap<(usize, usize), (u64, f64)> {
+        (0..SLOTS)
+            .filter(|&k| self.count[k] != 0)
+            .map(|k| ((k % 2, k / 2), (u64::from(self.count[k]), self.sum[k])))
+            .collect()
+    }
+
+    /// Adds the counts and folds the subtotals of the counted slots into `hist` (negatives,
+    /// positives) exactly, and empties the slots. Bins are independent exact sums, so the
+    /// order of the slots does not matter; a slot not counted holds 0.0 and is skipped.
+    pub fn drain_into(&mut self, hist: &mut [LogHist; 2]) {
+        for k in self.lo..=self.hi.min(SLOTS - 1) {
+            let c = self.count[k];
+            if c != 0 {
+                let (h, bin) = (&mut hist[k % 2], k / 2);
+                h.count[bin] += u64::from(c);
+                h.sum[bin] += self.sum[k];
+                self.count[k] = 0;
+                self.sum[k] = 0.0;
+            }
         }
-        self.touched.clear();
+        (self.lo, self.hi) = (SLOTS, 0);
     }
 }
 
@@ -116,27 +157,6 @@ impl LogHist {
         let b = bin_of_ln(ln_loss);
         self.count[b] += 1;
         self.sum[b] += loss;
-    }
-
-    /// Counts a loss in bin `bin` now and adds it to `local`'s f64 subtotal of that bin, which
-    /// [`LogHist::absorb`] folds in exactly (once per summation block, see `analysis::edges`).
-    #[inline]
-    pub fn add_local(&mut self, local: &mut LocalSums, loss: f64, ln_loss: f64) {
-        let b = bin_of_ln(ln_loss);
-        self.count[b] += 1;
-        local.add(b, loss);
-    }
-
-    /// [`LogHist::add_local`] with the bin already computed (by [`bin_of_ln`]).
-    #[inline]
-    pub fn add_binned(&mut self, local: &mut LocalSums, loss: f64, bin: usize) {
-        self.count[bin] += 1;
-        local.add(bin, loss);
-    }
-
-    /// Folds the subtotals of `local` into the exact bin sums and empties it.
-    pub fn absorb(&mut self, local: &mut LocalSums) {
-        local.drain(|b, x| self.sum[b] += x);
     }
 
     /// Adds another histogram.
@@ -258,6 +278,49 @@ mod tests {
         assert!((exact_share - 0.5).abs() < 0.01 && bound < 0.01, "{frac} {exact_share} {bound}");
         let cdf = h.cdf(&[0.0, 0.5, 1.0]);
         assert!(cdf[0].abs() < 1e-12 && (cdf[2] - 1.0).abs() < 1e-12 && cdf[1] > 0.0 && cdf[1] < 0.1);
+    }
+
+    #[test]
+    fn run_bins_hold_f64_subtotals_per_block_and_fold_them_exactly() {
+        let mut rng = Rng::new(5, 7);
+        let mut bins = RunBins::default();
+        let mut hist = [LogHist::default(), LogHist::default()];
+        let mut expected = [LogHist::default(), LogHist::default()];
+        for block in 0..4 {
+            // Both sides, the edge bins (zero losses, losses beyond e^15) and a spread between.
+            let losses: Vec<(usize, f64)> = (0..200 + 37 * block)
+                .map(|i| {
+                    let loss = match i % 7 {
+                        0 => 0.0,
+                        1 => 1e7 * (1.0 + rng.uniform()),
+                        _ => (rng.normal() * 8.0 - 4.0).exp(),
+                    };
+                    (rng.below(2) as usize, loss)
+                })
+                .collect();
+            let slots: Vec<u32> =
+                losses.iter().map(|&(side, l)| slot_of(bin_of_ln(l.ln()), side as u32)).collect();
+            bins.cover(&slots);
+            let mut naive = std::collections::BTreeMap::new();
+            for (&slot, &(side, loss)) in slots.iter().zip(&losses) {
+                bins.add(slot, loss);
+                let (count, sum) = naive.entry((side, bin_of_ln(loss.ln()))).or_insert((0u64, 0.0f64));
+                *count += 1;
+                *sum += loss;
+            }
+            let bits = |m: &std::collections::BTreeMap<(usize, usize), (u64, f64)>| {
+                m.iter().map(|(&k, &(c, s))| (k, c, s.to_bits())).collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&bins.subtotals()), bits(&naive), "block {block}");
+            assert!(naive.contains_key(&(0, 0)) && naive.contains_key(&(1, INNER + 1)), "edges: {naive:?}");
+            bins.drain_into(&mut hist);
+            assert!(bins.subtotals().is_empty());
+            for ((side, bin), (count, sum)) in naive {
+                expected[side].count[bin] += count;
+                expected[side].sum[bin] += sum;
+            }
+            assert_eq!(hist, expected, "block {block}");
+        }
     }
 
     #[test]

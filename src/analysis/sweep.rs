@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::ImageCounts;
 use super::decisions::DecisionChunk;
-use super::hist::{bin_of_ln, LocalSums, LogHist, Scratch};
+use super::hist::{bin_of_ln, slot_of, LogHist, RunBins};
 use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::SweepGrid;
@@ -45,86 +45,34 @@ pub struct SweepAcc {
     /// Per image, per gamma: alpha-free loss of negatives and positives.
     #[serde(with = "crate::analysis::pairs")]
     per_image: BTreeMap<ImageKey, Vec<[ExactSum; 2]>>,
-    /// Per gamma and side, the histogram bins' f64 subtotals of the current run (scratch,
-    /// drained at the end of every run; kept to avoid refilling ~1,700 bins per chunk).
     #[serde(skip)]
-    bins: Scratch,
+    scratch: SweepScratch,
 }
 
 impl SweepAcc {
     /// An empty accumulator for `grid`.
     pub fn new(grid: SweepGrid) -> SweepAcc {
         let sums = vec![GammaSums::default(); grid.gammas.len()];
-        SweepAcc { grid, sums, per_image: BTreeMap::new(), bins: Scratch::default() }
+        SweepAcc { grid, sums, per_image: BTreeMap::new(), scratch: SweepScratch::default() }
     }
 }
 
 impl Accumulator for SweepAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        let g = self.grid.gammas.len();
-        // Per gamma, f64 subtotals within a run of a summation block (see `analysis::edges`),
-        // folded exactly once per run: loss per bucket, squares and image sums per side, and the
-        // histogram bins' losses. The run is walked once per gamma, with the branch on gamma
-        // taken once per walk ([`Power`]); each gamma's subtotals see the decisions in the
-        // same order as a walk over decisions and then gammas would, so the bits are the same.
-        let mut part = vec![[0.0f64; 8]; g];
-        let Scratch(mut bins) = std::mem::take(&mut self.bins);
-        bins.resize_with(2 * g, LocalSums::default);
-        let powers: Vec<Power> = self.grid.gammas.iter().map(|&gamma| Power::of(gamma)).collect();
-        let mut terms = RunTerms::default();
-        for run in chunk.runs {
-            let mut image_sums = vec![[ExactSum::ZERO; 2]; g];
-            terms.gather(&chunk.decisions[run.start..run.end], &chunk.meta[run.start..run.end]);
-            for (gi, (&gamma, &power)) in self.grid.gammas.iter().zip(&powers).enumerate() {
-                let (hist, local) = (&mut self.sums[gi].hist, &mut bins[2 * gi..2 * gi + 2]);
-                let p = &mut part[gi];
-                // One monomorphic walk per kind of gamma (`at` of a known variant inlines to
-                // its one formula).
-                match power {
-                    Power::One => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::One.at(q, l)),
-                    Power::Q => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Q.at(q, l)),
-                    Power::Square => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Square.at(q, l)),
-                    // The sweep's usual whole and half-integer gammas with their exponent a
-                    // constant (the products unroll), any other through the general loop.
-                    Power::Int(3) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(3).at(q, l)),
-                    Power::Int(4) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(4).at(q, l)),
-                    Power::Int(5) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(5).at(q, l)),
-                    Power::Int(n) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Int(n).at(q, l)),
-                    Power::HalfInt(0) => {
-                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(0).at(q, l))
-                    }
-                    Power::HalfInt(1) => {
-                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(1).at(q, l))
-                    }
-                    Power::HalfInt(n) => {
-                        sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::HalfInt(n).at(q, l))
-                    }
-                    Power::Exp(e) => sum_gamma(&terms, gamma, p, hist, local, |q, l| Power::Exp(e).at(q, l)),
-                }
+        // The AVX2 copy where the processor has it: the loss and bin loops four wide, the slot
+        // sums in two registers. The same bits: Rust never fuses a multiply and an add.
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2(acc: &mut SweepAcc, chunk: &DecisionChunk<'_>) {
+                acc.observe_body(chunk)
             }
-            for (gi, p) in part.iter_mut().enumerate() {
-                let s = &mut self.sums[gi];
-                for (loss, &x) in s.loss.iter_mut().zip(&p[..4]) {
-                    *loss += x;
-                }
-                for side in 0..2 {
-                    s.sq[side] += p[4 + side];
-                    image_sums[gi][side] += p[6 + side];
-                    s.hist[side].absorb(&mut bins[2 * gi + side]);
-                }
-                *p = [0.0; 8];
-            }
-            let key = &chunk.batch.images[run.image].key;
-            let entry = match self.per_image.get_mut(key) {
-                Some(e) => e,
-                None => self.per_image.entry(key.clone()).or_insert_with(|| vec![[ExactSum::ZERO; 2]; g]),
-            };
-            for (a, b) in entry.iter_mut().zip(&image_sums) {
-                a[0] += b[0];
-                a[1] += b[1];
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor supports AVX2 (checked just above).
+                return unsafe { avx2(self, chunk) };
             }
         }
-        self.bins = Scratch(bins);
+        self.observe_body(chunk)
     }
 
     fn merge(&mut self, other: Self) {
@@ -147,20 +95,69 @@ impl Accumulator for SweepAcc {
     }
 }
 
+impl SweepAcc {
+    /// [`Accumulator::observe`]'s body, for every instruction set.
+    ///
+    /// Per gamma, f64 subtotals within a run of a summation block (see `analysis::edges`),
+    /// folded exactly once per run: loss per bucket, squares and image sums per side
+    /// ([`SlotSums`]), and the histogram bins' losses ([`RunBins`]). The run is walked once per
+    /// gamma, with the branch on gamma taken once per walk ([`walk_gamma`]); each gamma's
+    /// subtotals see the decisions in the same order as a walk over decisions and then gammas
+    /// would, so the bits are the same. The image's sums take each run's subtotal directly:
+    /// adding it to a zero sum and merging that, as before, adds the same fixed-point term.
+    #[inline(always)]
+    fn observe_body(&mut self, chunk: &DecisionChunk<'_>) {
+        let g = self.grid.gammas.len();
+        let SweepScratch { mut terms, mut bins } = std::mem::take(&mut self.scratch);
+        bins.resize_with(g, RunBins::default);
+        for run in chunk.runs {
+            terms.gather(&chunk.decisions[run.start..run.end], &chunk.meta[run.start..run.end]);
+            // The image's sums, looked up once per run (the key cloned only for a new image).
+            let key = &chunk.batch.images[run.image].key;
+            let image = match self.per_image.get_mut(key) {
+                Some(e) => e,
+                None => self.per_image.entry(key.clone()).or_insert_with(|| vec![[ExactSum::ZERO; 2]; g]),
+            };
+            let sums = self.sums.iter_mut().zip(image.iter_mut());
+            for ((&gamma, bins), (s, image)) in self.grid.gammas.iter().zip(&mut bins).zip(sums) {
+                let p = walk_gamma(&terms, gamma, bins).0;
+                // Every subtotal folded, zeros too (a no-op on an exact sum), as before.
+                for (loss, &x) in s.loss.iter_mut().zip(&p[..4]) {
+                    *loss += x;
+                }
+                for ((sq, image), (&x2, &x)) in s.sq.iter_mut().zip(image).zip(p[4..6].iter().zip(&p[6..])) {
+                    *sq += x2;
+                    *image += x;
+                }
+                bins.drain_into(&mut s.hist);
+            }
+        }
+        self.scratch = SweepScratch { terms, bins };
+    }
+}
+
 /// What the sweep reads of a run's decisions, gathered once for all gammas, in columns.
-#[derive(Default)]
+#[derive(Clone, Debug, Default)]
 struct RunTerms {
     q: Vec<f64>,
     ln_q: Vec<f64>,
     /// CE times the sample weight, and its log.
     ce: Vec<f64>,
     ln_ce: Vec<f64>,
-    /// The bucket (bits 0-1) and the side (bit 2: 0 negative, 1 positive).
+    /// The bucket (0 to 3, [`Bucket`](super::decisions::Bucket)'s order: negatives first).
     bucket: Vec<u8>,
+    /// The side: 0 negative, 1 positive.
+    side: Vec<u32>,
 }
 
 impl RunTerms {
     /// Replaces the columns with those of `decisions`.
+    ///
+    /// Never inlined, so compiled for the baseline instruction set even when called from the
+    /// AVX2 copy of [`SweepAcc::observe`]: libm's `log` called from AVX2 code took four times as
+    /// long (perf on S2's first file: 468 ms in `__ieee754_log_fma` against 120 ms), and nothing
+    /// here gains from AVX2.
+    #[inline(never)]
     fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (&decisions[..n], &meta[..n]);
@@ -173,7 +170,62 @@ impl RunTerms {
         self.ln_ce.clear();
         self.ln_ce.extend(self.ce.iter().map(|ce| ce.ln()));
         self.bucket.clear();
-        self.bucket.extend(meta.iter().map(|m| m.bucket as u8 | u8::from(m.bucket.is_positive()) << 2));
+        self.bucket.extend(meta.iter().map(|m| m.bucket as u8));
+        self.side.clear();
+        self.side.extend(meta.iter().map(|m| u32::from(m.bucket.is_positive())));
+    }
+}
+
+/// The scratch of [`SweepAcc::observe`], kept between calls to avoid allocating per chunk:
+/// the run's columns and, per gamma, its histogram subtotals (drained at the end of every run,
+/// so any two scratches hold the same, no, sums: they compare equal).
+#[derive(Clone, Debug, Default)]
+struct SweepScratch {
+    terms: RunTerms,
+    bins: Vec<RunBins>,
+}
+
+impl PartialEq for SweepScratch {
+    fn eq(&self, _: &SweepScratch) -> bool {
+        true
+    }
+}
+
+/// One run's f64 subtotals for one gamma: the loss per bucket (slots 0 to 3), the squared
+/// loss per side (4, 5: negatives, positives) and the loss per side (6, 7: the image's sums).
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotSums([f64; 8]);
+
+/// Per bucket, which of the [`SlotSums`] a decision's loss goes to: all ones for the bucket's
+/// slot and its side's two, zero elsewhere.
+const SLOT_MASKS: [[u64; 8]; 4] = {
+    let mut masks = [[0; 8]; 4];
+    let mut bucket = 0;
+    while bucket < 4 {
+        let side = bucket / 2;
+        masks[bucket][bucket] = u64::MAX;
+        masks[bucket][4 + side] = u64::MAX;
+        masks[bucket][6 + side] = u64::MAX;
+        bucket += 1;
+    }
+    masks
+};
+
+impl SlotSums {
+    /// Adds a loss `l` of `bucket` (0 to 3): to the bucket's slot, its square and itself to its
+    /// side's. Every slot gets an addition, the others of +0.0 (the loss masked off): s + 0.0
+    /// is s bit for bit for every s but -0.0 (NaN included), and a sum started at +0.0 never
+    /// becomes -0.0 (+0.0 + -0.0 and x + -x are +0.0), so the slots hold what adding to the
+    /// three alone would give, and the eight additions need no branch and no index (two AVX
+    /// registers, four SSE2 ones).
+    #[inline(always)]
+    fn add(&mut self, bucket: u8, l: f64) {
+        let mask = &SLOT_MASKS[usize::from(bucket & 3)];
+        let ll = l * l;
+        let terms = [l, l, l, l, ll, ll, l, l];
+        for ((sum, term), mask) in self.0.iter_mut().zip(terms).zip(mask) {
+            *sum += f64::from_bits(term.to_bits() & mask);
+        }
     }
 }
 
@@ -251,44 +303,67 @@ fn powi(q: f64, n: i32) -> f64 {
     }
 }
 
-/// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma.
+/// One gamma's walk over a run ([`walk`]), with the branch on gamma taken once: one
+/// monomorphic walk per kind of gamma (`at` of a known variant inlines to its one formula).
 #[inline(always)]
-fn sum_gamma(
-    terms: &RunTerms,
-    gamma: f64,
-    p: &mut [f64; 8],
-    hist: &mut [LogHist; 2],
-    local: &mut [LocalSums],
-    factor: impl Fn(f64, f64) -> f64,
-) {
+fn walk_gamma(terms: &RunTerms, gamma: f64, bins: &mut RunBins) -> SlotSums {
+    macro_rules! walk {
+        ($power:expr) => {
+            walk(terms, gamma, bins, |q, ln_q| $power.at(q, ln_q))
+        };
+    }
+    match Power::of(gamma) {
+        Power::One => walk!(Power::One),
+        Power::Q => walk!(Power::Q),
+        Power::Square => walk!(Power::Square),
+        // The sweep's usual whole and half-integer gammas with their exponent a constant (the
+        // products unroll), any other through the general loop.
+        Power::Int(3) => walk!(Power::Int(3)),
+        Power::Int(4) => walk!(Power::Int(4)),
+        Power::Int(5) => walk!(Power::Int(5)),
+        Power::Int(n) => walk!(Power::Int(n)),
+        Power::HalfInt(0) => walk!(Power::HalfInt(0)),
+        Power::HalfInt(1) => walk!(Power::HalfInt(1)),
+        Power::HalfInt(n) => walk!(Power::HalfInt(n)),
+        Power::Exp(e) => walk!(Power::Exp(e)),
+    }
+}
+
+/// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma. Per step of [`STEP`]
+/// decisions, their losses and slots are computed together (a loop without branches or calls,
+/// bar `Exp`'s, which vectorises), then added in decision order to the [`SlotSums`] (returned)
+/// and to `bins`.
+#[inline(always)]
+fn walk(terms: &RunTerms, gamma: f64, bins: &mut RunBins, factor: impl Fn(f64, f64) -> f64) -> SlotSums {
     let n = terms.bucket.len();
     let (q, ln_q, ce, ln_ce) = (&terms.q[..n], &terms.ln_q[..n], &terms.ce[..n], &terms.ln_ce[..n]);
+    let (bucket, side) = (&terms.bucket[..n], &terms.side[..n]);
+    let mut sums = SlotSums::default();
     let mut losses = [0.0f64; STEP];
-    let mut bins = [0u32; STEP];
+    let mut slots = [0u32; STEP];
     let mut start = 0;
     while start < n {
         let end = (start + STEP).min(n);
         let m = end - start;
         let (q, ln_q, ce, ln_ce) = (&q[start..end], &ln_q[start..end], &ce[start..end], &ln_ce[start..end]);
-        let inputs = q.iter().zip(ln_q).zip(ce.iter().zip(ln_ce));
-        for ((loss, bin), ((&q, &ln_q), (&ce, &ln_ce))) in
-            losses[..m].iter_mut().zip(&mut bins[..m]).zip(inputs)
+        let inputs = q.iter().zip(ln_q).zip(ce.iter().zip(ln_ce)).zip(&side[start..end]);
+        for ((loss, slot), (((&q, &ln_q), (&ce, &ln_ce)), &side)) in
+            losses[..m].iter_mut().zip(&mut slots[..m]).zip(inputs)
         {
             let l = factor(q, ln_q) * ce;
             // ln l = gamma ln(1 - p_t) + ln CE: no log per gamma.
             let ln_l = if l > 0.0 { gamma * ln_q + ln_ce } else { f64::NEG_INFINITY };
             *loss = l;
-            *bin = bin_of_ln(ln_l) as u32;
+            *slot = slot_of(bin_of_ln(ln_l), side);
         }
-        for (i, &code) in terms.bucket[start..end].iter().enumerate() {
-            let (l, side) = (losses[i], usize::from(code >> 2));
-            p[usize::from(code & 3)] += l;
-            p[4 + side] += l * l;
-            p[6 + side] += l;
-            hist[side].add_binned(&mut local[side], l, bins[i] as usize);
+        bins.cover(&slots[..m]);
+        for ((&l, &slot), &bucket) in losses[..m].iter().zip(&slots[..m]).zip(&bucket[start..end]) {
+            sums.add(bucket, l);
+            bins.add(slot, l);
         }
         start = end;
     }
+    sums
 }
 
 /// The sample fractions at which CDF points are reported: 0 to 1 by 0.01, plus a finer tail.
@@ -597,6 +672,95 @@ mod tests {
         assert_eq!(Power::of(5.0), Power::Int(5));
         assert_eq!(Power::of(2.5), Power::HalfInt(2));
         assert_eq!(Power::of(0.3), Power::Exp(0.3));
+    }
+
+    /// Runs of decisions with every bucket in random order, CEs over many decades, zero losses
+    /// (a zero weight, a CE that underflows, q = 0) and lengths around the vector widths and
+    /// [`STEP`].
+    fn runs() -> Vec<(Vec<crate::loss::Decision>, Vec<super::super::decisions::Meta>)> {
+        use super::super::decisions::{Bucket, Meta};
+        let mut rng = crate::rng::Rng::new(11, 3);
+        [1, 2, 3, 5, 7, 9, 31, 64, 127, 128, 129, 300, 1000]
+            .into_iter()
+            .map(|len| {
+                let (mut decisions, mut meta) = (Vec::new(), Vec::new());
+                for row in 0..len {
+                    let y = if rng.uniform() < 0.3 { 1.0 } else { 0.0 };
+                    let x = match rng.below(20) {
+                        0 => 800.0 * (2.0 * y - 1.0), // CE underflows to 0, q to 0
+                        1 => -60.0 * (2.0 * y - 1.0), // a confident mistake
+                        _ => rng.normal() * 6.0,
+                    };
+                    let d = crate::loss::Decision::from_logit(x, y);
+                    let weight = match rng.below(10) {
+                        0 => 0.0,
+                        1 => 0.37,
+                        _ => 1.0,
+                    };
+                    let bucket = Bucket::of(y == 1.0, d.p_t, 0.5);
+                    decisions.push(d);
+                    meta.push(Meta { row, class: 0, bucket, weight });
+                }
+                (decisions, meta)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_walk_gives_the_bits_of_a_walk_per_decision() {
+        // Every kind of `Power`: 0, 1, 2, the unrolled whole gammas, another whole one, the
+        // half-integers (both unrolled ones and another) and a general one.
+        let gammas = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 0.5, 1.5, 2.5, 0.3];
+        let (mut terms, mut bins) = (RunTerms::default(), RunBins::default());
+        let mut zero_losses = 0;
+        for (decisions, meta) in runs() {
+            terms.gather(&decisions, &meta);
+            for gamma in gammas {
+                // The straightforward walk: per decision, in order, f64 subtotals per slot and
+                // per histogram bin (started at 0.0), folded at the end of the run.
+                let mut p = [0.0f64; 8];
+                let mut subtotals = BTreeMap::new();
+                for (d, m) in decisions.iter().zip(&meta) {
+                    let ce = d.ce * m.weight;
+                    let l = crate::loss::modulating(gamma, d.q, d.ln_q) * ce;
+                    let ln_l = if l > 0.0 { gamma * d.ln_q + ce.ln() } else { f64::NEG_INFINITY };
+                    let side = usize::from(m.bucket.is_positive());
+                    p[m.bucket as usize] += l;
+                    p[4 + side] += l * l;
+                    p[6 + side] += l;
+                    let (count, sum) = subtotals.entry((side, bin_of_ln(ln_l))).or_insert((0u64, 0.0f64));
+                    *count += 1;
+                    *sum += l;
+                    zero_losses += usize::from(l == 0.0);
+                }
+                let sums = walk_gamma(&terms, gamma, &mut bins);
+                let bits = |p: &[f64]| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let what = format!("gamma {gamma}, {} decisions", decisions.len());
+                assert_eq!(bits(&sums.0), bits(&p), "{what}");
+                let subtotal_bits = |m: &BTreeMap<(usize, usize), (u64, f64)>| {
+                    m.iter().map(|(&k, &(count, sum))| (k, count, sum.to_bits())).collect::<Vec<_>>()
+                };
+                assert_eq!(subtotal_bits(&bins.subtotals()), subtotal_bits(&subtotals), "{what}");
+                // Drained: each bin's count and subtotal folded in, the slots emptied.
+                let mut expected = [LogHist::default(), LogHist::default()];
+                for (&(side, bin), &(count, sum)) in &subtotals {
+                    let ln = match bin {
+                        0 => f64::NEG_INFINITY,
+                        b => super::super::hist::LN_MIN + (b as f64 - 0.5) / super::super::hist::PER_E,
+                    };
+                    assert_eq!(bin_of_ln(ln), bin);
+                    expected[side].add(sum, ln);
+                    for _ in 1..count {
+                        expected[side].add(0.0, ln);
+                    }
+                }
+                let mut hist = [LogHist::default(), LogHist::default()];
+                bins.drain_into(&mut hist);
+                assert_eq!(hist, expected, "{what}");
+                assert!(bins.subtotals().is_empty(), "{what}");
+            }
+        }
+        assert!(zero_losses > 100, "{zero_losses} zero losses");
     }
 
     fn check(gamma: f64, alpha: f64, source: AlphaSource, rows: (usize, usize)) {
