@@ -357,10 +357,13 @@ impl Buffers {
             return;
         }
         self.row_width = c;
-        // Rows in slices of about one kernel call: a slice of several rows without ignored ones
+        // Rows in slices of one kernel call: a slice of several rows without ignored ones
         // (nearly every one) is queued in one pass, not row by row (with few classes per row,
-        // that overhead was a large part of the work).
-        let per = (LANES / c).max(1);
+        // that overhead was a large part of the work). A slice is the fewest rows that fill
+        // the queue (ceil(LANES / C)): the kernel gets the calls that row by row gives (with 20
+        // classes, 80 decisions: 5 whole groups of 16; two slices of 60 left 8 to its scalar
+        // tail).
+        let per = LANES.div_ceil(c);
         let mut at = 0;
         while at < labels.len() {
             let end = (at + per).min(labels.len());
@@ -639,10 +642,10 @@ mod tests {
         // 5 classes (rows straddle the kernel's groups), every label kind in every slice of
         // rows (each holds an ignored row: queued row by row).
         check_dense_logit_rows(5, (0..700).map(|i| [-1, 0, 3, -2, 4, -1, 1][i % 7]).collect());
-        // Few classes, ignored rows rare: most slices are queued whole (4 and 3 classes: slices
-        // of 16 and 21 rows, 64 and 63 decisions), some row by row; and rows of more
-        // decisions than a kernel call (one row per slice).
-        for c in [4, 3, 70] {
+        // Few classes, ignored rows rare: most slices are queued whole (4, 3 and 20 classes:
+        // slices of 16, 22 and 4 rows), some row by row; and rows of more decisions than a
+        // kernel call (one row per slice).
+        for c in [4, 3, 20, 70] {
             let labels =
                 (0..700).map(|i| if i % 97 == 5 { -2 } else { [-1, -1, 0, 2, -1, 1][i % 6] }).collect();
             check_dense_logit_rows(c, labels);
