@@ -360,12 +360,12 @@ impl Buffers {
         // Rows in slices of one kernel call: a slice of several rows without ignored ones
         // (nearly every one) is queued in one pass, not row by row (with few classes per row,
         // that overhead was a large part of the work). A slice is the fewest rows that fill
-        // the queue (ceil(LANES / C)): the kernel gets the calls that row by row gives (with 20
-        // classes, 80 decisions: 5 whole groups of 16; two slices of 60 left 8 to its scalar
-        // tail).
-        let per = LANES.div_ceil(c);
+        // the queue (what it lacks of LANES, over C, rounded up): the kernel gets the calls
+        // that queuing row by row gives (with 20 classes, 80 decisions: five whole groups of
+        // 16; slices of 60 decisions left 8 of every 120 to its scalar tail).
         let mut at = 0;
         while at < labels.len() {
+            let per = LANES.saturating_sub(self.zs.len()).div_ceil(c).max(1);
             let end = (at + per).min(labels.len());
             let slice = &labels[at..end];
             let (r0, r1) = (first + at, first + end);
@@ -440,9 +440,9 @@ impl Buffers {
                     m.write(Meta { row, class, bucket: Bucket::of(d.y > 0.0, d.p_t, tau), weight: 1.0 });
                 }
             }
-            // SAFETY: the kernel gave `c` decisions per queued row, so the loop wrote all `n`
-            // values past `len`.
-            assert_eq!(self.decisions.len() - from, n, "a queued row's decisions");
+            // SAFETY: the kernel gave `c` decisions per queued row (checked), so the loop wrote
+            // all `n` values past `len`.
+            assert_eq!(self.decisions.len() - from, n, "the kernel gives C decisions per queued row");
             unsafe { self.meta.set_len(len + n) };
             self.rows.clear();
         }
@@ -643,8 +643,9 @@ mod tests {
         // rows (each holds an ignored row: queued row by row).
         check_dense_logit_rows(5, (0..700).map(|i| [-1, 0, 3, -2, 4, -1, 1][i % 7]).collect());
         // Few classes, ignored rows rare: most slices are queued whole (4, 3 and 20 classes:
-        // slices of 16, 22 and 4 rows), some row by row; and rows of more decisions than a
-        // kernel call (one row per slice).
+        // slices of up to 16, 22 and 4 rows; shorter after an image's change left decisions in
+        // the queue), some row by row; and rows of more decisions than a kernel call (one row
+        // per slice).
         for c in [4, 3, 20, 70] {
             let labels =
                 (0..700).map(|i| if i % 97 == 5 { -2 } else { [-1, -1, 0, 2, -1, 1][i % 6] }).collect();
