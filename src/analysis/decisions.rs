@@ -10,6 +10,7 @@
 use crate::config::{Activation, ScoreKind};
 use crate::input::{Batch, DumpShape, Targets};
 use crate::loss::Decision;
+use std::mem::MaybeUninit;
 
 /// What the expansion needs to know about a dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,24 +156,24 @@ pub struct Terms {
 impl Terms {
     /// Appends the terms of `decisions` (the chunk's next decisions): the AVX2 copy where the
     /// processor has it (the same bits: Rust never fuses a multiply and an add).
-    fn extend(&mut self, decisions: &[Decision], scratch: &mut TermScratch) {
+    fn extend(&mut self, decisions: &[Decision]) {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(terms: &mut Terms, decisions: &[Decision], scratch: &mut TermScratch) {
-                terms.extend_body(decisions, scratch)
+            unsafe fn avx2(terms: &mut Terms, decisions: &[Decision]) {
+                terms.extend_body(decisions)
             }
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the processor supports AVX2 (checked just above).
-                return unsafe { avx2(self, decisions, scratch) };
+                return unsafe { avx2(self, decisions) };
             }
         }
-        self.extend_body(decisions, scratch)
+        self.extend_body(decisions)
     }
 
     /// [`Terms::extend`]'s body, for every instruction set.
     #[inline(always)]
-    fn extend_body(&mut self, decisions: &[Decision], scratch: &mut TermScratch) {
+    fn extend_body(&mut self, decisions: &[Decision]) {
         if decisions.is_empty() {
             return;
         }
@@ -180,34 +181,41 @@ impl Terms {
         // The modulating factor's branch on gamma, out of the loop (the same bits as
         // `loss::modulating`).
         if gamma == 2.0 {
-            self.fill(decisions, scratch, |q, _| q * q);
+            self.fill(decisions, |q, _| q * q);
         } else if gamma == 0.0 {
-            self.fill(decisions, scratch, |_, _| 1.0);
+            self.fill(decisions, |_, _| 1.0);
         } else {
-            self.fill(decisions, scratch, |q, ln_q| crate::loss::modulating(gamma, q, ln_q));
+            self.fill(decisions, |q, ln_q| crate::loss::modulating(gamma, q, ln_q));
         }
     }
 
-    /// Computes groups of decisions into `scratch`, then appends them: no zero-filling of
-    /// the columns, no capacity check per value.
+    /// Writes the terms of `decisions` into the columns' reserved capacity, then counts them
+    /// once: no zero-filling, no capacity check per value, no copy.
     #[inline(always)]
-    fn fill(&mut self, decisions: &[Decision], scratch: &mut TermScratch, factor: impl Fn(f64, f64) -> f64) {
+    fn fill(&mut self, decisions: &[Decision], factor: impl Fn(f64, f64) -> f64) {
         let Focus { gamma, alpha } = self.focus;
-        let TermScratch { alpha_t, ce_grad, focal, focal_grad } = scratch;
-        for group in decisions.chunks(GROUP) {
-            let n = group.len();
-            for (i, d) in group.iter().enumerate().take(GROUP) {
-                let a = d.alpha_t(alpha);
-                let m = factor(d.q, d.ln_q);
-                alpha_t[i] = a;
-                ce_grad[i] = d.ce_grad();
-                focal[i] = a * m * d.ce;
-                focal_grad[i] = a * m * (d.a + gamma * d.b).abs();
-            }
-            self.alpha_t.extend_from_slice(&alpha_t[..n]);
-            self.ce_grad.extend_from_slice(&ce_grad[..n]);
-            self.focal.extend_from_slice(&focal[..n]);
-            self.focal_grad.extend_from_slice(&focal_grad[..n]);
+        let n = decisions.len();
+        let len = self.len();
+        let Terms { alpha_t, ce_grad, focal, focal_grad, .. } = self;
+        assert!(
+            ce_grad.len() == len && focal.len() == len && focal_grad.len() == len,
+            "term columns of one length"
+        );
+        alpha_t.reserve(n);
+        ce_grad.reserve(n);
+        focal.reserve(n);
+        focal_grad.reserve(n);
+        let (a_out, g_out) = (&mut alpha_t.spare_capacity_mut()[..n], &mut ce_grad.spare_capacity_mut()[..n]);
+        let (f_out, fg_out) =
+            (&mut focal.spare_capacity_mut()[..n], &mut focal_grad.spare_capacity_mut()[..n]);
+        fill_columns(decisions, (a_out, g_out, f_out, fg_out), gamma, alpha, factor);
+        // SAFETY: the `n` values past `len` of each column were written just above (the four
+        // columns had `len` values: asserted above).
+        unsafe {
+            self.alpha_t.set_len(len + n);
+            self.ce_grad.set_len(len + n);
+            self.focal.set_len(len + n);
+            self.focal_grad.set_len(len + n);
         }
     }
 
@@ -230,28 +238,59 @@ impl Terms {
     }
 }
 
-/// Decisions per group of [`Terms::fill`].
-const GROUP: usize = 64;
+/// Four columns of uninitialised values.
+type Columns<'a> = (
+    &'a mut [MaybeUninit<f64>],
+    &'a mut [MaybeUninit<f64>],
+    &'a mut [MaybeUninit<f64>],
+    &'a mut [MaybeUninit<f64>],
+);
 
-/// Where [`Terms::fill`] computes a group of terms before appending them (allocated once per
-/// expansion, not per group).
-struct TermScratch {
-    alpha_t: [f64; GROUP],
-    ce_grad: [f64; GROUP],
-    focal: [f64; GROUP],
-    focal_grad: [f64; GROUP],
-}
-
-impl Default for TermScratch {
-    fn default() -> TermScratch {
-        TermScratch {
-            alpha_t: [0.0; GROUP],
-            ce_grad: [0.0; GROUP],
-            focal: [0.0; GROUP],
-            focal_grad: [0.0; GROUP],
+/// [`Terms::fill`]'s loop: the terms of `decisions` written to the columns (alpha_t, |p - y|,
+/// focal loss, focal gradient; each at least as long as `decisions`).
+#[inline(always)]
+fn fill_columns(
+    decisions: &[Decision],
+    (a_out, g_out, f_out, fg_out): Columns<'_>,
+    gamma: f64,
+    alpha: Option<f64>,
+    factor: impl Fn(f64, f64) -> f64,
+) {
+    let n = decisions.len();
+    let (a_out, g_out, f_out, fg_out) = (&mut a_out[..n], &mut g_out[..n], &mut f_out[..n], &mut fg_out[..n]);
+    let one = |d: &Decision,
+               a: &mut MaybeUninit<f64>,
+               g: &mut MaybeUninit<f64>,
+               f: &mut MaybeUninit<f64>,
+               fg: &mut MaybeUninit<f64>| {
+        let alpha_t = d.alpha_t(alpha);
+        let m = factor(d.q, d.ln_q);
+        a.write(alpha_t);
+        g.write(d.ce_grad());
+        f.write(alpha_t * m * d.ce);
+        fg.write(alpha_t * m * (d.a + gamma * d.b).abs());
+    };
+    // Whole groups through arrays of fixed length (the loop the compiler vectorises best),
+    // then the rest one at a time.
+    let whole = n - n % GROUP;
+    for k in (0..whole).step_by(GROUP) {
+        fn group(c: &mut [MaybeUninit<f64>], k: usize) -> &mut [MaybeUninit<f64>; GROUP] {
+            (&mut c[k..k + GROUP]).try_into().expect("a whole group")
+        }
+        let ds: &[Decision; GROUP] = decisions[k..k + GROUP].try_into().expect("a whole group");
+        let (a, g, f, fg) = (group(a_out, k), group(g_out, k), group(f_out, k), group(fg_out, k));
+        for i in 0..GROUP {
+            one(&ds[i], &mut a[i], &mut g[i], &mut f[i], &mut fg[i]);
         }
     }
+    for i in whole..n {
+        one(&decisions[i], &mut a_out[i], &mut g_out[i], &mut f_out[i], &mut fg_out[i]);
+    }
 }
+
+/// Decisions per vectorised group of [`fill_columns`] (16: four AVX2 vectors; 64 measured
+/// slower, as it leaves more of a kernel call's decisions to the loop one at a time).
+const GROUP: usize = 16;
 
 /// A slice of decisions, with their metadata and image runs.
 #[derive(Clone, Copy, Debug)]
@@ -297,7 +336,6 @@ struct Buffers {
     /// Terms of `decisions[..terms.len()]`: the kernel's decisions get theirs at once, the
     /// others at the next flush or kernel call.
     terms: Terms,
-    scratch: TermScratch,
 }
 
 /// Queued decisions per kernel call (a little more when a row does not fit).
@@ -448,7 +486,7 @@ impl Buffers {
         }
         self.zs.clear();
         self.ys[..queued].fill(0.0);
-        self.terms.extend(&self.decisions[self.terms.len()..], &mut self.scratch);
+        self.terms.extend(&self.decisions[self.terms.len()..]);
     }
 
     fn flush(&mut self, batch: &Batch, whole: bool, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
