@@ -472,11 +472,15 @@ impl Buffers {
             let len = self.meta.len();
             self.meta.reserve(n);
             let spare = &mut self.meta.spare_capacity_mut()[..n];
-            let rows = self.rows.iter().zip(self.decisions[from..].chunks_exact(c));
-            for ((&row, ds), ms) in rows.zip(spare.chunks_exact_mut(c)) {
-                for ((d, m), class) in ds.iter().zip(ms).zip(0..c as u32) {
-                    m.write(Meta { row, class, bucket: Bucket::of(d.y > 0.0, d.p_t, tau), weight: 1.0 });
-                }
+            let (rows, decisions) = (&self.rows[..], &self.decisions[from..]);
+            // The common widths as constants: each row's loop unrolled.
+            match c {
+                2 => dense_meta::<2>(rows, decisions, spare, c, tau),
+                3 => dense_meta::<3>(rows, decisions, spare, c, tau),
+                4 => dense_meta::<4>(rows, decisions, spare, c, tau),
+                5 => dense_meta::<5>(rows, decisions, spare, c, tau),
+                8 => dense_meta::<8>(rows, decisions, spare, c, tau),
+                _ => dense_meta::<0>(rows, decisions, spare, c, tau),
             }
             // SAFETY: the kernel gave `c` decisions per queued row (checked), so the loop wrote
             // all `n` values past `len`.
@@ -505,6 +509,25 @@ impl Buffers {
         self.meta.clear();
         self.runs.clear();
         self.terms.clear();
+    }
+}
+
+/// The metadata of queued dense rows (`rows`, each giving `width` decisions of classes
+/// 0..width, weight 1), written to `out`: row after row of `decisions`. `W` is the width when
+/// it is not 0.
+#[inline(always)]
+fn dense_meta<const W: usize>(
+    rows: &[u32],
+    decisions: &[Decision],
+    out: &mut [MaybeUninit<Meta>],
+    width: usize,
+    tau: f64,
+) {
+    let c = if W > 0 { W } else { width };
+    for ((&row, ds), ms) in rows.iter().zip(decisions.chunks_exact(c)).zip(out.chunks_exact_mut(c)) {
+        for ((d, m), class) in ds.iter().zip(ms).zip(0..c as u32) {
+            m.write(Meta { row, class, bucket: Bucket::of(d.y > 0.0, d.p_t, tau), weight: 1.0 });
+        }
     }
 }
 
@@ -683,8 +706,9 @@ mod tests {
         // Few classes, ignored rows rare: most slices are queued whole (4, 3 and 20 classes:
         // slices of up to 16, 22 and 4 rows; shorter after an image's change left decisions in
         // the queue), some row by row; and rows of more decisions than a kernel call (one row
-        // per slice).
-        for c in [4, 3, 20, 70] {
+        // per slice). 2 and 8 classes: the other widths whose metadata loop is unrolled (a
+        // label above the last class marks no decision positive).
+        for c in [4, 3, 20, 70, 2, 8] {
             let labels =
                 (0..700).map(|i| if i % 97 == 5 { -2 } else { [-1, -1, 0, 2, -1, 1][i % 6] }).collect();
             check_dense_logit_rows(c, labels);
