@@ -8,7 +8,8 @@
 //!   batch the ids are checked for repeats (a linear scan when they are increasing, as dumps
 //!   usually write them; a sort otherwise), and the ids of the images at the edges of each part
 //!   of the pass are kept until the neighbouring part is merged, so an image split between row
-//!   groups or files is checked as a whole. The error names both rows.
+//!   groups or files is checked as a whole (consecutive ids on consecutive rows, as dense dumps
+//!   write them, are kept as their first id and row). The error names both rows.
 //! - **by count**, for any dump (also unsorted ones and merged shards): an image with more rows
 //!   than distinct ids between its smallest and largest id has a repeat, by the pigeonhole
 //!   principle. This catches an image written twice anywhere in the dump.
@@ -63,38 +64,66 @@ impl Span {
 /// A row's key with its file index and row within the file.
 type Keyed = (i128, u32, u64);
 
+/// Keys of one edge segment, sorted: listed, or (the usual dense dump) a run of consecutive
+/// keys on consecutive rows of one file, held as its first key and row.
+#[derive(Clone, Debug)]
+enum Segment {
+    /// The keys, sorted.
+    Keys(Vec<Keyed>),
+    /// Keys `key..key + len` on rows `row..row + len` of file `file`.
+    Run { key: i128, file: u32, row: u64, len: u64 },
+}
+
+impl Segment {
+    fn len(&self) -> usize {
+        match self {
+            Segment::Keys(k) => k.len(),
+            Segment::Run { len, .. } => *len as usize,
+        }
+    }
+
+    /// Key `j` of the segment (`j < len`).
+    fn at(&self, j: usize) -> Keyed {
+        match self {
+            Segment::Keys(k) => k[j],
+            Segment::Run { key, file, row, .. } => (key + j as i128, *file, row + j as u64),
+        }
+    }
+}
+
 /// Keys of one image at an edge of a part, sorted by key: in segments, each sorted, every key
 /// of a segment below every key of the next (parts whose keys continue upwards are joined by
 /// moving their segments, without copying the keys).
 #[derive(Clone, Debug)]
 struct Edge {
     image: ImageKey,
-    segments: Vec<Vec<Keyed>>,
+    segments: Vec<Segment>,
 }
 
 impl Edge {
-    fn new(image: ImageKey, keys: Vec<Keyed>) -> Edge {
-        Edge { image, segments: vec![keys] }
+    fn new(image: ImageKey, segment: Segment) -> Edge {
+        Edge { image, segments: vec![segment] }
     }
 
     /// The keys in order.
-    fn keys(&self) -> impl Iterator<Item = &Keyed> {
-        self.segments.iter().flatten()
+    fn keys(&self) -> impl Iterator<Item = Keyed> + '_ {
+        self.segments.iter().flat_map(|s| (0..s.len()).map(move |j| s.at(j)))
     }
 
-    fn first(&self) -> Option<&Keyed> {
+    fn first(&self) -> Option<Keyed> {
         self.keys().next()
     }
 
-    fn last(&self) -> Option<&Keyed> {
-        self.segments.iter().rev().find_map(|s| s.last())
+    fn last(&self) -> Option<Keyed> {
+        self.segments.iter().rev().find(|s| s.len() > 0).map(|s| s.at(s.len() - 1))
     }
 
     /// The keys in one vector.
     fn into_keys(self) -> Vec<Keyed> {
-        match <[Vec<Keyed>; 1]>::try_from(self.segments) {
-            Ok([keys]) => keys,
-            Err(segments) => segments.concat(),
+        match <[Segment; 1]>::try_from(self.segments) {
+            Ok([Segment::Keys(keys)]) => keys,
+            Ok([run]) => (0..run.len()).map(|j| run.at(j)).collect(),
+            Err(segments) => segments.iter().flat_map(|s| (0..s.len()).map(move |j| s.at(j))).collect(),
         }
     }
 }
@@ -206,16 +235,24 @@ impl IdsAcc {
             if increasing && !edge {
                 continue;
             }
-            let mut keys: Vec<Keyed> =
-                (run.start..run.end).map(|r| (k(r), file, batch.file_row(r))).collect();
-            if !increasing {
-                keys.sort_unstable();
-                if let Some((a, b)) = first_repeat(&keys) {
-                    self.found(&run.key, a, b, binary);
+            let rows = (run.end - run.start) as u64;
+            let segment = if increasing && batch.row_index.is_none() && span.capacity() == u128::from(rows) {
+                // Strictly increasing keys as many as their span holds: every key from the
+                // least, on consecutive rows.
+                Segment::Run { key: min, file, row: batch.file_row(run.start), len: rows }
+            } else {
+                let mut keys: Vec<Keyed> =
+                    (run.start..run.end).map(|r| (k(r), file, batch.file_row(r))).collect();
+                if !increasing {
+                    keys.sort_unstable();
+                    if let Some((a, b)) = first_repeat(&keys) {
+                        self.found(&run.key, a, b, binary);
+                    }
                 }
-            }
+                Segment::Keys(keys)
+            };
             if edge {
-                let e = Edge::new(run.key.clone(), keys);
+                let e = Edge::new(run.key.clone(), segment);
                 match &mut self.edges {
                     None => self.edges = Some(Edges { first: e, last: None }),
                     Some(edges) => edges.last = Some(e),
@@ -313,7 +350,7 @@ impl IdsAcc {
         if let Some((x, y)) = repeat {
             self.found(&image, x, y, self.binary);
         }
-        Edge::new(image, keys)
+        Edge::new(image, Segment::Keys(keys))
     }
 
     /// The first exact repeat found so far.
@@ -402,7 +439,9 @@ mod tests {
             let mut rows = Vec::new();
             for img in 0..(1 + rng.below(5) as i64) {
                 let n = 1 + rng.below(6) as i64;
-                let mut ids: Vec<i64> = (0..n).map(|a| a * 2).collect();
+                // Consecutive ids (held as runs) or ids with gaps (listed).
+                let step = 1 + rng.below(2) as i64;
+                let mut ids: Vec<i64> = (0..n).map(|a| a * step).collect();
                 if rng.uniform() < 0.3 {
                     ids.reverse();
                 }
@@ -445,6 +484,33 @@ mod tests {
             assert_eq!(check(&rows, &[]), acc);
             assert_eq!(check(&rows, &[13, 29]), acc);
         }
+    }
+
+    #[test]
+    fn consecutive_ids_over_many_parts_find_a_repeat_with_its_file_rows() {
+        // One image with ids 0..40 over five parts (each part's edge a run of keys), then ids
+        // going back down: the repeat of id 30 is found with its two rows; ids above the
+        // first part's are not a repeat.
+        let up: Vec<(i64, i64)> = (0..40).map(|a| (1, a)).collect();
+        for (back, want) in [(vec![(1, 45), (1, 30)], Some((30, 41))), (vec![(1, 41), (1, 40)], None)] {
+            let rows: Vec<(i64, i64)> = up.iter().copied().chain(back).collect();
+            let acc = check(&rows, &[8, 16, 24, 40]);
+            assert_eq!(acc.duplicate().map(|d| (d.first.1, d.second.1)), want, "{rows:?}");
+            assert_eq!(brute(&rows), want);
+            assert_eq!(check(&rows, &[]), acc);
+        }
+        // Rows that skip file rows (a row index) are listed, and the repeat names file rows:
+        // row r of each part is file row 2 r + 1 of the part's start.
+        let rows: Vec<(i64, i64)> = (0..20).map(|a| (1, a)).chain([(1, 5)]).collect();
+        let mut total = IdsAcc::default();
+        for (start, end) in [(0, 10), (10, 21)] {
+            let mut b = batch(&rows[start..end], 0);
+            b.row_index = Some((start..end).map(|r| 2 * r as u64 + 1).collect());
+            let mut part = IdsAcc::default();
+            part.observe_batch(&b);
+            total.merge(part);
+        }
+        assert_eq!(total.duplicate().map(|d| (d.first.1, d.second.1)), Some((11, 41)));
     }
 
     #[test]
