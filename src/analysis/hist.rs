@@ -46,7 +46,7 @@ impl Default for LogHist {
 /// Slots of a [`RunBins`]: two per bin (negatives, positives), rounded up to a power of two,
 /// so that a masked slot needs no bounds check.
 const SLOTS: usize = 4096;
-const _: () = assert!(2 * (INNER + 2) <= SLOTS);
+const _: () = assert!(2 * (INNER + 2) <= SLOTS && SLOTS <= 1 << 16);
 
 /// One summation block's counts and f64 loss subtotals for a pair of [`LogHist`]s (negatives,
 /// positives), folded into them by [`RunBins::drain_into`] at the end of the block (see
@@ -65,6 +65,8 @@ const _: () = assert!(2 * (INNER + 2) <= SLOTS);
 pub struct RunBins {
     sum: Box<[f64; SLOTS]>,
     count: Box<[u32; SLOTS]>,
+    /// Where [`RunBins::drain_into`] lists the counted slots (scratch).
+    counted: Box<[u16; SLOTS]>,
     /// The range of slots covered since the last drain, `lo..=hi` (empty: `lo > hi`).
     lo: usize,
     hi: usize,
@@ -72,7 +74,13 @@ pub struct RunBins {
 
 impl Default for RunBins {
     fn default() -> Self {
-        RunBins { sum: Box::new([0.0; SLOTS]), count: Box::new([0; SLOTS]), lo: SLOTS, hi: 0 }
+        RunBins {
+            sum: Box::new([0.0; SLOTS]),
+            count: Box::new([0; SLOTS]),
+            counted: Box::new([0; SLOTS]),
+            lo: SLOTS,
+            hi: 0,
+        }
     }
 }
 
@@ -114,17 +122,26 @@ impl RunBins {
 
     /// Adds the counts and folds the subtotals of the counted slots into `hist` (negatives,
     /// positives) exactly, and empties the slots. Bins are independent exact sums, so the
-    /// order of the slots does not matter; a slot not counted holds 0.0 and is skipped.
+    /// order of the slots does not matter; a slot not counted holds 0.0 and is skipped. The
+    /// counted slots are listed first, without a branch (about a third of the range is
+    /// counted, at random: a test per slot was mispredicted at every turn), then folded.
     pub fn drain_into(&mut self, hist: &mut [LogHist; 2]) {
-        for k in self.lo..=self.hi.min(SLOTS - 1) {
-            let c = self.count[k];
-            if c != 0 {
-                let (h, bin) = (&mut hist[k % 2], k / 2);
-                h.count[bin] += u64::from(c);
-                h.sum[bin] += self.sum[k];
-                self.count[k] = 0;
-                self.sum[k] = 0.0;
+        let (lo, hi) = (self.lo, self.hi.min(SLOTS - 1));
+        let mut n = 0;
+        if lo <= hi {
+            for (k, &c) in self.count[lo..=hi].iter().enumerate() {
+                // n <= k < SLOTS (the mask spares a bounds check).
+                self.counted[n & (SLOTS - 1)] = (lo + k) as u16;
+                n += usize::from(c != 0);
             }
+        }
+        for &k in &self.counted[..n] {
+            let k = usize::from(k);
+            let (h, bin) = (&mut hist[k % 2], k / 2);
+            h.count[bin] += u64::from(self.count[k]);
+            h.sum[bin] += self.sum[k];
+            self.count[k] = 0;
+            self.sum[k] = 0.0;
         }
         (self.lo, self.hi) = (SLOTS, 0);
     }
