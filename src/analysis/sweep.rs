@@ -153,11 +153,8 @@ struct RunTerms {
 impl RunTerms {
     /// Replaces the columns with those of `decisions`.
     ///
-    /// Never inlined, so compiled for the baseline instruction set even when called from the
-    /// AVX2 copy of [`SweepAcc::observe`]: libm's `log` called from AVX2 code took four times as
-    /// long (perf on S2's first file: 468 ms in `__ieee754_log_fma` against 120 ms), and nothing
-    /// here gains from AVX2.
-    #[inline(never)]
+    /// The logs of the CE through [`crate::fastmath::ln_all`] (vectorised; libm's `log` for
+    /// zeros only, out of line: called from AVX2 code it took four times as long).
     fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (&decisions[..n], &meta[..n]);
@@ -168,7 +165,7 @@ impl RunTerms {
         self.ce.clear();
         self.ce.extend(decisions.iter().zip(meta).map(|(d, m)| d.ce * m.weight));
         self.ln_ce.clear();
-        self.ln_ce.extend(self.ce.iter().map(|ce| ce.ln()));
+        crate::fastmath::ln_all(&self.ce, &mut self.ln_ce);
         self.bucket.clear();
         self.bucket.extend(meta.iter().map(|m| m.bucket as u8));
         self.side.clear();
