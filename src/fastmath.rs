@@ -116,6 +116,14 @@ pub fn ln_1p_unit_given(e: f64, inv: f64) -> f64 {
     let f = if big { 0.5 * u - 1.0 } else { e };
     let c = if big { (e - (u - 1.0)) * inv } else { 0.0 };
     let k = if big { 1.0 } else { 0.0 };
+    ln_of_reduced(f, k, c)
+}
+
+/// k ln 2 + ln(1 + f) + c (f in [sqrt(2)/2 - 1, sqrt(2) - 1], c a correction term far below
+/// f's ulp): fdlibm's last step, shared by `log1p` and `log` (s = f / (2 + f) and the
+/// polynomial R(s^2) in Lp1..Lp7, by Estrin's scheme).
+#[inline(always)]
+fn ln_of_reduced(f: f64, k: f64, c: f64) -> f64 {
     let hfsq = 0.5 * f * f;
     let s = f / (2.0 + f);
     let z = s * s;
@@ -141,13 +149,8 @@ pub fn ln_normal(x: f64) -> f64 {
     // m / 2 is exact.
     let f = if big { 0.5 * m } else { m } - 1.0;
     let k = if big { k + 1.0 } else { k };
-    let hfsq = 0.5 * f * f;
-    let s = f / (2.0 + f);
-    let z = s * s;
-    let z2 = z * z;
-    let z4 = z2 * z2;
-    let r = z * (((LP[0] + z * LP[1]) + z2 * (LP[2] + z * LP[3])) + z4 * ((LP[4] + z * LP[5]) + z2 * LP[6]));
-    k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
+    // No correction: f is exact.
+    ln_of_reduced(f, k, 0.0)
 }
 
 /// `ln(x)` of every value of `xs`, appended to `out`: [`ln_normal`] over the whole slice (a
@@ -208,6 +211,17 @@ mod tests {
         (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs()
     }
 
+    /// `n` pseudo-random 64-bit words (xorshift64, a fixed seed).
+    fn random_bits(n: usize) -> impl Iterator<Item = u64> {
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        (0..n).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+    }
+
     #[test]
     fn exp_neg_is_within_two_ulp_of_libm() {
         let mut worst = 0;
@@ -243,11 +257,7 @@ mod tests {
         // Uniform in [0, 1] (the test above is dense near 0), and around the sqrt(2) - 1
         // switch between the two reductions.
         let mut worst = 0;
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for x in random_bits(1_000_000) {
             let e = (x >> 11) as f64 / (1u64 << 53) as f64;
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
         }
@@ -273,11 +283,7 @@ mod tests {
     #[test]
     fn ln_normal_is_within_one_ulp_of_libm() {
         let mut worst = 0;
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+        for x in random_bits(1_000_000) {
             // Every exponent of a normal number, any mantissa.
             let v = f64::from_bits((x & ((1 << 52) - 1)) | ((1 + (x >> 52) % 2046) << 52));
             worst = worst.max(ulps(ln_normal(v), v.ln()));
