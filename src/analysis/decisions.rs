@@ -73,9 +73,16 @@ impl Bucket {
     /// The bucket of a decision.
     #[inline]
     pub fn of(positive: bool, p_t: f64, tau: f64) -> Bucket {
-        // An index, not a match: whether p_t >= tau is a coin toss for the branch predictor.
-        let easy = p_t >= tau; // false for a NaN p_t, as in the match it replaces
-        Bucket::ALL[2 * usize::from(positive) + usize::from(!easy)]
+        // An index computed without a branch (whether p_t >= tau is a coin toss for the branch
+        // predictor), then each index to the bucket of that discriminant: the compiler makes
+        // the match the identity (no branch, no table load).
+        let easy = p_t >= tau; // false for a NaN p_t
+        match 2 * u8::from(positive) + u8::from(!easy) {
+            0 => Bucket::EasyNegative,
+            1 => Bucket::HardNegative,
+            2 => Bucket::EasyPositive,
+            _ => Bucket::HardPositive,
+        }
     }
 
     /// Whether the bucket holds positives.
