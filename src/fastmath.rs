@@ -186,7 +186,7 @@ pub fn ln_all(xs: &[f64], out: &mut Vec<f64>) {
 /// vectorises).
 #[inline(always)]
 fn all_normal(xs: &[f64]) -> bool {
-    xs.iter().fold(true, |all, &x| all & (x >= f64::MIN_POSITIVE) & (x < f64::INFINITY))
+    xs.iter().fold(true, |all, &x| all & (f64::MIN_POSITIVE..f64::INFINITY).contains(&x))
 }
 
 /// libm's `ln` for the values of `xs` that are not positive normal numbers (`out` ends with
