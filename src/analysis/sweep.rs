@@ -153,8 +153,9 @@ struct RunTerms {
 impl RunTerms {
     /// Replaces the columns with those of `decisions`.
     ///
-    /// The logs of the CE through [`crate::fastmath::ln_all`] (vectorised; libm's `log` for
-    /// zeros only, out of line: called from AVX2 code it took four times as long).
+    /// The logs of the CE through [`crate::fastmath::ln_all`] (vectorised; libm's `log`, out of
+    /// line, only for zeros and other values that are not normal: called from AVX2 code it took
+    /// four times as long).
     fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (&decisions[..n], &meta[..n]);
