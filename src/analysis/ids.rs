@@ -118,13 +118,12 @@ impl Edge {
         self.segments.iter().rev().find(|s| s.len() > 0).map(|s| s.at(s.len() - 1))
     }
 
-    /// The keys in one vector.
-    fn into_keys(self) -> Vec<Keyed> {
-        match <[Segment; 1]>::try_from(self.segments) {
-            Ok([Segment::Keys(keys)]) => keys,
-            Ok([run]) => (0..run.len()).map(|j| run.at(j)).collect(),
-            Err(segments) => segments.iter().flat_map(|s| (0..s.len()).map(move |j| s.at(j))).collect(),
+    /// The keys in one vector (a single listed segment moved out, not copied).
+    fn into_keys(mut self) -> Vec<Keyed> {
+        if let [Segment::Keys(keys)] = &mut self.segments[..] {
+            return std::mem::take(keys);
         }
+        self.keys().collect()
     }
 }
 
