@@ -59,20 +59,21 @@ impl SweepAcc {
 
 impl Accumulator for SweepAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
-        // The AVX2 copy where the processor has it: the loss and bin loops four wide, the slot
-        // sums in two registers. The same bits: Rust never fuses a multiply and an add.
+        // The AVX2 copy where the processor has it: the loss and bin loops four wide, the sums'
+        // four lanes in one register each (`Lanes::add_step`). The same bits: Rust never fuses
+        // a multiply and an add.
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2")]
             unsafe fn avx2(acc: &mut SweepAcc, chunk: &DecisionChunk<'_>) {
-                acc.observe_body(chunk)
+                acc.observe_body::<true>(chunk)
             }
             if std::is_x86_feature_detected!("avx2") {
                 // SAFETY: the processor supports AVX2 (checked just above).
                 return unsafe { avx2(self, chunk) };
             }
         }
-        self.observe_body(chunk)
+        self.observe_body::<false>(chunk)
     }
 
     fn merge(&mut self, other: Self) {
@@ -96,17 +97,18 @@ impl Accumulator for SweepAcc {
 }
 
 impl SweepAcc {
-    /// [`Accumulator::observe`]'s body, for every instruction set.
+    /// [`Accumulator::observe`]'s body, for every instruction set (`AVX2`: the processor has
+    /// it, and the sums take [`Lanes`]' AVX2 adds).
     ///
     /// Per gamma, f64 subtotals within a run of a summation block (see `analysis::edges`),
     /// folded exactly once per run: loss per bucket, squares and image sums per side
-    /// ([`SlotSums`]), and the histogram bins' losses ([`RunBins`]). The run is walked once per
-    /// gamma, with the branch on gamma taken once per walk ([`walk_gamma`]); each gamma's
-    /// subtotals see the decisions in the same order as a walk over decisions and then gammas
-    /// would, so the bits are the same. The image's sums take each run's subtotal directly:
+    /// ([`SlotSums`], from [`Lanes`]), and the histogram bins' losses ([`RunBins`]). The run is
+    /// walked once per gamma, with the branch on gamma taken once per walk ([`walk_gamma`]);
+    /// each gamma's subtotals see the decisions in the same order as a walk over decisions and
+    /// then gammas would, so the bits are the same. The image's sums take each run's subtotal directly:
     /// adding it to a zero sum and merging that, as before, adds the same fixed-point term.
     #[inline(always)]
-    fn observe_body(&mut self, chunk: &DecisionChunk<'_>) {
+    fn observe_body<const AVX2: bool>(&mut self, chunk: &DecisionChunk<'_>) {
         let g = self.grid.gammas.len();
         let SweepScratch { mut terms, mut bins } = std::mem::take(&mut self.scratch);
         bins.resize_with(g, RunBins::default);
@@ -120,7 +122,7 @@ impl SweepAcc {
             };
             let sums = self.sums.iter_mut().zip(image.iter_mut());
             for ((&gamma, bins), (s, image)) in self.grid.gammas.iter().zip(&mut bins).zip(sums) {
-                let p = walk_gamma(&terms, gamma, bins).0;
+                let p = walk_gamma::<AVX2>(&terms, gamma, bins).0;
                 // Every subtotal folded, zeros too (a no-op on an exact sum), as before.
                 for (loss, &x) in s.loss.iter_mut().zip(&p[..4]) {
                     *loss += x;
@@ -155,7 +157,8 @@ impl RunTerms {
     ///
     /// The logs of the CE through [`crate::fastmath::ln_all`] (vectorised; libm's `log`, out of
     /// line, only for zeros and other values that are not normal: called from AVX2 code it took
-    /// four times as long).
+    /// four times as long). Inline, so that [`SweepAcc::observe`]'s AVX2 copy holds its loops.
+    #[inline(always)]
     fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (&decisions[..n], &meta[..n]);
@@ -190,40 +193,89 @@ impl PartialEq for SweepScratch {
 }
 
 /// One run's f64 subtotals for one gamma: the loss per bucket (slots 0 to 3), the squared
-/// loss per side (4, 5: negatives, positives) and the loss per side (6, 7: the image's sums).
+/// loss per side (4, 5: negatives, positives) and the loss per side (6, 7: the image's sums),
+/// from the run's [`Lanes`].
 #[derive(Clone, Copy, Debug, Default)]
 struct SlotSums([f64; 8]);
 
-/// Per bucket, which of the [`SlotSums`] a decision's loss goes to: all ones for the bucket's
-/// slot and its side's two, zero elsewhere.
-const SLOT_MASKS: [[u64; 8]; 4] = {
-    let mut masks = [[0; 8]; 4];
-    let mut bucket = 0;
-    while bucket < 4 {
-        let side = bucket / 2;
-        masks[bucket][bucket] = u64::MAX;
-        masks[bucket][4 + side] = u64::MAX;
-        masks[bucket][6 + side] = u64::MAX;
-        bucket += 1;
-    }
-    masks
-};
+/// Lanes of the sums of a run: decision i of the run (from 0) in lane i % 4 of each sum, so
+/// that four consecutive decisions take one 4-wide add per sum and no add waits for the one
+/// before it. Sums 0 to 3: the loss per bucket; 4 and 5: the squared loss of the negatives and
+/// of the positives.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lanes([[f64; 4]; 6]);
 
-impl SlotSums {
-    /// Adds a loss `l` of `bucket` (0 to 3): to the bucket's slot, its square and itself to its
-    /// side's. Every slot gets an addition, the others of +0.0 (the loss masked off): s + 0.0
-    /// is s bit for bit for every s but -0.0 (NaN included), and a sum started at +0.0 never
-    /// becomes -0.0 (+0.0 + -0.0 and x + -x are +0.0), so the slots hold what adding to the
-    /// three alone would give, and the eight additions need no branch and no index (two AVX
-    /// registers, four SSE2 ones).
+impl Lanes {
+    /// Adds loss `l` of a decision of `bucket` (0 to 3) in lane `lane`: to its bucket's sum and
+    /// its square to its side's. Every sum of the lane gets an addition, the others of +0.0
+    /// (the loss masked off): s + 0.0 is s bit for bit for every s but -0.0 (NaN included),
+    /// and a sum started at +0.0 never becomes -0.0 (+0.0 + -0.0 and x + -x are +0.0), so each
+    /// sum holds what adding its own decisions alone would give, without a branch or an index.
     #[inline(always)]
-    fn add(&mut self, bucket: u8, l: f64) {
-        let mask = &SLOT_MASKS[usize::from(bucket & 3)];
+    fn add(&mut self, lane: usize, bucket: u8, l: f64) {
+        let keep = |x: f64, yes: bool| f64::from_bits(x.to_bits() & 0u64.wrapping_sub(u64::from(yes)));
         let ll = l * l;
-        let terms = [l, l, l, l, ll, ll, l, l];
-        for ((sum, term), mask) in self.0.iter_mut().zip(terms).zip(mask) {
-            *sum += f64::from_bits(term.to_bits() & mask);
+        for (b, sum) in self.0[..4].iter_mut().enumerate() {
+            sum[lane] += keep(l, usize::from(bucket) == b);
         }
+        let positive = bucket >= 2;
+        self.0[4][lane] += keep(ll, !positive);
+        self.0[5][lane] += keep(ll, positive);
+    }
+
+    /// Adds a step's decisions (their buckets and losses, the first in lane 0): four at a time
+    /// in AVX2 registers when `AVX2` (the processor must have it: [`SweepAcc::observe`] checks),
+    /// one 4-wide masked add per sum, with the same operands as [`Lanes::add`], so the same
+    /// bits; the decisions left over (fewer than four) one at a time.
+    #[inline(always)]
+    fn add_step<const AVX2: bool>(&mut self, buckets: &[u8], losses: &[f64]) {
+        let n = buckets.len().min(losses.len());
+        let mut whole = 0;
+        #[cfg(target_arch = "x86_64")]
+        if AVX2 {
+            whole = n - n % 4;
+            // SAFETY: the caller says the processor supports AVX2.
+            unsafe { self.add4s_avx2(&buckets[..whole], &losses[..whole]) };
+        }
+        for k in whole..n {
+            self.add(k % 4, buckets[k], losses[k]);
+        }
+    }
+
+    /// [`Lanes::add`] for each group of four decisions (`buckets` and `losses` of a length
+    /// that is a multiple of 4), in AVX2 registers.
+    ///
+    /// # Safety
+    /// The processor must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn add4s_avx2(&mut self, buckets: &[u8], losses: &[f64]) {
+        use std::arch::x86_64::*;
+        let mut acc = self.0.map(|s| _mm256_loadu_pd(s.as_ptr()));
+        let ids = [0, 1, 2, 3].map(|b| _mm256_set1_epi64x(b));
+        for (l, b) in losses.chunks_exact(4).zip(buckets.chunks_exact(4)) {
+            let l = _mm256_loadu_pd(l.as_ptr());
+            let b = _mm256_cvtepu8_epi64(_mm_cvtsi32_si128(i32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            let ll = _mm256_mul_pd(l, l);
+            for (sum, id) in acc[..4].iter_mut().zip(ids) {
+                let mine = _mm256_castsi256_pd(_mm256_cmpeq_epi64(b, id));
+                *sum = _mm256_add_pd(*sum, _mm256_and_pd(l, mine));
+            }
+            let positive = _mm256_castsi256_pd(_mm256_cmpgt_epi64(b, ids[1]));
+            acc[4] = _mm256_add_pd(acc[4], _mm256_andnot_pd(positive, ll));
+            acc[5] = _mm256_add_pd(acc[5], _mm256_and_pd(positive, ll));
+        }
+        for (s, v) in self.0.iter_mut().zip(acc) {
+            _mm256_storeu_pd(s.as_mut_ptr(), v);
+        }
+    }
+
+    /// The run's subtotals: each sum's lanes added as (0 + 1) + (2 + 3); a side's loss is its
+    /// two buckets' sums added (negatives first).
+    fn slots(&self) -> SlotSums {
+        let [s0, s1, s2, s3, s4, s5] = self.0.map(|l| (l[0] + l[1]) + (l[2] + l[3]));
+        SlotSums([s0, s1, s2, s3, s4, s5, s0 + s1, s2 + s3])
     }
 }
 
@@ -304,10 +356,10 @@ fn powi(q: f64, n: i32) -> f64 {
 /// One gamma's walk over a run ([`walk`]), with the branch on gamma taken once: one
 /// monomorphic walk per kind of gamma (`at` of a known variant inlines to its one formula).
 #[inline(always)]
-fn walk_gamma(terms: &RunTerms, gamma: f64, bins: &mut RunBins) -> SlotSums {
+fn walk_gamma<const AVX2: bool>(terms: &RunTerms, gamma: f64, bins: &mut RunBins) -> SlotSums {
     macro_rules! walk {
         ($power:expr) => {
-            walk(terms, gamma, bins, |q, ln_q| $power.at(q, ln_q))
+            walk::<AVX2>(terms, gamma, bins, |q, ln_q| $power.at(q, ln_q))
         };
     }
     match Power::of(gamma) {
@@ -329,14 +381,20 @@ fn walk_gamma(terms: &RunTerms, gamma: f64, bins: &mut RunBins) -> SlotSums {
 
 /// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma. Per step of [`STEP`]
 /// decisions, their losses and slots are computed together (a loop without branches or calls,
-/// bar `Exp`'s, which vectorises), then added in decision order to the [`SlotSums`] (returned)
-/// and to `bins`.
+/// bar `Exp`'s, which vectorises), then added to the run's [`Lanes`] four at a time, and to
+/// `bins` in decision order. Returns the run's [`SlotSums`].
 #[inline(always)]
-fn walk(terms: &RunTerms, gamma: f64, bins: &mut RunBins, factor: impl Fn(f64, f64) -> f64) -> SlotSums {
+fn walk<const AVX2: bool>(
+    terms: &RunTerms,
+    gamma: f64,
+    bins: &mut RunBins,
+    factor: impl Fn(f64, f64) -> f64,
+) -> SlotSums {
+    const { assert!(STEP % 4 == 0, "a step starts at lane 0") };
     let n = terms.bucket.len();
     let (q, ln_q, ce, ln_ce) = (&terms.q[..n], &terms.ln_q[..n], &terms.ce[..n], &terms.ln_ce[..n]);
     let (bucket, side) = (&terms.bucket[..n], &terms.side[..n]);
-    let mut sums = SlotSums::default();
+    let mut lanes = Lanes::default();
     let mut losses = [0.0f64; STEP];
     let mut slots = [0u32; STEP];
     let mut start = 0;
@@ -354,14 +412,14 @@ fn walk(terms: &RunTerms, gamma: f64, bins: &mut RunBins, factor: impl Fn(f64, f
             *loss = l;
             *slot = slot_of(bin_of_ln(ln_l), side);
         }
+        lanes.add_step::<AVX2>(&bucket[start..end], &losses[..m]);
         bins.cover(&slots[..m]);
-        for ((&l, &slot), &bucket) in losses[..m].iter().zip(&slots[..m]).zip(&bucket[start..end]) {
-            sums.add(bucket, l);
+        for (&l, &slot) in losses[..m].iter().zip(&slots[..m]) {
             bins.add(slot, l);
         }
         start = end;
     }
-    sums
+    lanes.slots()
 }
 
 /// The sample fractions at which CDF points are reported: 0 to 1 by 0.01, plus a finer tail.
@@ -714,25 +772,40 @@ mod tests {
         for (decisions, meta) in runs() {
             terms.gather(&decisions, &meta);
             for gamma in gammas {
-                // The straightforward walk: per decision, in order, f64 subtotals per slot and
-                // per histogram bin (started at 0.0), folded at the end of the run.
-                let mut p = [0.0f64; 8];
+                // The straightforward walk: per decision, in order, f64 subtotals per bucket
+                // and side in four lanes (decision i in lane i % 4) and per histogram bin
+                // (started at 0.0), folded at the end of the run.
+                let mut lanes = [[0.0f64; 4]; 6];
                 let mut subtotals = BTreeMap::new();
-                for (d, m) in decisions.iter().zip(&meta) {
+                for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
                     let ce = d.ce * m.weight;
                     let l = crate::loss::modulating(gamma, d.q, d.ln_q) * ce;
                     let ln_l = if l > 0.0 { gamma * d.ln_q + ce.ln() } else { f64::NEG_INFINITY };
                     let side = usize::from(m.bucket.is_positive());
-                    p[m.bucket as usize] += l;
-                    p[4 + side] += l * l;
-                    p[6 + side] += l;
+                    lanes[m.bucket as usize][i % 4] += l;
+                    lanes[4 + side][i % 4] += l * l;
                     let (count, sum) = subtotals.entry((side, bin_of_ln(ln_l))).or_insert((0u64, 0.0f64));
                     *count += 1;
                     *sum += l;
                     zero_losses += usize::from(l == 0.0);
                 }
-                let sums = walk_gamma(&terms, gamma, &mut bins);
+                // Lanes added (0 + 1) + (2 + 3); a side's loss, its buckets' sums added.
+                let s = lanes.map(|x| (x[0] + x[1]) + (x[2] + x[3]));
+                let p = [s[0], s[1], s[2], s[3], s[4], s[5], s[0] + s[1], s[2] + s[3]];
                 let bits = |p: &[f64]| p.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    let (mut avx2_bins, mut plain_bins) = (RunBins::default(), RunBins::default());
+                    let avx2 = walk_gamma::<true>(&terms, gamma, &mut avx2_bins);
+                    let plain = walk_gamma::<false>(&terms, gamma, &mut plain_bins);
+                    assert_eq!(bits(&avx2.0), bits(&plain.0), "gamma {gamma}: the AVX2 walk's sums");
+                    assert_eq!(
+                        avx2_bins.subtotals(),
+                        plain_bins.subtotals(),
+                        "gamma {gamma}: the AVX2 walk's bins"
+                    );
+                }
+                let sums = walk_gamma::<false>(&terms, gamma, &mut bins);
                 let what = format!("gamma {gamma}, {} decisions", decisions.len());
                 assert_eq!(bits(&sums.0), bits(&p), "{what}");
                 let subtotal_bits = |m: &BTreeMap<(usize, usize), (u64, f64)>| {
