@@ -24,8 +24,12 @@ pub struct Expansion {
 }
 
 /// Decisions per chunk (at most, unless one row holds more): large enough to amortise
-/// per-chunk work, small enough to stay in cache.
-pub const CHUNK: usize = 4096;
+/// per-chunk work (a summation block's exact folds), small enough to stay in cache. A block is
+/// a power of two of rows ([`Expansion::block_rows`]), so it holds between half of this and
+/// all of it: 6,144 gives 64 rows of 80 classes (5,120 decisions) and 1,024 rows of 4 (4,096),
+/// where 4,096 gave 32 rows of 80 (2,560) and 8,192 gave 2,048 rows of 4, which no longer
+/// stay in cache (see docs/benchmarks.md).
+pub const CHUNK: usize = 6144;
 
 impl Expansion {
     /// The expansion of `dump`'s rows (input/ knows nothing of analysis/: the dependency goes
@@ -775,18 +779,19 @@ mod tests {
 
     #[test]
     fn dense_logit_rows_split_into_summation_blocks_by_file_row() {
-        // Rows of 3 classes (blocks of 1024 rows), starting mid-block, then the same rows with
+        // Rows of 3 classes (blocks of 2048 rows), starting mid-block, then the same rows with
         // a row index that skips file rows: each chunk holds the rows of one block, in order,
         // and the decisions are the scalar ones whatever the row numbering.
         const C: usize = 3;
-        let n = 3000;
+        const BLOCK: u64 = 2048;
+        let n = 6000;
         let labels: Vec<i32> = (0..n).map(|i| [-1, 2, -2, 0, -1][i % 5]).collect();
         let logits: Vec<f32> = (0..n * C).map(|i| ((i * 31 % 97) as f32 - 48.0) * 0.25).collect();
         let ids: Vec<i64> = (0..n).map(|i| (i / 700) as i64).collect();
         let shape =
             DumpShape { layout: Layout::Dense, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
         let exp = Expansion { shape, width: C, background_class: 0 };
-        assert_eq!(exp.block_rows(), 1024);
+        assert_eq!(exp.block_rows(), BLOCK);
         let scoring = Scoring { tau: 0.5, focus: Focus { gamma: 2.0, alpha: Some(0.25) } };
         let contiguous = test_batch(
             ids.clone(),
@@ -806,9 +811,9 @@ mod tests {
             let mut k = 0;
             let mut blocks = Vec::new();
             for (decisions, meta, runs, _) in chunks(&exp, batch, &scoring) {
-                let block = file_row[meta[0].row as usize] / 1024;
+                let block = file_row[meta[0].row as usize] / BLOCK;
                 blocks.push(block);
-                assert!(meta.iter().all(|m| file_row[m.row as usize] / 1024 == block));
+                assert!(meta.iter().all(|m| file_row[m.row as usize] / BLOCK == block));
                 assert_eq!(runs.last().map(|r| r.end), Some(decisions.len()));
                 for (d, m) in decisions.iter().zip(&meta) {
                     while labels[k / C] == -2 {
@@ -822,7 +827,7 @@ mod tests {
                 }
             }
             assert_eq!(k, n * C, "every decision once");
-            let mut want: Vec<u64> = file_row.iter().map(|r| r / 1024).collect();
+            let mut want: Vec<u64> = file_row.iter().map(|r| r / BLOCK).collect();
             want.dedup();
             assert_eq!(blocks, want, "one chunk per block, in order");
         }

@@ -8,7 +8,7 @@
 //! integer additions, so the result depends only on the multiset of terms.
 //!
 //! Range: a term must be finite and below 2^62 ≈ 4.6e18 in magnitude (the pass adds one term per
-//! summation block and quantity, e.g. at most 4096 decisions' CE of at most
+//! summation block and quantity, e.g. at most 6,144 decisions' CE of at most
 //! [`crate::input::MAX_ABS_LOGIT`] each, or their squares: far below). A term (a block's subtotal)
 //! smaller than 2^-63 in magnitude counts as 0. The total has no practical bound: the 128-bit
 //! accumulator carries into a 64-bit count of wraps, so totals beyond 2^64 ≈ 1.8e19 (squares of
