@@ -302,6 +302,10 @@ impl LogHist {
         if n == 0 || total <= 0.0 {
             return (0.0, 0.0);
         }
+        if fraction >= 1.0 {
+            // Every sample: all the loss, exactly (not the bins' f64 sum over their total).
+            return (1.0, 0.0);
+        }
         let mut need = fraction * n as f64;
         let mut taken = 0.0;
         for (c, loss) in self.hardest_first() {
@@ -313,10 +317,11 @@ impl LogHist {
                 need -= c as f64;
             } else {
                 taken += loss * need / c as f64;
-                return (taken / total, bin_ratio() * loss / total);
+                return ((taken / total).min(1.0), bin_ratio() * loss / total);
             }
         }
-        (taken / total, 0.0)
+        // At most 1: the bins' values added in f64 may round above their exact total.
+        ((taken / total).min(1.0), 0.0)
     }
 
     /// The fraction of the samples, hardest first, that carries `share` of the loss, and the
@@ -342,6 +347,7 @@ impl LogHist {
 
     /// The cumulative distribution of the loss with samples sorted from the smallest loss (the
     /// focal-loss paper's Fig. 4): y(x) = share of the loss carried by the easiest fraction x.
+    /// Each y is in [0, 1], and y(0) is 0.
     pub fn cdf(&self, xs: &[f64]) -> Vec<f64> {
         xs.iter().map(|&x| 1.0 - self.top_share(1.0 - x).0).collect()
     }
@@ -362,6 +368,24 @@ mod tests {
             s += losses[whole] * (k - whole as f64);
         }
         s / total
+    }
+
+    #[test]
+    fn shares_and_the_cdf_stay_within_0_and_1_when_f64_sums_round_above_the_total() {
+        // Hardest first (one per bin), 0.98 + 0.83 + 0.51 + 0.43 is 2.7500000000000004 in
+        // f64; their exact total rounds to 2.75.
+        let mut h = LogHist::default();
+        for loss in [0.43, 0.51, 0.83, 0.98] {
+            h.add(loss, f64::ln(loss));
+        }
+        assert!(0.98 + 0.83 + 0.51 + 0.43 > h.total_loss(), "the case rounds above its total");
+        assert_eq!(h.top_share(1.0).0, 1.0);
+        // The three hardest (their f64 sum, 2.32, over the exact total): below 1.
+        let top3 = h.top_share(0.75).0;
+        assert!(top3 < 1.0 && (top3 - 2.32 / 2.75).abs() < 1e-15, "{top3}");
+        let cdf = h.cdf(&[0.0, 0.5, 1.0]);
+        assert_eq!(cdf[0], 0.0, "{cdf:?}");
+        assert!(cdf.iter().all(|y| (0.0..=1.0).contains(y)), "{cdf:?}");
     }
 
     #[test]
