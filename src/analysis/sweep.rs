@@ -105,8 +105,9 @@ impl SweepAcc {
     /// ([`SlotSums`], from [`Lanes`]), and the histogram bins' losses ([`RunBins`]). The run is
     /// walked once per gamma, with the branch on gamma taken once per walk ([`walk_gamma`]);
     /// each gamma's subtotals see the decisions in the same order as a walk over decisions and
-    /// then gammas would, so the bits are the same. The image's sums take each run's subtotal directly:
-    /// adding it to a zero sum and merging that, as before, adds the same fixed-point term.
+    /// then gammas would, so the bits are the same. The image's sums take each run's subtotal
+    /// directly: adding it to a zero sum and merging that, as before, adds the same fixed-point
+    /// term.
     #[inline(always)]
     fn observe_body<const AVX2: bool>(&mut self, chunk: &DecisionChunk<'_>) {
         let g = self.grid.gammas.len();
