@@ -148,26 +148,83 @@ impl Decision {
     }
 }
 
-/// The modulating factor (1 - p_t)^gamma from q = 1 - p_t and ln q: products (and one square
-/// root) for gammas that are multiples of 1/2 up to 16, as the sweep's grid and the usual
-/// settings are; `exp(gamma ln q)` otherwise.
+/// The modulating factor (1 - p_t)^gamma from q = 1 - p_t and ln q: [`Power`], decided for
+/// this call.
 #[inline]
 pub fn modulating(gamma: f64, q: f64, ln_q: f64) -> f64 {
-    if gamma == 0.0 {
-        1.0
-    } else if gamma == 1.0 {
-        q
-    } else if gamma == 2.0 {
-        q * q
-    } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
-        let whole = q.powi(gamma as i32);
-        if gamma.fract() == 0.0 {
-            whole
+    Power::of(gamma).at(q, ln_q)
+}
+
+/// How the modulating factor (1 - p_t)^gamma is computed for one gamma, decided once: products
+/// (and one square root) for gammas that are multiples of 1/2 up to 16, as the sweep's grid and
+/// the usual settings are; `exp(gamma ln q)` otherwise. [`modulating`] decides it per call;
+/// the sweep once per gamma, so that each of its walks inlines one formula.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Power {
+    /// gamma 0.
+    One,
+    /// gamma 1.
+    Q,
+    /// gamma 2.
+    Square,
+    /// Another whole gamma up to 16: `powi`.
+    Int(i32),
+    /// A half-integer gamma up to 16: `powi` of the whole part times a square root.
+    HalfInt(i32),
+    /// Any other gamma: `exp(gamma ln q)`.
+    Exp(f64),
+}
+
+impl Power {
+    /// The computation for `gamma`.
+    pub fn of(gamma: f64) -> Power {
+        if gamma == 0.0 {
+            Power::One
+        } else if gamma == 1.0 {
+            Power::Q
+        } else if gamma == 2.0 {
+            Power::Square
+        } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+            if gamma.fract() == 0.0 {
+                Power::Int(gamma as i32)
+            } else {
+                Power::HalfInt(gamma as i32)
+            }
         } else {
-            whole * q.sqrt()
+            Power::Exp(gamma)
         }
-    } else {
-        (gamma * ln_q).exp()
+    }
+
+    /// (1 - p_t)^gamma from q = 1 - p_t and ln q (read by `Exp` only).
+    #[inline(always)]
+    pub fn at(self, q: f64, ln_q: f64) -> f64 {
+        match self {
+            Power::One => 1.0,
+            Power::Q => q,
+            Power::Square => q * q,
+            Power::Int(n) => powi(q, n),
+            Power::HalfInt(n) => powi(q, n) * q.sqrt(),
+            Power::Exp(gamma) => (gamma * ln_q).exp(),
+        }
+    }
+}
+
+/// `q.powi(n)` for `n` in 0..=16, inline (no call: it can be vectorised, and a constant `n`
+/// unrolls): the products of the runtime's `__powidf2` in its order (square-and-multiply from
+/// the lowest bit), so the same bits (tested against `f64::powi`).
+#[inline(always)]
+fn powi(q: f64, n: i32) -> f64 {
+    debug_assert!((0..=16).contains(&n), "Power::of gives whole parts 0 to 16, not {n}");
+    let (mut base, mut bits, mut product) = (q, n.unsigned_abs(), 1.0);
+    loop {
+        if bits & 1 != 0 {
+            product *= base;
+        }
+        bits >>= 1;
+        if bits == 0 {
+            return product;
+        }
+        base *= base;
     }
 }
 
@@ -310,6 +367,46 @@ fn soft(y: f64, p: f64, one_minus_p: f64, ce: f64) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (1 - p_t)^gamma as written out with the runtime's calls (`powi` is `__powidf2`): the
+    /// reference [`Power`] must match bit for bit.
+    fn modulating_by_calls(gamma: f64, q: f64, ln_q: f64) -> f64 {
+        if gamma == 0.0 {
+            1.0
+        } else if gamma == 1.0 {
+            q
+        } else if gamma == 2.0 {
+            q * q
+        } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+            let whole = q.powi(gamma as i32);
+            if gamma.fract() == 0.0 {
+                whole
+            } else {
+                whole * q.sqrt()
+            }
+        } else {
+            (gamma * ln_q).exp()
+        }
+    }
+
+    #[test]
+    fn the_power_decided_once_gives_the_bits_of_the_runtime_calls() {
+        let gammas = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.0, 7.5, 16.0, 16.5, 0.3, 1e-3];
+        for gamma in gammas {
+            let power = Power::of(gamma);
+            for i in 0..=2000 {
+                for q in [f64::from(i) / 2000.0, (f64::from(i) / 2000.0).powi(8), 1e-300 * f64::from(i)] {
+                    let ln_q = q.ln();
+                    let (a, b) = (power.at(q, ln_q), modulating_by_calls(gamma, q, ln_q));
+                    assert_eq!(a.to_bits(), b.to_bits(), "gamma {gamma} q {q}: {a} vs {b}");
+                    assert_eq!(modulating(gamma, q, ln_q).to_bits(), b.to_bits(), "gamma {gamma} q {q}");
+                }
+            }
+        }
+        assert_eq!(Power::of(5.0), Power::Int(5));
+        assert_eq!(Power::of(2.5), Power::HalfInt(2));
+        assert_eq!(Power::of(0.3), Power::Exp(0.3));
+    }
 
     fn naive_sigmoid(x: f64) -> f64 {
         1.0 / (1.0 + (-x).exp())

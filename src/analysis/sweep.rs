@@ -21,6 +21,7 @@ use super::sum::ExactSum;
 use super::Accumulator;
 use crate::config::SweepGrid;
 use crate::input::ImageKey;
+use crate::loss::Power;
 use crate::report::{
     AlphaSource, BalancedAlpha, BucketShares, Cdf, CdfSide, GammaRule, Recommendation, Share, SweepCell,
     SweepReport, Table1bRow,
@@ -280,79 +281,9 @@ impl Lanes {
     }
 }
 
-/// How (1 - p_t)^gamma is computed for one gamma: [`crate::loss::modulating`]'s branches,
-/// decided once per gamma instead of once per decision (the same bits: the same operations).
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Power {
-    /// gamma 0.
-    One,
-    /// gamma 1.
-    Q,
-    /// gamma 2.
-    Square,
-    /// Another whole gamma up to 16: `powi`.
-    Int(i32),
-    /// A half-integer gamma up to 16: `powi` of the whole part times a square root.
-    HalfInt(i32),
-    /// Any other gamma: `exp(gamma ln q)`.
-    Exp(f64),
-}
-
-impl Power {
-    fn of(gamma: f64) -> Power {
-        if gamma == 0.0 {
-            Power::One
-        } else if gamma == 1.0 {
-            Power::Q
-        } else if gamma == 2.0 {
-            Power::Square
-        } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
-            if gamma.fract() == 0.0 {
-                Power::Int(gamma as i32)
-            } else {
-                Power::HalfInt(gamma as i32)
-            }
-        } else {
-            Power::Exp(gamma)
-        }
-    }
-
-    /// (1 - p_t)^gamma from q = 1 - p_t and ln q.
-    #[inline(always)]
-    fn at(self, q: f64, ln_q: f64) -> f64 {
-        match self {
-            Power::One => 1.0,
-            Power::Q => q,
-            Power::Square => q * q,
-            Power::Int(n) => powi(q, n),
-            Power::HalfInt(n) => powi(q, n) * q.sqrt(),
-            Power::Exp(gamma) => (gamma * ln_q).exp(),
-        }
-    }
-}
-
 /// Decisions per step of [`sum_gamma`]: their losses and bins are computed together (a loop
 /// without branches or calls, which vectorises), then added in decision order.
 const STEP: usize = 128;
-
-/// `q.powi(n)` for `n` in 0..=16, inline (no call: it can be vectorised, and a constant `n`
-/// unrolls): the products of the runtime's `__powidf2` in its order (square-and-multiply from
-/// the lowest bit), so the same bits (tested against `loss::modulating`, which calls `powi`).
-#[inline(always)]
-fn powi(q: f64, n: i32) -> f64 {
-    debug_assert!((0..=16).contains(&n), "Power::of gives whole parts 0 to 16, not {n}");
-    let (mut base, mut bits, mut product) = (q, n.unsigned_abs(), 1.0);
-    loop {
-        if bits & 1 != 0 {
-            product *= base;
-        }
-        bits >>= 1;
-        if bits == 0 {
-            return product;
-        }
-        base *= base;
-    }
-}
 
 /// One gamma's walk over a run ([`walk`]), with the branch on gamma taken once: one
 /// monomorphic walk per kind of gamma (`at` of a known variant inlines to its one formula).
@@ -712,24 +643,6 @@ impl SweepAcc {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_power_decided_once_per_gamma_gives_the_bits_of_loss_modulating() {
-        let gammas = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 5.0, 7.5, 16.0, 16.5, 0.3, 1e-3];
-        for gamma in gammas {
-            let power = Power::of(gamma);
-            for i in 0..=2000 {
-                for q in [f64::from(i) / 2000.0, (f64::from(i) / 2000.0).powi(8), 1e-300 * f64::from(i)] {
-                    let ln_q = q.ln();
-                    let (a, b) = (power.at(q, ln_q), crate::loss::modulating(gamma, q, ln_q));
-                    assert_eq!(a.to_bits(), b.to_bits(), "gamma {gamma} q {q}: {a} vs {b}");
-                }
-            }
-        }
-        assert_eq!(Power::of(5.0), Power::Int(5));
-        assert_eq!(Power::of(2.5), Power::HalfInt(2));
-        assert_eq!(Power::of(0.3), Power::Exp(0.3));
-    }
 
     /// Runs of decisions with every bucket in random order, CEs over many decades, zero losses
     /// (a zero weight, a CE that underflows, q = 0) and lengths around the vector widths and
