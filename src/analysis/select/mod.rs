@@ -1248,24 +1248,16 @@ fn pair_sums<const N: usize>(
     let mut acc = [[0.0f64; 2]; N];
     let mut focal = [0.0f64; 2];
     overlap_columns(piles, member, |positive, d, c_focal, m| {
-        let d = d as f64;
         let bounds =
             if m == 0 { plain[usize::from(positive)] } else { pair_bounds::<N>(kept, pairs, positive, m) };
-        for (sum, bound) in acc.iter_mut().zip(&bounds) {
-            sum[0] += d * bound[0];
-            sum[1] += d * bound[1];
-        }
-        if let Some(o) = ohem {
-            if (m >> o) & 1 == 1 {
-                focal[0] += c_focal;
-            }
-            focal[1] += c_focal;
-        }
+        add_bounds(&mut acc, d as f64, &bounds);
+        add_focal(&mut focal, ohem, m, c_focal);
     });
     (acc.to_vec(), focal)
 }
 
-/// [`pair_sums`] for any number of pairs.
+/// [`pair_sums`] for any number of pairs: each selector's inclusion probability once per
+/// candidate, then every pair's bounds.
 fn pair_sums_any(
     piles: &Piles,
     member: &[u32],
@@ -1276,24 +1268,39 @@ fn pair_sums_any(
     let mut acc = vec![[0.0f64; 2]; pairs.len()];
     let mut focal = [0.0f64; 2];
     let mut p = [0.0f64; 32];
+    let mut bounds = vec![[0.0f64; 2]; pairs.len()];
     overlap_columns(piles, member, |positive, d, c_focal, m| {
-        let d = d as f64;
-        // Each selector's inclusion probability once per candidate, then every pair.
         for (s, k) in kept.iter().enumerate() {
             p[s] = k.inclusion(positive, m, s);
         }
-        for (sum, &(a, b)) in acc.iter_mut().zip(pairs) {
-            sum[0] += d * p[a].min(p[b]);
-            sum[1] += d * p[a].max(p[b]);
+        for (bound, &(a, b)) in bounds.iter_mut().zip(pairs) {
+            *bound = [p[a].min(p[b]), p[a].max(p[b])];
         }
-        if let Some(o) = ohem {
-            if (m >> o) & 1 == 1 {
-                focal[0] += c_focal;
-            }
-            focal[1] += c_focal;
-        }
+        add_bounds(&mut acc, d as f64, &bounds);
+        add_focal(&mut focal, ohem, m, c_focal);
     });
     (acc, focal)
+}
+
+/// Adds a candidate's pair bounds (min, max), weighted by its `d` decisions, to `acc`.
+#[inline(always)]
+fn add_bounds(acc: &mut [[f64; 2]], d: f64, bounds: &[[f64; 2]]) {
+    for (sum, bound) in acc.iter_mut().zip(bounds) {
+        sum[0] += d * bound[0];
+        sum[1] += d * bound[1];
+    }
+}
+
+/// Adds a candidate's focal loss to `focal`: [inside OHEM's selection (selector `ohem`, a bit
+/// of the candidate's `member`), in all].
+#[inline(always)]
+fn add_focal(focal: &mut [f64; 2], ohem: Option<usize>, member: u32, c_focal: f64) {
+    if let Some(o) = ohem {
+        if (member >> o) & 1 == 1 {
+            focal[0] += c_focal;
+        }
+        focal[1] += c_focal;
+    }
 }
 
 /// The export rows of an image: what `spec`'s strategy kept, ranked, at most `spec.top`.
@@ -1554,6 +1561,75 @@ mod tests {
                 .collect();
             for m in [0usize, 1, 5, 128, 255, 256, 257, 1000, 2999, 3000, usize::MAX] {
                 assert_eq!(top_ce(&piles, positive, m), naive_top(&scored, m), "{positive:?}, m {m}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_overlap_sums_are_the_naive_sums_over_every_candidate_for_any_number_of_pairs() {
+        let mut rng = crate::rng::Rng::new(17, 4);
+        let cands = pile::tests::random_candidates(&mut rng, 3000);
+        let piles =
+            Piles::new(vec![Pile::from_candidates(&cands[..1200]), Pile::from_candidates(&cands[1200..])]);
+        // Selections of every kind: kept candidates (a third, a tenth, a half) and expectations.
+        let mut pick = |share: f64| Kept::These((0..cands.len()).filter(|_| rng.uniform() < share).collect());
+        let all = [
+            pick(0.33),
+            Kept::Each { p_pos: 0.8, p_neg: 0.01 },
+            pick(0.1),
+            Kept::Each { p_pos: 0.5, p_neg: 0.002 },
+            pick(0.5),
+        ];
+        for selectors in 2..=all.len() {
+            let kept = &all[..selectors];
+            let mut member = vec![0u32; cands.len()];
+            for (s, k) in kept.iter().enumerate() {
+                if let Kept::These(sel) = k {
+                    for &i in sel {
+                        member[i] |= 1 << s;
+                    }
+                }
+            }
+            let pairs = pairs(selectors);
+            let ohem = Some(0);
+            // The naive sums: each candidate's inclusion probabilities from its membership, in
+            // dump order.
+            let mut acc = vec![[0.0f64; 2]; pairs.len()];
+            let mut focal = [0.0f64; 2];
+            for (i, c) in cands.iter().enumerate() {
+                let d = c.count.iter().map(|&n| f64::from(n)).sum::<f64>();
+                let p = |s: usize| match &kept[s] {
+                    Kept::These(sel) => f64::from(u8::from(sel.contains(&i))),
+                    Kept::Each { p_pos, p_neg } => {
+                        if c.positive {
+                            *p_pos
+                        } else {
+                            *p_neg
+                        }
+                    }
+                };
+                for (sum, &(a, b)) in acc.iter_mut().zip(&pairs) {
+                    sum[0] += d * p(a).min(p(b));
+                    sum[1] += d * p(a).max(p(b));
+                }
+                if member[i] & 1 == 1 {
+                    focal[0] += c.focal;
+                }
+                focal[1] += c.focal;
+            }
+            let bits = |(acc, focal): &(Vec<[f64; 2]>, [f64; 2])| {
+                (acc.iter().map(|x| x.map(f64::to_bits)).collect::<Vec<_>>(), focal.map(f64::to_bits))
+            };
+            let naive = bits(&(acc, focal));
+            let any = pair_sums_any(&piles, &member, kept, &pairs, ohem);
+            assert_eq!(bits(&any), naive, "{selectors} selectors, the general loop");
+            let fixed = match pairs.len() {
+                1 => Some(pair_sums::<1>(&piles, &member, kept, &pairs, ohem)),
+                3 => Some(pair_sums::<3>(&piles, &member, kept, &pairs, ohem)),
+                _ => None,
+            };
+            if let Some(fixed) = fixed {
+                assert_eq!(bits(&fixed), naive, "{selectors} selectors, {} pairs in registers", pairs.len());
             }
         }
     }
