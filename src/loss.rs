@@ -156,8 +156,9 @@ pub fn modulating(gamma: f64, q: f64, ln_q: f64) -> f64 {
 }
 
 /// How the modulating factor (1 - p_t)^gamma is computed for one gamma, decided once: products
-/// (and one square root) for gammas that are multiples of 1/2 up to 16, as the sweep's grid and
-/// the usual settings are; `exp(gamma ln q)` otherwise. [`modulating`] decides it per call;
+/// (and one square root) for gammas that are multiples of 1/2 from 0 to 16, as the sweep's grid
+/// and the usual settings are; `exp(gamma ln q)` otherwise (a negative gamma too: the
+/// analysis's settings refuse them, a caller of the library may not). [`modulating`] decides it per call;
 /// the sweep once per gamma, so that each of its walks inlines one formula.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Power {
@@ -184,7 +185,7 @@ impl Power {
             Power::Q
         } else if gamma == 2.0 {
             Power::Square
-        } else if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
+        } else if (0.0..=16.0).contains(&gamma) && (2.0 * gamma).fract() == 0.0 {
             if gamma.fract() == 0.0 {
                 Power::Int(gamma as i32)
             } else {
@@ -228,14 +229,13 @@ fn powi(q: f64, n: i32) -> f64 {
     }
 }
 
-/// q^gamma for q in [0, 1]: [`modulating`] with ln q computed only where it needs it (gammas
-/// that are not multiples of 1/2 up to 16).
+/// q^gamma for q in [0, 1]: [`modulating`] with ln q computed only where it needs it
+/// ([`Power::Exp`]).
 #[inline]
 pub fn power(gamma: f64, q: f64) -> f64 {
-    if gamma <= 16.0 && (2.0 * gamma).fract() == 0.0 {
-        modulating(gamma, q, f64::NAN)
-    } else {
-        modulating(gamma, q, q.ln())
+    match Power::of(gamma) {
+        power @ Power::Exp(_) => power.at(q, q.ln()),
+        power => power.at(q, f64::NAN),
     }
 }
 
@@ -406,6 +406,15 @@ mod tests {
         assert_eq!(Power::of(5.0), Power::Int(5));
         assert_eq!(Power::of(2.5), Power::HalfInt(2));
         assert_eq!(Power::of(0.3), Power::Exp(0.3));
+        // Negative gammas (refused by the settings, not by the library): exp(gamma ln q).
+        for gamma in [-0.5, -1.0, -2.0, -3.0] {
+            assert_eq!(Power::of(gamma), Power::Exp(gamma));
+            let q = 0.3f64;
+            let want = q.powf(gamma);
+            for m in [modulating(gamma, q, q.ln()), power(gamma, q)] {
+                assert!((m - want).abs() <= 4.0 * f64::EPSILON * want, "gamma {gamma}: {m} vs {want}");
+            }
+        }
     }
 
     fn naive_sigmoid(x: f64) -> f64 {
