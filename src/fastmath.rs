@@ -169,6 +169,8 @@ pub fn ln_all(xs: &[f64], out: &mut Vec<f64>) {
     {
         #[target_feature(enable = "avx2")]
         unsafe fn avx2(xs: &[f64], out: &mut Vec<f64>) -> bool {
+            // Written out, not through a shared function: `extend` there was not inlined, so
+            // its loop was compiled without AVX2 (+4% instructions in the sweep).
             out.extend(xs.iter().map(|&x| ln_normal(x)));
             all_normal(xs)
         }
@@ -190,7 +192,13 @@ pub fn ln_all(xs: &[f64], out: &mut Vec<f64>) {
 /// vectorises).
 #[inline(always)]
 fn all_normal(xs: &[f64]) -> bool {
-    xs.iter().fold(true, |all, &x| all & (f64::MIN_POSITIVE..f64::INFINITY).contains(&x))
+    xs.iter().fold(true, |all, &x| all & positive_normal(x))
+}
+
+/// Whether `x` is a positive normal number, the domain of [`ln_normal`].
+#[inline(always)]
+fn positive_normal(x: f64) -> bool {
+    (f64::MIN_POSITIVE..f64::INFINITY).contains(&x)
 }
 
 /// libm's `ln` for the values of `xs` that are not positive normal numbers (`out` ends with
@@ -201,7 +209,7 @@ fn fix_special(xs: &[f64], out: &mut [f64]) {
     let start = out.len() - xs.len();
     let out = &mut out[start..];
     for (y, &x) in out.iter_mut().zip(xs) {
-        if !(f64::MIN_POSITIVE..f64::INFINITY).contains(&x) {
+        if !positive_normal(x) {
             *y = x.ln();
         }
     }
@@ -322,7 +330,7 @@ mod tests {
         assert_eq!(out[0], 7.0);
         for (&x, &y) in xs.iter().zip(&out[1..]) {
             // libm's value for the special ones, the vectorised one for normal numbers.
-            let want = if (f64::MIN_POSITIVE..f64::INFINITY).contains(&x) { ln_normal(x) } else { x.ln() };
+            let want = if positive_normal(x) { ln_normal(x) } else { x.ln() };
             assert!(want.is_nan() && y.is_nan() || y.to_bits() == want.to_bits(), "{x}: {y} vs {want}");
         }
         assert_eq!(out[1], f64::NEG_INFINITY);

@@ -158,8 +158,8 @@ pub fn modulating(gamma: f64, q: f64, ln_q: f64) -> f64 {
 /// How the modulating factor (1 - p_t)^gamma is computed for one gamma, decided once: products
 /// (and one square root) for gammas that are multiples of 1/2 from 0 to 16, as the sweep's grid
 /// and the usual settings are; `exp(gamma ln q)` otherwise (a negative gamma too: the
-/// analysis's settings refuse them, a caller of the library may not). [`modulating`] decides it per call;
-/// the sweep once per gamma, so that each of its walks inlines one formula.
+/// analysis's settings refuse them, a caller of the library may not). [`modulating`] decides
+/// it per call; the sweep once per gamma, so that each of its walks inlines one formula.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Power {
     /// gamma 0.

@@ -281,7 +281,7 @@ impl Lanes {
     }
 }
 
-/// Decisions per step of [`sum_gamma`]: their losses and bins are computed together (a loop
+/// Decisions per step of [`walk`]: their losses and bins are computed together (a loop
 /// without branches or calls, which vectorises), then added in decision order.
 const STEP: usize = 128;
 
