@@ -14,10 +14,13 @@
 //! The footer and the schema are read with polars (the types and checks users' files were
 //! validated against); the data pages are decoded with arrow-rs `parquet`, whose reader
 //! streams a row group page by page and whose fixed-size-list decoder is ~1.7x faster per core
-//! than polars' (docs/benchmarks.md, "Reader").
+//! than polars' (docs/benchmarks.md, "Reader"). A dense dump's scores, its largest column, are
+//! read from their leaf column with parquet's typed column reader while every row holds its
+//! scores, without building list arrays (`leaf.rs`; docs/benchmarks.md, "Tenth round").
 
 mod discover;
 mod groups;
+mod leaf;
 mod memory;
 mod pages;
 mod read;
@@ -32,7 +35,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_buffer::ScalarBuffer;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
 use parquet::arrow::ProjectionMask;
 use polars_io::parquet::read::{infer_schema, FileMetadata, ParquetReader};
@@ -599,12 +602,32 @@ fn decode_group<E: From<InputError>>(
     limit: Option<usize>,
     f: &mut dyn FnMut(RecordBatch) -> Result<(), E>,
 ) -> Result<(), E> {
-    let (metadata, arrow) = match &file.data {
-        Data::Parquet { metadata, arrow } => (metadata, arrow),
-        Data::Memory(m) => return m.read(unit, batch_rows, limit, f),
-    };
+    if let Data::Memory(m) = &file.data {
+        return m.read(unit, batch_rows, limit, f);
+    }
+    let mut reader = open_group(file, unit, columns, batch_rows, 0, limit)?;
+    while let Some(batch) = next_batch(file, &mut reader)? {
+        f(batch)?;
+    }
+    Ok(())
+}
+
+/// The arrow-rs reader of the columns `columns` (top-level names) of a Parquet file's row group,
+/// from its row `offset` on (`limit`: at most that many rows), in batches of `batch_rows` rows,
+/// with the page headers checked first. Errors for an Arrow source (nothing to decode).
+fn open_group(
+    file: &DumpFile,
+    unit: Unit,
+    columns: &[String],
+    batch_rows: usize,
+    offset: usize,
+    limit: Option<usize>,
+) -> Result<ParquetRecordBatchReader, InputError> {
     let path: &PathBuf = &file.input.path;
-    let mut reader = guarded(path, || {
+    let Data::Parquet { metadata, arrow } = &file.data else {
+        return Err(parquet_error(path, "an in-memory source has no row groups to decode"));
+    };
+    guarded(path, || {
         pages::check_pages(path, metadata, unit.row_group, columns)?;
         let f = File::open(path).map_err(|source| InputError::Io { path: path.clone(), source })?;
         let schema = arrow.parquet_schema();
@@ -619,18 +642,23 @@ fn decode_group<E: From<InputError>>(
             .with_projection(mask)
             .with_row_groups(vec![unit.row_group])
             .with_batch_size(batch_rows);
+        if offset > 0 {
+            builder = builder.with_offset(offset);
+        }
         if let Some(n) = limit {
             builder = builder.with_limit(n);
         }
         builder.build().map_err(|e| parquet_error(path, e))
-    })?;
-    loop {
-        let next = guarded(path, || reader.next().transpose().map_err(|e| parquet_error(path, e)))?;
-        match next {
-            Some(batch) => f(batch)?,
-            None => return Ok(()),
-        }
-    }
+    })
+}
+
+/// The next batch of a reader from [`open_group`], under [`guarded`].
+fn next_batch(
+    file: &DumpFile,
+    reader: &mut ParquetRecordBatchReader,
+) -> Result<Option<RecordBatch>, InputError> {
+    let path = &file.input.path;
+    guarded(path, || reader.next().transpose().map_err(|e| parquet_error(path, e)))
 }
 
 thread_local! {

@@ -9,20 +9,25 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type,
     UInt8Type,
 };
-use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, GenericListArray, OffsetSizeTrait, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, GenericListArray, OffsetSizeTrait, RecordBatch, RecordBatchOptions,
+};
 use arrow_buffer::ScalarBuffer;
-use arrow_schema::DataType;
+use arrow_schema::{DataType, Field, FieldRef, Schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 
+use super::leaf::ScoreLeaf;
 use super::schema::{ColumnType, Resolved, Source};
 use super::{
-    batch_rows, decode_group, Batch, Dump, DumpFile, HiveValue, ImageKey, ImageRun, ScoreValues, Targets,
-    Unit, MAX_ABS_LOGIT,
+    batch_rows, decode_group, next_batch, open_group, Batch, Dump, DumpFile, HiveValue, ImageKey, ImageRun,
+    ScoreValues, Targets, Unit, MAX_ABS_LOGIT,
 };
 use crate::config::{Activation, Layout, OnInvalid, ScoreKind};
 use crate::error::InputError;
@@ -329,15 +334,40 @@ pub(super) fn read_unit<E: From<InputError>>(
     }
     let mut first_row = unit.offset;
     let size = batch_rows(dump.width(), score_bytes(file));
-    decode_group(file, unit, &physical, size, None, &mut |rb| {
+    // A dense dump's scores come from their leaf column while every row is regular, then (from
+    // the first batch that is not) through arrow-rs, as the other columns (see `leaf.rs`).
+    let mut scores = match shape.layout {
+        Layout::Dense => ScoreLeaf::open(file, unit, dump.width())?.map(|l| Scores::Leaf(Box::new(l))),
+        Layout::Binary => None,
+    };
+    let scores_name = match (&scores, &cols.scores.source) {
+        (Some(_), Source::Column(n)) => n.as_str(),
+        _ => "",
+    };
+    let others: Vec<String> = physical.iter().filter(|n| *n != scores_name).cloned().collect();
+    if others.is_empty() {
+        // Nothing else to read in step with (a hive image id and no label column cannot pass
+        // the schema checks, but arrow-rs reads such a file correctly).
+        scores = None;
+    }
+    let read_cols = if scores.is_some() { &others } else { &physical };
+    decode_group(file, unit, read_cols, size, None, &mut |rb| {
         let rows = rb.num_rows();
         if first_row + rows as u64 > unit.offset + unit.rows as u64 {
             return Err(E::from(decoded_too_many(file, &physical, unit)));
         }
-        let batch = validate(dump, file, unit.file, first_row, &rb)?;
+        let done = (first_row - unit.offset) as usize;
+        let (rb, values) = match scores.as_mut() {
+            None => (rb, None),
+            Some(s) => s.next(file, unit, scores_name, size, done, rb)?,
+        };
+        let batch = validate(dump, file, unit.file, first_row, &rb, values)?;
         first_row += rows as u64;
         f(batch)
     })?;
+    if let Some(Scores::Leaf(leaf)) = scores {
+        (*leaf).finish(unit.rows)?;
+    }
     let decoded = first_row - unit.offset;
     if decoded != unit.rows as u64 {
         let n = physical.first().map_or("", String::as_str);
@@ -347,6 +377,54 @@ pub(super) fn read_unit<E: From<InputError>>(
         }));
     }
     Ok(())
+}
+
+/// Where a dense row group's scores come from, when not from the batch of the other columns.
+enum Scores {
+    /// The leaf column, while every row is regular.
+    Leaf(Box<ScoreLeaf>),
+    /// arrow-rs, from the first batch with an irregular row on.
+    Arrow(ParquetRecordBatchReader),
+}
+
+impl Scores {
+    /// The scores of the batch `rb` (whose first row is the row group's row `done`): its values
+    /// from the leaf column, or `rb` with the scores column `name` added from arrow-rs.
+    fn next(
+        &mut self,
+        file: &DumpFile,
+        unit: Unit,
+        name: &str,
+        size: usize,
+        done: usize,
+        rb: RecordBatch,
+    ) -> Result<(RecordBatch, Option<ScoreValues>), InputError> {
+        let rows = rb.num_rows();
+        if let Scores::Leaf(leaf) = self {
+            if let Some(values) = leaf.read(rows)? {
+                return Ok((rb, Some(values)));
+            }
+            *self = Scores::Arrow(open_group(file, unit, &[name.to_string()], size, done, None)?);
+        }
+        let Scores::Arrow(reader) = self else { unreachable!("the leaf reader was replaced above") };
+        let lost = || InputError::Parquet {
+            path: file.input.path.clone(),
+            detail: format!("column '{name}' decoded fewer rows than the row group's {}", unit.rows),
+        };
+        let extra = next_batch(file, reader)?.ok_or_else(lost)?;
+        if extra.num_rows() != rows {
+            return Err(lost());
+        }
+        let arr = column_array(&extra, name, file)?;
+        let mut fields: Vec<FieldRef> = rb.schema().fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(name, arr.data_type().clone(), true)));
+        let mut columns = rb.columns().to_vec();
+        columns.push(arr);
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let rb = RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
+            .map_err(|e| InputError::Parquet { path: file.input.path.clone(), detail: e.to_string() })?;
+        Ok((rb, None))
+    }
 }
 
 fn decoded_too_many(file: &DumpFile, physical: &[String], unit: Unit) -> InputError {
@@ -364,6 +442,7 @@ fn validate(
     file_index: usize,
     first_row: u64,
     rb: &RecordBatch,
+    leaf_scores: Option<ScoreValues>,
 ) -> Result<Batch, InputError> {
     let cols = &file.columns;
     let shape = dump.shape();
@@ -400,13 +479,21 @@ fn validate(
     };
 
     let width = dump.width();
-    let scores_arr = get(&cols.scores)?.ok_or_else(|| {
-        ctx.err(&cols.scores, 0, "scores cannot come from a hive partition", "store the scores as a column")
-    })?;
-    let scores = match shape.layout {
-        Layout::Dense => list_values(&ctx, &cols.scores, scores_arr.as_ref(), width)?,
-        Layout::Binary => float_values(scores_arr.as_ref())
-            .ok_or_else(|| not_float(&ctx, &cols.scores, scores_arr.as_ref()))?,
+    let scores = match leaf_scores {
+        // Read from the leaf column: every row holds `width` present scores.
+        Some(values) => values,
+        None => {
+            let arr = get(&cols.scores)?.ok_or_else(|| {
+                let fix = "store the scores as a column";
+                ctx.err(&cols.scores, 0, "scores cannot come from a hive partition", fix)
+            })?;
+            match shape.layout {
+                Layout::Dense => list_values(&ctx, &cols.scores, arr.as_ref(), width)?,
+                Layout::Binary => {
+                    float_values(arr.as_ref()).ok_or_else(|| not_float(&ctx, &cols.scores, arr.as_ref()))?
+                }
+            }
+        }
     };
     check_scores(&ctx, &cols.scores, &scores, shape.scores, width)?;
 
