@@ -160,7 +160,9 @@ thread_local! {
 
 /// The levels of `n / width` regular rows of `width` scores, for any `n` up to the largest
 /// batch read so far: the maximum definition level everywhere, and per row a repetition level
-/// of 0 then `width - 1` ones. Comparing a batch's levels with them is two `memcmp`s.
+/// of 0 then `width - 1` ones. Comparing a batch's levels with them is two `memcmp`s. A batch
+/// holds at most [`super::MAX_BATCH_SCORE_BYTES`] of scores, so these take at most as much per
+/// thread.
 struct Regular {
     width: usize,
     max_def: i16,
@@ -427,5 +429,35 @@ mod tests {
         let want =
             BTreeMap::from([("empty_list".to_string(), 1), ("null".into(), 2), ("ragged_list".into(), 2)]);
         assert_eq!(skipped, want);
+    }
+
+    #[test]
+    fn the_regular_levels_follow_the_width_and_level_asked_for_whatever_was_asked_before() {
+        // A naive check: every level defined, rep 0 exactly at each row's first score.
+        let naive = |w: usize, max: i16, def: &[i16], rep: &[i16], n: usize| {
+            def.len() == n
+                && rep.len() == n
+                && def.iter().all(|&d| d == max)
+                && rep.iter().enumerate().all(|(i, &r)| r == i16::from(i % w != 0))
+        };
+        let mut r = Regular::new();
+        // Widths and levels change between calls (one process analysing several dumps), and
+        // batches grow and shrink.
+        for (w, max, rows) in [(3, 3, 4), (5, 3, 2), (5, 3, 9), (3, 1, 1), (3, 3, 7), (1, 2, 5)] {
+            let n = w * rows;
+            let def = vec![max; n];
+            let rep: Vec<i16> = (0..n).map(|i| i16::from(i % w != 0)).collect();
+            assert!(r.holds(w, max, &def, &rep, n), "width {w}, level {max}, {rows} rows");
+            // Every single change of a level is seen.
+            for i in 0..n {
+                for (d, p) in [(max - 1, rep[i]), (def[i], 1 - rep[i])] {
+                    let (mut def2, mut rep2) = (def.clone(), rep.clone());
+                    (def2[i], rep2[i]) = (d, p);
+                    assert_eq!(r.holds(w, max, &def2, &rep2, n), naive(w, max, &def2, &rep2, n));
+                }
+            }
+            // So is a batch of another length.
+            assert!(!r.holds(w, max, &def[..n - 1], &rep[..n - 1], n));
+        }
     }
 }

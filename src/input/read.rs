@@ -346,8 +346,8 @@ pub(super) fn read_unit<E: From<InputError>>(
     };
     let others: Vec<String> = physical.iter().filter(|n| *n != scores_name).cloned().collect();
     if others.is_empty() {
-        // Nothing else to read in step with (a hive image id and no label column cannot pass
-        // the schema checks, but arrow-rs reads such a file correctly).
+        // The other columns set the batches; without any (no dump the schema checks accept
+        // lacks them all), arrow-rs reads the scores alone.
         scores = None;
     }
     let read_cols = if scores.is_some() { &others } else { &physical };
@@ -365,9 +365,6 @@ pub(super) fn read_unit<E: From<InputError>>(
         first_row += rows as u64;
         f(batch)
     })?;
-    if let Some(Scores::Leaf(leaf)) = scores {
-        (*leaf).finish(unit.rows)?;
-    }
     let decoded = first_row - unit.offset;
     if decoded != unit.rows as u64 {
         let n = physical.first().map_or("", String::as_str);
@@ -375,6 +372,9 @@ pub(super) fn read_unit<E: From<InputError>>(
             path: file.input.path.clone(),
             detail: format!("column '{n}' decoded {decoded} rows, the row group has {}", unit.rows),
         }));
+    }
+    if let Some(Scores::Leaf(leaf)) = scores {
+        (*leaf).finish(unit.rows)?;
     }
     Ok(())
 }
@@ -407,14 +407,18 @@ impl Scores {
             *self = Scores::Arrow(open_group(file, unit, &[name.to_string()], size, done, None)?);
         }
         let Scores::Arrow(reader) = self else { unreachable!("the leaf reader was replaced above") };
-        let lost = || InputError::Parquet {
-            path: file.input.path.clone(),
-            detail: format!("column '{name}' decoded fewer rows than the row group's {}", unit.rows),
+        let extra = next_batch(file, reader)?;
+        let got = extra.as_ref().map_or(0, RecordBatch::num_rows);
+        let Some(extra) = extra.filter(|_| got == rows) else {
+            return Err(InputError::Parquet {
+                path: file.input.path.clone(),
+                detail: format!(
+                    "column '{name}' decoded {got} rows from row {} of row group {} where the other columns have {rows}",
+                    unit.offset + done as u64,
+                    unit.row_group
+                ),
+            });
         };
-        let extra = next_batch(file, reader)?.ok_or_else(lost)?;
-        if extra.num_rows() != rows {
-            return Err(lost());
-        }
         let arr = column_array(&extra, name, file)?;
         let mut fields: Vec<FieldRef> = rb.schema().fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(name, arr.data_type().clone(), true)));
