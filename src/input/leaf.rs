@@ -340,6 +340,12 @@ mod tests {
             write(&path, kind, f64s, &regular(rows), 2000, v2, dictionary);
             let dump = open(&path, OnInvalid::Error);
             assert_eq!(dump.units().len(), 2, "{what}");
+            // The writer did as asked: the scores' chunks have a dictionary page or none.
+            let Data::Parquet { arrow, .. } = &dump.files()[0].data else { unreachable!("a file") };
+            for group in arrow.metadata().row_groups() {
+                let chunk = group.columns().iter().find(|c| c.column_path().string().starts_with("logits"));
+                assert_eq!(chunk.unwrap().dictionary_page_offset().is_some(), dictionary, "{what}");
+            }
             let want: Vec<f64> = (0..rows).flat_map(|r| (0..WIDTH).map(move |c| score(r, c))).collect();
             // The leaf reader itself: every batch regular, in batches that cross pages.
             let mut got = Vec::new();
