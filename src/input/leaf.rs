@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::DataType;
-use parquet::basic::Type as PhysicalType;
+use parquet::basic::{Encoding, Type as PhysicalType};
+use parquet::column::page::{Page, PageReader};
 use parquet::column::reader::{ColumnReader, ColumnReaderImpl};
 use parquet::data_type::{DataType as ParquetType, DoubleType, FloatType};
 use parquet::file::properties::ReaderProperties;
@@ -33,10 +34,12 @@ use super::schema::Source;
 use super::{guarded, pages, parquet_error, Data, DumpFile, ScoreValues, Unit};
 use crate::error::InputError;
 
-/// The typed reader of the scores' leaf column.
+/// The reader of the scores' leaf column.
 enum Typed {
     F32(ColumnReaderImpl<FloatType>),
     F64(ColumnReaderImpl<DoubleType>),
+    /// The pages themselves, for a column chunk of PLAIN values without a dictionary.
+    Pages(Box<PageWalk>),
 }
 
 /// The score lists of one row group, read batch by batch from their leaf column.
@@ -92,12 +95,23 @@ impl ScoreLeaf {
                 Arc::new(ReaderProperties::builder().build()),
             )
             .map_err(|e| parquet_error(path, e))?;
-            group.get_column_reader(leaf).map_err(|e| parquet_error(path, e))
+            let chunk = footer.row_group(unit.row_group).column(leaf);
+            let plain = chunk.dictionary_page_offset().is_none()
+                && chunk.encodings().all(|e| matches!(e, Encoding::PLAIN | Encoding::RLE));
+            Ok(if plain {
+                let pages = group.get_column_page_reader(leaf).map_err(|e| parquet_error(path, e))?;
+                Err(pages)
+            } else {
+                Ok(group.get_column_reader(leaf).map_err(|e| parquet_error(path, e))?)
+            })
         })?;
         let reader = match reader {
-            ColumnReader::FloatColumnReader(r) if physical == PhysicalType::FLOAT => Typed::F32(r),
-            ColumnReader::DoubleColumnReader(r) if physical == PhysicalType::DOUBLE => Typed::F64(r),
-            _ => return Ok(None),
+            Err(pages) => {
+                Typed::Pages(Box::new(PageWalk::new(pages, physical == PhysicalType::DOUBLE, width, max_def)))
+            }
+            Ok(ColumnReader::FloatColumnReader(r)) if physical == PhysicalType::FLOAT => Typed::F32(r),
+            Ok(ColumnReader::DoubleColumnReader(r)) if physical == PhysicalType::DOUBLE => Typed::F64(r),
+            Ok(_) => return Ok(None),
         };
         Ok(Some(ScoreLeaf {
             reader,
@@ -123,12 +137,23 @@ impl ScoreLeaf {
             match &mut self.reader {
                 Typed::F32(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F32)),
                 Typed::F64(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F64)),
+                // The pages' levels are checked as they are loaded.
+                Typed::Pages(w) => return w.read(n).map_err(|e| parquet_error(path, e)),
             }
             .map_err(|e| parquet_error(path, e))
         })?;
+        if let Typed::Pages(_) = self.reader {
+            return Ok(values);
+        }
         let Some(values) = values else { return Ok(None) };
         let regular = REGULAR.with_borrow_mut(|r| r.holds(self.width, self.max_def, &self.def, &self.rep, n));
         Ok(regular.then_some(values))
+    }
+
+    /// Whether the pages are read by [`PageWalk`] (tests).
+    #[cfg(test)]
+    fn walks_pages(&self) -> bool {
+        matches!(self.reader, Typed::Pages(_))
     }
 
     /// Checks that the column holds no rows past the row group's.
@@ -139,6 +164,7 @@ impl ScoreLeaf {
             Ok(match &mut self.reader {
                 Typed::F32(r) => r.read_records(1, Some(def), Some(rep), &mut Vec::new()),
                 Typed::F64(r) => r.read_records(1, Some(def), Some(rep), &mut Vec::new()),
+                Typed::Pages(w) => w.more().map(|more| (usize::from(more), 0, 0)),
             }
             .map_err(|e| parquet_error(path, e))?
             .0)
@@ -185,6 +211,279 @@ impl Regular {
         }
         def == &self.defined[..n] && rep == &self.starts[..n]
     }
+}
+
+/// The scores' pages of a column chunk of PLAIN values without a dictionary, read one at a
+/// time. A page is used when its levels are those of regular rows; they are checked run by run
+/// in their RLE/bit-packed encoding, without decoding them level by level (a run of 1s must end
+/// within its row, a 0 must be a row's first level, a byte of eight bit-packed repetition levels
+/// must be the pattern's byte at its offset in the row), and its values are copied out of the
+/// page. A page must begin a row (arrow-rs and polars start each page at a record); one that
+/// continues a row, as a v1 page may, is read another way.
+struct PageWalk {
+    pages: Box<dyn PageReader>,
+    f64s: bool,
+    width: usize,
+    max_def: i16,
+    /// Eight levels of `max_def`, bit-packed.
+    defined: Vec<u8>,
+    /// `starts[o]`: eight repetition levels from offset `o` of a row, bit-packed.
+    starts: Vec<u8>,
+    /// The current page and where its unread values start, and how many are left.
+    page: Option<Page>,
+    at: usize,
+    left: usize,
+}
+
+impl PageWalk {
+    fn new(pages: Box<dyn PageReader>, f64s: bool, width: usize, max_def: i16) -> PageWalk {
+        let starts =
+            (0..width).map(|o| (0..8).fold(0u8, |b, i| b | (u8::from((o + i) % width != 0) << i))).collect();
+        PageWalk {
+            pages,
+            f64s,
+            width,
+            max_def,
+            defined: packed_eight(max_def),
+            starts,
+            page: None,
+            at: 0,
+            left: 0,
+        }
+    }
+
+    /// The next `n` values, or `None` when a page on the way is not regular, is of another
+    /// kind, or the pages end first.
+    fn read(&mut self, n: usize) -> parquet::errors::Result<Option<ScoreValues>> {
+        let mut out = if self.f64s {
+            ScoreBuf::F64(Vec::with_capacity(n))
+        } else {
+            ScoreBuf::F32(Vec::with_capacity(n))
+        };
+        let mut need = n;
+        while need > 0 {
+            if self.left == 0 && !self.load()? {
+                return Ok(None);
+            }
+            let take = need.min(self.left);
+            let size = if self.f64s { 8 } else { 4 };
+            let page = self.page.as_ref().map_or(&[][..], |p| &p.buffer()[..]);
+            let bytes = &page[self.at..self.at + take * size];
+            match &mut out {
+                ScoreBuf::F32(v) => {
+                    v.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+                }
+                ScoreBuf::F64(v) => v.extend(
+                    bytes
+                        .chunks_exact(8)
+                        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
+                ),
+            }
+            self.at += take * size;
+            self.left -= take;
+            need -= take;
+        }
+        Ok(Some(match out {
+            ScoreBuf::F32(v) => ScoreValues::F32(v.into()),
+            ScoreBuf::F64(v) => ScoreValues::F64(v.into()),
+        }))
+    }
+
+    /// Whether the column holds values past those read.
+    fn more(&mut self) -> parquet::errors::Result<bool> {
+        if self.left > 0 {
+            return Ok(true);
+        }
+        while let Some(page) = self.pages.get_next_page()? {
+            match page {
+                Page::DataPage { num_values, .. } | Page::DataPageV2 { num_values, .. } if num_values > 0 => {
+                    return Ok(true)
+                }
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Loads the next page with values: `false` at the end, or when it is not a PLAIN data page
+    /// of regular rows (the caller reads them another way).
+    fn load(&mut self) -> parquet::errors::Result<bool> {
+        loop {
+            let Some(page) = self.pages.get_next_page()? else { return Ok(false) };
+            let buf = &page.buffer()[..];
+            let (n, rep, def, values) = match &page {
+                Page::DataPage { num_values, encoding, def_level_encoding, rep_level_encoding, .. } => {
+                    let rle = (*def_level_encoding, *rep_level_encoding) == (Encoding::RLE, Encoding::RLE);
+                    if *encoding != Encoding::PLAIN || !rle {
+                        return Ok(false);
+                    }
+                    let Some((rep, def)) = prefixed(buf, 0).and_then(|(r, at)| Some((r, prefixed(buf, at)?)))
+                    else {
+                        return Ok(false);
+                    };
+                    let (def, values) = def;
+                    (*num_values as usize, rep, def, values)
+                }
+                Page::DataPageV2 {
+                    num_values, encoding, def_levels_byte_len, rep_levels_byte_len, ..
+                } => {
+                    let (r, d) = (*rep_levels_byte_len as usize, *def_levels_byte_len as usize);
+                    if *encoding != Encoding::PLAIN || r + d > buf.len() {
+                        return Ok(false);
+                    }
+                    (*num_values as usize, 0..r, r..r + d, r + d)
+                }
+                Page::DictionaryPage { .. } => return Ok(false),
+            };
+            if n == 0 {
+                continue;
+            }
+            let size = if self.f64s { 8 } else { 4 };
+            // A PLAIN page holds a value per defined level, and nothing after them: `n` values
+            // mean every level is defined. The definition levels are checked too, in case a page
+            // holds bytes past its values.
+            let regular = buf.len() - values == n * size
+                && all_levels(&buf[def], bit_width(self.max_def), n, &self.defined, self.max_def)
+                && self.rows_start(&buf[rep], n);
+            if !regular {
+                return Ok(false);
+            }
+            (self.page, self.at, self.left) = (Some(page), values, n);
+            return Ok(true);
+        }
+    }
+
+    /// Whether the `n` repetition levels in `bytes` (bit width 1), the first a row's first, are 0
+    /// exactly at every row's first level.
+    fn rows_start(&self, mut bytes: &[u8], n: usize) -> bool {
+        let w = self.width;
+        let (mut k, end) = (0, n);
+        while k < end {
+            let Some((h, rest)) = varint(bytes) else { return false };
+            if h & 1 == 1 {
+                let len = usize::try_from(h >> 1).unwrap_or(usize::MAX);
+                let Some(packed) = rest.get(..len) else { return false };
+                let levels = len.saturating_mul(8).min(end - k);
+                let whole = levels / 8;
+                for &byte in &packed[..whole] {
+                    if byte != self.starts[k % w] {
+                        return false;
+                    }
+                    k += 8;
+                }
+                for i in 0..levels - whole * 8 {
+                    if packed[whole] >> i & 1 != u8::from(k % w != 0) {
+                        return false;
+                    }
+                    k += 1;
+                }
+                bytes = &rest[len..];
+            } else {
+                let count = usize::try_from(h >> 1).unwrap_or(usize::MAX);
+                let Some(&value) = rest.first() else { return false };
+                let o = k % w;
+                let fits = match value {
+                    // Row starts: a level each, so a run of one unless every row has one score.
+                    0 => o == 0 && (count == 1 || w == 1),
+                    // Within a row: the run ends at or before the row's end.
+                    1 => o != 0 && count <= w - o,
+                    _ => false,
+                };
+                if !fits || count == 0 {
+                    return false;
+                }
+                k += count;
+                bytes = &rest[1..];
+            }
+        }
+        k == end
+    }
+}
+
+/// Scores being copied out of pages.
+enum ScoreBuf {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+/// A v1 page's level section at `at`: a 4-byte little-endian length, then the bytes. Their
+/// range and where the section ends.
+fn prefixed(buf: &[u8], at: usize) -> Option<(std::ops::Range<usize>, usize)> {
+    let len = u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?) as usize;
+    let end = (at + 4).checked_add(len).filter(|&e| e <= buf.len())?;
+    Some((at + 4..end, end))
+}
+
+/// Bits per level of levels up to `max`.
+fn bit_width(max: i16) -> usize {
+    (16 - max.leading_zeros()) as usize
+}
+
+/// Eight levels of `v` bit-packed (`bit_width(v)` bytes, least significant bits first).
+fn packed_eight(v: i16) -> Vec<u8> {
+    let w = bit_width(v);
+    let mut out = vec![0u8; w];
+    for i in 0..8 {
+        for b in 0..w {
+            if v >> b & 1 == 1 {
+                let bit = i * w + b;
+                out[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+    }
+    out
+}
+
+/// An RLE/bit-packed run's header (a ULEB128 varint) and the bytes after it.
+fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+/// Whether the `n` levels in `bytes` (bit width `w`, RLE/bit-packed runs) are all `v`
+/// (`eight`: eight of them bit-packed).
+fn all_levels(mut bytes: &[u8], w: usize, n: usize, eight: &[u8], v: i16) -> bool {
+    let mut left = n;
+    let value_bytes = w.div_ceil(8);
+    while left > 0 {
+        let Some((h, rest)) = varint(bytes) else { return false };
+        if h & 1 == 1 {
+            let groups = usize::try_from(h >> 1).unwrap_or(usize::MAX);
+            let Some(packed) = groups.checked_mul(w).and_then(|len| rest.get(..len)) else { return false };
+            let levels = groups.saturating_mul(8).min(left);
+            let whole = levels / 8;
+            if !packed[..whole * w].chunks_exact(w).all(|g| g == eight) {
+                return false;
+            }
+            // A last partial group, level by level.
+            for i in whole * 8..levels {
+                let bit = i * w;
+                let mut word = [0u8; 4];
+                let from = &packed[bit / 8..packed.len().min(bit / 8 + 4)];
+                word[..from.len()].copy_from_slice(from);
+                if (u32::from_le_bytes(word) >> (bit % 8)) & ((1 << w) - 1) != v as u32 {
+                    return false;
+                }
+            }
+            left -= levels;
+            bytes = &rest[packed.len()..];
+        } else {
+            let count = usize::try_from(h >> 1).unwrap_or(usize::MAX);
+            let Some(value) = rest.get(..value_bytes) else { return false };
+            if count == 0 || value.iter().enumerate().any(|(i, &b)| b != (v as u16 >> (8 * i)) as u8) {
+                return false;
+            }
+            left = left.saturating_sub(count);
+            bytes = &rest[value_bytes..];
+        }
+    }
+    true
 }
 
 /// Reads `rows` records (`n` levels expected) of a typed column: the values, or `None` when the
@@ -240,12 +539,12 @@ mod tests {
     }
 
     /// A score column of the rows `rows` (`None`: a null row; a `None` score: a null score).
-    fn column(kind: Kind, f64s: bool, rows: &[Option<Vec<Option<f64>>>]) -> ArrayRef {
+    fn column(kind: Kind, f64s: bool, rows: &[Option<Vec<Option<f64>>>], width: usize) -> ArrayRef {
         let flat: Vec<Option<f64>> = rows
             .iter()
             .flat_map(|r| match (r, kind) {
                 (Some(v), _) => v.clone(),
-                (None, Kind::Fixed) => vec![Some(0.0); WIDTH],
+                (None, Kind::Fixed) => vec![Some(0.0); width],
                 (None, _) => Vec::new(),
             })
             .collect();
@@ -263,14 +562,16 @@ mod tests {
             Kind::LargeList => {
                 Arc::new(LargeListArray::new(element, OffsetBuffer::from_lengths(lens), values, nulls))
             }
-            Kind::Fixed => Arc::new(FixedSizeListArray::new(element, WIDTH as i32, values, nulls)),
+            Kind::Fixed => Arc::new(FixedSizeListArray::new(element, width as i32, values, nulls)),
         }
     }
 
     /// Writes a dense dump of `rows` (one image per 500 rows, a positive every 7th row) with
     /// row groups of `group` rows and pages of about 16 KB.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         path: &Path,
+        width: usize,
         kind: Kind,
         f64s: bool,
         rows: &[Option<Vec<Option<f64>>>],
@@ -280,11 +581,11 @@ mod tests {
     ) {
         let n = rows.len();
         let image: Vec<i64> = (0..n as i64).map(|r| r / 500).collect();
-        let label: Vec<i32> = (0..n).map(|r| if r % 7 == 0 { (r % WIDTH) as i32 } else { -1 }).collect();
+        let label: Vec<i32> = (0..n).map(|r| if r % 7 == 0 { (r % width) as i32 } else { -1 }).collect();
         let batch = RecordBatch::try_from_iter([
             ("image_id", Arc::new(Int64Array::from(image)) as ArrayRef),
             ("label", Arc::new(Int32Array::from(label)) as ArrayRef),
-            ("logits", column(kind, f64s, rows)),
+            ("logits", column(kind, f64s, rows, width)),
         ])
         .unwrap();
         let version = if v2 { WriterVersion::PARQUET_2_0 } else { WriterVersion::PARQUET_1_0 };
@@ -299,8 +600,8 @@ mod tests {
         w.close().unwrap();
     }
 
-    fn regular(n: usize) -> Vec<Option<Vec<Option<f64>>>> {
-        (0..n).map(|r| Some((0..WIDTH).map(|c| Some(score(r, c))).collect())).collect()
+    fn regular(n: usize, width: usize) -> Vec<Option<Vec<Option<f64>>>> {
+        (0..n).map(|r| Some((0..width).map(|c| Some(score(r, c))).collect())).collect()
     }
 
     fn open(path: &Path, on_invalid: OnInvalid) -> Dump {
@@ -325,19 +626,26 @@ mod tests {
     #[test]
     fn every_list_type_float_width_page_version_and_encoding_reads_the_scores_as_written() {
         let rows = 3000;
+        // Widths of 400 (batches of 1,310 rows: several per row group), 4 (bit-packed
+        // repetition levels), 20 and 80 (runs of 1s), 1 (runs of 0s) and 3.
         let cases = [
-            (Kind::List, false, false, false),
-            (Kind::LargeList, false, true, true),
-            (Kind::Fixed, false, false, true),
-            (Kind::List, true, true, false),
-            (Kind::Fixed, true, false, false),
-            (Kind::LargeList, true, false, true),
+            (Kind::List, false, false, false, WIDTH),
+            (Kind::LargeList, false, true, true, WIDTH),
+            (Kind::Fixed, false, false, true, WIDTH),
+            (Kind::List, true, true, false, WIDTH),
+            (Kind::Fixed, true, false, false, WIDTH),
+            (Kind::LargeList, true, false, true, WIDTH),
+            (Kind::Fixed, false, false, false, 4),
+            (Kind::List, false, true, false, 20),
+            (Kind::LargeList, true, false, false, 80),
+            (Kind::List, false, false, false, 1),
+            (Kind::Fixed, true, true, false, 3),
         ];
-        for (kind, f64s, v2, dictionary) in cases {
-            let what = format!("{kind:?}, f64 {f64s}, v2 pages {v2}, dictionary {dictionary}");
+        for (kind, f64s, v2, dictionary, width) in cases {
+            let what = format!("{kind:?}, f64 {f64s}, v2 pages {v2}, dictionary {dictionary}, width {width}");
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("d.parquet");
-            write(&path, kind, f64s, &regular(rows), 2000, v2, dictionary);
+            write(&path, width, kind, f64s, &regular(rows, width), 2000, v2, dictionary);
             let dump = open(&path, OnInvalid::Error);
             assert_eq!(dump.units().len(), 2, "{what}");
             // The writer did as asked: the scores' chunks have a dictionary page or none.
@@ -346,11 +654,13 @@ mod tests {
                 let chunk = group.columns().iter().find(|c| c.column_path().string().starts_with("logits"));
                 assert_eq!(chunk.unwrap().dictionary_page_offset().is_some(), dictionary, "{what}");
             }
-            let want: Vec<f64> = (0..rows).flat_map(|r| (0..WIDTH).map(move |c| score(r, c))).collect();
+            let want: Vec<f64> = (0..rows).flat_map(|r| (0..width).map(move |c| score(r, c))).collect();
             // The leaf reader itself: every batch regular, in batches that cross pages.
             let mut got = Vec::new();
             for &unit in dump.units() {
-                let mut leaf = ScoreLeaf::open(&dump.files()[0], unit, WIDTH).unwrap().expect(&what);
+                let mut leaf = ScoreLeaf::open(&dump.files()[0], unit, width).unwrap().expect(&what);
+                // Plain chunks are read page by page, the others by the typed column reader.
+                assert_eq!(leaf.walks_pages(), !dictionary, "{what}");
                 let mut done = 0;
                 while done < unit.rows {
                     let n = (unit.rows - done).min(777);
@@ -371,7 +681,13 @@ mod tests {
             let (got, file_rows) = scores_of(&batches);
             assert!(got == want, "{what}: read_unit's scores differ from those written");
             assert_eq!(file_rows, (0..rows as u64).collect::<Vec<_>>(), "{what}");
-            assert!(batches.len() > 2, "{what}: {} batches; several per row group expected", batches.len());
+            if width == WIDTH {
+                assert!(
+                    batches.len() > 2,
+                    "{what}: {} batches; several per row group expected",
+                    batches.len()
+                );
+            }
         }
     }
 
@@ -383,7 +699,7 @@ mod tests {
         // - group 1, rows 2400 and 2401: 399 and 401 scores (as many levels as regular rows,
         //   every one defined: only the repetition levels show it);
         // - group 2, rows 5500 and 5900: a null row and an empty list.
-        let mut rows = regular(6000);
+        let mut rows = regular(6000, WIDTH);
         rows[1800].as_mut().unwrap()[5] = None;
         let moved = rows[2400].as_mut().unwrap().pop().unwrap();
         rows[2401].as_mut().unwrap().push(moved);
@@ -392,7 +708,7 @@ mod tests {
         let bad = [1800, 2400, 2401, 5500, 5900];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.parquet");
-        write(&path, Kind::List, false, &rows, 2000, false, false);
+        write(&path, WIDTH, Kind::List, false, &rows, 2000, false, false);
 
         let strict = open(&path, OnInvalid::Error);
         let units = strict.units();
@@ -465,5 +781,66 @@ mod tests {
             // So is a batch of another length.
             assert!(!r.holds(w, max, &def[..n - 1], &rep[..n - 1], n));
         }
+    }
+
+    #[test]
+    fn irregular_rows_in_bit_packed_levels_are_seen() {
+        // Rows of 4 scores: the repetition levels are bit-packed (0111 per row), the
+        // definition levels mostly one run. Rows 2500 and 2501 hold 3 and 5 scores (as many
+        // levels, all defined). Pages of 16 KB hold about 1,000 rows, and a page is used only
+        // when all of it is regular: rows 0..1500 come from pages before the ragged rows'.
+        let mut rows = regular(3000, 4);
+        let moved = rows[2500].as_mut().unwrap().pop().unwrap();
+        rows[2501].as_mut().unwrap().push(moved);
+        let bad = [2500, 2501];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad4.parquet");
+        write(&path, 4, Kind::List, false, &rows, 3000, false, false);
+        let strict = open(&path, OnInvalid::Error);
+        let unit = strict.units()[0];
+        let mut l = ScoreLeaf::open(&strict.files()[0], unit, 4).unwrap().unwrap();
+        assert!(l.walks_pages());
+        assert!(l.read(1500).unwrap().is_some(), "rows 0..1500 are regular");
+        assert!(l.read(1500).unwrap().is_none(), "rows 2500 and 2501 are ragged");
+        let e = strict.read_batches(unit).unwrap_err().to_string();
+        assert!(e.contains("column 'logits', row 2500") && e.contains("ragged score list: 3 entries"), "{e}");
+        let skip = open(&path, OnInvalid::Skip);
+        let batches = skip.read_batches(unit).unwrap();
+        let kept: Vec<usize> = (0..3000).filter(|r| !bad.contains(r)).collect();
+        let (got, file_rows) = scores_of(&batches);
+        let want: Vec<f64> = kept.iter().flat_map(|&r| (0..4).map(move |c| score(r, c))).collect();
+        assert!(got == want, "the kept rows' scores differ from those written");
+        assert_eq!(file_rows, kept.iter().map(|&r| r as u64).collect::<Vec<_>>());
+        let skipped: u64 = batches.iter().flat_map(|b| b.skipped.values()).sum();
+        assert_eq!(skipped, 2);
+        // And a null score alone.
+        let mut rows = regular(3000, 4);
+        rows[2500].as_mut().unwrap()[2] = None;
+        write(&path, 4, Kind::List, false, &rows, 3000, false, false);
+        let strict = open(&path, OnInvalid::Error);
+        let mut l = ScoreLeaf::open(&strict.files()[0], strict.units()[0], 4).unwrap().unwrap();
+        assert!(l.read(1500).unwrap().is_some(), "rows 0..1500 are regular");
+        assert!(l.read(1500).unwrap().is_none(), "row 2500 has a null score");
+        let e = strict.read_batches(strict.units()[0]).unwrap_err().to_string();
+        assert!(e.contains("column 'logits', row 2500") && e.contains("null score at class 2"), "{e}");
+    }
+
+    #[test]
+    fn a_row_holding_the_next_rows_scores_is_ragged_not_shifted() {
+        // Row 2400 holds 800 scores and row 2401 is gone: as many levels as 6,000 regular rows,
+        // all defined, and a row start missing inside a run of 1s. The walk must stop there
+        // (the run crosses the row's end), not hand out the second half as row 2401's scores.
+        let mut rows = regular(6000, WIDTH);
+        let next = rows.remove(2401).unwrap();
+        rows[2400].as_mut().unwrap().extend(next);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("merged.parquet");
+        write(&path, WIDTH, Kind::List, false, &rows, 2000, false, false);
+        let strict = open(&path, OnInvalid::Error);
+        let e = strict.read_batches(strict.units()[1]).unwrap_err().to_string();
+        assert!(
+            e.contains("column 'logits', row 2400") && e.contains("ragged score list: 800 entries"),
+            "{e}"
+        );
     }
 }
