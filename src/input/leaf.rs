@@ -10,6 +10,10 @@
 //! - the repetition levels are 0 exactly at every `width`-th level and 1 elsewhere: every row
 //!   starts where it should and holds `width` entries.
 //!
+//! A column chunk of PLAIN values without a dictionary page goes one step lower ([`PageWalk`]):
+//! its pages are read one at a time, their levels checked in their RLE/bit-packed runs without
+//! being decoded, and their values copied out.
+//!
 //! A batch that fails either comparison is not decoded here: [`ScoreLeaf::read`] says so, and
 //! `read.rs` reads the row group's scores from that row on through arrow-rs, whose list arrays
 //! the existing checks turn into errors (or skipped rows) that name the row and the problem.
