@@ -54,6 +54,13 @@ def test_columns_types_and_row_groups(tmp_path):
     assert set(t["step"].to_numpy()) == {7}
     meta = json.loads(f.schema_arrow.metadata[b"hardmine.capture"])
     assert meta["step"] == 7 and meta["rank"] == 0
+    # The scores are written without a dictionary (plain pages: hardmine's fastest read), the
+    # other columns with pyarrow's default.
+    chunks = {f.metadata.row_group(0).column(i).path_in_schema: f.metadata.row_group(0).column(i)
+              for i in range(f.metadata.num_columns)}
+    assert not chunks["logits.list.element"].has_dictionary_page
+    assert set(chunks["logits.list.element"].encodings) <= {"PLAIN", "RLE"}
+    assert chunks["image_id"].has_dictionary_page
 
 
 def test_default_row_group_size_is_65536(tmp_path):

@@ -320,7 +320,11 @@ class DumpWriter:
         tmp = os.path.join(d, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=self.row_group_size)
+                # No dictionary for the scores: float logits rarely repeat, so pyarrow would
+                # write a dictionary page and then fall back to plain pages anyway; plain pages
+                # alone are what hardmine reads fastest (docs/benchmarks.md, "Tenth round").
+                dictionary = [n for n in table.column_names if n != "logits"]
+                pq.write_table(table, f, row_group_size=self.row_group_size, use_dictionary=dictionary)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
