@@ -14,7 +14,8 @@
 //! its pages are read one at a time, their levels checked in their RLE/bit-packed runs without
 //! being decoded, and their values copied out.
 //!
-//! A batch that fails either comparison is not decoded here: [`ScoreLeaf::read`] says so, and
+//! A batch that fails either comparison, or needs a page the walk cannot use (see [`PageWalk`]),
+//! is not decoded here: [`ScoreLeaf::read`] says so, and
 //! `read.rs` reads the row group's scores from that row on through arrow-rs, whose list arrays
 //! the existing checks turn into errors (or skipped rows) that name the row and the problem.
 //! docs/benchmarks.md ("Tenth round") has the measurements that justify the second reader.
