@@ -39,8 +39,8 @@ use super::schema::Source;
 use super::{guarded, pages, parquet_error, Data, DumpFile, ScoreValues, Unit};
 use crate::error::InputError;
 
-/// The reader of the scores' leaf column.
-enum Typed {
+/// How the scores' leaf column is read.
+enum Reader {
     F32(ColumnReaderImpl<FloatType>),
     F64(ColumnReaderImpl<DoubleType>),
     /// The pages themselves, for a column chunk of PLAIN values without a dictionary.
@@ -49,7 +49,7 @@ enum Typed {
 
 /// The score lists of one row group, read batch by batch from their leaf column.
 pub(super) struct ScoreLeaf {
-    reader: Typed,
+    reader: Reader,
     /// Scores per row.
     width: usize,
     /// The definition level of a present score.
@@ -111,11 +111,14 @@ impl ScoreLeaf {
             })
         })?;
         let reader = match reader {
-            Err(pages) => {
-                Typed::Pages(Box::new(PageWalk::new(pages, physical == PhysicalType::DOUBLE, width, max_def)))
-            }
-            Ok(ColumnReader::FloatColumnReader(r)) if physical == PhysicalType::FLOAT => Typed::F32(r),
-            Ok(ColumnReader::DoubleColumnReader(r)) if physical == PhysicalType::DOUBLE => Typed::F64(r),
+            Err(pages) => Reader::Pages(Box::new(PageWalk::new(
+                pages,
+                physical == PhysicalType::DOUBLE,
+                width,
+                max_def,
+            ))),
+            Ok(ColumnReader::FloatColumnReader(r)) if physical == PhysicalType::FLOAT => Reader::F32(r),
+            Ok(ColumnReader::DoubleColumnReader(r)) if physical == PhysicalType::DOUBLE => Reader::F64(r),
             Ok(_) => return Ok(None),
         };
         Ok(Some(ScoreLeaf {
@@ -134,22 +137,22 @@ impl ScoreLeaf {
     /// arrow-rs, and this reader is spent).
     pub(super) fn read(&mut self, rows: usize) -> Result<Option<ScoreValues>, InputError> {
         let n = rows * self.width;
+        let path = &self.path;
+        if let Reader::Pages(w) = &mut self.reader {
+            // The pages' levels are checked as they are loaded.
+            return guarded(path, || w.read(n).map_err(|e| parquet_error(path, e)));
+        }
         self.def.clear();
         self.rep.clear();
         let (def, rep) = (&mut self.def, &mut self.rep);
-        let path = &self.path;
         let values = guarded(path, || {
             match &mut self.reader {
-                Typed::F32(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F32)),
-                Typed::F64(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F64)),
-                // The pages' levels are checked as they are loaded.
-                Typed::Pages(w) => return w.read(n).map_err(|e| parquet_error(path, e)),
+                Reader::F32(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F32)),
+                Reader::F64(r) => read_values(r, rows, n, def, rep).map(|v| v.map(ScoreValues::F64)),
+                Reader::Pages(_) => unreachable!("read above"),
             }
             .map_err(|e| parquet_error(path, e))
         })?;
-        if let Typed::Pages(_) = self.reader {
-            return Ok(values);
-        }
         let Some(values) = values else { return Ok(None) };
         let regular = REGULAR.with_borrow_mut(|r| r.holds(self.width, self.max_def, &self.def, &self.rep, n));
         Ok(regular.then_some(values))
@@ -158,7 +161,7 @@ impl ScoreLeaf {
     /// Whether the pages are read by [`PageWalk`] (tests).
     #[cfg(test)]
     fn walks_pages(&self) -> bool {
-        matches!(self.reader, Typed::Pages(_))
+        matches!(self.reader, Reader::Pages(_))
     }
 
     /// Checks that the column holds no rows past the row group's.
@@ -166,15 +169,18 @@ impl ScoreLeaf {
         let (def, rep) = (&mut self.def, &mut self.rep);
         let path = &self.path;
         let more = guarded(path, || {
-            Ok(match &mut self.reader {
-                Typed::F32(r) => r.read_records(1, Some(def), Some(rep), &mut Vec::new()),
-                Typed::F64(r) => r.read_records(1, Some(def), Some(rep), &mut Vec::new()),
-                Typed::Pages(w) => w.more().map(|more| (usize::from(more), 0, 0)),
+            match &mut self.reader {
+                Reader::F32(r) => {
+                    r.read_records(1, Some(def), Some(rep), &mut Vec::new()).map(|(n, _, _)| n > 0)
+                }
+                Reader::F64(r) => {
+                    r.read_records(1, Some(def), Some(rep), &mut Vec::new()).map(|(n, _, _)| n > 0)
+                }
+                Reader::Pages(w) => w.more(),
             }
-            .map_err(|e| parquet_error(path, e))?
-            .0)
+            .map_err(|e| parquet_error(path, e))
         })?;
-        if more == 0 {
+        if !more {
             return Ok(());
         }
         Err(parquet_error(
@@ -228,11 +234,11 @@ impl Regular {
 struct PageWalk {
     pages: Box<dyn PageReader>,
     f64s: bool,
-    width: usize,
     max_def: i16,
     /// Eight levels of `max_def`, bit-packed.
     defined: Vec<u8>,
-    /// `starts[o]`: eight repetition levels from offset `o` of a row, bit-packed.
+    /// `starts[o]`: eight repetition levels from offset `o` of a row, bit-packed (one per
+    /// offset: its length is the row's width).
     starts: Vec<u8>,
     /// The current page and where its unread values start, and how many are left.
     page: Option<Page>,
@@ -244,17 +250,7 @@ impl PageWalk {
     fn new(pages: Box<dyn PageReader>, f64s: bool, width: usize, max_def: i16) -> PageWalk {
         let starts =
             (0..width).map(|o| (0..8).fold(0u8, |b, i| b | (u8::from((o + i) % width != 0) << i))).collect();
-        PageWalk {
-            pages,
-            f64s,
-            width,
-            max_def,
-            defined: packed_eight(max_def),
-            starts,
-            page: None,
-            at: 0,
-            left: 0,
-        }
+        PageWalk { pages, f64s, max_def, defined: packed_eight(max_def), starts, page: None, at: 0, left: 0 }
     }
 
     /// The next `n` values, or `None` when a page on the way is not regular, is of another
@@ -322,11 +318,8 @@ impl PageWalk {
                     if *encoding != Encoding::PLAIN || !rle {
                         return Ok(false);
                     }
-                    let Some((rep, def)) = prefixed(buf, 0).and_then(|(r, at)| Some((r, prefixed(buf, at)?)))
-                    else {
-                        return Ok(false);
-                    };
-                    let (def, values) = def;
+                    let Some((rep, at)) = prefixed(buf, 0) else { return Ok(false) };
+                    let Some((def, values)) = prefixed(buf, at) else { return Ok(false) };
                     (*num_values as usize, rep, def, values)
                 }
                 Page::DataPageV2 {
@@ -361,7 +354,7 @@ impl PageWalk {
     /// Whether the `n` repetition levels in `bytes` (bit width 1), the first a row's first, are 0
     /// exactly at every row's first level.
     fn rows_start(&self, mut bytes: &[u8], n: usize) -> bool {
-        let w = self.width;
+        let w = self.starts.len();
         let (mut k, end) = (0, n);
         while k < end {
             let Some((h, rest)) = varint(bytes) else { return false };
