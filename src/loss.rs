@@ -16,6 +16,7 @@
 //! b = -p (1 - p) (2y - 1) CE / (1 - p_t).
 
 use crate::fastmath::{exp_neg, ln_1p_unit_given};
+use std::mem::MaybeUninit;
 
 /// Torch's binary/categorical cross-entropy on probabilities clamps `ln p` at this value.
 pub const LOG_CLAMP: f64 = -100.0;
@@ -148,6 +149,173 @@ impl Decision {
     }
 }
 
+impl Decision {
+    /// The fields in [`DecisionColumns`]' order: y, p_t, q, ln_q, ce, a, b.
+    #[inline(always)]
+    fn fields(&self) -> [f64; FIELDS] {
+        [self.y, self.p_t, self.q, self.ln_q, self.ce, self.a, self.b]
+    }
+}
+
+/// Fields of a [`Decision`].
+const FIELDS: usize = 7;
+
+/// Decisions stored field by field: a column per field of [`Decision`], so that a pass that
+/// reads one or two fields of many decisions loads only those, four to a vector load, and the
+/// kernel ([`hard_target_decisions`]) stores each field of four decisions with one store.
+/// The columns always have one length. Read them through [`DecisionColumns::view`].
+#[derive(Clone, Debug, Default)]
+pub struct DecisionColumns {
+    /// The columns, in the order of [`Decision::fields`].
+    cols: [Vec<f64>; FIELDS],
+}
+
+impl DecisionColumns {
+    /// The number of decisions.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.cols[0].len()
+    }
+
+    /// Whether there is none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one decision.
+    #[inline]
+    pub fn push(&mut self, d: Decision) {
+        for (col, v) in self.cols.iter_mut().zip(d.fields()) {
+            col.push(v);
+        }
+    }
+
+    /// Removes every decision (the capacity is kept).
+    pub fn clear(&mut self) {
+        self.cols.iter_mut().for_each(Vec::clear);
+    }
+
+    /// Reserves room for `n` more decisions.
+    pub fn reserve(&mut self, n: usize) {
+        self.cols.iter_mut().for_each(|c| c.reserve(n));
+    }
+
+    /// The decisions, as slices.
+    #[inline]
+    pub fn view(&self) -> Decisions<'_> {
+        let [y, p_t, q, ln_q, ce, a, b] = &self.cols;
+        Decisions { y, p_t, q, ln_q, ce, a, b }
+    }
+
+    /// Room for `n` more decisions: each column's next `n` slots, uninitialised (in the order
+    /// of [`Decision::fields`]). The caller writes them all, then counts them with
+    /// [`DecisionColumns::grow`].
+    #[inline(always)]
+    fn spare(&mut self, n: usize) -> [&mut [MaybeUninit<f64>]; FIELDS] {
+        self.cols.each_mut().map(|c| {
+            c.reserve(n);
+            &mut c.spare_capacity_mut()[..n]
+        })
+    }
+
+    /// Counts `n` more decisions.
+    ///
+    /// # Safety
+    /// Each column's `n` slots past its length must have been written (see
+    /// [`DecisionColumns::spare`]).
+    #[inline(always)]
+    unsafe fn grow(&mut self, n: usize) {
+        for c in &mut self.cols {
+            // SAFETY: the caller wrote the `n` slots past the length (reserved by `spare`).
+            unsafe { c.set_len(c.len() + n) };
+        }
+    }
+}
+
+impl FromIterator<Decision> for DecisionColumns {
+    fn from_iter<I: IntoIterator<Item = Decision>>(iter: I) -> DecisionColumns {
+        let mut out = DecisionColumns::default();
+        iter.into_iter().for_each(|d| out.push(d));
+        out
+    }
+}
+
+/// Decisions in columns, borrowed ([`DecisionColumns::view`]): one slice per field of
+/// [`Decision`], all of one length. A pass reads the columns it needs (`chunk.decisions.ce`),
+/// or whole decisions with [`Decisions::get`].
+#[derive(Clone, Copy, Debug)]
+pub struct Decisions<'a> {
+    /// The targets y.
+    pub y: &'a [f64],
+    /// p_t.
+    pub p_t: &'a [f64],
+    /// 1 - p_t.
+    pub q: &'a [f64],
+    /// ln(1 - p_t).
+    pub ln_q: &'a [f64],
+    /// The cross-entropies.
+    pub ce: &'a [f64],
+    /// dCE/dx.
+    pub a: &'a [f64],
+    /// The focal terms b.
+    pub b: &'a [f64],
+}
+
+impl<'a> Decisions<'a> {
+    /// The number of decisions.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.ce.len()
+    }
+
+    /// Whether there is none.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.ce.is_empty()
+    }
+
+    /// Decision `i`, gathered from the columns.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Decision {
+        Decision {
+            y: self.y[i],
+            p_t: self.p_t[i],
+            q: self.q[i],
+            ln_q: self.ln_q[i],
+            ce: self.ce[i],
+            a: self.a[i],
+            b: self.b[i],
+        }
+    }
+
+    /// The decisions `range`.
+    #[inline(always)]
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Decisions<'a> {
+        let r = range;
+        Decisions {
+            y: &self.y[r.clone()],
+            p_t: &self.p_t[r.clone()],
+            q: &self.q[r.clone()],
+            ln_q: &self.ln_q[r.clone()],
+            ce: &self.ce[r.clone()],
+            a: &self.a[r.clone()],
+            b: &self.b[r],
+        }
+    }
+
+    /// The decisions in order, gathered one by one.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Decision> + 'a {
+        let d = *self;
+        (0..d.len()).map(move |i| d.get(i))
+    }
+
+    /// The decisions, copied out.
+    pub fn to_vec(&self) -> Vec<Decision> {
+        self.iter().collect()
+    }
+}
+
 /// The modulating factor (1 - p_t)^gamma from q = 1 - p_t and ln q: [`Power`], decided for
 /// this call.
 #[inline]
@@ -262,7 +430,7 @@ fn hard(z: f64, y: f64, s: f64, e: f64, l: f64, inv: f64) -> Decision {
 /// Sigmoid decisions of logits `xs` with hard targets `ys` (each 0 or 1), appended to `out`:
 /// the same values as [`Decision::from_logit`], bit for bit, with the transcendental part
 /// computed over whole lanes of values (see [`crate::fastmath`]).
-pub fn hard_logit_decisions(xs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
+pub fn hard_logit_decisions(xs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
     debug_assert_eq!(xs.len(), ys.len());
     let mut z = [0.0f64; LANES];
     for (xs, ys) in xs.chunks(LANES).zip(ys.chunks(LANES)) {
@@ -282,12 +450,12 @@ const LANES: usize = 64;
 /// [`Decision::from_logit`]`(x, y)`, bit for bit (-x is exact). The AVX2 copy where the
 /// processor has it (bit-identical: no fused multiply-adds in either, see
 /// [`crate::fastmath`]).
-pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
+pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
     debug_assert_eq!(zs.len(), ys.len());
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2")]
-        unsafe fn avx2(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
+        unsafe fn avx2(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
             hard_target_body(zs, ys, out)
         }
         if std::is_x86_feature_detected!("avx2") {
@@ -300,15 +468,16 @@ pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
 
 /// The kernel's body, for every instruction set. Groups of [`INTERLEAVE`] values go through
 /// each step together, so that the compiler emits several independent vectors per step (four
-/// AVX2 vectors): their latencies overlap instead of adding up. The decisions are built from
-/// the registers, without arrays of e, ln(1 + e) and 1 / (1 + e) in between.
+/// AVX2 vectors): their latencies overlap instead of adding up. Each field is stored to its
+/// column from the registers (no structs to interleave, no arrays in between).
 #[inline(always)]
-fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
+fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
     let n = zs.len().min(ys.len());
-    out.reserve(n);
-    let mut z_groups = zs[..n].chunks_exact(INTERLEAVE);
-    let mut y_groups = ys[..n].chunks_exact(INTERLEAVE);
-    for (z, y) in (&mut z_groups).zip(&mut y_groups) {
+    let mut spare = out.spare(n);
+    let whole = n - n % INTERLEAVE;
+    for k in (0..whole).step_by(INTERLEAVE) {
+        let z: &[f64; INTERLEAVE] = zs[k..k + INTERLEAVE].try_into().expect("a whole group");
+        let y: &[f64; INTERLEAVE] = ys[k..k + INTERLEAVE].try_into().expect("a whole group");
         let mut e = [0.0; INTERLEAVE];
         let mut inv = [0.0; INTERLEAVE];
         let mut l = [0.0; INTERLEAVE];
@@ -321,21 +490,63 @@ fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut Vec<Decision>) {
         for j in 0..INTERLEAVE {
             l[j] = ln_1p_unit_given(e[j], inv[j]);
         }
-        // The group written into the reserved capacity, then counted once: no length and
-        // capacity check per decision (an `extend` over an iterator is not inlined here, and
-        // its out-of-line copy is compiled without AVX2).
-        let len = out.len();
-        let spare = &mut out.spare_capacity_mut()[..INTERLEAVE];
-        for j in 0..INTERLEAVE {
-            spare[j].write(hard_of_z(z[j], y[j], e[j], l[j], inv[j]));
-        }
-        // SAFETY: the `INTERLEAVE` values past `len` were written just above.
-        unsafe { out.set_len(len + INTERLEAVE) };
+        // Each field of the group into its column's reserved slots (arrays of fixed length:
+        // one vector store per field and four decisions, no bounds check).
+        let group = spare.each_mut().map(|c| (&mut c[k..k + INTERLEAVE]).try_into().expect("a whole group"));
+        store_group(group, (z, y), (&e, &l, &inv));
     }
-    for (&z, &y) in z_groups.remainder().iter().zip(y_groups.remainder()) {
+    for i in whole..n {
+        let (z, y) = (zs[i], ys[i]);
         let e = exp_neg(-z.abs());
         let inv = 1.0 / (1.0 + e);
-        out.push(hard_of_z(z, y, e, ln_1p_unit_given(e, inv), inv));
+        let fields = hard_of_z(z, y, e, ln_1p_unit_given(e, inv), inv).fields();
+        for (col, v) in spare.iter_mut().zip(fields) {
+            col[i].write(v);
+        }
+    }
+    // SAFETY: every one of the `n` reserved slots of each column was written above (the whole
+    // groups, then the rest).
+    unsafe { out.grow(n) };
+}
+
+/// A group's decisions stored field by field into `out` (the columns' slots, in the order of
+/// [`Decision::fields`]), from z, y, e = exp(-|z|), l = ln(1 + e) and inv = 1 / (1 + e). The
+/// columns are separate arguments so that the compiler knows they do not overlap: it can then
+/// store four decisions' field with one vector store.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store_group(
+    out: [&mut [MaybeUninit<f64>; INTERLEAVE]; FIELDS],
+    (z, y): (&[f64; INTERLEAVE], &[f64; INTERLEAVE]),
+    (e, l, inv): (&[f64; INTERLEAVE], &[f64; INTERLEAVE], &[f64; INTERLEAVE]),
+) {
+    let [c0, c1, c2, c3, c4, c5, c6] = out;
+    store_columns(c0, c1, c2, c3, c4, c5, c6, (z, y), (e, l, inv));
+}
+
+/// [`store_group`] with one argument per column.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store_columns(
+    c0: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c1: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c2: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c3: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c4: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c5: &mut [MaybeUninit<f64>; INTERLEAVE],
+    c6: &mut [MaybeUninit<f64>; INTERLEAVE],
+    (z, y): (&[f64; INTERLEAVE], &[f64; INTERLEAVE]),
+    (e, l, inv): (&[f64; INTERLEAVE], &[f64; INTERLEAVE], &[f64; INTERLEAVE]),
+) {
+    for j in 0..INTERLEAVE {
+        let [v0, v1, v2, v3, v4, v5, v6] = hard_of_z(z[j], y[j], e[j], l[j], inv[j]).fields();
+        c0[j].write(v0);
+        c1[j].write(v1);
+        c2[j].write(v2);
+        c3[j].write(v3);
+        c4[j].write(v4);
+        c5[j].write(v5);
+        c6[j].write(v6);
     }
 }
 
@@ -550,15 +761,51 @@ mod tests {
         let xs = spread_of_logits();
         for y in [0.0, 1.0] {
             let ys = vec![y; xs.len()];
-            let mut out = vec![Decision::default()]; // appends after what is there
+            let mut out = DecisionColumns::default();
+            out.push(Decision::default()); // appends after what is there
             hard_logit_decisions(&xs, &ys, &mut out);
             assert_eq!(out.len(), xs.len() + 1);
+            let out = out.view().to_vec();
             for (&x, d) in xs.iter().zip(&out[1..]) {
                 let want = Decision::from_logit(x, y);
                 let bits = |d: &Decision| [d.y, d.p_t, d.q, d.ln_q, d.ce, d.a, d.b].map(f64::to_bits);
                 assert_eq!(bits(d), bits(&want), "x={x} y={y}");
             }
         }
+    }
+
+    #[test]
+    fn decision_columns_hold_each_decision_field_by_field() {
+        let ds: Vec<Decision> = (0..37)
+            .map(|i| {
+                Decision::from_logit(
+                    f64::from(i) * 0.7 - 12.0,
+                    if i % 5 == 0 { 1.0 } else { 0.3 * f64::from(i % 2) },
+                )
+            })
+            .collect();
+        let bits = |d: &Decision| [d.y, d.p_t, d.q, d.ln_q, d.ce, d.a, d.b].map(f64::to_bits);
+        let mut cols: DecisionColumns = ds.iter().copied().collect();
+        assert_eq!(cols.len(), ds.len());
+        let view = cols.view();
+        for (i, d) in ds.iter().enumerate() {
+            let got = view.get(i);
+            assert_eq!(bits(&got), bits(d), "decision {i}");
+            // Each column holds its own field.
+            let columns = [view.y, view.p_t, view.q, view.ln_q, view.ce, view.a, view.b];
+            assert_eq!(columns.map(|c| c[i].to_bits()), bits(d), "decision {i}");
+        }
+        let part = view.slice(5..19);
+        assert_eq!(part.len(), 14);
+        assert!(part.iter().zip(&ds[5..19]).all(|(a, b)| bits(&a) == bits(b)));
+        assert_eq!(
+            view.to_vec().iter().map(bits).collect::<Vec<_>>(),
+            ds.iter().map(bits).collect::<Vec<_>>()
+        );
+        cols.clear();
+        assert!(cols.is_empty() && cols.view().is_empty());
+        cols.push(ds[3]);
+        assert_eq!(bits(&cols.view().get(0)), bits(&ds[3]));
     }
 
     #[test]
@@ -569,9 +816,10 @@ mod tests {
         let bits = |d: &Decision| [d.y, d.p_t, d.q, d.ln_q, d.ce, d.a, d.b].map(f64::to_bits);
         for y in [0.0, 1.0] {
             let ys = vec![y; zs.len()];
-            let (mut fast, mut base) = (Vec::new(), Vec::new());
+            let (mut fast, mut base) = (DecisionColumns::default(), DecisionColumns::default());
             hard_target_decisions(&zs, &ys, &mut fast);
             hard_target_body(&zs, &ys, &mut base);
+            let (fast, base) = (fast.view().to_vec(), base.view().to_vec());
             assert_eq!(fast.len(), zs.len());
             assert_eq!(base.len(), zs.len());
             for ((z, f), b) in zs.iter().zip(&fast).zip(&base) {

@@ -573,6 +573,8 @@ impl BreakdownAcc {
             fp16_underflow: 0,
             rare_rows: vec![0; n / width + 1],
             n_rare: 0,
+            row_density: vec![0; width],
+            row_negative: vec![0.0; width],
         };
         for run in chunk.runs {
             let rows = run.start.min(n)..run.end.min(n);
@@ -598,12 +600,12 @@ impl BreakdownAcc {
         let mut rare = RareCounts { negatives, ..RareCounts::default() };
         for &start in &w.rare_rows[..w.n_rare] {
             let start = start as usize;
-            for (d, m) in decisions[start..start + width].iter().zip(&meta[start..start + width]) {
+            for (d, m) in decisions.slice(start..start + width).iter().zip(&meta[start..start + width]) {
                 let positive = m.bucket.is_positive();
                 let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
                 let ordinary = (d.p_t >= 1e-7) & (d.q >= 1e-7) & (d.ce <= 65504.0) & (logit.abs() <= 65504.0);
                 if !ordinary {
-                    rare.count(d, positive, logit);
+                    rare.count(&d, positive, logit);
                 }
                 rare.negatives -= u64::from(!positive && !logit.is_finite());
             }
@@ -655,7 +657,7 @@ impl BreakdownAcc {
                 let row_cells = &mut cells[slot * width..(slot + 1) * width];
                 let band_sums = &mut ious[iou_col.map_or(0, |v| band(v[r]))];
                 for i in start..stop {
-                    let (d, m) = (&decisions[i], &meta[i]);
+                    let (d, m) = (&decisions.get(i), &meta[i]);
                     let b = m.bucket as usize;
                     let w = m.weight;
                     let ce = d.ce * w;
@@ -702,7 +704,7 @@ impl BreakdownAcc {
         for run in chunk.runs {
             let mut logit_sum = 0.0f64;
             for i in run.start..run.end.min(n) {
-                let (d, m) = (&decisions[i], &meta[i]);
+                let (d, m) = (&decisions.get(i), &meta[i]);
                 let positive = m.bucket.is_positive();
                 density[i % DENSITY_LANES][usize::from(positive)]
                     [super::ghm::bin_of(grads[i], DENSITY_BINS)] += 1;
@@ -800,6 +802,10 @@ struct DenseWalk {
     /// more slot than rows, written whether or not the row is noted.
     rare_rows: Vec<u32>,
     n_rare: usize,
+    /// The AVX2 walk's row scratch (`width` each): per decision, its flat density index and
+    /// its logit if it is a negative with a finite logit (-0.0 otherwise).
+    row_density: Vec<i32>,
+    row_negative: Vec<f64>,
 }
 
 impl DenseWalk {
@@ -882,7 +888,7 @@ impl DenseWalk {
             let slot = row_slots[row] as usize;
             row += 1;
             let row_cells = &mut self.cells[slot * width..(slot + 1) * width];
-            let ds = &decisions[start..start + width];
+            let ds = decisions.slice(start..start + width);
             let ms = &meta[start..start + width];
             let gs = &grads[start..start + width];
             let fs = &focal[start..start + width];
@@ -890,6 +896,7 @@ impl DenseWalk {
             for (c, ((d, m), ((&g, &focal), cell))) in
                 ds.iter().zip(ms).zip(gs.iter().zip(fs).zip(row_cells)).enumerate()
             {
+                let d = &d;
                 let bucket = m.bucket as usize;
                 let v = [1.0, d.ce, focal, g];
                 // One 4-wide add into the decision's bucket (see `ClassPartial`).
@@ -977,21 +984,27 @@ impl DenseWalk {
             let slot = row_slots[row] as usize;
             row += 1;
             let row_cells = &mut self.cells[slot * width..(slot + 1) * width];
-            let ds = &decisions[start..start + width];
-            let ms = &meta[start..start + width];
-            let gs = &grads[start..start + width];
-            let fs = &focal[start..start + width];
+            let row_at = start..start + width;
+            let (ces, ln_qs) = (&decisions.ce[row_at.clone()], &decisions.ln_q[row_at.clone()]);
+            let (p_ts, qs) = (&decisions.p_t[row_at.clone()], &decisions.q[row_at.clone()]);
+            let ms = &meta[row_at.clone()];
+            let gs = &grads[row_at.clone()];
+            let fs = &focal[row_at];
+            let (density_at, negative) = (&mut self.row_density[..width], &mut self.row_negative[..width]);
             let mut row_rare = false;
-            let mut c = 0;
-            while c + 4 <= width {
-                let d = &ds[c..c + 4];
+            // Two passes over the row's groups of four. The first computes what does not depend
+            // on the order; the second makes the adds in class order. Split, the second loop's
+            // running sums stay in registers (one loop doing both spilled one of them to the
+            // stack, chaining its adds through memory).
+            let whole = width - width % 4;
+            for c in (0..whole).step_by(4) {
                 let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
                 let g = _mm256_loadu_pd(gs[c..c + 4].as_ptr());
                 let f = _mm256_loadu_pd(fs[c..c + 4].as_ptr());
-                let ce = _mm256_set_pd(d[3].ce, d[2].ce, d[1].ce, d[0].ce);
-                let ln_q = _mm256_set_pd(d[3].ln_q, d[2].ln_q, d[1].ln_q, d[0].ln_q);
-                let p_t = _mm256_set_pd(d[3].p_t, d[2].p_t, d[1].p_t, d[0].p_t);
-                let q = _mm256_set_pd(d[3].q, d[2].q, d[1].q, d[0].q);
+                let ce = _mm256_loadu_pd(ces[c..c + 4].as_ptr());
+                let ln_q = _mm256_loadu_pd(ln_qs[c..c + 4].as_ptr());
+                let p_t = _mm256_loadu_pd(p_ts[c..c + 4].as_ptr());
+                let q = _mm256_loadu_pd(qs[c..c + 4].as_ptr());
                 // The scalar walk's tests, lane by lane: MINPD and MAXPD yield their second
                 // operand when either is NaN, as its selects do; ordered comparisons are false
                 // on NaN, as its are.
@@ -1018,15 +1031,22 @@ impl DenseWalk {
                     _mm256_cvttpd_epi32(scaled),
                     _mm_and_si128(positive, _mm_set1_epi32(DENSITY_BINS as i32)),
                 );
-                let mut density_at = [0i32; 4];
-                _mm_storeu_si128(density_at.as_mut_ptr().cast(), at);
+                _mm_storeu_si128(density_at[c..c + 4].as_mut_ptr().cast(), at);
                 // The negatives' finite logits, -0.0 elsewhere.
                 let keep = _mm256_andnot_pd(
                     _mm256_castsi256_pd(_mm256_cvtepi32_epi64(positive)),
                     _mm256_cmp_pd::<_CMP_LT_OQ>(mag, infinity),
                 );
-                let mut negative = [0.0f64; 4];
-                _mm256_storeu_pd(negative.as_mut_ptr(), _mm256_blendv_pd(negative_zero, logit, keep));
+                _mm256_storeu_pd(
+                    negative[c..c + 4].as_mut_ptr(),
+                    _mm256_blendv_pd(negative_zero, logit, keep),
+                );
+            }
+            for c in (0..whole).step_by(4) {
+                let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
+                let g = _mm256_loadu_pd(gs[c..c + 4].as_ptr());
+                let f = _mm256_loadu_pd(fs[c..c + 4].as_ptr());
+                let ce = _mm256_loadu_pd(ces[c..c + 4].as_ptr());
                 // Each decision's (1, CE, focal, |p - y|): a 4 x 4 transpose.
                 let (t0, t1) = (_mm256_unpacklo_pd(ones, ce), _mm256_unpackhi_pd(ones, ce));
                 let (t2, t3) = (_mm256_unpacklo_pd(f, g), _mm256_unpackhi_pd(f, g));
@@ -1043,18 +1063,18 @@ impl DenseWalk {
                         image_en = _mm256_add_pd(image_en, v[l]);
                         band_en = _mm256_add_pd(band_en, v[l]);
                     } else {
-                        let (ce, focal) = (d[l].ce, fs[c + l]);
+                        let (ce, focal) = (ces[c + l], fs[c + l]);
                         image.add(bucket[l], ce, focal);
                         self.ious[band_at].add(bucket[l], ce, focal);
                     }
                     // (Any lanes give the same counts.)
-                    self.density[l].as_flattened_mut()[density_at[l] as usize] += 1;
-                    logit_sum += negative[l];
+                    self.density[l].as_flattened_mut()[density_at[c + l] as usize] += 1;
+                    logit_sum += negative[c + l];
                 }
-                c += 4;
             }
+            let c = whole;
             for c in c..width {
-                let (d, bucket, g, focal) = (&ds[c], ms[c].bucket as usize, gs[c], fs[c]);
+                let (d, bucket, g, focal) = (&decisions.get(start + c), ms[c].bucket as usize, gs[c], fs[c]);
                 let v = _mm256_set_pd(g, focal, d.ce, 1.0);
                 let t = &mut row_cells[c].0[bucket];
                 store(t, _mm256_add_pd(load(t), v));

@@ -9,7 +9,7 @@
 
 use crate::config::{Activation, ScoreKind};
 use crate::input::{Batch, DumpShape, Targets};
-use crate::loss::Decision;
+use crate::loss::{Decision, DecisionColumns, Decisions};
 use std::mem::MaybeUninit;
 
 /// What the expansion needs to know about a dump.
@@ -167,11 +167,11 @@ pub struct Terms {
 impl Terms {
     /// Appends the terms of `decisions` (the chunk's next decisions): the AVX2 copy where the
     /// processor has it (the same bits: Rust never fuses a multiply and an add).
-    fn extend(&mut self, decisions: &[Decision]) {
+    fn extend(&mut self, decisions: Decisions<'_>) {
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx2")]
-            unsafe fn avx2(terms: &mut Terms, decisions: &[Decision]) {
+            unsafe fn avx2(terms: &mut Terms, decisions: Decisions<'_>) {
                 terms.extend_body(decisions)
             }
             if std::is_x86_feature_detected!("avx2") {
@@ -184,7 +184,7 @@ impl Terms {
 
     /// [`Terms::extend`]'s body, for every instruction set.
     #[inline(always)]
-    fn extend_body(&mut self, decisions: &[Decision]) {
+    fn extend_body(&mut self, decisions: Decisions<'_>) {
         if decisions.is_empty() {
             return;
         }
@@ -203,7 +203,7 @@ impl Terms {
     /// Writes the terms of `decisions` into the columns' reserved capacity, then counts them
     /// once: no zero-filling, no capacity check per value, no copy.
     #[inline(always)]
-    fn fill(&mut self, decisions: &[Decision], factor: impl Fn(f64, f64) -> f64) {
+    fn fill(&mut self, decisions: Decisions<'_>, factor: impl Fn(f64, f64) -> f64) {
         let Focus { gamma, alpha } = self.focus;
         let n = decisions.len();
         let len = self.len();
@@ -261,7 +261,7 @@ type Columns<'a> = (
 /// focal loss, focal gradient; each at least as long as `decisions`).
 #[inline(always)]
 fn fill_columns(
-    decisions: &[Decision],
+    decisions: Decisions<'_>,
     (a_out, g_out, f_out, fg_out): Columns<'_>,
     gamma: f64,
     alpha: Option<f64>,
@@ -269,7 +269,8 @@ fn fill_columns(
 ) {
     let n = decisions.len();
     let (a_out, g_out, f_out, fg_out) = (&mut a_out[..n], &mut g_out[..n], &mut f_out[..n], &mut fg_out[..n]);
-    let one = |d: &Decision,
+    let Decisions { y, p_t, q, ln_q, ce, a, b } = decisions.slice(0..n);
+    let one = |d: Decision,
                a: &mut MaybeUninit<f64>,
                g: &mut MaybeUninit<f64>,
                f: &mut MaybeUninit<f64>,
@@ -288,14 +289,22 @@ fn fill_columns(
         fn group(c: &mut [MaybeUninit<f64>], k: usize) -> &mut [MaybeUninit<f64>; GROUP] {
             (&mut c[k..k + GROUP]).try_into().expect("a whole group")
         }
-        let ds: &[Decision; GROUP] = decisions[k..k + GROUP].try_into().expect("a whole group");
+        fn fields(c: &[f64], k: usize) -> &[f64; GROUP] {
+            c[k..k + GROUP].try_into().expect("a whole group")
+        }
+        // Arrays of fixed length, read field by field (the loads of fields the terms do not
+        // use are left out by the compiler).
+        let (ys, p_ts, qs, ln_qs) = (fields(y, k), fields(p_t, k), fields(q, k), fields(ln_q, k));
+        let (ces, as_, bs) = (fields(ce, k), fields(a, k), fields(b, k));
         let (a, g, f, fg) = (group(a_out, k), group(g_out, k), group(f_out, k), group(fg_out, k));
         for i in 0..GROUP {
-            one(&ds[i], &mut a[i], &mut g[i], &mut f[i], &mut fg[i]);
+            let (y, p_t, q, ln_q, ce) = (ys[i], p_ts[i], qs[i], ln_qs[i], ces[i]);
+            let d = Decision { y, p_t, q, ln_q, ce, a: as_[i], b: bs[i] };
+            one(d, &mut a[i], &mut g[i], &mut f[i], &mut fg[i]);
         }
     }
     for i in whole..n {
-        one(&decisions[i], &mut a_out[i], &mut g_out[i], &mut f_out[i], &mut fg_out[i]);
+        one(decisions.get(i), &mut a_out[i], &mut g_out[i], &mut f_out[i], &mut fg_out[i]);
     }
 }
 
@@ -308,8 +317,8 @@ const GROUP: usize = 16;
 pub struct DecisionChunk<'a> {
     /// The batch the decisions came from.
     pub batch: &'a Batch,
-    /// The decisions.
-    pub decisions: &'a [Decision],
+    /// The decisions, in columns.
+    pub decisions: Decisions<'a>,
     /// Per-decision metadata, parallel to `decisions`.
     pub meta: &'a [Meta],
     /// Image runs covering all decisions, in order.
@@ -326,7 +335,7 @@ pub struct DecisionChunk<'a> {
 /// Reusable buffers for one thread.
 #[derive(Default)]
 struct Buffers {
-    decisions: Vec<Decision>,
+    decisions: DecisionColumns,
     meta: Vec<Meta>,
     runs: Vec<ChunkRun>,
     row: Vec<f64>,
@@ -471,9 +480,11 @@ impl Buffers {
         let queued = self.zs.len();
         crate::loss::hard_target_decisions(&self.zs, &self.ys[..queued], &mut self.decisions);
         let tau = self.tau;
+        let all = self.decisions.view();
+        let (ys, p_ts) = (&all.y[from..], &all.p_t[from..]);
         if self.rows.is_empty() {
-            for (m, d) in self.meta[from..].iter_mut().zip(&self.decisions[from..]) {
-                m.bucket = Bucket::of(d.y > 0.0, d.p_t, tau);
+            for ((m, &y), &p_t) in self.meta[from..].iter_mut().zip(ys).zip(p_ts) {
+                m.bucket = Bucket::of(y > 0.0, p_t, tau);
             }
         } else {
             let c = self.row_width;
@@ -483,15 +494,15 @@ impl Buffers {
             let len = self.meta.len();
             self.meta.reserve(n);
             let spare = &mut self.meta.spare_capacity_mut()[..n];
-            let (rows, decisions) = (&self.rows[..], &self.decisions[from..]);
+            let rows = &self.rows[..];
             // The common widths as constants: each row's loop unrolled.
             match c {
-                2 => dense_meta::<2>(rows, decisions, spare, c, tau),
-                3 => dense_meta::<3>(rows, decisions, spare, c, tau),
-                4 => dense_meta::<4>(rows, decisions, spare, c, tau),
-                5 => dense_meta::<5>(rows, decisions, spare, c, tau),
-                8 => dense_meta::<8>(rows, decisions, spare, c, tau),
-                _ => dense_meta::<0>(rows, decisions, spare, c, tau),
+                2 => dense_meta::<2>(rows, (ys, p_ts), spare, c, tau),
+                3 => dense_meta::<3>(rows, (ys, p_ts), spare, c, tau),
+                4 => dense_meta::<4>(rows, (ys, p_ts), spare, c, tau),
+                5 => dense_meta::<5>(rows, (ys, p_ts), spare, c, tau),
+                8 => dense_meta::<8>(rows, (ys, p_ts), spare, c, tau),
+                _ => dense_meta::<0>(rows, (ys, p_ts), spare, c, tau),
             }
             // SAFETY: the kernel gave `c` decisions per queued row (checked), so the loop wrote
             // all `n` values past `len`.
@@ -501,7 +512,8 @@ impl Buffers {
         }
         self.zs.clear();
         self.ys[..queued].fill(0.0);
-        self.terms.extend(&self.decisions[self.terms.len()..]);
+        let all = self.decisions.view();
+        self.terms.extend(all.slice(self.terms.len()..all.len()));
     }
 
     fn flush(&mut self, batch: &Batch, whole: bool, sink: &mut dyn FnMut(&DecisionChunk<'_>)) {
@@ -509,7 +521,7 @@ impl Buffers {
         if !self.decisions.is_empty() {
             sink(&DecisionChunk {
                 batch,
-                decisions: &self.decisions,
+                decisions: self.decisions.view(),
                 meta: &self.meta,
                 runs: &self.runs,
                 terms: &self.terms,
@@ -524,20 +536,21 @@ impl Buffers {
 }
 
 /// The metadata of queued dense rows (`rows`, each giving `width` decisions of classes
-/// 0..width, weight 1), written to `out`: row after row of `decisions`. `W` is the width when
-/// it is not 0.
+/// 0..width, weight 1), written to `out`: row after row of the decisions whose targets and
+/// p_t are `(ys, p_ts)`. `W` is the width when it is not 0.
 #[inline(always)]
 fn dense_meta<const W: usize>(
     rows: &[u32],
-    decisions: &[Decision],
+    (ys, p_ts): (&[f64], &[f64]),
     out: &mut [MaybeUninit<Meta>],
     width: usize,
     tau: f64,
 ) {
     let c = if W > 0 { W } else { width };
-    for ((&row, ds), ms) in rows.iter().zip(decisions.chunks_exact(c)).zip(out.chunks_exact_mut(c)) {
-        for ((d, m), class) in ds.iter().zip(ms).zip(0..c as u32) {
-            m.write(Meta { row, class, bucket: Bucket::of(d.y > 0.0, d.p_t, tau), weight: 1.0 });
+    let targets = ys.chunks_exact(c).zip(p_ts.chunks_exact(c));
+    for ((&row, (ys, p_ts)), ms) in rows.iter().zip(targets).zip(out.chunks_exact_mut(c)) {
+        for (((&y, &p_t), m), class) in ys.iter().zip(p_ts).zip(ms).zip(0..c as u32) {
+            m.write(Meta { row, class, bucket: Bucket::of(y > 0.0, p_t, tau), weight: 1.0 });
         }
     }
 }

@@ -23,7 +23,6 @@ use super::sum::ExactSum;
 use super::Accumulator;
 use crate::error::ConfigError;
 use crate::input::ImageKey;
-use crate::loss::Decision;
 use crate::report::StrategyReport;
 
 /// GHM-C settings.
@@ -250,16 +249,16 @@ impl Scratch {
 fn add_lanes<const UNIT: bool>(
     cells: &mut [[[f64; 4]; 3]],
     n: usize,
-    decisions: &[Decision],
+    ces: &[f64],
     meta: &[Meta],
     grads: &[f64],
     from: usize,
     to: usize,
 ) {
     let one = |cells: &mut [[[f64; 4]; 3]], j: usize| {
-        let (d, m, g) = (&decisions[j], &meta[j], grads[j]);
+        let (ce, m, g) = (ces[j], &meta[j], grads[j]);
         let cell = &mut cells[m.bucket as usize * n + bin_of(g, n)];
-        let (ce, grad) = if UNIT { (d.ce, g) } else { (d.ce * m.weight, g * m.weight) };
+        let (ce, grad) = if UNIT { (ce, g) } else { (ce * m.weight, g * m.weight) };
         let lane = j & 3;
         cell[0][lane] += 1.0;
         cell[1][lane] += ce;
@@ -271,12 +270,12 @@ fn add_lanes<const UNIT: bool>(
         j += 1;
     }
     while j + 4 <= to {
-        let (ds, ms, gs) = (&decisions[j..j + 4], &meta[j..j + 4], &grads[j..j + 4]);
+        let (cs, ms, gs) = (&ces[j..j + 4], &meta[j..j + 4], &grads[j..j + 4]);
         let bin: [usize; 4] = std::array::from_fn(|l| bin_of(gs[l], n));
         let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
         let same = |x: &[usize; 4]| (x[0] == x[1]) & (x[0] == x[2]) & (x[0] == x[3]);
         if same(&bin) & (u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101) {
-            let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { ds[l].ce } else { ds[l].ce * ms[l].weight });
+            let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { cs[l] } else { cs[l] * ms[l].weight });
             let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * ms[l].weight });
             let cell = &mut cells[usize::from(bucket[0]) * n + bin[0]];
             for l in 0..4 {
@@ -307,13 +306,13 @@ fn add_lanes<const UNIT: bool>(
 unsafe fn add_lanes_avx2<const UNIT: bool>(
     cells: &mut [[[f64; 4]; 3]],
     n: usize,
-    decisions: &[Decision],
+    ces: &[f64],
     meta: &[Meta],
     grads: &[f64],
     from: usize,
     to: usize,
 ) {
-    add_lanes::<UNIT>(cells, n, decisions, meta, grads, from, to)
+    add_lanes::<UNIT>(cells, n, ces, meta, grads, from, to)
 }
 
 impl Accumulator for GhmAcc {
@@ -366,11 +365,11 @@ impl GhmAcc {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.used = 0;
         for run in chunk.runs {
-            let decisions = &chunk.decisions[run.start..run.end];
+            let ces = &chunk.decisions.ce[run.start..run.end];
             let meta = &chunk.meta[run.start..run.end];
             let grads = &chunk.terms.ce_grad[run.start..run.end];
-            let len = decisions.len().min(meta.len()).min(grads.len());
-            let (decisions, meta, grads) = (&decisions[..len], &meta[..len], &grads[..len]);
+            let len = ces.len().min(meta.len()).min(grads.len());
+            let (ces, meta, grads) = (&ces[..len], &meta[..len], &grads[..len]);
             // Stretches of decisions of one density group (the whole run unless per level),
             // each summed with its group's lanes borrowed once.
             let level_of = |i: usize| levels.map_or(0, |l| l[meta[i].row as usize]);
@@ -387,11 +386,11 @@ impl GhmAcc {
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
                     // SAFETY: the processor has AVX2 (checked above).
-                    unsafe { add_lanes_avx2::<UNIT>(cells, n, decisions, meta, grads, i, stop) };
+                    unsafe { add_lanes_avx2::<UNIT>(cells, n, ces, meta, grads, i, stop) };
                     i = stop;
                     continue;
                 }
-                add_lanes::<UNIT>(cells, n, decisions, meta, grads, i, stop);
+                add_lanes::<UNIT>(cells, n, ces, meta, grads, i, stop);
                 i = stop;
             }
             let key = &chunk.batch.images[run.image].key;
@@ -464,7 +463,7 @@ mod tests {
         for run in chunk.runs {
             for j in 0..run.end - run.start {
                 let i = run.start + j;
-                let (d, m, g) = (&chunk.decisions[i], &chunk.meta[i], chunk.terms.ce_grad[i]);
+                let (d, m, g) = (&chunk.decisions.get(i), &chunk.meta[i], chunk.terms.ce_grad[i]);
                 let level = levels.map_or(0, |l| l[m.row as usize]);
                 let k = slots.iter().position(|s| s.0 == level).unwrap_or_else(|| {
                     slots.push((level, vec![[0.0; 3]; 4 * width]));

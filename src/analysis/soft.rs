@@ -45,7 +45,7 @@ impl Accumulator for SoftAcc {
         }
         for run in chunk.runs {
             let mut sums = [[0.0f64; 4]; 3];
-            let decisions = &chunk.decisions[run.start..run.end];
+            let decisions = chunk.decisions.slice(run.start..run.end);
             let meta = &chunk.meta[run.start..run.end];
             for (d, m) in decisions.iter().zip(meta) {
                 let b = m.bucket as usize;

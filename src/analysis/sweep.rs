@@ -115,7 +115,7 @@ impl SweepAcc {
         let SweepScratch { mut terms, mut bins } = std::mem::take(&mut self.scratch);
         bins.resize_with(g, RunBins::default);
         for run in chunk.runs {
-            terms.gather(&chunk.decisions[run.start..run.end], &chunk.meta[run.start..run.end]);
+            terms.gather(chunk.decisions.slice(run.start..run.end), &chunk.meta[run.start..run.end]);
             // The image's sums, looked up once per run (the key cloned only for a new image).
             let key = &chunk.batch.images[run.image].key;
             let image = match self.per_image.get_mut(key) {
@@ -161,15 +161,15 @@ impl RunTerms {
     /// line, only for zeros and other values that are not normal: called from AVX2 code it took
     /// four times as long). Inline, so that [`SweepAcc::observe`]'s AVX2 copy holds its loops.
     #[inline(always)]
-    fn gather(&mut self, decisions: &[crate::loss::Decision], meta: &[super::decisions::Meta]) {
+    fn gather(&mut self, decisions: crate::loss::Decisions<'_>, meta: &[super::decisions::Meta]) {
         let n = decisions.len().min(meta.len());
-        let (decisions, meta) = (&decisions[..n], &meta[..n]);
+        let (decisions, meta) = (decisions.slice(0..n), &meta[..n]);
         self.q.clear();
-        self.q.extend(decisions.iter().map(|d| d.q));
+        self.q.extend_from_slice(decisions.q);
         self.ln_q.clear();
-        self.ln_q.extend(decisions.iter().map(|d| d.ln_q));
+        self.ln_q.extend_from_slice(decisions.ln_q);
         self.ce.clear();
-        self.ce.extend(decisions.iter().zip(meta).map(|(d, m)| d.ce * m.weight));
+        self.ce.extend(decisions.ce.iter().zip(meta).map(|(ce, m)| ce * m.weight));
         self.ln_ce.clear();
         crate::fastmath::ln_all(&self.ce, &mut self.ln_ce);
         self.bucket.clear();
@@ -647,13 +647,13 @@ mod tests {
     /// Runs of decisions with every bucket in random order, CEs over many decades, zero losses
     /// (a zero weight, a CE that underflows, q = 0) and lengths around the vector widths and
     /// [`STEP`].
-    fn runs() -> Vec<(Vec<crate::loss::Decision>, Vec<super::super::decisions::Meta>)> {
+    fn runs() -> Vec<(crate::loss::DecisionColumns, Vec<super::super::decisions::Meta>)> {
         use super::super::decisions::{Bucket, Meta};
         let mut rng = crate::rng::Rng::new(11, 3);
         [1, 2, 3, 5, 7, 9, 31, 64, 127, 128, 129, 300, 1000]
             .into_iter()
             .map(|len| {
-                let (mut decisions, mut meta) = (Vec::new(), Vec::new());
+                let (mut decisions, mut meta) = (crate::loss::DecisionColumns::default(), Vec::new());
                 for row in 0..len {
                     let y = if rng.uniform() < 0.3 { 1.0 } else { 0.0 };
                     let x = match rng.below(20) {
@@ -684,7 +684,8 @@ mod tests {
         let (mut terms, mut bins) = (RunTerms::default(), RunBins::default());
         let mut zero_losses = 0;
         for (decisions, meta) in runs() {
-            terms.gather(&decisions, &meta);
+            terms.gather(decisions.view(), &meta);
+            let decisions = decisions.view().to_vec();
             for gamma in gammas {
                 // The straightforward walk: per decision, in order, f64 subtotals per bucket
                 // and side in four lanes (decision i in lane i % 4) and per histogram bin

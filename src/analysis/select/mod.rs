@@ -866,10 +866,10 @@ impl SelectAcc {
                 (false, Some(focal)) => {
                     // Whole dense rows column by column, then the rest (if any) one by one.
                     let start = if with_info { run.start } else { fill.whole_rows(pile, focal) };
-                    fill.pile(pile, start, |k| (decisions[k].ce, ce_grad[k], focal[k]))
+                    fill.pile(pile, start, |k| (decisions.ce[k], ce_grad[k], focal[k]))
                 }
                 _ => fill.pile(pile, run.start, |k| {
-                    let (d, w) = (&decisions[k], meta[k].weight);
+                    let (d, w) = (decisions.get(k), meta[k].weight);
                     let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
                     (d.ce * w, ce_grad[k] * w, focal * w)
                 }),
@@ -1087,7 +1087,7 @@ impl Fill<'_, '_> {
             return run.start;
         }
         let end = run.start + at;
-        let (meta, decisions) = (&meta[..at], &chunk.decisions[run.start..end]);
+        let (meta, ces) = (&meta[..at], &chunk.decisions.ce[run.start..end]);
         let (ce_grad, focal) = (&chunk.terms.ce_grad[run.start..end], &focal[run.start..end]);
         let rows = at / w;
         let first = pile.len();
@@ -1102,7 +1102,7 @@ impl Fill<'_, '_> {
             }
             // At most u16::MAX decisions per candidate: the width is checked.
             c.n.resize(first + rows, w as u16);
-            c.ce.extend(decisions.chunks_exact(w).map(|d| d.iter().fold(0.0f64, |s, d| s + d.ce)));
+            c.ce.extend(ces.chunks_exact(w).map(sum));
             c.g.extend(ce_grad.chunks_exact(w).map(sum));
             c.focal.extend(focal.chunks_exact(w).map(sum));
             c.tag.extend(meta.chunks_exact(w).enumerate().map(|(j, m)| {
@@ -1118,10 +1118,10 @@ impl Fill<'_, '_> {
         for (j, buckets) in mixed {
             let k = j * w;
             let mut parts = pile::Parts::default();
-            for ((m, d), &gk) in meta[k..k + w].iter().zip(&decisions[k..k + w]).zip(&ce_grad[k..k + w]) {
+            for ((m, &ce), &gk) in meta[k..k + w].iter().zip(&ces[k..k + w]).zip(&ce_grad[k..k + w]) {
                 let b = m.bucket as usize;
                 parts.count[b] += 1;
-                parts.loss[b] += d.ce;
+                parts.loss[b] += ce;
                 parts.grad[b] += gk;
             }
             pile.set_mixed(first + j, buckets & 0b1100 != 0, parts);
@@ -1497,7 +1497,7 @@ mod tests {
             let (mut runs, mut mixed) = (0, 0);
             for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
                 let focal = chunk.terms.focal_for(scoring.focus).expect("the terms' focus");
-                let terms = |k: usize| (chunk.decisions[k].ce, chunk.terms.ce_grad[k], focal[k]);
+                let terms = |k: usize| (chunk.decisions.ce[k], chunk.terms.ce_grad[k], focal[k]);
                 for run in chunk.runs {
                     let fill = Fill { chunk, run, with_info: false };
                     let mut naive = Pile::default();

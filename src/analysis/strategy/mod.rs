@@ -115,7 +115,7 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
         let mut cells = [[[[0.0f64; 4]; 2]; 4]; 3];
         let range = run.start..run.end;
         let columns = Columns {
-            decisions: &chunk.decisions[range.clone()],
+            ce: &chunk.decisions.ce[range.clone()],
             meta: &chunk.meta[range.clone()],
             alpha_t: &t.alpha_t[range.clone()],
             ce_grad: &t.ce_grad[range.clone()],
@@ -151,9 +151,9 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
     }
 }
 
-/// A run's decisions, their metadata and their precomputed terms (parallel slices).
+/// A run's cross-entropies, metadata and precomputed terms (parallel slices).
 struct Columns<'a> {
-    decisions: &'a [Decision],
+    ce: &'a [f64],
     meta: &'a [Meta],
     alpha_t: &'a [f64],
     ce_grad: &'a [f64],
@@ -172,21 +172,21 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
     count: &mut [u64; 4],
     c: &Columns<'_>,
 ) {
-    let n = c.decisions.len().min(c.meta.len()).min(c.alpha_t.len()).min(c.ce_grad.len());
+    let n = c.ce.len().min(c.meta.len()).min(c.alpha_t.len()).min(c.ce_grad.len());
     let n = n.min(c.focal.len()).min(c.focal_grad.len());
-    let (decisions, meta, alpha_t) = (&c.decisions[..n], &c.meta[..n], &c.alpha_t[..n]);
+    let (ces, meta, alpha_t) = (&c.ce[..n], &c.meta[..n], &c.alpha_t[..n]);
     let (ce_grad, focal, focal_grad) = (&c.ce_grad[..n], &c.focal[..n], &c.focal_grad[..n]);
     let weigh = |x: f64, w: f64| if UNIT { x } else { x * w };
     let one = |cells: &mut [Cells; 3], count: &mut [u64; 4], j: usize| {
-        let (d, m) = (&decisions[j], &meta[j]);
+        let (ce, m) = (ces[j], &meta[j]);
         let (b, w, l) = (m.bucket as usize, m.weight, j & 3);
         let (a, g) = (alpha_t[j], ce_grad[j]);
         if CE {
-            cells[0][b][0][l] += weigh(d.ce, w);
+            cells[0][b][0][l] += weigh(ce, w);
             cells[0][b][1][l] += weigh(g, w);
         }
         if ALPHA_CE {
-            cells[1][b][0][l] += weigh(a * d.ce, w);
+            cells[1][b][0][l] += weigh(a * ce, w);
             cells[1][b][1][l] += weigh(a * g, w);
         }
         if FOCAL {
@@ -201,10 +201,10 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
         let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
         if u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101 {
             let b = usize::from(bucket[0]);
-            let ds = &decisions[j..j + 4];
+            let cs = &ces[j..j + 4];
             let (a, g) = (&alpha_t[j..j + 4], &ce_grad[j..j + 4]);
             let (f, fg) = (&focal[j..j + 4], &focal_grad[j..j + 4]);
-            let ce: [f64; 4] = std::array::from_fn(|l| ds[l].ce);
+            let ce: [f64; 4] = std::array::from_fn(|l| cs[l]);
             let w: [f64; 4] = std::array::from_fn(|l| ms[l].weight);
             let weighed = |x: [f64; 4]| -> [f64; 4] { std::array::from_fn(|l| weigh(x[l], w[l])) };
             let g: [f64; 4] = std::array::from_fn(|l| g[l]);
@@ -297,10 +297,10 @@ impl Sums {
             // decisions of one bucket take one 4-wide add per quantity (the same adds, in the
             // same order).
             let mut cells: Cells = [[[0.0f64; 4]; 2]; 4];
-            let decisions = &chunk.decisions[run.start..run.end];
+            let decisions = chunk.decisions.slice(run.start..run.end);
             let meta = &chunk.meta[run.start..run.end];
             let n = decisions.len().min(meta.len());
-            let (decisions, meta) = (&decisions[..n], &meta[..n]);
+            let (decisions, meta) = (decisions.slice(0..n), &meta[..n]);
             // One decision's terms into lane `l` of its bucket.
             let one =
                 |cells: &mut Cells, count: &mut [u64; 4], l: usize, (loss, grad): (f64, f64), m: &Meta| {
@@ -311,7 +311,8 @@ impl Sums {
                 };
             let mut i = 0;
             while i + 4 <= n {
-                let t: [(f64, f64); 4] = std::array::from_fn(|l| terms(run.start + i + l, &decisions[i + l]));
+                let t: [(f64, f64); 4] =
+                    std::array::from_fn(|l| terms(run.start + i + l, &decisions.get(i + l)));
                 let ms = &meta[i..i + 4];
                 let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
                 if u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101 {
@@ -327,7 +328,7 @@ impl Sums {
                 i += 4;
             }
             while i < n {
-                one(&mut cells, &mut count, i & 3, terms(run.start + i, &decisions[i]), &meta[i]);
+                one(&mut cells, &mut count, i & 3, terms(run.start + i, &decisions.get(i)), &meta[i]);
                 i += 1;
             }
             self.fold_run(&cells, &chunk.batch.images[run.image].key);
@@ -523,7 +524,7 @@ mod tests {
         for run in chunk.runs {
             let mut lanes = [[0.0f64; 8]; 4];
             for i in run.start..run.end {
-                let (d, m) = (&chunk.decisions[i], &chunk.meta[i]);
+                let (d, m) = (&chunk.decisions.get(i), &chunk.meta[i]);
                 let (loss, grad) = terms(i, d);
                 let b = m.bucket as usize;
                 lanes[(i - run.start) % 4][b] += loss * m.weight;
