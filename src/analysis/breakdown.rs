@@ -214,7 +214,9 @@ pub struct HealthCounts {
     pub fp16_underflow: u64,
     /// Decisions whose logit or CE exceeds fp16's largest finite value (65504).
     pub fp16_overflow: u64,
-    /// Sum of the logits of negative decisions.
+    /// Sum of the logits of negative decisions: per image run of a summation block, f64 sums
+    /// in four lanes by class (class mod 4, in decision order within each lane; see
+    /// [`LogitLanes`]), combined in a fixed order and added exactly.
     pub negative_logit_sum: ExactSum,
     /// Negative decisions.
     pub negatives: u64,
@@ -574,7 +576,6 @@ impl BreakdownAcc {
             rare_rows: vec![0; n / width + 1],
             n_rare: 0,
             row_density: vec![0; width],
-            row_negative: vec![0.0; width],
         };
         for run in chunk.runs {
             let rows = run.start.min(n)..run.end.min(n);
@@ -702,7 +703,7 @@ impl BreakdownAcc {
         let mut fp16_underflow = 0u64;
         let mut rare = RareCounts::default();
         for run in chunk.runs {
-            let mut logit_sum = 0.0f64;
+            let mut logit_sum = LogitLanes::default();
             for i in run.start..run.end.min(n) {
                 let (d, m) = (&decisions.get(i), &meta[i]);
                 let positive = m.bucket.is_positive();
@@ -719,11 +720,11 @@ impl BreakdownAcc {
                     rare.count(d, positive, logit);
                 }
                 if !positive && logit.is_finite() {
-                    logit_sum += logit;
+                    logit_sum.0[m.class as usize % 4] += logit;
                     rare.negatives += 1;
                 }
             }
-            self.health.negative_logit_sum += logit_sum;
+            self.health.negative_logit_sum += logit_sum.total();
         }
         self.add_health(&density, fp16_underflow, &rare);
     }
@@ -752,9 +753,25 @@ impl BreakdownAcc {
     }
 }
 
+/// The negatives' logits of one image run, in four f64 lanes: the decisions of class c in lane
+/// c mod 4, in decision order within each lane (a dense row's four consecutive classes take one
+/// 4-wide add, and no add waits for the one before as a single sum's chain would make it).
+/// Every walk sums them so, whatever its chunk's layout, so each gives the same bits.
+#[derive(Clone, Copy, Debug, Default)]
+struct LogitLanes([f64; 4]);
+
+impl LogitLanes {
+    /// The run's sum: the lanes combined in a fixed order.
+    fn total(self) -> f64 {
+        let [a, b, c, d] = self.0;
+        (a + b) + (c + d)
+    }
+}
+
 /// A dense walk's counts and tests of one decision (the scalar walk's, and the AVX2 walk's for
 /// the classes left over from its groups of four): its gradient-density bin, an fp16
-/// underflow, whether its row may count in a rare counter, and a negative's logit.
+/// underflow, whether its row may count in a rare counter, and a negative's logit (added to
+/// `logit_sum`, its class's lane of [`LogitLanes`]).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn tally(
@@ -802,10 +819,8 @@ struct DenseWalk {
     /// more slot than rows, written whether or not the row is noted.
     rare_rows: Vec<u32>,
     n_rare: usize,
-    /// The AVX2 walk's row scratch (`width` each): per decision, its flat density index and
-    /// its logit if it is a negative with a finite logit (-0.0 otherwise).
+    /// The AVX2 walk's row scratch (`width`): per decision, its flat density index.
     row_density: Vec<i32>,
-    row_negative: Vec<f64>,
 }
 
 impl DenseWalk {
@@ -870,7 +885,7 @@ impl DenseWalk {
         let mut image = BucketSums::default();
         // The image's easy negatives' sums (nearly every decision is one).
         let mut image_en = [0.0f64; 4];
-        let mut logit_sum = 0.0f64;
+        let mut logit_sum = LogitLanes::default();
         let (mut fp16_underflow, mut n_rare) = (0u64, self.n_rare);
         // The current band and its easy negatives' sums (written back when the band changes).
         let mut band_at = 0;
@@ -915,7 +930,16 @@ impl DenseWalk {
                 }
                 // (Any lanes give the same counts: the class's.)
                 let density = &mut self.density[c % DENSITY_LANES];
-                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, &mut logit_sum);
+                tally(
+                    density,
+                    d,
+                    bucket >= 2,
+                    g,
+                    focal,
+                    &mut fp16_underflow,
+                    &mut row_rare,
+                    &mut logit_sum.0[c % 4],
+                );
             }
             self.rare_rows[n_rare] = start as u32;
             n_rare += usize::from(row_rare);
@@ -925,7 +949,7 @@ impl DenseWalk {
         image.0[0] = image_en;
         self.fp16_underflow += fp16_underflow;
         self.n_rare = n_rare;
-        (image, logit_sum)
+        (image, logit_sum.total())
     }
 
     /// [`DenseWalk::run_body`] in AVX2 registers: a row's classes four at a time, what does not
@@ -956,7 +980,7 @@ impl DenseWalk {
         let mut image = BucketSums::default();
         // The image's easy negatives' sums (nearly every decision is one).
         let mut image_en = _mm256_setzero_pd();
-        let mut logit_sum = 0.0f64;
+        let mut logit_lanes = _mm256_setzero_pd();
         let (mut fp16_underflow, mut n_rare) = (0u64, self.n_rare);
         // The current band and its easy negatives' sums (written back when the band changes).
         let mut band_at = 0;
@@ -990,7 +1014,7 @@ impl DenseWalk {
             let ms = &meta[row_at.clone()];
             let gs = &grads[row_at.clone()];
             let fs = &focal[row_at];
-            let (density_at, negative) = (&mut self.row_density[..width], &mut self.row_negative[..width]);
+            let density_at = &mut self.row_density[..width];
             let mut row_rare = false;
             // Two passes over the row's groups of four. The first computes what does not depend
             // on the order; the second makes the adds in class order. Split, the second loop's
@@ -1032,15 +1056,13 @@ impl DenseWalk {
                     _mm_and_si128(positive, _mm_set1_epi32(DENSITY_BINS as i32)),
                 );
                 _mm_storeu_si128(density_at[c..c + 4].as_mut_ptr().cast(), at);
-                // The negatives' finite logits, -0.0 elsewhere.
+                // The negatives' finite logits (-0.0 elsewhere): classes c..c + 4 into the lanes
+                // 0-3 of the run's sums (see `LogitLanes`).
                 let keep = _mm256_andnot_pd(
                     _mm256_castsi256_pd(_mm256_cvtepi32_epi64(positive)),
                     _mm256_cmp_pd::<_CMP_LT_OQ>(mag, infinity),
                 );
-                _mm256_storeu_pd(
-                    negative[c..c + 4].as_mut_ptr(),
-                    _mm256_blendv_pd(negative_zero, logit, keep),
-                );
+                logit_lanes = _mm256_add_pd(logit_lanes, _mm256_blendv_pd(negative_zero, logit, keep));
             }
             for c in (0..whole).step_by(4) {
                 let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
@@ -1069,11 +1091,12 @@ impl DenseWalk {
                     }
                     // (Any lanes give the same counts.)
                     self.density[l].as_flattened_mut()[density_at[c + l] as usize] += 1;
-                    logit_sum += negative[c + l];
                 }
             }
-            let c = whole;
-            for c in c..width {
+            // The classes left over, one at a time; their logits into the lanes after the row's
+            // groups (classes whole + k into lane k), as the scalar walk adds them.
+            let mut rest = LogitLanes([-0.0; 4]);
+            for c in whole..width {
                 let (d, bucket, g, focal) = (&decisions.get(start + c), ms[c].bucket as usize, gs[c], fs[c]);
                 let v = _mm256_set_pd(g, focal, d.ce, 1.0);
                 let t = &mut row_cells[c].0[bucket];
@@ -1087,7 +1110,19 @@ impl DenseWalk {
                 }
                 // The scalar walk's counts and tests.
                 let density = &mut self.density[c % DENSITY_LANES];
-                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, &mut logit_sum);
+                tally(
+                    density,
+                    d,
+                    bucket >= 2,
+                    g,
+                    focal,
+                    &mut fp16_underflow,
+                    &mut row_rare,
+                    &mut rest.0[c % 4],
+                );
+            }
+            if whole < width {
+                logit_lanes = _mm256_add_pd(logit_lanes, _mm256_loadu_pd(rest.0.as_ptr()));
             }
             self.rare_rows[n_rare] = start as u32;
             n_rare += usize::from(row_rare);
@@ -1095,6 +1130,9 @@ impl DenseWalk {
         }
         store(&mut self.ious[band_at].0[0], band_en);
         store(&mut image.0[0], image_en);
+        let mut lanes = LogitLanes::default();
+        _mm256_storeu_pd(lanes.0.as_mut_ptr(), logit_lanes);
+        let logit_sum = lanes.total();
         self.fp16_underflow += fp16_underflow;
         self.n_rare = n_rare;
         (image, logit_sum)
