@@ -179,8 +179,27 @@ fn first_repeat(keys: &[Keyed]) -> Option<(Keyed, Keyed)> {
 }
 
 /// The least and greatest of `ids` (`(i64::MAX, i64::MIN)` when empty), and whether they
-/// strictly increase: three folds without early exits, which vectorise.
+/// strictly increase: three folds without early exits, which vectorise. The AVX2 copy where
+/// the processor has it: the baseline instruction set (SSE2) has no 64-bit comparison, and
+/// emulating one took the scan of a 4-class dump's anchor ids to 3% of `analyze`.
 fn scan(ids: &[i64]) -> (i64, i64, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(ids: &[i64]) -> (i64, i64, bool) {
+            scan_body(ids)
+        }
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor supports AVX2 (checked just above).
+            return unsafe { avx2(ids) };
+        }
+    }
+    scan_body(ids)
+}
+
+/// [`scan`]'s body, for every instruction set.
+#[inline(always)]
+fn scan_body(ids: &[i64]) -> (i64, i64, bool) {
     let min = ids.iter().copied().fold(i64::MAX, i64::min);
     let max = ids.iter().copied().fold(i64::MIN, i64::max);
     let next = ids.get(1..).unwrap_or(&[]);
@@ -383,7 +402,10 @@ mod tests {
             let min = ids.iter().copied().min().unwrap_or(i64::MAX);
             let max = ids.iter().copied().max().unwrap_or(i64::MIN);
             let increasing = (1..ids.len()).all(|i| ids[i] > ids[i - 1]);
+            // `scan` takes the AVX2 copy where the processor has it; the body called here is
+            // compiled for the baseline instruction set.
             assert_eq!(scan(ids), (min, max, increasing), "{ids:?}");
+            assert_eq!(scan_body(ids), (min, max, increasing), "{ids:?}");
         }
     }
 
