@@ -628,6 +628,7 @@ impl BreakdownAcc {
         let n = decisions.len().min(meta.len()).min(grads.len());
         let level_col = batch.level.as_deref();
         let iou_col = batch.iou.as_deref();
+        let weights = batch.weight.as_deref();
         // Classes per level slot: every class index of the chunk fits.
         let width = meta.iter().map(|m| m.class as usize + 1).max().unwrap_or(0);
         // Level slots in order of appearance, and their cells (slot k: `k * width ..`).
@@ -660,7 +661,7 @@ impl BreakdownAcc {
                 for i in start..stop {
                     let (d, m) = (&decisions.get(i), &meta[i]);
                     let b = m.bucket as usize;
-                    let w = m.weight;
+                    let w = m.weight(weights);
                     let ce = d.ce * w;
                     let focal = focal_of(i, d) * w;
                     // One 4-wide add into the decision's bucket (see `ClassPartial`).
@@ -697,6 +698,7 @@ impl BreakdownAcc {
     fn observe_health(&mut self, chunk: &DecisionChunk<'_>, focal_of: &impl Fn(usize, &Decision) -> f64) {
         let (decisions, meta, grads) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
         let n = decisions.len().min(meta.len()).min(grads.len());
+        let weights = chunk.batch.weight.as_deref();
         // In lanes (decision i in lane i % DENSITY_LANES): most decisions fall in one bin, and
         // a single counter would chain every increment through memory.
         let mut density = [[[0u32; DENSITY_BINS]; 2]; DENSITY_LANES];
@@ -709,7 +711,7 @@ impl BreakdownAcc {
                 let positive = m.bucket.is_positive();
                 density[i % DENSITY_LANES][usize::from(positive)]
                     [super::ghm::bin_of(grads[i], DENSITY_BINS)] += 1;
-                let focal = focal_of(i, d) * m.weight;
+                let focal = focal_of(i, d) * m.weight(weights);
                 fp16_underflow += u64::from((focal > 0.0) & (focal < 5.960_464_5e-8));
                 // The decision's logit: ln p - ln(1 - p), from ln p_t = -CE and ln(1 - p_t).
                 let logit = if positive { -d.ce - d.ln_q } else { d.ln_q + d.ce };
@@ -1175,9 +1177,11 @@ fn dense_width(chunk: &DecisionChunk<'_>) -> Option<usize> {
         && meta[0].row == meta[width - 1].row;
     debug_assert!(
         !dense
-            || meta.iter().enumerate().all(|(i, m)| m.class as usize == i % width
-                && m.row == meta[i - i % width].row
-                && m.weight == 1.0)
+            || meta
+                .iter()
+                .enumerate()
+                .all(|(i, m)| m.class as usize == i % width && m.row == meta[i - i % width].row)
+                && chunk.batch.weight.is_none()
     );
     dense.then_some(width)
 }

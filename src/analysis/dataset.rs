@@ -114,9 +114,8 @@ mod tests {
     #[test]
     fn positives_counts_the_positive_buckets_at_every_length() {
         let mut rng = crate::rng::Rng::new(5, 0);
-        let meta: Vec<Meta> = (0..203)
-            .map(|row| Meta { row, class: 0, bucket: Bucket::ALL[rng.below(4) as usize], weight: 1.0 })
-            .collect();
+        let meta: Vec<Meta> =
+            (0..203).map(|row| Meta { row, class: 0, bucket: Bucket::ALL[rng.below(4) as usize] }).collect();
         for n in 0..meta.len() {
             let m = &meta[..n];
             assert_eq!(positives(m), m.iter().filter(|m| m.bucket.is_positive()).count() as u64, "{n}");

@@ -105,7 +105,8 @@ impl Bucket {
     }
 }
 
-/// Where a decision came from, and its bucket and sample weight.
+/// Where a decision came from, and its bucket. Its sample weight is its row's in the batch's
+/// `weight` column (binary dumps), or 1 ([`Meta::weight`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Meta {
     /// Row within the batch.
@@ -115,8 +116,15 @@ pub struct Meta {
     pub class: u32,
     /// Easy/hard x positive/negative.
     pub bucket: Bucket,
-    /// Per-decision loss weight (binary `weight` column; 1 otherwise).
-    pub weight: f64,
+}
+
+impl Meta {
+    /// The decision's loss weight: its row's in `weights` (the batch's `weight` column), 1
+    /// without one.
+    #[inline(always)]
+    pub fn weight(&self, weights: Option<&[f64]>) -> f64 {
+        weights.map_or(1.0, |w| w[self.row as usize])
+    }
 }
 
 /// A run of decisions of one image within a chunk.
@@ -382,13 +390,13 @@ impl Buffers {
 
     /// Queues a hard-target logit decision (`meta[decisions.len()..]` are the queued ones);
     /// its bucket is set when the queue is computed.
-    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32, weight: f64) {
+    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32) {
         debug_assert!(self.rows.is_empty());
         self.extend_run(image, 1);
         self.zs.push(if y == 1.0 { x } else { -x });
         self.targets_up_to(self.zs.len());
         self.ys[self.zs.len() - 1] = y;
-        self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative, weight });
+        self.meta.push(Meta { row, class, bucket: Bucket::EasyNegative });
         if self.zs.len() >= LANES {
             self.settle();
         }
@@ -550,7 +558,7 @@ fn dense_meta<const W: usize>(
     let targets = ys.chunks_exact(c).zip(p_ts.chunks_exact(c));
     for ((&row, (ys, p_ts)), ms) in rows.iter().zip(targets).zip(out.chunks_exact_mut(c)) {
         for (((&y, &p_t), m), class) in ys.iter().zip(p_ts).zip(ms).zip(0..c as u32) {
-            m.write(Meta { row, class, bucket: Bucket::of(y > 0.0, p_t, tau), weight: 1.0 });
+            m.write(Meta { row, class, bucket: Bucket::of(y > 0.0, p_t, tau) });
         }
     }
 }
@@ -606,7 +614,7 @@ fn expand<T: Copy + Into<f64>>(
                     let y = if label == c as i32 { 1.0 } else { 0.0 };
                     let d = Decision::from_prob(x.into(), y);
                     let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                    buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket, weight: 1.0 });
+                    buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket });
                 }
             }
             (Targets::Labels(labels), Activation::Softmax) => {
@@ -624,19 +632,18 @@ fn expand<T: Copy + Into<f64>>(
                     Decision::from_softmax_probs(&buf.row, t, y)
                 };
                 let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket, weight: 1.0 });
+                buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket });
             }
             (Targets::Binary(targets), _) => {
                 let y = targets[row];
                 let x: f64 = scores[row].into();
                 let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
-                let weight = batch.weight.as_ref().map_or(1.0, |w| w[row]);
                 if logits && (y == 0.0 || y == 1.0) {
-                    buf.push_logit(image, x, y, row as u32, class, weight);
+                    buf.push_logit(image, x, y, row as u32, class);
                 } else {
                     let d = if logits { Decision::from_logit(x, y) } else { Decision::from_prob(x, y) };
                     let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                    buf.push(image, d, Meta { row: row as u32, class, bucket, weight });
+                    buf.push(image, d, Meta { row: row as u32, class, bucket });
                 }
             }
         }
@@ -773,7 +780,7 @@ mod tests {
                     let y = if labels[row] == class as i32 { 1.0 } else { 0.0 };
                     let want = Decision::from_logit(f64::from(logits[k]), y);
                     assert_eq!(bits(d), bits(&want), "{c} classes: row {row} class {class}");
-                    assert_eq!((m.row as usize, m.class as usize, m.weight), (row, class, 1.0));
+                    assert_eq!((m.row as usize, m.class as usize, m.weight(None)), (row, class, 1.0));
                     assert_eq!(m.bucket, Bucket::of(y > 0.0, want.p_t, 0.5));
                     let image = runs.iter().find(|r| (r.start..r.end).contains(&i)).unwrap().image;
                     assert_eq!(image, usize::from(row >= 300));
@@ -870,7 +877,8 @@ mod tests {
             for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
                 let want = Decision::from_logit(f64::from(logits[k]), targets[k]);
                 assert_eq!(bits(d), bits(&want), "row {k}");
-                assert_eq!((m.row as usize, m.class as usize, m.weight), (k, k % 3, 0.5 + (k % 4) as f64));
+                let weight = m.weight(batch.weight.as_deref());
+                assert_eq!((m.row as usize, m.class as usize, weight), (k, k % 3, 0.5 + (k % 4) as f64));
                 assert_eq!(m.bucket, Bucket::of(targets[k] > 0.0, want.p_t, 0.5));
                 assert_eq!(terms.focal[i].to_bits(), want.focal(2.0, Some(0.25)).to_bits());
                 k += 1;

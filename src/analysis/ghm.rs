@@ -249,16 +249,16 @@ impl Scratch {
 fn add_lanes<const UNIT: bool>(
     cells: &mut [[[f64; 4]; 3]],
     n: usize,
-    ces: &[f64],
+    (ces, grads): (&[f64], &[f64]),
     meta: &[Meta],
-    grads: &[f64],
+    weights: Option<&[f64]>,
     from: usize,
     to: usize,
 ) {
     let one = |cells: &mut [[[f64; 4]; 3]], j: usize| {
         let (ce, m, g) = (ces[j], &meta[j], grads[j]);
         let cell = &mut cells[m.bucket as usize * n + bin_of(g, n)];
-        let (ce, grad) = if UNIT { (ce, g) } else { (ce * m.weight, g * m.weight) };
+        let (ce, grad) = if UNIT { (ce, g) } else { (ce * m.weight(weights), g * m.weight(weights)) };
         let lane = j & 3;
         cell[0][lane] += 1.0;
         cell[1][lane] += ce;
@@ -275,8 +275,9 @@ fn add_lanes<const UNIT: bool>(
         let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
         let same = |x: &[usize; 4]| (x[0] == x[1]) & (x[0] == x[2]) & (x[0] == x[3]);
         if same(&bin) & (u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101) {
-            let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { cs[l] } else { cs[l] * ms[l].weight });
-            let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * ms[l].weight });
+            let w = |l: usize| ms[l].weight(weights);
+            let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { cs[l] } else { cs[l] * w(l) });
+            let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * w(l) });
             let cell = &mut cells[usize::from(bucket[0]) * n + bin[0]];
             for l in 0..4 {
                 cell[0][l] += 1.0;
@@ -306,19 +307,18 @@ fn add_lanes<const UNIT: bool>(
 unsafe fn add_lanes_avx2<const UNIT: bool>(
     cells: &mut [[[f64; 4]; 3]],
     n: usize,
-    ces: &[f64],
+    (ces, grads): (&[f64], &[f64]),
     meta: &[Meta],
-    grads: &[f64],
+    weights: Option<&[f64]>,
     from: usize,
     to: usize,
 ) {
-    add_lanes::<UNIT>(cells, n, ces, meta, grads, from, to)
+    add_lanes::<UNIT>(cells, n, (ces, grads), meta, weights, from, to)
 }
 
 impl Accumulator for GhmAcc {
     fn observe(&mut self, chunk: &DecisionChunk<'_>) {
         if chunk.batch.weight.is_none() {
-            debug_assert!(chunk.meta.iter().all(|m| m.weight == 1.0));
             self.observe_with::<true>(chunk);
         } else {
             self.observe_with::<false>(chunk);
@@ -359,6 +359,7 @@ impl GhmAcc {
         let n = self.params.bins;
         let width = 4 * n;
         let levels = if self.params.per_level { chunk.batch.level.as_deref() } else { None };
+        let weights = chunk.batch.weight.as_deref();
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::is_x86_feature_detected!("avx2");
         // Per density group met in the chunk: its level and lanes.
@@ -386,11 +387,11 @@ impl GhmAcc {
                 #[cfg(target_arch = "x86_64")]
                 if avx2 {
                     // SAFETY: the processor has AVX2 (checked above).
-                    unsafe { add_lanes_avx2::<UNIT>(cells, n, ces, meta, grads, i, stop) };
+                    unsafe { add_lanes_avx2::<UNIT>(cells, n, (ces, grads), meta, weights, i, stop) };
                     i = stop;
                     continue;
                 }
-                add_lanes::<UNIT>(cells, n, ces, meta, grads, i, stop);
+                add_lanes::<UNIT>(cells, n, (ces, grads), meta, weights, i, stop);
                 i = stop;
             }
             let key = &chunk.batch.images[run.image].key;
@@ -471,8 +472,9 @@ mod tests {
                 });
                 let cell = &mut slots[k].1[(j & 3) * width + m.bucket as usize * n + bin_of(g, n)];
                 cell[0] += 1.0;
-                cell[1] += d.ce * m.weight;
-                cell[2] += g * m.weight;
+                let w = m.weight(chunk.batch.weight.as_deref());
+                cell[1] += d.ce * w;
+                cell[2] += g * w;
             }
             let image = acc.per_image.entry(chunk.batch.images[run.image].key.clone()).or_default();
             for (level, cells) in &mut slots {

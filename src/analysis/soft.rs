@@ -49,8 +49,9 @@ impl Accumulator for SoftAcc {
             let meta = &chunk.meta[run.start..run.end];
             for (d, m) in decisions.iter().zip(meta) {
                 let b = m.bucket as usize;
-                let ce = d.ce * m.weight;
-                let h = entropy(d.y) * m.weight;
+                let w = m.weight(chunk.batch.weight.as_deref());
+                let ce = d.ce * w;
+                let h = entropy(d.y) * w;
                 self.soft[b] += u64::from(d.y > 0.0 && d.y < 1.0);
                 sums[0][b] += ce;
                 sums[1][b] += h;

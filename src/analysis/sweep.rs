@@ -115,7 +115,9 @@ impl SweepAcc {
         let SweepScratch { mut terms, mut bins } = std::mem::take(&mut self.scratch);
         bins.resize_with(g, RunBins::default);
         for run in chunk.runs {
-            terms.gather(chunk.decisions.slice(run.start..run.end), &chunk.meta[run.start..run.end]);
+            let (decisions, meta) =
+                (chunk.decisions.slice(run.start..run.end), &chunk.meta[run.start..run.end]);
+            terms.gather(decisions, meta, chunk.batch.weight.as_deref());
             // The image's sums, looked up once per run (the key cloned only for a new image).
             let key = &chunk.batch.images[run.image].key;
             let image = match self.per_image.get_mut(key) {
@@ -155,13 +157,19 @@ struct RunTerms {
 }
 
 impl RunTerms {
-    /// Replaces the columns with those of `decisions`.
+    /// Replaces the columns with those of `decisions` (their CE weighted by `weights`: see
+    /// [`Meta::weight`](super::decisions::Meta::weight)).
     ///
     /// The logs of the CE through [`crate::fastmath::ln_all`] (vectorised; libm's `log`, out of
     /// line, only for zeros and other values that are not normal: called from AVX2 code it took
     /// four times as long). Inline, so that [`SweepAcc::observe`]'s AVX2 copy holds its loops.
     #[inline(always)]
-    fn gather(&mut self, decisions: crate::loss::Decisions<'_>, meta: &[super::decisions::Meta]) {
+    fn gather(
+        &mut self,
+        decisions: crate::loss::Decisions<'_>,
+        meta: &[super::decisions::Meta],
+        weights: Option<&[f64]>,
+    ) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (decisions.slice(0..n), &meta[..n]);
         self.q.clear();
@@ -169,7 +177,7 @@ impl RunTerms {
         self.ln_q.clear();
         self.ln_q.extend_from_slice(decisions.ln_q);
         self.ce.clear();
-        self.ce.extend(decisions.ce.iter().zip(meta).map(|(ce, m)| ce * m.weight));
+        self.ce.extend(decisions.ce.iter().zip(meta).map(|(ce, m)| ce * m.weight(weights)));
         self.ln_ce.clear();
         crate::fastmath::ln_all(&self.ce, &mut self.ln_ce);
         self.bucket.clear();
@@ -646,14 +654,16 @@ mod tests {
 
     /// Runs of decisions with every bucket in random order, CEs over many decades, zero losses
     /// (a zero weight, a CE that underflows, q = 0) and lengths around the vector widths and
-    /// [`STEP`].
-    fn runs() -> Vec<(crate::loss::DecisionColumns, Vec<super::super::decisions::Meta>)> {
+    /// [`STEP`]; with each row's weight (decision i is row i).
+    #[allow(clippy::type_complexity)]
+    fn runs() -> Vec<(crate::loss::DecisionColumns, Vec<super::super::decisions::Meta>, Vec<f64>)> {
         use super::super::decisions::{Bucket, Meta};
         let mut rng = crate::rng::Rng::new(11, 3);
         [1, 2, 3, 5, 7, 9, 31, 64, 127, 128, 129, 300, 1000]
             .into_iter()
             .map(|len| {
-                let (mut decisions, mut meta) = (crate::loss::DecisionColumns::default(), Vec::new());
+                let (mut decisions, mut meta, mut weights) =
+                    (crate::loss::DecisionColumns::default(), Vec::new(), Vec::new());
                 for row in 0..len {
                     let y = if rng.uniform() < 0.3 { 1.0 } else { 0.0 };
                     let x = match rng.below(20) {
@@ -669,9 +679,10 @@ mod tests {
                     };
                     let bucket = Bucket::of(y == 1.0, d.p_t, 0.5);
                     decisions.push(d);
-                    meta.push(Meta { row, class: 0, bucket, weight });
+                    meta.push(Meta { row, class: 0, bucket });
+                    weights.push(weight);
                 }
-                (decisions, meta)
+                (decisions, meta, weights)
             })
             .collect()
     }
@@ -683,8 +694,8 @@ mod tests {
         let gammas = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 0.5, 1.5, 2.5, 0.3];
         let (mut terms, mut bins) = (RunTerms::default(), RunBins::default());
         let mut zero_losses = 0;
-        for (decisions, meta) in runs() {
-            terms.gather(decisions.view(), &meta);
+        for (decisions, meta, weights) in runs() {
+            terms.gather(decisions.view(), &meta, Some(&weights));
             let decisions = decisions.view().to_vec();
             for gamma in gammas {
                 // The straightforward walk: per decision, in order, f64 subtotals per bucket
@@ -693,7 +704,7 @@ mod tests {
                 let mut lanes = [[0.0f64; 4]; 6];
                 let mut subtotals = BTreeMap::new();
                 for (i, (d, m)) in decisions.iter().zip(&meta).enumerate() {
-                    let ce = d.ce * m.weight;
+                    let ce = d.ce * weights[m.row as usize];
                     let l = crate::loss::modulating(gamma, d.q, d.ln_q) * ce;
                     let ln_l = if l > 0.0 { gamma * d.ln_q + ce.ln() } else { f64::NEG_INFINITY };
                     let side = usize::from(m.bucket.is_positive());

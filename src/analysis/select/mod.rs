@@ -869,7 +869,7 @@ impl SelectAcc {
                     fill.pile(pile, start, |k| (decisions.ce[k], ce_grad[k], focal[k]))
                 }
                 _ => fill.pile(pile, run.start, |k| {
-                    let (d, w) = (decisions.get(k), meta[k].weight);
+                    let (d, w) = (decisions.get(k), meta[k].weight(batch.weight.as_deref()));
                     let focal = pre.map_or_else(|| d.focal(focus.gamma, focus.alpha), |v| v[k]);
                     (d.ce * w, ce_grad[k] * w, focal * w)
                 }),

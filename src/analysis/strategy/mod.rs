@@ -105,7 +105,6 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
     targets: &mut [(Precomputed, &mut Sums)],
 ) {
     let unit = chunk.batch.weight.is_none();
-    debug_assert!(!unit || chunk.meta.iter().all(|m| m.weight == 1.0));
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::is_x86_feature_detected!("avx2");
     let t = chunk.terms;
@@ -117,6 +116,7 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
         let columns = Columns {
             ce: &chunk.decisions.ce[range.clone()],
             meta: &chunk.meta[range.clone()],
+            weights: chunk.batch.weight.as_deref(),
             alpha_t: &t.alpha_t[range.clone()],
             ce_grad: &t.ce_grad[range.clone()],
             focal: &t.focal[range.clone()],
@@ -151,10 +151,12 @@ fn walk<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool>(
     }
 }
 
-/// A run's cross-entropies, metadata and precomputed terms (parallel slices).
+/// A run's cross-entropies, metadata and precomputed terms (parallel slices), and the batch's
+/// weights ([`Meta::weight`]).
 struct Columns<'a> {
     ce: &'a [f64],
     meta: &'a [Meta],
+    weights: Option<&'a [f64]>,
     alpha_t: &'a [f64],
     ce_grad: &'a [f64],
     focal: &'a [f64],
@@ -179,7 +181,7 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
     let weigh = |x: f64, w: f64| if UNIT { x } else { x * w };
     let one = |cells: &mut [Cells; 3], count: &mut [u64; 4], j: usize| {
         let (ce, m) = (ces[j], &meta[j]);
-        let (b, w, l) = (m.bucket as usize, m.weight, j & 3);
+        let (b, w, l) = (m.bucket as usize, m.weight(c.weights), j & 3);
         let (a, g) = (alpha_t[j], ce_grad[j]);
         if CE {
             cells[0][b][0][l] += weigh(ce, w);
@@ -205,7 +207,7 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
             let (a, g) = (&alpha_t[j..j + 4], &ce_grad[j..j + 4]);
             let (f, fg) = (&focal[j..j + 4], &focal_grad[j..j + 4]);
             let ce: [f64; 4] = std::array::from_fn(|l| cs[l]);
-            let w: [f64; 4] = std::array::from_fn(|l| ms[l].weight);
+            let w: [f64; 4] = std::array::from_fn(|l| ms[l].weight(c.weights));
             let weighed = |x: [f64; 4]| -> [f64; 4] { std::array::from_fn(|l| weigh(x[l], w[l])) };
             let g: [f64; 4] = std::array::from_fn(|l| g[l]);
             if CE {
@@ -271,7 +273,6 @@ impl Sums {
     #[inline(always)]
     pub fn add(&mut self, chunk: &DecisionChunk<'_>, terms: impl Fn(usize, &Decision) -> (f64, f64)) {
         if chunk.batch.weight.is_none() {
-            debug_assert!(chunk.meta.iter().all(|m| m.weight == 1.0));
             self.add_with::<true>(chunk, terms);
         } else {
             self.add_with::<false>(chunk, terms);
@@ -288,7 +289,8 @@ impl Sums {
     ) {
         // f64 subtotals within a run of a summation block, one exact add per run (see
         // `analysis::edges`): the same rows always form the same runs, whatever the batching.
-        let weigh = |x: f64, m: &Meta| if UNIT { x } else { x * m.weight };
+        let weights = chunk.batch.weight.as_deref();
+        let weigh = |x: f64, m: &Meta| if UNIT { x } else { x * m.weight(weights) };
         let mut count = [0u64; 4];
         for run in chunk.runs {
             // Bucket sums in four interleaved lanes (decision i goes to lane i % 4): four
@@ -527,8 +529,9 @@ mod tests {
                 let (d, m) = (&chunk.decisions.get(i), &chunk.meta[i]);
                 let (loss, grad) = terms(i, d);
                 let b = m.bucket as usize;
-                lanes[(i - run.start) % 4][b] += loss * m.weight;
-                lanes[(i - run.start) % 4][4 + b] += grad * m.weight;
+                let w = m.weight(chunk.batch.weight.as_deref());
+                lanes[(i - run.start) % 4][b] += loss * w;
+                lanes[(i - run.start) % 4][4 + b] += grad * w;
                 count[b] += 1;
             }
             let mut image_loss = ExactSum::ZERO;
