@@ -1023,7 +1023,7 @@ impl DenseWalk {
             // running sums stay in registers (one loop doing both spilled one of them to the
             // stack, chaining its adds through memory).
             let whole = width - width % 4;
-            for c in (0..whole).step_by(4) {
+            for c in (0..whole / 4).map(|q| 4 * q) {
                 let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
                 let g = _mm256_loadu_pd(gs[c..c + 4].as_ptr());
                 let f = _mm256_loadu_pd(fs[c..c + 4].as_ptr());
@@ -1066,7 +1066,7 @@ impl DenseWalk {
                 );
                 logit_lanes = _mm256_add_pd(logit_lanes, _mm256_blendv_pd(negative_zero, logit, keep));
             }
-            for c in (0..whole).step_by(4) {
+            for c in (0..whole / 4).map(|q| 4 * q) {
                 let bucket: [usize; 4] = std::array::from_fn(|l| ms[c + l].bucket as usize);
                 let g = _mm256_loadu_pd(gs[c..c + 4].as_ptr());
                 let f = _mm256_loadu_pd(fs[c..c + 4].as_ptr());

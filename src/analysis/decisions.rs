@@ -293,7 +293,7 @@ fn fill_columns(
     // Whole groups through arrays of fixed length (the loop the compiler vectorises best),
     // then the rest one at a time.
     let whole = n - n % GROUP;
-    for k in (0..whole).step_by(GROUP) {
+    for k in (0..whole / GROUP).map(|q| q * GROUP) {
         fn group(c: &mut [MaybeUninit<f64>], k: usize) -> &mut [MaybeUninit<f64>; GROUP] {
             (&mut c[k..k + GROUP]).try_into().expect("a whole group")
         }
