@@ -6,7 +6,8 @@
 //!
 //! A [`Decision`] holds what every strategy needs about one binary (sigmoid) or categorical
 //! (softmax) decision: p_t, 1 - p_t and its log, the cross-entropy, and the two terms from which
-//! the gradient of the focal loss for any gamma follows:
+//! the gradient of the focal loss for any gamma follows (many decisions are kept field by field,
+//! in [`DecisionColumns`]):
 //!
 //! dFL/dx = alpha_t (1 - p_t)^gamma (a + gamma * b), with a = dCE/dx.
 //!
@@ -294,8 +295,7 @@ impl<'a> Decisions<'a> {
 
     /// The decisions `range`.
     #[inline(always)]
-    pub fn slice(&self, range: std::ops::Range<usize>) -> Decisions<'a> {
-        let r = range;
+    pub fn slice(&self, r: std::ops::Range<usize>) -> Decisions<'a> {
         Decisions {
             y: &self.y[r.clone()],
             p_t: &self.p_t[r.clone()],

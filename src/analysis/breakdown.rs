@@ -216,7 +216,7 @@ pub struct HealthCounts {
     pub fp16_overflow: u64,
     /// Sum of the logits of negative decisions: per image run of a summation block, f64 sums
     /// in four lanes by class (class mod 4, in decision order within each lane; see
-    /// [`LogitLanes`]), combined in a fixed order and added exactly.
+    /// `LogitLanes`), combined in a fixed order and added exactly.
     pub negative_logit_sum: ExactSum,
     /// Negative decisions.
     pub negatives: u64,
@@ -234,7 +234,7 @@ pub struct BreakdownAcc {
     /// Per level (when the dump has one).
     pub level: BTreeMap<i64, Group>,
     /// Per class index, for dumps without a level column (with levels, the per-class sums are
-    /// those of `class_level` over levels: [`BreakdownAcc::classes`]).
+    /// those of `class_level` over levels: `BreakdownAcc::classes`).
     pub class: Vec<Group>,
     /// Per class index: |p - y| summed over its negative (0) and positive (1) decisions,
     /// weighted. States written before this field read it as empty.
@@ -932,16 +932,8 @@ impl DenseWalk {
                 }
                 // (Any lanes give the same counts: the class's.)
                 let density = &mut self.density[c % DENSITY_LANES];
-                tally(
-                    density,
-                    d,
-                    bucket >= 2,
-                    g,
-                    focal,
-                    &mut fp16_underflow,
-                    &mut row_rare,
-                    &mut logit_sum.0[c % 4],
-                );
+                let lane = &mut logit_sum.0[c % 4];
+                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, lane);
             }
             self.rare_rows[n_rare] = start as u32;
             n_rare += usize::from(row_rare);
@@ -954,10 +946,10 @@ impl DenseWalk {
         (image, logit_sum.total())
     }
 
-    /// [`DenseWalk::run_body`] in AVX2 registers: a row's classes four at a time, what does not
-    /// depend on the order (the rare test, the fp16 underflows, the density bins, the negatives'
-    /// logits) computed for the four at once, then the adds in class order (the cells', the
-    /// image's and the band's sums, the logit sum), as one decision at a time makes them: the
+    /// [`DenseWalk::run_body`] in AVX2 registers, a row in two passes over its classes four at a
+    /// time: first what does not depend on the order (the rare test, the fp16 underflows, the
+    /// density bins, the negatives' logits into their class lanes), then the adds in class order
+    /// (the cells', the image's and the band's sums), as one decision at a time makes them: the
     /// same operands, the same order, no fused multiply-adds, the same bits. The classes left
     /// over (width not a multiple of 4) one at a time. `W`, when not 0, is the width.
     ///
@@ -1112,16 +1104,8 @@ impl DenseWalk {
                 }
                 // The scalar walk's counts and tests.
                 let density = &mut self.density[c % DENSITY_LANES];
-                tally(
-                    density,
-                    d,
-                    bucket >= 2,
-                    g,
-                    focal,
-                    &mut fp16_underflow,
-                    &mut row_rare,
-                    &mut rest.0[c % 4],
-                );
+                let lane = &mut rest.0[c % 4];
+                tally(density, d, bucket >= 2, g, focal, &mut fp16_underflow, &mut row_rare, lane);
             }
             if whole < width {
                 logit_lanes = _mm256_add_pd(logit_lanes, _mm256_loadu_pd(rest.0.as_ptr()));

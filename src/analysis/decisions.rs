@@ -548,7 +548,7 @@ impl Buffers {
 }
 
 /// The metadata of queued dense rows (`rows`, each giving `width` decisions of classes
-/// 0..width, weight 1), written to `out`: row after row of the decisions whose targets and
+/// 0..width), written to `out`: row after row of the decisions whose targets and
 /// p_t are `(ys, p_ts)`. `W` is the width when it is not 0.
 #[inline(always)]
 fn dense_meta<const W: usize>(

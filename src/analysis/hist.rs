@@ -124,7 +124,7 @@ impl RunBins {
     /// Adds the counts and folds the subtotals of the counted slots into `hist` (negatives,
     /// positives) exactly, and empties the slots. Bins are independent exact sums, so the
     /// order of the slots does not matter; a slot not counted holds 0.0 and is skipped. The
-    /// counted slots are listed first, without a branch ([`list_counted`]: about a third of
+    /// counted slots are listed first, without a branch (`list_counted`: about a third of
     /// the range is counted, at random, and a test per slot was mispredicted at every turn),
     /// then folded.
     pub fn drain_into(&mut self, hist: &mut [LogHist; 2]) {

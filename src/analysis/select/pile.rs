@@ -180,7 +180,7 @@ impl Pile {
         self.ce.is_empty()
     }
 
-    /// Adds a pure candidate: `n` decisions, all in `bucket` (0-3, [`super::Bucket`] order),
+    /// Adds a pure candidate: `n` decisions, all in `bucket` (0-3, [`Bucket`](crate::analysis::decisions::Bucket) order),
     /// with CE `ce`, CE gradient norm `g` and focal loss `focal` (its info, if the pile keeps
     /// infos, is pushed apart).
     #[inline(always)]
