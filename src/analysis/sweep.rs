@@ -118,6 +118,7 @@ impl SweepAcc {
             let (decisions, meta) =
                 (chunk.decisions.slice(run.start..run.end), &chunk.meta[run.start..run.end]);
             terms.gather(decisions, meta, chunk.batch.weight.as_deref());
+            let qs = (decisions.q, decisions.ln_q);
             // The image's sums, looked up once per run (the key cloned only for a new image).
             let key = &chunk.batch.images[run.image].key;
             let image = match self.per_image.get_mut(key) {
@@ -126,7 +127,7 @@ impl SweepAcc {
             };
             let sums = self.sums.iter_mut().zip(image.iter_mut());
             for ((&gamma, bins), (s, image)) in self.grid.gammas.iter().zip(&mut bins).zip(sums) {
-                let p = walk_gamma::<AVX2>(&terms, gamma, bins).0;
+                let p = walk_gamma::<AVX2>(&terms, qs, gamma, bins).0;
                 // Every subtotal folded, zeros too (a no-op on an exact sum), as before.
                 for (loss, &x) in s.loss.iter_mut().zip(&p[..4]) {
                     *loss += x;
@@ -142,11 +143,10 @@ impl SweepAcc {
     }
 }
 
-/// What the sweep reads of a run's decisions, gathered once for all gammas, in columns.
+/// What the sweep reads of a run's decisions, gathered once for all gammas, in columns (besides
+/// 1 - p_t and its log, which it reads from the chunk's columns).
 #[derive(Clone, Debug, Default)]
 struct RunTerms {
-    q: Vec<f64>,
-    ln_q: Vec<f64>,
     /// CE times the sample weight, and its log.
     ce: Vec<f64>,
     ln_ce: Vec<f64>,
@@ -172,10 +172,6 @@ impl RunTerms {
     ) {
         let n = decisions.len().min(meta.len());
         let (decisions, meta) = (decisions.slice(0..n), &meta[..n]);
-        self.q.clear();
-        self.q.extend_from_slice(decisions.q);
-        self.ln_q.clear();
-        self.ln_q.extend_from_slice(decisions.ln_q);
         self.ce.clear();
         self.ce.extend(decisions.ce.iter().zip(meta).map(|(ce, m)| ce * m.weight(weights)));
         self.ln_ce.clear();
@@ -296,10 +292,15 @@ const STEP: usize = 128;
 /// One gamma's walk over a run ([`walk`]), with the branch on gamma taken once: one
 /// monomorphic walk per kind of gamma (`at` of a known variant inlines to its one formula).
 #[inline(always)]
-fn walk_gamma<const AVX2: bool>(terms: &RunTerms, gamma: f64, bins: &mut RunBins) -> SlotSums {
+fn walk_gamma<const AVX2: bool>(
+    terms: &RunTerms,
+    qs: (&[f64], &[f64]),
+    gamma: f64,
+    bins: &mut RunBins,
+) -> SlotSums {
     macro_rules! walk {
         ($power:expr) => {
-            walk::<AVX2>(terms, gamma, bins, |q, ln_q| $power.at(q, ln_q))
+            walk::<AVX2>(terms, qs, gamma, bins, |q, ln_q| $power.at(q, ln_q))
         };
     }
     match Power::of(gamma) {
@@ -319,20 +320,22 @@ fn walk_gamma<const AVX2: bool>(terms: &RunTerms, gamma: f64, bins: &mut RunBins
     }
 }
 
-/// One gamma's walk over a run: `factor(q, ln q)` is (1 - p_t)^gamma. Per step of [`STEP`]
+/// One gamma's walk over a run (`terms`, and `(q, ln_q)`: its decisions' 1 - p_t and its log,
+/// from the chunk's columns): `factor(q, ln q)` is (1 - p_t)^gamma. Per step of [`STEP`]
 /// decisions, their losses and slots are computed together (a loop without branches or calls,
 /// bar `Exp`'s, which vectorises), then added to the run's [`Lanes`] four at a time, and to
 /// `bins` in decision order. Returns the run's [`SlotSums`].
 #[inline(always)]
 fn walk<const AVX2: bool>(
     terms: &RunTerms,
+    (q, ln_q): (&[f64], &[f64]),
     gamma: f64,
     bins: &mut RunBins,
     factor: impl Fn(f64, f64) -> f64,
 ) -> SlotSums {
     const { assert!(STEP % 4 == 0, "a step starts at lane 0") };
     let n = terms.bucket.len();
-    let (q, ln_q, ce, ln_ce) = (&terms.q[..n], &terms.ln_q[..n], &terms.ce[..n], &terms.ln_ce[..n]);
+    let (q, ln_q, ce, ln_ce) = (&q[..n], &ln_q[..n], &terms.ce[..n], &terms.ln_ce[..n]);
     let (bucket, side) = (&terms.bucket[..n], &terms.side[..n]);
     let mut lanes = Lanes::default();
     let mut losses = [0.0f64; STEP];
@@ -695,8 +698,10 @@ mod tests {
         let (mut terms, mut bins) = (RunTerms::default(), RunBins::default());
         let mut zero_losses = 0;
         for (decisions, meta, weights) in runs() {
-            terms.gather(decisions.view(), &meta, Some(&weights));
-            let decisions = decisions.view().to_vec();
+            let view = decisions.view();
+            terms.gather(view, &meta, Some(&weights));
+            let qs = (view.q, view.ln_q);
+            let decisions = view.to_vec();
             for gamma in gammas {
                 // The straightforward walk: per decision, in order, f64 subtotals per bucket
                 // and side in four lanes (decision i in lane i % 4) and per histogram bin
@@ -722,8 +727,8 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx2") {
                     let (mut avx2_bins, mut plain_bins) = (RunBins::default(), RunBins::default());
-                    let avx2 = walk_gamma::<true>(&terms, gamma, &mut avx2_bins);
-                    let plain = walk_gamma::<false>(&terms, gamma, &mut plain_bins);
+                    let avx2 = walk_gamma::<true>(&terms, qs, gamma, &mut avx2_bins);
+                    let plain = walk_gamma::<false>(&terms, qs, gamma, &mut plain_bins);
                     assert_eq!(bits(&avx2.0), bits(&plain.0), "gamma {gamma}: the AVX2 walk's sums");
                     assert_eq!(
                         avx2_bins.subtotals(),
@@ -731,7 +736,7 @@ mod tests {
                         "gamma {gamma}: the AVX2 walk's bins"
                     );
                 }
-                let sums = walk_gamma::<false>(&terms, gamma, &mut bins);
+                let sums = walk_gamma::<false>(&terms, qs, gamma, &mut bins);
                 let what = format!("gamma {gamma}, {} decisions", decisions.len());
                 assert_eq!(bits(&sums.0), bits(&p), "{what}");
                 let subtotal_bits = |m: &BTreeMap<(usize, usize), (u64, f64)>| {
