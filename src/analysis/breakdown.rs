@@ -765,8 +765,7 @@ struct LogitLanes([f64; 4]);
 impl LogitLanes {
     /// The run's sum: the lanes combined in a fixed order.
     fn total(self) -> f64 {
-        let [a, b, c, d] = self.0;
-        (a + b) + (c + d)
+        super::sum::lanes_total(self.0)
     }
 }
 

@@ -408,7 +408,7 @@ impl GhmAcc {
                     #[allow(clippy::needless_range_loop)]
                     for bin in 0..n {
                         let cell = &mut cells[bin];
-                        let sum = |f: usize| (cell[f][0] + cell[f][1]) + (cell[f][2] + cell[f][3]);
+                        let sum = |f: usize| super::sum::lanes_total(cell[f]);
                         let c = sum(0);
                         if c == 0.0 {
                             continue;

@@ -111,6 +111,14 @@ impl std::ops::AddAssign<ExactSum> for ExactSum {
     }
 }
 
+/// An f64 sum kept in four lanes, combined in the one fixed order every such sum uses:
+/// (0 + 1) + (2 + 3). The lanes are interleaved partial sums (a decision's lane depends only on
+/// its place in a run, or its class), so the total depends only on the run's values.
+#[inline(always)]
+pub fn lanes_total(x: [f64; 4]) -> f64 {
+    (x[0] + x[1]) + (x[2] + x[3])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

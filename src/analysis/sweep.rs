@@ -280,7 +280,7 @@ impl Lanes {
     /// The run's subtotals: each sum's lanes added as (0 + 1) + (2 + 3); a side's loss is its
     /// two buckets' sums added (negatives first).
     fn slots(&self) -> SlotSums {
-        let [s0, s1, s2, s3, s4, s5] = self.0.map(|l| (l[0] + l[1]) + (l[2] + l[3]));
+        let [s0, s1, s2, s3, s4, s5] = self.0.map(super::sum::lanes_total);
         SlotSums([s0, s1, s2, s3, s4, s5, s0 + s1, s2 + s3])
     }
 }

@@ -103,24 +103,20 @@ impl ScoreLeaf {
             let chunk = footer.row_group(unit.row_group).column(leaf);
             let plain = chunk.dictionary_page_offset().is_none()
                 && chunk.encodings().all(|e| matches!(e, Encoding::PLAIN | Encoding::RLE));
-            Ok(if plain {
+            if plain {
                 let pages = group.get_column_page_reader(leaf).map_err(|e| parquet_error(path, e))?;
-                Err(pages)
-            } else {
-                Ok(group.get_column_reader(leaf).map_err(|e| parquet_error(path, e))?)
+                let f64s = physical == PhysicalType::DOUBLE;
+                return Ok(Some(Reader::Pages(Box::new(PageWalk::new(pages, f64s, width, max_def)))));
+            }
+            Ok(match group.get_column_reader(leaf).map_err(|e| parquet_error(path, e))? {
+                ColumnReader::FloatColumnReader(r) if physical == PhysicalType::FLOAT => Some(Reader::F32(r)),
+                ColumnReader::DoubleColumnReader(r) if physical == PhysicalType::DOUBLE => {
+                    Some(Reader::F64(r))
+                }
+                _ => None,
             })
         })?;
-        let reader = match reader {
-            Err(pages) => Reader::Pages(Box::new(PageWalk::new(
-                pages,
-                physical == PhysicalType::DOUBLE,
-                width,
-                max_def,
-            ))),
-            Ok(ColumnReader::FloatColumnReader(r)) if physical == PhysicalType::FLOAT => Reader::F32(r),
-            Ok(ColumnReader::DoubleColumnReader(r)) if physical == PhysicalType::DOUBLE => Reader::F64(r),
-            Ok(_) => return Ok(None),
-        };
+        let Some(reader) = reader else { return Ok(None) };
         Ok(Some(ScoreLeaf {
             reader,
             width,
@@ -256,38 +252,34 @@ impl PageWalk {
     /// The next `n` values, or `None` when a page on the way is not regular, is of another
     /// kind, or the pages end first.
     fn read(&mut self, n: usize) -> parquet::errors::Result<Option<ScoreValues>> {
-        let mut out = if self.f64s {
-            ScoreBuf::F64(Vec::with_capacity(n))
+        Ok(if self.f64s {
+            self.copy(n, f64::from_le_bytes)?.map(|v| ScoreValues::F64(v.into()))
         } else {
-            ScoreBuf::F32(Vec::with_capacity(n))
-        };
+            self.copy(n, f32::from_le_bytes)?.map(|v| ScoreValues::F32(v.into()))
+        })
+    }
+
+    /// [`PageWalk::read`] for values of `S` bytes, each decoded by `decode`.
+    fn copy<T, const S: usize>(
+        &mut self,
+        n: usize,
+        decode: impl Fn([u8; S]) -> T,
+    ) -> parquet::errors::Result<Option<Vec<T>>> {
+        let mut out = Vec::with_capacity(n);
         let mut need = n;
         while need > 0 {
             if self.left == 0 && !self.load()? {
                 return Ok(None);
             }
             let take = need.min(self.left);
-            let size = if self.f64s { 8 } else { 4 };
             let page = self.page.as_ref().map_or(&[][..], |p| &p.buffer()[..]);
-            let bytes = &page[self.at..self.at + take * size];
-            match &mut out {
-                ScoreBuf::F32(v) => {
-                    v.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                }
-                ScoreBuf::F64(v) => v.extend(
-                    bytes
-                        .chunks_exact(8)
-                        .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])),
-                ),
-            }
-            self.at += take * size;
+            let bytes = &page[self.at..self.at + take * S];
+            out.extend(bytes.chunks_exact(S).map(|b| decode(b.try_into().expect("S bytes"))));
+            self.at += take * S;
             self.left -= take;
             need -= take;
         }
-        Ok(Some(match out {
-            ScoreBuf::F32(v) => ScoreValues::F32(v.into()),
-            ScoreBuf::F64(v) => ScoreValues::F64(v.into()),
-        }))
+        Ok(Some(out))
     }
 
     /// Whether the column holds values past those read.
@@ -396,12 +388,6 @@ impl PageWalk {
         }
         k == end
     }
-}
-
-/// Scores being copied out of pages.
-enum ScoreBuf {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
 }
 
 /// A v1 page's level section at `at`: a 4-byte little-endian length, then the bytes. Their

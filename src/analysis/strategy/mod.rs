@@ -343,7 +343,7 @@ impl Sums {
     /// order.
     #[inline]
     fn fold_run(&mut self, cells: &Cells, key: &ImageKey) {
-        let fold = |x: &[f64; 4]| (x[0] + x[1]) + (x[2] + x[3]);
+        let fold = |x: &[f64; 4]| crate::analysis::sum::lanes_total(*x);
         let mut image_loss = ExactSum::ZERO;
         for (b, cell) in cells.iter().enumerate() {
             let (loss, grad) = (fold(&cell[0]), fold(&cell[1]));
