@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::decisions::{ChunkRun, DecisionChunk, Focus};
+use super::decisions::{ChunkRun, DecisionChunk, Focus, Meta};
 use super::sum::ExactSum;
 use super::BucketAcc;
 use crate::config::{AnalysisConfig, StrategyKind};
@@ -1030,18 +1030,22 @@ impl Fill<'_, '_> {
             }
             // Rare (an anchor with decisions in several buckets): its sums per bucket, in
             // decision order again.
-            let mut count = [0u16; 4];
-            let mut loss = [0.0f64; 4];
-            let mut grad = [0.0f64; 4];
+            let mut parts = pile::Parts::default();
             for (k, m) in (first..end).zip(&meta[first..end]) {
-                let b = m.bucket as usize;
                 let (c, gk, _) = terms(k);
-                count[b] += 1;
-                loss[b] += c;
-                grad[b] += gk;
+                parts.add(m.bucket as usize, c, gk);
             }
             let positive = buckets & 0b1100 != 0;
-            pile.push_parts(file, batch.file_row(r), positive, count, ce, focal, loss, grad);
+            pile.push_parts(
+                file,
+                batch.file_row(r),
+                positive,
+                parts.count,
+                ce,
+                focal,
+                parts.loss,
+                parts.grad,
+            );
         }
     }
 }
@@ -1091,8 +1095,6 @@ impl Fill<'_, '_> {
         let (ce_grad, focal) = (&chunk.terms.ce_grad[run.start..end], &focal[run.start..end]);
         let rows = at / w;
         let first = pile.len();
-        // A row's sums, from +0.0 in decision order: what `Fill::pile` adds.
-        let sum = |values: &[f64]| values.iter().fold(0.0f64, |s, &v| s + v);
         let mut mixed = Vec::new();
         pile.extend_columns(|c| {
             c.file.resize(first + rows, batch.file as u32);
@@ -1102,16 +1104,16 @@ impl Fill<'_, '_> {
             }
             // At most u16::MAX decisions per candidate: the width is checked.
             c.n.resize(first + rows, w as u16);
-            c.ce.extend(ces.chunks_exact(w).map(sum));
-            c.g.extend(ce_grad.chunks_exact(w).map(sum));
-            c.focal.extend(focal.chunks_exact(w).map(sum));
-            c.tag.extend(meta.chunks_exact(w).enumerate().map(|(j, m)| {
-                let buckets = m.iter().fold(0u32, |b, m| b | 1 << (m.bucket as u32));
+            row_sums::<W>(ces, w, c.ce);
+            row_sums::<W>(ce_grad, w, c.g);
+            row_sums::<W>(focal, w, c.focal);
+            c.tag.reserve(rows);
+            row_buckets::<W>(meta, w, |j, buckets| {
                 if !buckets.is_power_of_two() {
                     mixed.push((j, buckets));
                 }
-                Pile::pure_tag(buckets.trailing_zeros() as u8)
-            }));
+                c.tag.push(Pile::pure_tag(buckets.trailing_zeros() as u8));
+            });
         });
         // Rare (an anchor with decisions in several buckets): its sums per bucket, in decision
         // order again.
@@ -1119,14 +1121,82 @@ impl Fill<'_, '_> {
             let k = j * w;
             let mut parts = pile::Parts::default();
             for ((m, &ce), &gk) in meta[k..k + w].iter().zip(&ces[k..k + w]).zip(&ce_grad[k..k + w]) {
-                let b = m.bucket as usize;
-                parts.count[b] += 1;
-                parts.loss[b] += ce;
-                parts.grad[b] += gk;
+                parts.add(m.bucket as usize, ce, gk);
             }
             pile.set_mixed(first + j, buckets & 0b1100 != 0, parts);
         }
         end
+    }
+}
+
+/// Appends to `out` the sum of each row of `values`, rows of `width` decisions (`W` when it is
+/// not 0; `values` holds whole rows), each from +0.0 in decision order: what [`Fill::pile`]
+/// adds. A width known at compile time unrolls each row's adds; any other width sums eight
+/// rows side by side, so that their chains of dependent adds overlap (one row at a time, a wide
+/// row waits on the latency of each add in turn).
+#[inline(always)]
+fn row_sums<const W: usize>(values: &[f64], width: usize, out: &mut Vec<f64>) {
+    let sum = |values: &[f64]| values.iter().fold(0.0f64, |s, &v| s + v);
+    if W > 0 {
+        out.extend(values.chunks_exact(W).map(sum));
+        return;
+    }
+    debug_assert!(width > 0 && values.len() % width == 0, "whole rows");
+    out.reserve(values.len() / width);
+    // Eight rows side by side: eight chains keep two adders busy at a latency of four cycles.
+    // Each sum a named local, so that it stays in a register.
+    let mut blocks = values.chunks_exact(8 * width);
+    for block in &mut blocks {
+        let (a, b) = block.split_at(4 * width);
+        let ((r0, r1), (r2, r3)) = (a[..2 * width].split_at(width), a[2 * width..].split_at(width));
+        let ((r4, r5), (r6, r7)) = (b[..2 * width].split_at(width), b[2 * width..].split_at(width));
+        let (mut s0, mut s1, mut s2, mut s3) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let (mut s4, mut s5, mut s6, mut s7) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for k in 0..width {
+            s0 += r0[k];
+            s1 += r1[k];
+            s2 += r2[k];
+            s3 += r3[k];
+            s4 += r4[k];
+            s5 += r5[k];
+            s6 += r6[k];
+            s7 += r7[k];
+        }
+        out.extend_from_slice(&[s0, s1, s2, s3, s4, s5, s6, s7]);
+    }
+    out.extend(blocks.remainder().chunks_exact(width).map(sum));
+}
+
+/// Calls `f(j, buckets)` for each row j of `meta` in order, rows of `width` decisions (`W` when
+/// it is not 0; `meta` holds whole rows), `buckets` a bit per bucket its decisions fall in. A
+/// width not known at compile time takes four rows side by side, as [`row_sums`] does.
+#[inline(always)]
+fn row_buckets<const W: usize>(meta: &[Meta], width: usize, mut f: impl FnMut(usize, u32)) {
+    let buckets = |row: &[Meta]| row.iter().fold(0u32, |b, m| b | 1 << (m.bucket as u32));
+    if W > 0 {
+        meta.chunks_exact(W).enumerate().for_each(|(j, row)| f(j, buckets(row)));
+        return;
+    }
+    let mut blocks = meta.chunks_exact(4 * width);
+    let mut j = 0;
+    for block in &mut blocks {
+        let (a, b) = block.split_at(2 * width);
+        let ((r0, r1), (r2, r3)) = (a.split_at(width), b.split_at(width));
+        let (mut b0, mut b1, mut b2, mut b3) = (0u32, 0u32, 0u32, 0u32);
+        for k in 0..width {
+            b0 |= 1 << (r0[k].bucket as u32);
+            b1 |= 1 << (r1[k].bucket as u32);
+            b2 |= 1 << (r2[k].bucket as u32);
+            b3 |= 1 << (r3[k].bucket as u32);
+        }
+        for bits in [b0, b1, b2, b3] {
+            f(j, bits);
+            j += 1;
+        }
+    }
+    for row in blocks.remainder().chunks_exact(width) {
+        f(j, buckets(row));
+        j += 1;
     }
 }
 
