@@ -269,6 +269,11 @@ fn add_lanes<const UNIT: bool>(
         one(cells, j);
         j += 1;
     }
+    // The cell of the last groups of four, held in `held` (a copy, in registers) while the
+    // groups after it fall in the same cell, which most do: added in memory, each group would
+    // wait on the store of the one before. Written back before any other cell is touched, so
+    // every cell gets the same adds in the same order.
+    let (mut at, mut held) = (usize::MAX, [[0.0f64; 4]; 3]);
     while j + 4 <= to {
         let (cs, ms, gs) = (&ces[j..j + 4], &meta[j..j + 4], &grads[j..j + 4]);
         let bin: [usize; 4] = std::array::from_fn(|l| bin_of(gs[l], n));
@@ -278,18 +283,31 @@ fn add_lanes<const UNIT: bool>(
             let w = |l: usize| ms[l].weight(weights);
             let ce: [f64; 4] = std::array::from_fn(|l| if UNIT { cs[l] } else { cs[l] * w(l) });
             let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * w(l) });
-            let cell = &mut cells[usize::from(bucket[0]) * n + bin[0]];
+            let k = usize::from(bucket[0]) * n + bin[0];
+            if k != at {
+                if at != usize::MAX {
+                    cells[at] = held;
+                }
+                (at, held) = (k, cells[k]);
+            }
             for l in 0..4 {
-                cell[0][l] += 1.0;
-                cell[1][l] += ce[l];
-                cell[2][l] += grad[l];
+                held[0][l] += 1.0;
+                held[1][l] += ce[l];
+                held[2][l] += grad[l];
             }
         } else {
+            if at != usize::MAX {
+                cells[at] = held;
+                at = usize::MAX;
+            }
             for k in j..j + 4 {
                 one(cells, k);
             }
         }
         j += 4;
+    }
+    if at != usize::MAX {
+        cells[at] = held;
     }
     while j < to {
         one(cells, j);

@@ -317,6 +317,31 @@ impl<const STRATA: bool> pile::Visit for Scan<'_, STRATA> {
         }
     }
 
+    /// The sums of the run's stratum and count in locals (the same adds in the same order as
+    /// [`Scan::pure`]'s).
+    #[inline(always)]
+    fn easy_negatives(&mut self, n: &[u16], ce: &[f64], g: &[f64]) {
+        self.index += n.len();
+        let mut decisions = self.counts[0];
+        if !STRATA {
+            for &k in n {
+                decisions += u64::from(k);
+            }
+            self.counts[0] = decisions;
+            return;
+        }
+        let s = &mut self.negatives;
+        let (mut count, mut loss, mut grad) = (s.count[0], s.loss[0], s.grad[0]);
+        for ((&k, &ce), &g) in n.iter().zip(ce).zip(g) {
+            decisions += u64::from(k);
+            count += f64::from(k);
+            loss += ce;
+            grad += g;
+        }
+        (self.counts[0], s.count[0], s.loss[0], s.grad[0]) = (decisions, count, loss, grad);
+        s.n += n.len();
+    }
+
     #[inline(always)]
     fn mixed(&mut self, positive: bool, parts: &pile::Parts) {
         self.place(positive);
@@ -1107,12 +1132,14 @@ impl Fill<'_, '_> {
             row_sums::<W>(ces, w, c.ce);
             row_sums::<W>(ce_grad, w, c.g);
             row_sums::<W>(focal, w, c.focal);
-            c.tag.reserve(rows);
+            // Written in place (a push per row stored the length each time).
+            c.tag.resize(first + rows, 0);
+            let tags = &mut c.tag[first..];
             row_buckets::<W>(meta, w, |j, buckets| {
                 if !buckets.is_power_of_two() {
                     mixed.push((j, buckets));
                 }
-                c.tag.push(Pile::pure_tag(buckets.trailing_zeros() as u8));
+                tags[j] = Pile::pure_tag(buckets.trailing_zeros() as u8);
             });
         });
         // Rare (an anchor with decisions in several buckets): its sums per bucket, in decision

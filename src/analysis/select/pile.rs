@@ -87,6 +87,18 @@ pub trait Visit {
 
     /// A mixed candidate (`positive` or not) and its parts.
     fn mixed(&mut self, positive: bool, parts: &Parts);
+
+    /// A run of easy negatives (pure candidates of bucket 0, the common kind), the columns of
+    /// their decision counts, CE and gradient norms: `pure::<0>` of each, in order. A visitor
+    /// whose sums live in its struct overrides it with a loop over local copies of them: the
+    /// compiler does not keep a struct's fields in registers across such a loop, and each
+    /// add would then wait on the store of the one before.
+    #[inline(always)]
+    fn easy_negatives(&mut self, n: &[u16], ce: &[f64], g: &[f64]) {
+        for ((&n, &ce), &g) in n.iter().zip(ce).zip(g) {
+            self.pure::<0>(n, ce, g);
+        }
+    }
 }
 
 /// The columns of a [`Pile`], for appending candidates column by column
@@ -342,13 +354,13 @@ impl Pile {
         let (tag, n, ce, g) = (&self.tag[..len], &self.n[..len], &self.ce[..len], &self.g[..len]);
         let mut j = 0;
         while j < len {
-            // The common candidate (an easy negative: all its decisions in bucket 0) in a loop
-            // of its own, which touches only the visitor's bucket-0 sums: the compiler keeps
-            // them in registers there, where with every bucket's sums live (more than there
-            // are registers) it loads and stores each sum per candidate.
-            while j < len && tag[j] == 0 {
-                v.pure::<0>(n[j], ce[j], g[j]);
-                j += 1;
+            // The common candidate (an easy negative: all its decisions in bucket 0) in runs of
+            // their own, which touch only the visitor's bucket-0 sums.
+            let run = tag[j..].iter().position(|&t| t != 0).unwrap_or(len - j);
+            if run > 0 {
+                let at = j..j + run;
+                v.easy_negatives(&n[at.clone()], &ce[at.clone()], &g[at]);
+                j += run;
             }
             if j == len {
                 break;

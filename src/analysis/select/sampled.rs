@@ -248,6 +248,25 @@ impl super::pile::Visit for Deviations {
         }
     }
 
+    /// The negatives' sums in locals (the same adds in the same order as
+    /// [`Deviations::pure`]'s).
+    #[inline(always)]
+    fn easy_negatives(&mut self, n: &[u16], ce: &[f64], _g: &[f64]) {
+        let (means, zero) = (self.means[0], self.zero[0]);
+        let mut dev = self.neg;
+        for (&k, &ce) in n.iter().zip(ce) {
+            let dc = f64::from(k) - means[0][0];
+            let dl = ce - means[1][0];
+            dev[0][0] += dc * dc;
+            dev[1][0] += dl * dl;
+            for b in 1..4 {
+                dev[0][b] += zero[0][b];
+                dev[1][b] += zero[1][b];
+            }
+        }
+        self.neg = dev;
+    }
+
     #[inline(always)]
     fn mixed(&mut self, positive: bool, parts: &super::pile::Parts) {
         let s = usize::from(positive);
