@@ -1142,14 +1142,13 @@ impl Fill<'_, '_> {
                 tags[j] = Pile::pure_tag(buckets.trailing_zeros() as u8);
             });
         });
-        // Rare (an anchor with decisions in several buckets): its sums per bucket, in decision
-        // order again.
+        // An anchor with decisions in several buckets (a positive, or a negative with a hard
+        // class: a third of the anchors of 80 classes): its sums per bucket, in decision order
+        // again.
         for (j, buckets) in mixed {
-            let k = j * w;
-            let mut parts = pile::Parts::default();
-            for ((m, &ce), &gk) in meta[k..k + w].iter().zip(&ces[k..k + w]).zip(&ce_grad[k..k + w]) {
-                parts.add(m.bucket as usize, ce, gk);
-            }
+            let at = j * w..(j + 1) * w;
+            let of = meta[at.clone()].iter().map(|m| m.bucket as usize);
+            let parts = pile::Parts::of(of, &ces[at.clone()], &ce_grad[at]);
             pile.set_mixed(first + j, buckets & 0b1100 != 0, parts);
         }
         end

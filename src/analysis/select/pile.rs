@@ -63,6 +63,19 @@ impl Parts {
         }
     }
 
+    /// The parts of the decisions whose buckets, CE and gradient norms are `buckets`, `ces`
+    /// and `grads`: [`Parts::add`] of each, in order. A function of its own (not inlined), so
+    /// that its twelve sums get registers: inlined into the fill of whole rows, they were kept
+    /// on the stack, and each add waited on a store.
+    #[inline(never)]
+    pub fn of(buckets: impl Iterator<Item = usize>, ces: &[f64], grads: &[f64]) -> Parts {
+        let mut parts = Parts::default();
+        for ((b, &ce), &g) in buckets.zip(ces).zip(grads) {
+            parts.add(b, ce, g);
+        }
+        parts
+    }
+
     /// The bucket of a candidate whose parts are `self`, `ce` and `positive`, if they are those
     /// of a pure candidate (bit for bit), and its gradient norm.
     fn as_pure(&self, ce: f64, positive: bool) -> Option<(u8, f64)> {
