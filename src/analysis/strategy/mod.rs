@@ -197,12 +197,28 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
         }
         count[b] += 1;
     };
+    // The cells of the last groups' bucket, per kind, held in `held` (a copy, in registers)
+    // while the groups after it are of the same bucket, which most are: added in memory, each
+    // group would wait on the store of the one before. Written back before any other bucket's
+    // cells are touched, so every cell gets the same adds in the same order.
+    let (mut at, mut held) = (usize::MAX, [[[0.0f64; 4]; 2]; 3]);
+    let write_back = |cells: &mut [Cells; 3], at: usize, held: &[[[f64; 4]; 2]; 3]| {
+        if at != usize::MAX {
+            for (kind, h) in cells.iter_mut().zip(held) {
+                kind[at] = *h;
+            }
+        }
+    };
     let mut j = 0;
     while j + 4 <= n {
         let ms = &meta[j..j + 4];
         let bucket: [u8; 4] = std::array::from_fn(|l| ms[l].bucket as u8);
         if u32::from_ne_bytes(bucket) == u32::from(bucket[0]) * 0x0101_0101 {
             let b = usize::from(bucket[0]);
+            if b != at {
+                write_back(cells, at, &held);
+                (at, held) = (b, [cells[0][b], cells[1][b], cells[2][b]]);
+            }
             let cs = &ces[j..j + 4];
             let (a, g) = (&alpha_t[j..j + 4], &ce_grad[j..j + 4]);
             let (f, fg) = (&focal[j..j + 4], &focal_grad[j..j + 4]);
@@ -211,26 +227,29 @@ fn add_run<const CE: bool, const ALPHA_CE: bool, const FOCAL: bool, const UNIT: 
             let weighed = |x: [f64; 4]| -> [f64; 4] { std::array::from_fn(|l| weigh(x[l], w[l])) };
             let g: [f64; 4] = std::array::from_fn(|l| g[l]);
             if CE {
-                add4(&mut cells[0][b][0], weighed(ce));
-                add4(&mut cells[0][b][1], weighed(g));
+                add4(&mut held[0][0], weighed(ce));
+                add4(&mut held[0][1], weighed(g));
             }
             if ALPHA_CE {
                 let a: [f64; 4] = std::array::from_fn(|l| a[l]);
-                add4(&mut cells[1][b][0], weighed(std::array::from_fn(|l| a[l] * ce[l])));
-                add4(&mut cells[1][b][1], weighed(std::array::from_fn(|l| a[l] * g[l])));
+                add4(&mut held[1][0], weighed(std::array::from_fn(|l| a[l] * ce[l])));
+                add4(&mut held[1][1], weighed(std::array::from_fn(|l| a[l] * g[l])));
             }
             if FOCAL {
-                add4(&mut cells[2][b][0], weighed(std::array::from_fn(|l| f[l])));
-                add4(&mut cells[2][b][1], weighed(std::array::from_fn(|l| fg[l])));
+                add4(&mut held[2][0], weighed(std::array::from_fn(|l| f[l])));
+                add4(&mut held[2][1], weighed(std::array::from_fn(|l| fg[l])));
             }
             count[b] += 4;
         } else {
+            write_back(cells, at, &held);
+            at = usize::MAX;
             for k in j..j + 4 {
                 one(cells, count, k);
             }
         }
         j += 4;
     }
+    write_back(cells, at, &held);
     while j < n {
         one(cells, count, j);
         j += 1;
