@@ -4,10 +4,20 @@
 //! The sigmoid decision of a logit needs e = exp(-|z|) and ln(1 + e) (see [`crate::loss`]).
 //! libm computes them one value at a time (about 9 ns per decision for both); these versions
 //! use only +, -, *, / and bit operations, with no branches and no table, so a loop over a
-//! chunk compiles to SIMD code (SSE2 on every x86-64, AVX2 where the processor has it: the
-//! AVX2 copy is chosen at run time and gives bit-identical results, since neither copy fuses
-//! multiply-adds: Rust never contracts `a * b + c` into an FMA on its own, and the code
-//! never calls `mul_add`. SSE2 has no FMA, so FMA in the AVX2 copy would change bits).
+//! chunk compiles to SIMD code (SSE2 on every x86-64, AVX2 where the processor has it, chosen
+//! at run time).
+//!
+//! Fused multiply-adds: [`exp_neg_with`] and [`ln_1p_unit_given_with`] take `FUSED`. Unfused,
+//! every copy (SSE2, AVX2) gives the same bits: Rust never contracts `a * b + c` into an FMA on
+//! its own. The sigmoid kernel fuses them where the processor has AVX2 and FMA ([`fused`]):
+//! the polynomials are then one instruction per coefficient instead of two, and the kernel,
+//! bound by its floating-point operations, takes about a fifth less time. Fused values differ
+//! from unfused ones in the last bits, within the same bounds (the tests check both), so
+//! `analyze`'s JSON is byte-identical between runs on processors alike in FMA support, and may
+//! differ in the last digits between one with it and one without. `Decision::from_logit`
+//! fuses exactly when the kernel does (through `f64::mul_add`, which outside the kernel's FMA
+//! copy is libm's `fma`: correctly rounded, as the instruction is), so both give the same bits
+//! on every processor. The other functions here are never fused.
 //!
 //! Both polynomials are evaluated mostly by Estrin's scheme (independent pairs
 //! `c_j + c_{j+1} x` combined by powers of x) rather than Horner's: the dependency chain is
@@ -35,6 +45,21 @@
 //!   polynomial as `log1p`. Within 1 ulp of libm at every tested point (the test allows 1);
 //!   [`ln_all`] takes libm's value for every other input.
 
+/// Whether the sigmoid kernel fuses its multiply-adds on this processor (it has AVX2 and FMA;
+/// checked once). Fused or not, every value is within the stated bounds; they differ in the last
+/// bits, so the JSON of one dump is byte-identical on processors alike in this.
+pub fn fused() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FUSED.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// 2^52 + 2^51: adding it rounds a float below 2^51 in magnitude to an integer, in the
 /// low bits of the mantissa.
 const ROUND: f64 = 6_755_399_441_055_744.0;
@@ -48,14 +73,31 @@ const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
 /// Below this exp(t) is subnormal; the kernel returns 0.
 pub const EXP_MIN_ARG: f64 = -708.0;
 
+/// `a * b + c`: fused (one rounding: `f64::mul_add`) when `FUSED`, else a product and a sum.
+#[inline(always)]
+fn madd<const FUSED: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if FUSED {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// exp(t) for t <= 0 (0 for t < [`EXP_MIN_ARG`]). Branch-free.
 #[inline(always)]
 pub fn exp_neg(t: f64) -> f64 {
+    exp_neg_with::<false>(t)
+}
+
+/// [`exp_neg`] with its multiply-adds fused when `FUSED` (see [`fused`]).
+#[inline(always)]
+pub fn exp_neg_with<const FUSED: bool>(t: f64) -> f64 {
     let small = t < EXP_MIN_ARG;
     let t = if small { 0.0 } else { t };
-    let k = t * LOG2_E + ROUND;
+    let k = madd::<FUSED>(t, LOG2_E, ROUND);
     let n = k - ROUND;
-    let r = (t - n * LN2_HI) - n * LN2_LO;
+    // n * LN2_HI is exact: fused or not, the first difference is the same.
+    let r = madd::<FUSED>(-n, LN2_LO, t - n * LN2_HI);
     // Taylor coefficients 1/j!.
     const C: [f64; 14] = [
         1.0,
@@ -76,10 +118,11 @@ pub fn exp_neg(t: f64) -> f64 {
     let r2 = r * r;
     let r4 = r2 * r2;
     let r8 = r4 * r4;
-    let pair = |j: usize| C[j] + C[j + 1] * r;
+    let m = madd::<FUSED>;
+    let pair = |j: usize| m(C[j + 1], r, C[j]);
     // Q = sum of C[j] r^(j - 3) for j = 3..=13, by Estrin's scheme.
-    let q = ((pair(3) + r2 * pair(5)) + r4 * (pair(7) + r2 * pair(9))) + r8 * (pair(11) + r2 * C[13]);
-    let p = C[0] + r * (C[1] + r * (C[2] + r * q));
+    let q = m(r8, m(r2, C[13], pair(11)), m(r4, m(r2, pair(9), pair(7)), m(r2, pair(5), pair(3))));
+    let p = m(r, m(r, m(r, q, C[2]), C[1]), C[0]);
     // 2^n from the integer in the low mantissa bits of k (n in -1022..=0 here).
     let n_int = (k.to_bits() as i64).wrapping_sub(ROUND.to_bits() as i64);
     let scale = f64::from_bits(((n_int + 1023) << 52) as u64);
@@ -114,6 +157,12 @@ pub fn ln_1p_unit(e: f64) -> f64 {
 /// [`ln_1p_unit`] given `inv` = `1.0 / (1.0 + e)` (the same bits as `ln_1p_unit(e)`).
 #[inline(always)]
 pub fn ln_1p_unit_given(e: f64, inv: f64) -> f64 {
+    ln_1p_unit_given_with::<false>(e, inv)
+}
+
+/// [`ln_1p_unit_given`] with its multiply-adds fused when `FUSED` (see [`fused`]).
+#[inline(always)]
+pub fn ln_1p_unit_given_with<const FUSED: bool>(e: f64, inv: f64) -> f64 {
     let u = 1.0 + e;
     let big = e >= SQRT2_M1;
     // u in [sqrt 2, 2]: u / 2 - 1 is exact, and e - (u - 1) is the rounding error of u.
@@ -122,19 +171,21 @@ pub fn ln_1p_unit_given(e: f64, inv: f64) -> f64 {
     let k = if big { 1.0 } else { 0.0 };
     let hfsq = 0.5 * f * f;
     let s = f / (2.0 + f);
-    let r = log_poly(s);
-    k * LN2_HI - ((hfsq - (s * (hfsq + r) + (k * LN2_LO + c))) - f)
+    let r = log_poly::<FUSED>(s);
+    // k * LN2_HI is exact (k is 0 or 1).
+    k * LN2_HI - ((hfsq - madd::<FUSED>(s, hfsq + r, madd::<FUSED>(k, LN2_LO, c))) - f)
 }
 
 /// fdlibm's polynomial R(s^2) of `log1p` and `log` (Lp1..Lp7; by Estrin's scheme). The last
 /// step around it stays written out in each: shared in one function as well, it changed how
 /// the compiler laid out the sigmoid kernel (+16% instructions there).
 #[inline(always)]
-fn log_poly(s: f64) -> f64 {
+fn log_poly<const FUSED: bool>(s: f64) -> f64 {
+    let m = madd::<FUSED>;
     let z = s * s;
     let z2 = z * z;
     let z4 = z2 * z2;
-    z * (((LP[0] + z * LP[1]) + z2 * (LP[2] + z * LP[3])) + z4 * ((LP[4] + z * LP[5]) + z2 * LP[6]))
+    z * m(z4, m(z2, LP[6], m(z, LP[5], LP[4])), m(z2, m(z, LP[3], LP[2]), m(z, LP[1], LP[0])))
 }
 
 /// ln(x) for a positive normal x (finite, at least `f64::MIN_POSITIVE`; anything else gives a
@@ -155,7 +206,7 @@ pub fn ln_normal(x: f64) -> f64 {
     let k = if big { k + 1.0 } else { k };
     let hfsq = 0.5 * f * f;
     let s = f / (2.0 + f);
-    let r = log_poly(s);
+    let r = log_poly::<false>(s);
     // f is exact: no correction term.
     k * LN2_HI - ((hfsq - (s * (hfsq + r) + k * LN2_LO)) - f)
 }
@@ -244,14 +295,23 @@ mod tests {
             // Dense near 0 and spread out to the subnormal limit.
             let t = -((i as f64 / 1e6).powi(3) * 708.0);
             worst = worst.max(ulps(exp_neg(t), t.exp()));
+            worst = worst.max(ulps(exp_neg_with::<true>(t), t.exp()));
         }
         for t in [0.0, -1e-300, -0.5 * std::f64::consts::LN_2, -std::f64::consts::LN_2, -707.9, -708.0] {
             worst = worst.max(ulps(exp_neg(t), t.exp()));
+            worst = worst.max(ulps(exp_neg_with::<true>(t), t.exp()));
         }
         assert!(worst <= 2, "worst {worst} ulp");
-        assert_eq!(exp_neg(-709.0), 0.0);
-        assert_eq!(exp_neg(-1e6), 0.0);
-        assert_eq!(exp_neg(0.0), 1.0);
+        for f in [exp_neg_with::<false>, exp_neg_with::<true>] {
+            assert_eq!(f(-709.0), 0.0);
+            assert_eq!(f(-1e6), 0.0);
+            assert_eq!(f(0.0), 1.0);
+        }
+    }
+
+    /// [`ln_1p_unit`] with its multiply-adds fused.
+    fn ln_1p_unit_fused(e: f64) -> f64 {
+        ln_1p_unit_given_with::<true>(e, 1.0 / (1.0 + e))
     }
 
     #[test]
@@ -260,9 +320,11 @@ mod tests {
         for i in 0..=1_000_000u64 {
             let e = (i as f64 / 1e6).powi(4);
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+            worst = worst.max(ulps(ln_1p_unit_fused(e), e.ln_1p()));
         }
         for e in [0.0, 1e-300, 5e-324, 1e-17, 0.5, 1.0] {
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+            worst = worst.max(ulps(ln_1p_unit_fused(e), e.ln_1p()));
         }
         assert!(worst <= 3, "worst {worst} ulp");
     }
@@ -275,6 +337,7 @@ mod tests {
         for x in random_bits(1_000_000) {
             let e = (x >> 11) as f64 / (1u64 << 53) as f64;
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+            worst = worst.max(ulps(ln_1p_unit_fused(e), e.ln_1p()));
         }
         let mut e = SQRT2_M1;
         for _ in 0..1000 {
@@ -282,6 +345,7 @@ mod tests {
         }
         for _ in 0..2000 {
             worst = worst.max(ulps(ln_1p_unit(e), e.ln_1p()));
+            worst = worst.max(ulps(ln_1p_unit_fused(e), e.ln_1p()));
             e = f64::from_bits(e.to_bits() + 1);
         }
         assert!(worst <= 3, "worst {worst} ulp");

@@ -16,7 +16,7 @@
 //! (torchvision's sigmoid_focal_loss accepts them), a = p - y and
 //! b = -p (1 - p) (2y - 1) CE / (1 - p_t).
 
-use crate::fastmath::{exp_neg, ln_1p_unit_given};
+use crate::fastmath::{exp_neg, exp_neg_with, ln_1p_unit_given, ln_1p_unit_given_with};
 use std::mem::MaybeUninit;
 
 /// Torch's binary/categorical cross-entropy on probabilities clamps `ln p` at this value.
@@ -46,12 +46,15 @@ impl Decision {
     #[inline]
     pub fn from_logit(x: f64, y: f64) -> Decision {
         if y == 1.0 || y == 0.0 {
-            // z is the logit of the true outcome: p_t = sigmoid(z).
-            let s = if y == 1.0 { 1.0 } else { -1.0 };
-            let z = s * x;
-            let e = exp_neg(-z.abs());
-            let inv = 1.0 / (1.0 + e);
-            hard(z, y, s, e, ln_1p_unit_given(e, inv), inv)
+            // z is the logit of the true outcome: p_t = sigmoid(z). Fused where the kernel
+            // fuses, so that both give the same bits (`f64::mul_add` outside the kernel's AVX2
+            // copy is libm's `fma`, correctly rounded like the instruction).
+            let z = if y == 1.0 { x } else { -x };
+            if crate::fastmath::fused() {
+                hard_of_z_with::<true>(z, y)
+            } else {
+                hard_of_z_with::<false>(z, y)
+            }
         } else {
             let e = exp_neg(-x.abs());
             let inv = 1.0 / (1.0 + e);
@@ -457,16 +460,36 @@ pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) 
     debug_assert_eq!(zs.len(), ys.len());
     #[cfg(target_arch = "x86_64")]
     {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
-            hard_target_body(zs, ys, out)
+        if crate::fastmath::fused() {
+            // SAFETY: the processor supports AVX2 and FMA (`fused` checked both).
+            return unsafe { hard_target_avx2_fma(zs, ys, out) };
         }
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor supports AVX2 (checked just above).
-            return unsafe { avx2(zs, ys, out) };
+            return unsafe { hard_target_avx2(zs, ys, out) };
         }
     }
-    hard_target_body(zs, ys, out)
+    hard_target_body::<false>(zs, ys, out)
+}
+
+/// The kernel compiled for AVX2 and FMA, its multiply-adds fused.
+///
+/// # Safety
+/// The processor must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn hard_target_avx2_fma(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
+    hard_target_body::<true>(zs, ys, out)
+}
+
+/// The kernel compiled for AVX2 without FMA: the bits of the baseline copy.
+///
+/// # Safety
+/// The processor must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn hard_target_avx2(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
+    hard_target_body::<false>(zs, ys, out)
 }
 
 /// The kernel's body, for every instruction set. Groups of [`INTERLEAVE`] values go through
@@ -474,7 +497,7 @@ pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) 
 /// AVX2 vectors): their latencies overlap instead of adding up. Each field is stored to its
 /// column from the registers (no structs to interleave, no arrays in between).
 #[inline(always)]
-fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
+fn hard_target_body<const FUSED: bool>(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
     let n = zs.len().min(ys.len());
     let mut spare = out.spare(n);
     let whole = n - n % INTERLEAVE;
@@ -486,13 +509,13 @@ fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
         let mut inv = [0.0; INTERLEAVE];
         let mut l = [0.0; INTERLEAVE];
         for j in 0..INTERLEAVE {
-            e[j] = exp_neg(-z[j].abs());
+            e[j] = exp_neg_with::<FUSED>(-z[j].abs());
         }
         for j in 0..INTERLEAVE {
             inv[j] = 1.0 / (1.0 + e[j]);
         }
         for j in 0..INTERLEAVE {
-            l[j] = ln_1p_unit_given(e[j], inv[j]);
+            l[j] = ln_1p_unit_given_with::<FUSED>(e[j], inv[j]);
         }
         // Each field of the group into its column's reserved slots (arrays of fixed length:
         // one vector store per field and four decisions, no bounds check). Cut one by one:
@@ -503,10 +526,7 @@ fn hard_target_body(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
         store_columns(c0, c1, c2, c3, c4, c5, c6, (z, y), (&e, &l, &inv));
     }
     for i in whole..n {
-        let (z, y) = (zs[i], ys[i]);
-        let e = exp_neg(-z.abs());
-        let inv = 1.0 / (1.0 + e);
-        let fields = hard_of_z(z, y, e, ln_1p_unit_given(e, inv), inv).fields();
+        let fields = hard_of_z_with::<FUSED>(zs[i], ys[i]).fields();
         for (col, v) in spare.iter_mut().zip(fields) {
             col[i].write(v);
         }
@@ -553,6 +573,15 @@ fn store_columns(
 
 /// Values per step of [`hard_target_body`] (16: four AVX2 vectors; 8 and 32 measured slower).
 const INTERLEAVE: usize = 16;
+
+/// The hard-target decision of z (the logit of the true outcome) and y: what the kernel
+/// computes for one value, fused when `FUSED`.
+#[inline(always)]
+fn hard_of_z_with<const FUSED: bool>(z: f64, y: f64) -> Decision {
+    let e = exp_neg_with::<FUSED>(-z.abs());
+    let inv = 1.0 / (1.0 + e);
+    hard_of_z(z, y, e, ln_1p_unit_given_with::<FUSED>(e, inv), inv)
+}
 
 /// [`hard`] with s from y.
 #[inline(always)]
@@ -809,22 +838,60 @@ mod tests {
         assert_eq!(bits(&cols.view().get(0)), bits(&ds[3]));
     }
 
+    /// A kernel: logits of the true outcome and targets to decisions.
+    type Kernel<'a> = &'a dyn Fn(&[f64], &[f64], &mut DecisionColumns);
+
     #[test]
     fn the_vector_kernel_gives_the_bits_of_the_baseline_one() {
-        // `hard_target_decisions` takes the AVX2 copy where the processor has it; the body
-        // called here directly is compiled for the baseline instruction set (SSE2 on x86-64).
+        // `hard_target_decisions` takes the AVX2 copy where the processor has it, fused where
+        // it has FMA too; the bodies called here directly are compiled for the baseline
+        // instruction set (SSE2 on x86-64; a fused body calls libm's `fma`, correctly rounded
+        // like the instruction).
         let zs = spread_of_logits();
         let bits = |d: &Decision| [d.y, d.p_t, d.q, d.ln_q, d.ce, d.a, d.b].map(f64::to_bits);
+        let run = |f: Kernel<'_>, ys: &[f64]| {
+            let mut out = DecisionColumns::default();
+            f(&zs, ys, &mut out);
+            out.view().to_vec()
+        };
+        let all_bits = |ds: &[Decision]| ds.iter().map(bits).collect::<Vec<_>>();
         for y in [0.0, 1.0] {
             let ys = vec![y; zs.len()];
-            let (mut fast, mut base) = (DecisionColumns::default(), DecisionColumns::default());
-            hard_target_decisions(&zs, &ys, &mut fast);
-            hard_target_body(&zs, &ys, &mut base);
-            let (fast, base) = (fast.view().to_vec(), base.view().to_vec());
+            let fast = run(&hard_target_decisions, &ys);
+            let (fused, unfused) =
+                (run(&hard_target_body::<true>, &ys), run(&hard_target_body::<false>, &ys));
+            let base = if crate::fastmath::fused() { &fused } else { &unfused };
+            // Fused or not, the values are a few ulps apart at most, and some differ (else
+            // the tests of which copy runs where would test nothing).
+            let mut differ = 0;
+            for (z, (a, b)) in zs.iter().zip(fused.iter().zip(&unfused)) {
+                for (x, w) in bits(a).into_iter().zip(bits(b)) {
+                    let (x, w) = (f64::from_bits(x), f64::from_bits(w));
+                    assert!(x == w || close(x, w, 8.0 * f64::EPSILON), "z={z}: {x} vs {w}");
+                    differ += usize::from(x != w);
+                }
+            }
+            assert!(differ > 0, "the fused kernel gave the unfused bits everywhere");
+            // Each copy the machine can run, against its baseline body.
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the processor supports AVX2 (checked just above).
+                    let avx2 = run(&|z, y, o| unsafe { hard_target_avx2(z, y, o) }, &ys);
+                    assert_eq!(all_bits(&avx2), all_bits(&unfused));
+                }
+                if crate::fastmath::fused() {
+                    // SAFETY: the processor supports AVX2 and FMA (`fused` checked both).
+                    let avx2_fma = run(&|z, y, o| unsafe { hard_target_avx2_fma(z, y, o) }, &ys);
+                    assert_eq!(all_bits(&avx2_fma), all_bits(&fused));
+                }
+            }
             assert_eq!(fast.len(), zs.len());
             assert_eq!(base.len(), zs.len());
-            for ((z, f), b) in zs.iter().zip(&fast).zip(&base) {
+            for ((z, f), b) in zs.iter().zip(&fast).zip(base) {
                 assert_eq!(bits(f), bits(b), "z={z}");
+                // The kernel is what `Decision::from_logit` computes for one value.
+                assert_eq!(bits(f), bits(&Decision::from_logit(if y == 1.0 { *z } else { -z }, y)), "z={z}");
                 // And against the textbook formulas with libm, to a few ulps (where exp(-|z|)
                 // is normal: below, the kernel's is 0).
                 if z.abs() <= 700.0 {

@@ -6,7 +6,8 @@
 //! the dump, and the merged accumulators. Every sum in it is exact, so merging is exact too.
 //! Shard by image: each image's rows must be in one shard (the per-image strategies finalise an
 //! image within its shard); a merge that finds an image in two shards says so. States merge only
-//! with states of the same hardmine version (`hardmine_version`), and `merge` refuses the rest.
+//! with states of the same hardmine version (`hardmine_version`) computed alike (`fused`: see
+//! [`crate::fastmath`]), and `merge` refuses the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +21,8 @@ use crate::output::write_atomic;
 
 /// Version of the state layout; states of another version are refused. 3: an image's
 /// selection candidates in the pile's compact columns (a candidate whose decisions all fall in
-/// one bucket is a tag and three numbers; `select::pile`).
-pub const STATE_VERSION: u32 = 3;
+/// one bucket is a tag and three numbers; `select::pile`). 4: `fused`.
+pub const STATE_VERSION: u32 = 4;
 
 /// A saved pass.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct State {
     pub state_version: u32,
     /// The hardmine version that wrote it.
     pub hardmine_version: String,
+    /// Whether the sigmoid kernel that computed it fused its multiply-adds
+    /// ([`crate::fastmath::fused`]: a processor with AVX2 and FMA), which moves the last bits
+    /// of its values.
+    pub fused: bool,
     /// The analysis settings.
     pub config: AnalysisConfig,
     /// The dump's facts.
@@ -44,6 +49,7 @@ impl State {
         State {
             state_version: STATE_VERSION,
             hardmine_version: env!("CARGO_PKG_VERSION").to_string(),
+            fused: crate::fastmath::fused(),
             config: config.with_threads(None),
             dump,
             pass,
@@ -98,6 +104,15 @@ pub fn merge(states: Vec<(PathBuf, State)>) -> Result<State, StateError> {
             return Err(incompatible(&format!(
                 "it was written by hardmine {}, the first by hardmine {}; states merge only within one version (re-run the older shards with this one)",
                 s.hardmine_version, total.hardmine_version
+            )));
+        }
+        // The kernel fused or not: values that differ in their last bits.
+        if s.fused != total.fused {
+            let with = |fused: bool| if fused { "with" } else { "without" };
+            return Err(incompatible(&format!(
+                "it was computed {} fused multiply-adds (a processor with AVX2 and FMA), the first {}, so their last digits differ; run every shard on processors alike in this",
+                with(s.fused),
+                with(total.fused)
             )));
         }
         if s.config != total.config {

@@ -794,6 +794,13 @@ fn shard_states_merge_into_the_report_of_one_run() {
             && e.contains("old.state"),
         "{e}"
     );
+    // A state computed on a processor that fuses multiply-adds differently from this one's.
+    let (fused, other) = if text.contains("\"fused\":true") { ("true", "false") } else { ("false", "true") };
+    let field = format!("\"fused\":{fused}");
+    assert!(text.contains(&field), "no {field} in the state");
+    std::fs::write(env.path("other.state"), text.replace(&field, &format!("\"fused\":{other}"))).unwrap();
+    let e = env.run(&["merge", "s0.state", "other.state"]).err();
+    assert!(e.contains("fused multiply-adds") && e.contains("other.state"), "{e}");
     // Dumps of another shape (4 classes instead of 3).
     env.run(&["generate", "--out", "c4", "--images", "2", "--anchors-per-image", "500", "--classes", "4"])
         .ok();
