@@ -607,6 +607,77 @@ mod tests {
         (values, rows)
     }
 
+    /// Pages handed out in order: a column chunk made by hand.
+    struct Pages(std::collections::VecDeque<Page>);
+
+    impl Iterator for Pages {
+        type Item = parquet::errors::Result<Page>;
+        fn next(&mut self) -> Option<Self::Item> {
+            self.0.pop_front().map(Ok)
+        }
+    }
+
+    impl PageReader for Pages {
+        fn get_next_page(&mut self) -> parquet::errors::Result<Option<Page>> {
+            Ok(self.0.pop_front())
+        }
+        fn peek_next_page(&mut self) -> parquet::errors::Result<Option<parquet::column::page::PageMetadata>> {
+            unimplemented!("the page walk does not peek")
+        }
+        fn skip_next_page(&mut self) -> parquet::errors::Result<()> {
+            unimplemented!("the page walk does not skip")
+        }
+    }
+
+    #[test]
+    #[allow(deprecated)] // Encoding::BIT_PACKED: the level encoding of old writers, to refuse.
+    fn pages_the_walk_cannot_copy_are_left_to_arrow() {
+        // Four rows of two float scores, max definition level 1: repetition levels 0 1 0 1 ...
+        // (one bit-packed group: 0xAA), definition levels eight 1s (an RLE run), values 0..8.
+        let rep = [3u8, 0xAA];
+        let def_all = [16u8, 1];
+        // Bit-packed definition levels with the fourth undefined (a null score).
+        let def_null = [3u8, 0b1111_0111];
+        let values: Vec<u8> = (0..8).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let prefixed = |b: &[u8]| [&(b.len() as u32).to_le_bytes()[..], b].concat();
+        let v1 = |def: &[u8], values: &[u8], def_encoding: Encoding| Page::DataPage {
+            buf: [prefixed(&rep), prefixed(def), values.to_vec()].concat().into(),
+            num_values: 8,
+            encoding: Encoding::PLAIN,
+            def_level_encoding: def_encoding,
+            rep_level_encoding: Encoding::RLE,
+            statistics: None,
+        };
+        let v2 = |def_len: u32| Page::DataPageV2 {
+            buf: [&rep[..], &def_all, &values].concat().into(),
+            num_values: 8,
+            encoding: Encoding::PLAIN,
+            num_nulls: 0,
+            num_rows: 4,
+            def_levels_byte_len: def_len,
+            rep_levels_byte_len: 2,
+            is_compressed: false,
+            statistics: None,
+        };
+        let walk = |page: Page| PageWalk::new(Box::new(Pages([page].into())), false, 2, 1);
+        // The regular pages of either version are copied.
+        for page in [v1(&def_all, &values, Encoding::RLE), v2(2)] {
+            let mut w = walk(page);
+            let got = w.read(8).unwrap().expect("a regular page is copied");
+            assert_eq!(flat(&got), (0..8).map(f64::from).collect::<Vec<_>>());
+        }
+        // Each guard on its own (the other checks pass on each of these pages).
+        let extra = [&values[..], &[0u8; 4]].concat();
+        for (why, page) in [
+            ("levels not in RLE", v1(&def_all, &values, Encoding::BIT_PACKED)),
+            ("level lengths past the page", v2(2 + values.len() as u32 + 1)),
+            ("bytes past the values", v1(&def_all, &extra, Encoding::RLE)),
+            ("an undefined level", v1(&def_null, &values, Encoding::RLE)),
+        ] {
+            assert!(walk(page).read(8).unwrap().is_none(), "{why}: read by the walk");
+        }
+    }
+
     #[test]
     fn every_list_type_float_width_page_version_and_encoding_reads_the_scores_as_written() {
         let rows = 3000;
