@@ -454,8 +454,9 @@ const LANES: usize = 64;
 /// Sigmoid decisions with hard targets `ys` (each 0 or 1) from `zs`, the logits of the true
 /// outcome (the logit x for y = 1, -x for y = 0), appended to `out`: the same values as
 /// [`Decision::from_logit`]`(x, y)`, bit for bit (-x is exact). The AVX2 copy where the
-/// processor has it (bit-identical: no fused multiply-adds in either, see
-/// [`crate::fastmath`]).
+/// processor has it, with fused multiply-adds where it has FMA too ([`crate::fastmath::fused`];
+/// `from_logit` fuses exactly then). Unfused, the AVX2 and the baseline copies give the same
+/// bits.
 pub fn hard_target_decisions(zs: &[f64], ys: &[f64], out: &mut DecisionColumns) {
     debug_assert_eq!(zs.len(), ys.len());
     #[cfg(target_arch = "x86_64")]

@@ -274,6 +274,11 @@ fn add_lanes<const UNIT: bool>(
     // wait on the store of the one before. Written back before any other cell is touched, so
     // every cell gets the same adds in the same order.
     let (mut at, mut held) = (usize::MAX, [[0.0f64; 4]; 3]);
+    let write_back = |cells: &mut [[[f64; 4]; 3]], at: usize, held: [[f64; 4]; 3]| {
+        if at != usize::MAX {
+            cells[at] = held;
+        }
+    };
     while j + 4 <= to {
         let (cs, ms, gs) = (&ces[j..j + 4], &meta[j..j + 4], &grads[j..j + 4]);
         let bin: [usize; 4] = std::array::from_fn(|l| bin_of(gs[l], n));
@@ -285,9 +290,7 @@ fn add_lanes<const UNIT: bool>(
             let grad: [f64; 4] = std::array::from_fn(|l| if UNIT { gs[l] } else { gs[l] * w(l) });
             let k = usize::from(bucket[0]) * n + bin[0];
             if k != at {
-                if at != usize::MAX {
-                    cells[at] = held;
-                }
+                write_back(cells, at, held);
                 (at, held) = (k, cells[k]);
             }
             for l in 0..4 {
@@ -296,19 +299,15 @@ fn add_lanes<const UNIT: bool>(
                 held[2][l] += grad[l];
             }
         } else {
-            if at != usize::MAX {
-                cells[at] = held;
-                at = usize::MAX;
-            }
+            write_back(cells, at, held);
+            at = usize::MAX;
             for k in j..j + 4 {
                 one(cells, k);
             }
         }
         j += 4;
     }
-    if at != usize::MAX {
-        cells[at] = held;
-    }
+    write_back(cells, at, held);
     while j < to {
         one(cells, j);
         j += 1;

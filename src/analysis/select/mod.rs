@@ -1053,24 +1053,15 @@ impl Fill<'_, '_> {
                 pile.push_pure(file, batch.file_row(r), bucket, n, ce, g, focal);
                 continue;
             }
-            // Rare (an anchor with decisions in several buckets): its sums per bucket, in
-            // decision order again.
+            // An anchor with decisions in several buckets: its sums per bucket, in decision
+            // order again.
             let mut parts = pile::Parts::default();
             for (k, m) in (first..end).zip(&meta[first..end]) {
                 let (c, gk, _) = terms(k);
                 parts.add(m.bucket as usize, c, gk);
             }
             let positive = buckets & 0b1100 != 0;
-            pile.push_parts(
-                file,
-                batch.file_row(r),
-                positive,
-                parts.count,
-                ce,
-                focal,
-                parts.loss,
-                parts.grad,
-            );
+            pile.push_parts(file, batch.file_row(r), positive, ce, focal, parts);
         }
     }
 }

@@ -246,28 +246,31 @@ impl Pile {
     /// Adds a candidate given by its columns (its info, if the pile keeps infos, is pushed
     /// apart): kept as a pure candidate when it is one, bit for bit.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_parts(
-        &mut self,
-        file: u32,
-        row: u64,
-        positive: bool,
-        count: [u16; 4],
-        ce: f64,
-        focal: f64,
-        loss: [f64; 4],
-        grad: [f64; 4],
-    ) {
-        let parts = Parts { count, loss, grad };
+    pub fn push_parts(&mut self, file: u32, row: u64, positive: bool, ce: f64, focal: f64, parts: Parts) {
         match parts.as_pure(ce, positive) {
-            Some((bucket, g)) => self.push_pure(file, row, bucket, count[usize::from(bucket)], ce, g, focal),
+            Some((bucket, g)) => {
+                self.push_pure(file, row, bucket, parts.count[usize::from(bucket)], ce, g, focal)
+            }
             None => {
+                let count = parts.count;
                 self.mixed.push(Mixed { index: self.len(), parts });
                 let n = count.iter().map(|&c| u32::from(c)).sum::<u32>().min(u32::from(u16::MAX)) as u16;
                 let tag = MIXED | if positive { POSITIVE } else { 0 };
                 self.push_columns(file, row, tag, n, ce, 0.0, focal);
             }
         }
+    }
+
+    /// Adds candidate `c` ([`Pile::push_parts`] of its fields; its info apart).
+    fn push_candidate(&mut self, c: &Candidate) {
+        self.push_parts(
+            c.file,
+            c.row,
+            c.positive,
+            c.ce,
+            c.focal,
+            Parts { count: c.count, loss: c.loss, grad: c.grad },
+        );
     }
 
     /// Appends candidates column by column: `fill` pushes the same number of values to every
@@ -421,7 +424,7 @@ impl Pile {
         let with_info = cands.iter().any(|c| c.info.is_some());
         let mut p = Pile::with_capacity(cands.len(), with_info);
         for c in cands {
-            p.push_parts(c.file, c.row, c.positive, c.count, c.ce, c.focal, c.loss, c.grad);
+            p.push_candidate(c);
             if with_info {
                 p.info.push(c.info.as_deref().cloned().unwrap_or_default());
             }
@@ -517,7 +520,7 @@ impl Pile {
         let mut p = Pile::with_capacity(self.len(), with_info);
         for &i in &order {
             let c = self.candidate(i);
-            p.push_parts(c.file, c.row, c.positive, c.count, c.ce, c.focal, c.loss, c.grad);
+            p.push_candidate(&c);
             if with_info {
                 p.info.push(self.info[i].clone());
             }
@@ -765,7 +768,7 @@ pub(super) mod tests {
     fn segment(rows: &[u64]) -> Pile {
         let mut p = Pile::with_capacity(rows.len(), false);
         for &r in rows {
-            p.push_parts(0, r, r % 3 == 0, [1, 0, 0, 0], r as f64, 0.0, [0.0; 4], [0.0; 4]);
+            p.push_parts(0, r, r % 3 == 0, r as f64, 0.0, Parts { count: [1, 0, 0, 0], ..Parts::default() });
         }
         p
     }
