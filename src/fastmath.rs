@@ -46,13 +46,13 @@
 //!   [`ln_all`] takes libm's value for every other input.
 
 /// Whether the sigmoid kernel fuses its multiply-adds on this processor (it has AVX2 and FMA;
-/// checked once). Fused or not, every value is within the stated bounds; they differ in the last
-/// bits, so the JSON of one dump is byte-identical on processors alike in this.
+/// std caches the detection). Fused or not, every value is within the stated bounds; they
+/// differ in the last bits, so the JSON of one dump is byte-identical on processors alike in
+/// this.
 pub fn fused() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *FUSED.get_or_init(|| std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"))
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -425,14 +425,6 @@ pub fn sigmoid_variance(d: &Decision) -> f64 {
     }
 }
 
-/// A hard-target sigmoid decision from z (the logit of the true outcome, s = +1 for y = 1 and
-/// -1 for y = 0), e = exp(-|z|), l = ln(1 + e) and inv = 1 / (1 + e).
-#[inline(always)]
-fn hard(z: f64, y: f64, s: f64, e: f64, l: f64, inv: f64) -> Decision {
-    let (p_t, q, ce, ln_q) = if z >= 0.0 { (inv, e * inv, l, -z - l) } else { (e * inv, inv, l - z, -l) };
-    Decision { y, p_t, q, ln_q, ce, a: -q * s, b: -p_t * ce * s }
-}
-
 /// Sigmoid decisions of logits `xs` with hard targets `ys` (each 0 or 1), appended to `out`:
 /// the same values as [`Decision::from_logit`], bit for bit, with the transcendental part
 /// computed over whole lanes of values (see [`crate::fastmath`]).
@@ -584,11 +576,13 @@ fn hard_of_z_with<const FUSED: bool>(z: f64, y: f64) -> Decision {
     hard_of_z(z, y, e, ln_1p_unit_given_with::<FUSED>(e, inv), inv)
 }
 
-/// [`hard`] with s from y.
+/// A hard-target sigmoid decision from z (the logit of the true outcome) and y, with
+/// e = exp(-|z|), l = ln(1 + e) and inv = 1 / (1 + e); s = +1 for y = 1 and -1 for y = 0.
 #[inline(always)]
 fn hard_of_z(z: f64, y: f64, e: f64, l: f64, inv: f64) -> Decision {
     let s = if y == 1.0 { 1.0 } else { -1.0 };
-    hard(z, y, s, e, l, inv)
+    let (p_t, q, ce, ln_q) = if z >= 0.0 { (inv, e * inv, l, -z - l) } else { (e * inv, inv, l - z, -l) };
+    Decision { y, p_t, q, ln_q, ce, a: -q * s, b: -p_t * ce * s }
 }
 
 #[inline]

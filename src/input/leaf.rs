@@ -622,10 +622,18 @@ mod tests {
             Ok(self.0.pop_front())
         }
         fn peek_next_page(&mut self) -> parquet::errors::Result<Option<parquet::column::page::PageMetadata>> {
-            unimplemented!("the page walk does not peek")
+            Ok(self.0.front().map(|page| parquet::column::page::PageMetadata {
+                num_rows: match page {
+                    Page::DataPageV2 { num_rows, .. } => Some(*num_rows as usize),
+                    _ => None,
+                },
+                num_levels: Some(page.num_values() as usize),
+                is_dict: matches!(page, Page::DictionaryPage { .. }),
+            }))
         }
         fn skip_next_page(&mut self) -> parquet::errors::Result<()> {
-            unimplemented!("the page walk does not skip")
+            self.0.pop_front();
+            Ok(())
         }
     }
 
