@@ -947,7 +947,8 @@ impl DenseWalk {
 
     /// [`DenseWalk::run_body`] in AVX2 registers, a row in two passes over its classes four at a
     /// time: first what does not depend on the order (the rare test, the fp16 underflows, the
-    /// density bins, the negatives' logits into their class lanes), then the adds in class order
+    /// density bins, counted there in rows of one group, the negatives' logits into their class
+    /// lanes), then the adds in class order
     /// (the cells', the image's and the band's sums), as one decision at a time makes them: the
     /// same operands, the same order, no fused multiply-adds, the same bits. The classes left
     /// over (width not a multiple of 4) one at a time. `W`, when not 0, is the width.
@@ -988,6 +989,10 @@ impl DenseWalk {
         let sign = _mm256_set1_epi64x(i64::MIN);
         let tiny = _mm256_xor_si256(_mm256_set1_epi64x((FP16_TINY_BITS - 1) as i64), sign);
         let one = _mm256_set1_epi64x(1);
+        // Rows of one group of four count their density bins in the first loop, longer rows in
+        // the second (counted in the first, the counts of consecutive groups of a row waited
+        // for each other; in the second, the adds hide that).
+        let one_group = width / 4 == 1;
         let mut start = range.start;
         let mut row = start / width;
         while start + width <= range.end {
@@ -1048,7 +1053,17 @@ impl DenseWalk {
                     _mm256_cvttpd_epi32(scaled),
                     _mm_and_si128(positive, _mm_set1_epi32(DENSITY_BINS as i32)),
                 );
-                _mm_storeu_si128(density_at[c..c + 4].as_mut_ptr().cast(), at);
+                if one_group {
+                    // Counted here, each index taken from the register (any lanes give the same
+                    // counts): stored, the second loop read them back before the store could
+                    // forward them, and waited.
+                    let (lo, hi) = (_mm_cvtsi128_si64(at) as u64, _mm_extract_epi64::<1>(at) as u64);
+                    for (l, i) in [lo, lo >> 32, hi, hi >> 32].into_iter().enumerate() {
+                        self.density[l].as_flattened_mut()[i as u32 as usize] += 1;
+                    }
+                } else {
+                    _mm_storeu_si128(density_at[c..c + 4].as_mut_ptr().cast(), at);
+                }
                 // The negatives' finite logits (-0.0 elsewhere): classes c..c + 4 into the lanes
                 // 0-3 of the run's sums (see `LogitLanes`).
                 let keep = _mm256_andnot_pd(
@@ -1083,7 +1098,9 @@ impl DenseWalk {
                         self.ious[band_at].add(bucket[l], ce, focal);
                     }
                     // (Any lanes give the same counts.)
-                    self.density[l].as_flattened_mut()[density_at[c + l] as usize] += 1;
+                    if !one_group {
+                        self.density[l].as_flattened_mut()[density_at[c + l] as usize] += 1;
+                    }
                 }
             }
             // The classes left over, one at a time; their logits into the lanes after the row's
