@@ -948,9 +948,9 @@ impl DenseWalk {
     /// [`DenseWalk::run_body`] in AVX2 registers, a row in two passes over its classes four at a
     /// time: first what does not depend on the order (the rare test, the fp16 underflows, the
     /// density bins, counted there in rows of one group, the negatives' logits into their class
-    /// lanes), then the adds in class order
-    /// (the cells', the image's and the band's sums), as one decision at a time makes them: the
-    /// same operands, the same order, no fused multiply-adds, the same bits. The classes left
+    /// lanes), then the adds in class order (the cells', the image's and the band's sums), as
+    /// one decision at a time makes them: the same operands, the same order, no fused
+    /// multiply-adds, the same bits. The classes left
     /// over (width not a multiple of 4) one at a time. `W`, when not 0, is the width.
     ///
     /// # Safety
