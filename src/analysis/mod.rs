@@ -17,6 +17,7 @@ pub mod ghm;
 pub mod health;
 pub mod hist;
 pub mod ids;
+mod ordered;
 pub mod pairs;
 pub mod select;
 pub mod soft;
@@ -27,7 +28,6 @@ pub mod weighted;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AnalysisConfig, DumpOptions, Layout, StrategyKind};
@@ -684,28 +684,16 @@ fn run_in_pool(
         }
         drain(total, exported)
     };
-    // Windows of row groups are processed in parallel and merged in order: bounded memory
-    // (a few decoded row groups per thread, two windows at a time) and a deterministic merge
-    // sequence. A window's merge (serial, apart from the images it finalises) runs alongside
-    // the next window's reading, so no core waits for it.
-    let window = 4 * rayon::current_num_threads().max(1);
-    let mut pending: Option<Vec<Result<(Pass, Opened), Error>>> = None;
-    let mut windows = dump.units().chunks(window);
-    loop {
-        let units = windows.next();
-        if units.is_none() && pending.is_none() {
-            break;
-        }
-        let (merged, parts) = rayon::join(
-            || match pending.take() {
-                Some(parts) => merge(parts, &mut total, &mut spill, exported),
-                None => Ok(()),
-            },
-            || units.map(|units| units.par_iter().map(|&unit| process(unit)).collect::<Vec<_>>()),
-        );
-        merged?;
-        pending = parts;
-    }
+    // Row groups are read on every thread and merged into the total in dump order, each as
+    // soon as the one before it was (see `ordered`): a deterministic merge sequence, and
+    // bounded memory (a thread starts a row group at most four per thread past the merge).
+    let ahead = 4 * rayon::current_num_threads().max(1);
+    ordered::ordered(
+        dump.units(),
+        ahead,
+        |&unit| process(unit),
+        |parts| merge(parts, &mut total, &mut spill, exported),
+    )?;
     if let (Some(mut spill), Some(sel)) = (spill, total.select.as_mut()) {
         spill.finish().map_err(spill_error)?;
         for i in 0..spill.len() {
