@@ -128,6 +128,12 @@ pub fn rank_key(score: f64, index: usize) -> (u64, usize) {
     (!ascending, index)
 }
 
+/// The score whose [`rank_key`] is `key` (its inverse).
+fn score_of_key(key: u64) -> f64 {
+    let ascending = !key;
+    f64::from_bits(if ascending >> 63 == 1 { ascending & !(1 << 63) } else { !ascending })
+}
+
 /// `scored` (index, score) ordered hardest first (ties go to the lower index).
 pub fn rank(scored: impl IntoIterator<Item = (usize, f64)>) -> Vec<usize> {
     top(scored, usize::MAX)
@@ -152,7 +158,10 @@ pub fn top_ce(piles: &Piles, positive: Option<bool>, m: usize) -> Vec<usize> {
         return Vec::new();
     }
     let mut top = Top::new(m, piles.len());
-    piles.each_ce(positive, |i, ce| top.offer(i, ce));
+    // A CE below the bound's score cannot be kept: its key is above the bound's (the numeric
+    // order of two numbers that are not NaN is their `total_cmp` order, but for -0.0 and +0.0,
+    // which `<` does not separate).
+    piles.each_ce_not_below(positive, &mut top, |top| top.bound_score, |top, i, ce| top.offer(i, ce));
     top.finish()
 }
 
@@ -162,6 +171,8 @@ struct Top {
     cap: usize,
     keys: Vec<(u64, usize)>,
     bound: (u64, usize),
+    /// The score of the bound's key (-inf before there is a bound: no score is below it).
+    bound_score: f64,
 }
 
 impl Top {
@@ -174,7 +185,8 @@ impl Top {
         // only keys below the largest kept. For a small m this reads each score once and keeps
         // a few keys, instead of building and partitioning a key per candidate.
         let cap = m.saturating_mul(2).max(256);
-        Top { m, cap, keys: Vec::with_capacity(cap.min(hint)), bound: (u64::MAX, usize::MAX) }
+        let keys = Vec::with_capacity(cap.min(hint));
+        Top { m, cap, keys, bound: (u64::MAX, usize::MAX), bound_score: f64::NEG_INFINITY }
     }
 
     /// Offers candidate `i` with `score`.
@@ -191,6 +203,7 @@ impl Top {
             self.keys.select_nth_unstable(m - 1);
             self.keys.truncate(m);
             self.bound = self.keys[m - 1];
+            self.bound_score = score_of_key(self.bound.0);
         }
     }
 
@@ -1631,6 +1644,9 @@ mod tests {
                 1 => c.ce = f64::INFINITY,
                 2 => c.ce = -0.0,
                 3 => c.ce = f64::NAN,
+                // Scores below zero (not CEs, but `top_ce`'s filter must hold for any score).
+                4 => c.ce = -1.0,
+                5 => c.ce = f64::NEG_INFINITY,
                 _ => {}
             }
         }
