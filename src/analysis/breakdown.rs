@@ -950,8 +950,8 @@ impl DenseWalk {
     /// density bins, counted there in rows of one group, the negatives' logits into their class
     /// lanes), then the adds in class order (the cells', the image's and the band's sums), as
     /// one decision at a time makes them: the same operands, the same order, no fused
-    /// multiply-adds, the same bits. The classes left
-    /// over (width not a multiple of 4) one at a time. `W`, when not 0, is the width.
+    /// multiply-adds, the same bits. The classes left over (width not a multiple of 4) one at a
+    /// time. `W`, when not 0, is the width.
     ///
     /// # Safety
     /// The processor must support AVX2.

@@ -686,7 +686,8 @@ fn run_in_pool(
     };
     // Row groups are read on every thread and merged into the total in dump order, each as
     // soon as the one before it was (see `ordered`): a deterministic merge sequence, and
-    // bounded memory (a thread starts a row group at most four per thread past the merge).
+    // bounded memory (a thread starts a row group only fewer than four per thread past the
+    // last one merged).
     let ahead = 4 * rayon::current_num_threads().max(1);
     ordered::ordered(
         dump.units(),

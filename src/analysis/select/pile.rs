@@ -634,30 +634,13 @@ impl Piles {
         })
     }
 
-    /// Calls `f(i, ce)` for every candidate `i` and its CE, in dump order; only the positives
-    /// or only the negatives when `positive` says so ([`Piles::values`] of the CE, from one loop
-    /// over each segment's columns).
-    #[inline(always)]
-    pub fn each_ce(&self, positive: Option<bool>, mut f: impl FnMut(usize, f64)) {
-        for (start, seg) in self.segments() {
-            match positive {
-                None => seg.ce.iter().enumerate().for_each(|(j, &ce)| f(start + j, ce)),
-                Some(p) => {
-                    for (j, (&tag, &ce)) in seg.tag.iter().zip(&seg.ce).enumerate() {
-                        if (tag & POSITIVE != 0) == p {
-                            f(start + j, ce);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// [`Piles::each_ce`] for a scan that keeps the hardest: `f(state, i, ce)` for the
-    /// candidates of the side asked for, in dump order, but four at a time, and none of the four
-    /// when every one of them is of the other side or has a CE below `floor(state)` (read before
-    /// each four; a NaN floor or CE is never below). Most candidates of an image are easy and
-    /// far below the hardest ones': one test for four instead of a call each.
+    /// For a scan that keeps the hardest: calls `f(state, i, ce)` for every candidate `i` and
+    /// its CE, in dump order (only the positives or only the negatives when `positive` says so;
+    /// [`Piles::values`] of the CE, from one loop over each segment's columns), but four at a
+    /// time, and for none of the four when every one of them is of the other side or has a CE
+    /// below `floor(state)` (read before each four; a NaN floor or CE is never below). Most
+    /// candidates of an image are easy and far below the hardest ones: one test for four
+    /// instead of a call each.
     #[inline(always)]
     pub fn each_ce_not_below<S>(
         &self,
