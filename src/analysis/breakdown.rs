@@ -440,7 +440,7 @@ impl Accumulator for BreakdownAcc {
         // The focal losses: the chunk's precomputed ones when they use this analysis's gamma
         // and alpha, chosen once per chunk (one copy of the loops each).
         let pre = chunk.terms.focal_for(Focus { gamma, alpha });
-        if let Some(width) = dense_width(chunk) {
+        if let Some(width) = chunk.dense_width() {
             return match pre {
                 Some(pre) => self.observe_dense(chunk, width, pre),
                 None => {
@@ -531,7 +531,7 @@ impl BreakdownAcc {
     }
 
     /// [`BreakdownAcc::observe`] for a dense sigmoid chunk of rows of `width` decisions (classes
-    /// 0..width, weight 1, one anchor: see [`dense_width`]) with these focal losses; the walk
+    /// 0..width, weight 1, one anchor: see [`DecisionChunk::dense_width`]) with these focal losses; the walk
     /// compiled for AVX2 where the processor has it.
     fn observe_dense(&mut self, chunk: &DecisionChunk<'_>, width: usize, focal: &[f64]) {
         #[cfg(target_arch = "x86_64")]
@@ -1153,39 +1153,6 @@ fn dense_bin(g: f64) -> usize {
     usize::from((g * DENSITY_BINS as f64) as u8).min(DENSITY_BINS - 1)
 }
 
-/// The width of `chunk`'s rows when it is dense sigmoid: every row gives `width` consecutive
-/// decisions of classes 0..width with weight 1, the only expansion that gives two decisions of
-/// one row (see [`super::decisions`]); `None` for every other chunk (and rows of one class).
-fn dense_width(chunk: &DecisionChunk<'_>) -> Option<usize> {
-    let batch = chunk.batch;
-    if !matches!(batch.targets, Targets::Labels(_)) || batch.rows == 0 {
-        return None;
-    }
-    let values = match (batch.scores.f32s(), batch.scores.f64s()) {
-        (Some(v), _) => v.len(),
-        (_, Some(v)) => v.len(),
-        (None, None) => 0,
-    };
-    let width = values / batch.rows;
-    let meta = chunk.meta;
-    let n = meta.len();
-    let dense = width >= 2
-        && n % width == 0
-        && n > 0
-        && chunk.decisions.len() == n
-        && chunk.terms.ce_grad.len() == n
-        && meta[0].row == meta[width - 1].row;
-    debug_assert!(
-        !dense
-            || meta
-                .iter()
-                .enumerate()
-                .all(|(i, m)| m.class as usize == i % width && m.row == meta[i - i % width].row)
-                && chunk.batch.weight.is_none()
-    );
-    dense.then_some(width)
-}
-
 /// A chunk's health counts of the rare kinds (saturated p_t, fp32 ones, fp16 overflows), and its
 /// negatives with a finite logit.
 #[derive(Default)]
@@ -1575,7 +1542,7 @@ mod tests {
                 }
                 let mut chunks = 0;
                 for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
-                    assert_eq!(dense_width(chunk), Some(c));
+                    assert_eq!(chunk.dense_width(), Some(c));
                     let focal_of = |_: usize, d: &Decision| d.focal(gamma, alpha);
                     general.observe_sums(chunk, &focal_of);
                     general.observe_health(chunk, &focal_of);
@@ -1608,7 +1575,7 @@ mod tests {
             let exp = Expansion { shape, width: 3, background_class: 0 };
             for_each_chunk(&exp, &batch, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
                 let want = (activation == Activation::Sigmoid).then_some(3);
-                assert_eq!(dense_width(chunk), want);
+                assert_eq!(chunk.dense_width(), want);
             });
         }
         let mut binary = crate::input::test_batch(
@@ -1622,7 +1589,7 @@ mod tests {
             DumpShape { layout: Layout::Binary, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
         let exp = Expansion { shape, width: 1, background_class: 0 };
         for_each_chunk(&exp, &binary, &Scoring { tau: 0.5, ..Scoring::default() }, &mut |chunk| {
-            assert_eq!(dense_width(chunk), None);
+            assert_eq!(chunk.dense_width(), None);
         });
     }
 

@@ -340,6 +340,43 @@ pub struct DecisionChunk<'a> {
     pub whole: bool,
 }
 
+impl DecisionChunk<'_> {
+    /// The width of the chunk's rows when it is dense sigmoid: every row gives `width`
+    /// consecutive decisions of classes 0..width with weight 1, the only expansion that gives
+    /// two decisions of one row (see the module's doc); `None` for every other chunk (and rows
+    /// of one class). Its image runs then hold whole rows too (images change between rows).
+    pub fn dense_width(&self) -> Option<usize> {
+        let batch = self.batch;
+        if !matches!(batch.targets, Targets::Labels(_)) || batch.rows == 0 {
+            return None;
+        }
+        let values = match (batch.scores.f32s(), batch.scores.f64s()) {
+            (Some(v), _) => v.len(),
+            (_, Some(v)) => v.len(),
+            (None, None) => 0,
+        };
+        let width = values / batch.rows;
+        let meta = self.meta;
+        let n = meta.len();
+        let dense = width >= 2
+            && n % width == 0
+            && n > 0
+            && self.decisions.len() == n
+            && self.terms.ce_grad.len() == n
+            && meta[0].row == meta[width - 1].row;
+        debug_assert!(
+            !dense
+                || meta
+                    .iter()
+                    .enumerate()
+                    .all(|(i, m)| m.class as usize == i % width && m.row == meta[i - i % width].row)
+                    && batch.weight.is_none()
+                    && self.runs.iter().all(|r| r.start % width == 0 && r.end % width == 0)
+        );
+        dense.then_some(width)
+    }
+}
+
 /// Reusable buffers for one thread.
 #[derive(Default)]
 struct Buffers {

@@ -885,6 +885,7 @@ impl SelectAcc {
         let pre = chunk.terms.focal_for(focus);
         let with_info = batch.boxes.is_some() || batch.box_loss.is_some() || self.config.mine.is_some();
         let (decisions, meta, ce_grad) = (chunk.decisions, chunk.meta, &chunk.terms.ce_grad[..]);
+        let dense = chunk.dense_width() == Some(batch.width());
         for run in chunk.runs {
             let key = &batch.images[run.image].key;
             let segments = match self.open.get_mut(key) {
@@ -897,7 +898,7 @@ impl SelectAcc {
                 }
             };
             let pile = segments.last_mut().expect("segments are never empty");
-            let fill = Fill { chunk, run, with_info };
+            let fill = Fill { chunk, run, with_info, dense };
             // Without a weight column every weight is 1: the products by it are the values
             // themselves, bit for bit, and are skipped.
             match (batch.weight.is_some(), pre) {
@@ -1015,6 +1016,9 @@ struct Fill<'c, 'a> {
     chunk: &'c DecisionChunk<'a>,
     run: &'c ChunkRun,
     with_info: bool,
+    /// The chunk is dense sigmoid ([`DecisionChunk::dense_width`] is the batch's width): every
+    /// row of the run is whole.
+    dense: bool,
 }
 
 impl Fill<'_, '_> {
@@ -1109,6 +1113,11 @@ impl Fill<'_, '_> {
         // row and the next one is not), row after row.
         let meta = &chunk.meta[run.start..run.end];
         let mut at = 0;
+        if self.dense {
+            // Every row is whole (the test below passes at every row): no need to look.
+            debug_assert_eq!(meta.len() % w, 0);
+            at = meta.len();
+        }
         while at + w <= meta.len() {
             let row = meta[at].row;
             if meta[at + w - 1].row != row || meta.get(at + w).is_some_and(|m| m.row == row) {
@@ -1598,8 +1607,10 @@ mod tests {
             for_each_chunk(&exp, &batch, &scoring, &mut |chunk| {
                 let focal = chunk.terms.focal_for(scoring.focus).expect("the terms' focus");
                 let terms = |k: usize| (chunk.decisions.ce[k], chunk.terms.ce_grad[k], focal[k]);
-                for run in chunk.runs {
-                    let fill = Fill { chunk, run, with_info: false };
+                assert_eq!(chunk.dense_width(), Some(width));
+                // Each run with the rows' test, and as a dense chunk (no test).
+                for (run, dense) in chunk.runs.iter().flat_map(|run| [(run, false), (run, true)]) {
+                    let fill = Fill { chunk, run, with_info: false, dense };
                     let mut naive = Pile::default();
                     fill.pile(&mut naive, run.start, terms);
                     // Appended after candidates already in the pile, as a run of a continuing
