@@ -531,8 +531,8 @@ impl BreakdownAcc {
     }
 
     /// [`BreakdownAcc::observe`] for a dense sigmoid chunk of rows of `width` decisions (classes
-    /// 0..width, weight 1, one anchor: see [`DecisionChunk::dense_width`]) with these focal losses; the walk
-    /// compiled for AVX2 where the processor has it.
+    /// 0..width, weight 1, one anchor: see [`DecisionChunk::dense_width`]) with these focal
+    /// losses; the walk compiled for AVX2 where the processor has it.
     fn observe_dense(&mut self, chunk: &DecisionChunk<'_>, width: usize, focal: &[f64]) {
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::is_x86_feature_detected!("avx2");
