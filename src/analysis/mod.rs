@@ -576,6 +576,11 @@ pub fn run_mode(
     }
 }
 
+/// Batches of one row group read ahead of the one being folded into the row group's pass, for
+/// the other threads to observe (see `ordered::pipeline`): each holds a batch (a few MB at
+/// most, `input::MAX_BATCH_ROWS`) until observed, then its pass until folded.
+const BATCHES_AHEAD: usize = 2;
+
 fn run_in_pool(
     dump: &Dump,
     config: &AnalysisConfig,
@@ -635,16 +640,22 @@ fn run_in_pool(
         // results do not depend on the batch size.
         // Partitioned mode: every batch's open images go to the spill (via `opened`) before the
         // merge, so that merging settles nothing, as between units.
+        // The batches are read here, in order, and observed on any thread (see
+        // `ordered::pipeline`): a huge row group, or the last of a dump, takes every thread.
         let mut unit_pass: Option<Pass> = None;
         let mut opened: Opened = Vec::new();
-        dump.read_unit(unit, &mut |batch| -> Result<(), Error> {
+        let observe = |batch: crate::input::Batch| -> Result<(Pass, Opened), Error> {
             let mut pass = new_pass();
             pass.observe_batch(&exp, &batch, tau).map_err(unsorted)?;
-            if spilling {
-                if let Some(sel) = pass.select.as_mut() {
-                    opened.extend(sel.take_open());
-                }
-            }
+            let open = match pass.select.as_mut() {
+                Some(sel) if spilling => sel.take_open(),
+                _ => Vec::new(),
+            };
+            Ok((pass, open))
+        };
+        let fold = |observed: Result<(Pass, Opened), Error>| -> Result<(), Error> {
+            let (pass, open) = observed?;
+            opened.extend(open);
             match unit_pass.as_mut() {
                 None => unit_pass = Some(pass),
                 Some(u) => {
@@ -656,7 +667,8 @@ fn run_in_pool(
                 }
             }
             Ok(())
-        })?;
+        };
+        ordered::pipeline(BATCHES_AHEAD, |push| dump.read_unit(unit, push), observe, fold)?;
         observer.rows_done(unit.rows);
         Ok((unit_pass.unwrap_or_else(new_pass), opened))
     };

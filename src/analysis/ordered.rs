@@ -7,9 +7,9 @@
 //! no thread waits for another's item, only, when it is `ahead` items past the merge, for the
 //! merge to catch up (which bounds the results held, and so the memory).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// The results waiting to be merged, and who merges.
 struct Queue<R> {
@@ -131,6 +131,142 @@ where
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// A job of [`pipeline`]: its item until a thread claims it, then its result.
+struct Job<T, R> {
+    state: Mutex<JobState<T, R>>,
+    finished: Condvar,
+}
+
+/// Where a [`Job`] stands.
+enum JobState<T, R> {
+    /// No thread has claimed it.
+    Waiting(T),
+    /// Claimed: a thread works on it (or it was abandoned).
+    Running,
+    /// Worked on: the result, or the panic the work raised.
+    Done(std::thread::Result<R>),
+    /// Its result was taken.
+    Taken,
+}
+
+impl<T, R> Job<T, R> {
+    /// The item, if no thread has claimed it yet; the job is then the caller's.
+    fn claim(&self) -> Option<T> {
+        let mut state = lock(&self.state);
+        match std::mem::replace(&mut *state, JobState::Running) {
+            JobState::Waiting(item) => Some(item),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    /// Works on the job if no thread has claimed it (keeping the result, or the panic), and
+    /// says whether it did.
+    fn run(&self, work: &impl Fn(T) -> R) -> bool {
+        let Some(item) = self.claim() else { return false };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)));
+        *lock(&self.state) = JobState::Done(result);
+        self.finished.notify_all();
+        true
+    }
+
+    /// Whether the job's result is there to take.
+    fn is_done(&self) -> bool {
+        matches!(*lock(&self.state), JobState::Done(_))
+    }
+
+    /// The result of a claimed job, once the thread working on it is done.
+    fn take(&self) -> std::thread::Result<R> {
+        let mut state = lock(&self.state);
+        loop {
+            match std::mem::replace(&mut *state, JobState::Taken) {
+                JobState::Done(result) => return result,
+                other => {
+                    *state = other;
+                    state = self.finished.wait(state).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+}
+
+/// The jobs of a [`pipeline`] not folded yet, in order. Dropped (the pipeline's error or
+/// panic), it claims those no thread has started, so that none is worked on for nothing.
+struct Pending<T, R>(VecDeque<Arc<Job<T, R>>>);
+
+impl<T, R> Drop for Pending<T, R> {
+    fn drop(&mut self) {
+        for job in &self.0 {
+            drop(job.claim());
+        }
+    }
+}
+
+/// Items produced one at a time by the calling thread, worked on by any thread of the current
+/// rayon pool (the caller included) and folded by the caller in the order produced: `produce`
+/// hands each item to the function it is given; `work` turns an item into a result on
+/// whichever thread claims it first; `fold` takes the results in order. At most `limit` items
+/// (at least one) wait unfolded behind the one the caller folds; while another thread works
+/// on the next result in order, the caller works on a later item no thread has claimed, and
+/// waits only when there is none. The first error of `produce` or `fold` is returned (no
+/// item waiting then is worked on); a panic in `work` is raised again when its result's turn
+/// to be folded comes. In a pool of one thread, each item is worked on and folded as soon as
+/// it is produced.
+///
+/// The pass reads a row group's batches on one thread: with few row groups (one huge one, or
+/// the last ones of a dump) the other threads take batches of it instead of waiting.
+pub fn pipeline<T, R, E>(
+    limit: usize,
+    produce: impl FnOnce(&mut dyn FnMut(T) -> Result<(), E>) -> Result<(), E> + Send,
+    work: impl Fn(T) -> R + Sync,
+    mut fold: impl FnMut(R) -> Result<(), E> + Send,
+) -> Result<(), E>
+where
+    T: Send,
+    R: Send,
+    E: Send,
+{
+    if rayon::current_num_threads() <= 1 {
+        // No other thread to take an item: each worked on as soon as produced, while its data
+        // is in cache (produced ahead, they took longer).
+        return produce(&mut |item| fold(work(item)));
+    }
+    let limit = limit.max(1);
+    let work = &work;
+    rayon::scope(|scope| {
+        let mut pending = Pending(VecDeque::new());
+        // Folds the first job: worked on here if no thread has claimed it; else, while another
+        // thread works on it, later jobs no thread has claimed are worked on here.
+        let mut fold_first = |jobs: &mut VecDeque<Arc<Job<T, R>>>| -> Result<(), E> {
+            let Some(job) = jobs.pop_front() else { return Ok(()) };
+            job.run(work);
+            while !job.is_done() && jobs.iter().any(|later| later.run(work)) {}
+            match job.take() {
+                Ok(result) => fold(result),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        };
+        produce(&mut |item| {
+            let job = Arc::new(Job { state: Mutex::new(JobState::Waiting(item)), finished: Condvar::new() });
+            let theirs = Arc::clone(&job);
+            scope.spawn(move |_| {
+                theirs.run(work);
+            });
+            pending.0.push_back(job);
+            while pending.0.len() > limit {
+                fold_first(&mut pending.0)?;
+            }
+            Ok(())
+        })?;
+        while !pending.0.is_empty() {
+            fold_first(&mut pending.0)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -273,6 +409,120 @@ mod tests {
                 })
             });
             assert!(merge.is_err(), "{threads} threads: the merge's panic");
+        }
+    }
+
+    /// `pipeline` over `0..n` on a pool of `threads`: produced in order (checking that at most
+    /// `limit` (at least one) are produced and not folded yet when the next is), worked on by `work`, folded into the
+    /// returned list.
+    fn piped(
+        threads: usize,
+        n: usize,
+        limit: usize,
+        work: impl Fn(usize) -> usize + Sync + Send,
+    ) -> Result<Vec<usize>, String> {
+        let unfolded = AtomicUsize::new(0);
+        let mut folded = Vec::new();
+        pool(threads)
+            .install(|| {
+                pipeline(
+                    limit,
+                    |push| {
+                        for i in 0..n {
+                            let before = unfolded.fetch_add(1, Ordering::SeqCst);
+                            assert!(before <= limit.max(1), "item {i} produced with {before} unfolded");
+                            push(i)?;
+                        }
+                        Ok(())
+                    },
+                    work,
+                    |r: usize| {
+                        unfolded.fetch_sub(1, Ordering::SeqCst);
+                        if r == usize::MAX {
+                            return Err("fold".to_string());
+                        }
+                        folded.push(r);
+                        Ok(())
+                    },
+                )
+            })
+            .map(|()| folded)
+    }
+
+    #[test]
+    fn a_pipeline_folds_every_item_once_in_order_whatever_the_threads() {
+        for threads in [1, 2, 3, 8] {
+            for limit in [0, 1, 2, 50] {
+                let got = piped(threads, 300, limit, |i| slow(&i));
+                assert_eq!(got, Ok((0..300).collect()), "{threads} threads, limit {limit}");
+            }
+        }
+        assert_eq!(piped(2, 0, 2, |i| i), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_pipeline_lets_the_other_threads_work_on_its_items() {
+        let caller = AtomicUsize::new(usize::MAX);
+        let elsewhere = AtomicUsize::new(0);
+        let got = piped(2, 60, 2, |i| {
+            // The first item is worked on by the caller or by the other thread; either way, the
+            // items of a slow sequence cannot all stay on one thread while the other is idle.
+            let me = rayon::current_thread_index().unwrap_or(usize::MAX);
+            let _ = caller.compare_exchange(usize::MAX, me, Ordering::SeqCst, Ordering::SeqCst);
+            if me != caller.load(Ordering::SeqCst) {
+                elsewhere.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            i
+        });
+        assert_eq!(got, Ok((0..60).collect()));
+        assert!(elsewhere.into_inner() > 0, "no item was worked on by the second thread");
+    }
+
+    #[test]
+    fn a_pipeline_returns_the_first_error_and_raises_a_panic_in_the_work() {
+        for threads in [1, 2, 4] {
+            // An error in the fold: returned, the results before it folded.
+            let started = AtomicUsize::new(0);
+            let failed = piped(threads, 500, 2, |i| {
+                started.fetch_add(1, Ordering::SeqCst);
+                if i == 40 {
+                    usize::MAX
+                } else {
+                    slow(&i)
+                }
+            });
+            assert_eq!(failed, Err("fold".to_string()), "{threads} threads");
+            // Items past the error: those produced by then only (the limit and one in hand).
+            assert!(started.into_inner() <= 41 + 3, "{threads} threads: work went on after the error");
+            // An error in the producer.
+            let mut folded = Vec::new();
+            let produced = pool(threads).install(|| {
+                pipeline(
+                    2,
+                    |push| {
+                        for i in 0..100 {
+                            if i == 30 {
+                                return Err("produce".to_string());
+                            }
+                            push(i)?;
+                        }
+                        Ok(())
+                    },
+                    |i: usize| slow(&i),
+                    |r| {
+                        folded.push(r);
+                        Ok(())
+                    },
+                )
+            });
+            assert_eq!(produced, Err("produce".to_string()));
+            assert!(folded.len() <= 30 && folded.iter().enumerate().all(|(k, &r)| k == r));
+            // A panic in the work, on whichever thread: raised, nothing hangs.
+            let panicked = std::panic::catch_unwind(|| {
+                piped(threads, 200, 2, |i| if i == 77 { panic!("work {i}") } else { slow(&i) })
+            });
+            assert!(panicked.is_err(), "{threads} threads: the work's panic");
         }
     }
 }
