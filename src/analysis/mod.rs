@@ -577,8 +577,9 @@ pub fn run_mode(
 }
 
 /// Batches of one row group read ahead of the one being folded into the row group's pass, for
-/// the other threads to observe (see `ordered::pipeline`): each holds a batch (a few MB at
-/// most, `input::MAX_BATCH_ROWS`) until observed, then its pass until folded.
+/// threads with no row group left to start to observe (see `ordered::pipeline`): each holds a
+/// batch (a few MB at most, `input::MAX_BATCH_ROWS`) until observed, then its pass until folded.
+/// (On M2, 2 threads: one ahead 0.97 s, two 0.84 s, four 0.85 s.)
 const BATCHES_AHEAD: usize = 2;
 
 fn run_in_pool(
@@ -629,6 +630,8 @@ fn run_in_pool(
     };
     type Opened = Vec<(ImageKey, Vec<select::Candidate>)>;
     let spilling = spill.is_some();
+    // Threads with no row group left to start: they take batches of the others' (`pipeline`).
+    let idle = ordered::Idle::default();
     // One row group: read in batches, folded into one pass.
     let process = |unit: crate::input::Unit| -> Result<(Pass, Opened), Error> {
         if observer.cancelled() {
@@ -640,8 +643,9 @@ fn run_in_pool(
         // results do not depend on the batch size.
         // Partitioned mode: every batch's open images go to the spill (via `opened`) before the
         // merge, so that merging settles nothing, as between units.
-        // The batches are read here, in order, and observed on any thread (see
-        // `ordered::pipeline`): a huge row group, or the last of a dump, takes every thread.
+        // The batches are read here, in order, and observed here, or on a thread that has no
+        // row group left to start (see `ordered::pipeline`): a huge row group, or the last of
+        // a dump, takes every thread.
         let mut unit_pass: Option<Pass> = None;
         let mut opened: Opened = Vec::new();
         let observe = |batch: crate::input::Batch| -> Result<(Pass, Opened), Error> {
@@ -668,7 +672,7 @@ fn run_in_pool(
             }
             Ok(())
         };
-        ordered::pipeline(BATCHES_AHEAD, |push| dump.read_unit(unit, push), observe, fold)?;
+        ordered::pipeline(BATCHES_AHEAD, &idle, |push| dump.read_unit(unit, push), observe, fold)?;
         observer.rows_done(unit.rows);
         Ok((unit_pass.unwrap_or_else(new_pass), opened))
     };
@@ -704,6 +708,7 @@ fn run_in_pool(
     ordered::ordered(
         dump.units(),
         ahead,
+        &idle,
         |&unit| process(unit),
         |parts| merge(parts, &mut total, &mut spill, exported),
     )?;

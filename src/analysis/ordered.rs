@@ -32,6 +32,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How many threads of the pool have no item of an [`ordered`] map left to work on: counted by
+/// the map as its workers run out of items, read by [`pipeline`] (their threads take a row
+/// group's batches from the thread reading it).
+#[derive(Debug, Default)]
+pub struct Idle(AtomicUsize);
+
+impl Idle {
+    /// Whether any thread is idle.
+    pub fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// Stops the map when its thread unwinds, so that no other thread waits for a result that will
 /// not come.
 struct StopOnPanic<'a, R> {
@@ -53,10 +66,12 @@ impl<R> Drop for StopOnPanic<'_, R> {
 /// as soon as the result before it was merged. A thread starts an item fewer than `ahead` items
 /// past the last one merged (`ahead` is at least one). The first error `merge` returns stops the
 /// map (items already started are finished, none is started after) and is returned. A panic in
-/// `work` or `merge` stops the map and is raised again.
+/// `work` or `merge` stops the map and is raised again. Each thread that finds no item left
+/// counts itself in `idle`.
 pub fn ordered<T, R, E>(
     items: &[T],
     ahead: usize,
+    idle: &Idle,
     work: impl Fn(&T) -> R + Sync,
     merge: impl FnMut(Vec<R>) -> Result<(), E> + Send,
 ) -> Result<(), E>
@@ -75,6 +90,7 @@ where
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             if i >= items.len() {
+                idle.0.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             {
@@ -214,13 +230,17 @@ impl<T, R> Drop for Pending<T, R> {
 /// on the next result in order, the caller works on a later item no thread has claimed, and
 /// waits only when there is none. The first error of `produce` or `fold` is returned (no
 /// item waiting then is worked on); a panic in `work` is raised again when its result's turn
-/// to be folded comes. In a pool of one thread, each item is worked on and folded as soon as
-/// it is produced.
+/// to be folded comes.
+///
+/// Items wait for other threads only while one is `idle`: otherwise (and in a pool of one
+/// thread) each is worked on by the caller and folded as soon as it is produced, while its data
+/// is in cache (produced ahead, they took longer).
 ///
 /// The pass reads a row group's batches on one thread: with few row groups (one huge one, or
 /// the last ones of a dump) the other threads take batches of it instead of waiting.
 pub fn pipeline<T, R, E>(
     limit: usize,
+    idle: &Idle,
     produce: impl FnOnce(&mut dyn FnMut(T) -> Result<(), E>) -> Result<(), E> + Send,
     work: impl Fn(T) -> R + Sync,
     mut fold: impl FnMut(R) -> Result<(), E> + Send,
@@ -231,8 +251,6 @@ where
     E: Send,
 {
     if rayon::current_num_threads() <= 1 {
-        // No other thread to take an item: each worked on as soon as produced, while its data
-        // is in cache (produced ahead, they took longer).
         return produce(&mut |item| fold(work(item)));
     }
     let limit = limit.max(1);
@@ -257,7 +275,9 @@ where
                 theirs.run(work);
             });
             pending.0.push_back(job);
-            while pending.0.len() > limit {
+            // No thread idle: this item now, here (and any before it, which a thread took).
+            let keep = if idle.any() { limit } else { 0 };
+            while pending.0.len() > keep {
                 fold_first(&mut pending.0)?;
             }
             Ok(())
@@ -305,7 +325,7 @@ mod tests {
                 let mut merged = Vec::new();
                 let mut runs = 0;
                 pool(threads).install(|| {
-                    ordered(&items, ahead, slow, |run: Vec<usize>| -> Result<(), ()> {
+                    ordered(&items, ahead, &Idle::default(), slow, |run: Vec<usize>| -> Result<(), ()> {
                         assert!(!run.is_empty());
                         runs += 1;
                         merged.extend(run);
@@ -321,7 +341,9 @@ mod tests {
         let none: Vec<usize> = Vec::new();
         pool(2)
             .install(|| {
-                ordered(&none, 4, slow, |_: Vec<usize>| -> Result<(), ()> { panic!("nothing to merge") })
+                ordered(&none, 4, &Idle::default(), slow, |_: Vec<usize>| -> Result<(), ()> {
+                    panic!("nothing to merge")
+                })
             })
             .unwrap();
     }
@@ -336,6 +358,7 @@ mod tests {
                 ordered(
                     &items,
                     ahead,
+                    &Idle::default(),
                     |&i| {
                         let m = merged.load(Ordering::SeqCst);
                         assert!(i < m + ahead, "item {i} started with {m} merged");
@@ -362,6 +385,7 @@ mod tests {
                 ordered(
                     &items,
                     4,
+                    &Idle::default(),
                     |&i| {
                         started.fetch_add(1, Ordering::SeqCst);
                         slow(&i)
@@ -394,6 +418,7 @@ mod tests {
                     ordered(
                         &items,
                         2,
+                        &Idle::default(),
                         |&i| if i == 77 { panic!("work {i}") } else { slow(&i) },
                         |_| -> Result<(), ()> { Ok(()) },
                     )
@@ -402,7 +427,7 @@ mod tests {
             assert!(work.is_err(), "{threads} threads: the work's panic");
             let merge = std::panic::catch_unwind(|| {
                 pool(threads).install(|| {
-                    ordered(&items, 2, slow, |run: Vec<usize>| -> Result<(), ()> {
+                    ordered(&items, 2, &Idle::default(), slow, |run: Vec<usize>| -> Result<(), ()> {
                         assert!(!run.contains(&33), "merge 33");
                         Ok(())
                     })
@@ -421,16 +446,31 @@ mod tests {
         limit: usize,
         work: impl Fn(usize) -> usize + Sync + Send,
     ) -> Result<Vec<usize>, String> {
+        piped_with(threads, n, limit, true, work)
+    }
+
+    /// [`piped`], with `idle` saying whether the pipeline is told that a thread is idle (when
+    /// not, every item is folded before the next is produced).
+    fn piped_with(
+        threads: usize,
+        n: usize,
+        limit: usize,
+        idle: bool,
+        work: impl Fn(usize) -> usize + Sync + Send,
+    ) -> Result<Vec<usize>, String> {
         let unfolded = AtomicUsize::new(0);
         let mut folded = Vec::new();
+        let bound = if idle { limit.max(1) } else { 0 };
+        let idle = Idle(AtomicUsize::new(usize::from(idle)));
         pool(threads)
             .install(|| {
                 pipeline(
                     limit,
+                    &idle,
                     |push| {
                         for i in 0..n {
                             let before = unfolded.fetch_add(1, Ordering::SeqCst);
-                            assert!(before <= limit.max(1), "item {i} produced with {before} unfolded");
+                            assert!(before <= bound, "item {i} produced with {before} unfolded");
                             push(i)?;
                         }
                         Ok(())
@@ -453,8 +493,10 @@ mod tests {
     fn a_pipeline_folds_every_item_once_in_order_whatever_the_threads() {
         for threads in [1, 2, 3, 8] {
             for limit in [0, 1, 2, 50] {
-                let got = piped(threads, 300, limit, |i| slow(&i));
-                assert_eq!(got, Ok((0..300).collect()), "{threads} threads, limit {limit}");
+                for idle in [true, false] {
+                    let got = piped_with(threads, 300, limit, idle, |i| slow(&i));
+                    assert_eq!(got, Ok((0..300).collect()), "{threads} threads, limit {limit}, idle {idle}");
+                }
             }
         }
         assert_eq!(piped(2, 0, 2, |i| i), Ok(Vec::new()));
@@ -500,6 +542,7 @@ mod tests {
             let produced = pool(threads).install(|| {
                 pipeline(
                     2,
+                    &Idle(AtomicUsize::new(1)),
                     |push| {
                         for i in 0..100 {
                             if i == 30 {
