@@ -6,6 +6,10 @@
 //! the row-heavy dump (462 row groups) 8-9% of the two threads' time went to those waits. Here
 //! no thread waits for another's item, only, when it is `ahead` items past the merge, for the
 //! merge to catch up (which bounds the results held, and so the memory).
+//!
+//! A row group's batches are read on the thread that took it, and observed there or, through
+//! [`pipeline`], on a thread that has no row group left to start (the last ones of a dump, or a
+//! dump of one huge row group, would otherwise leave the other threads waiting).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -437,9 +441,9 @@ mod tests {
         }
     }
 
-    /// `pipeline` over `0..n` on a pool of `threads`: produced in order (checking that at most
-    /// `limit` (at least one) are produced and not folded yet when the next is), worked on by `work`, folded into the
-    /// returned list.
+    /// `pipeline` over `0..n` on a pool of `threads`, told that a thread is idle: produced in
+    /// order (checking that at most `limit`, at least one, are produced and not folded yet when
+    /// the next is), worked on by `work`, folded into the returned list.
     fn piped(
         threads: usize,
         n: usize,
