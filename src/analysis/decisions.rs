@@ -112,8 +112,8 @@ pub struct Meta {
     /// Row within the batch.
     pub row: u32,
     /// Class index (dense sigmoid: the decision's class; softmax: the label; binary: the `class`
-    /// column or 0).
-    pub class: u32,
+    /// column or 0). At most 65,535: the input checks bound the width and the `class` column.
+    pub class: u16,
     /// Easy/hard x positive/negative.
     pub bucket: Bucket,
 }
@@ -431,7 +431,7 @@ impl Buffers {
 
     /// Queues a hard-target logit decision (`meta[decisions.len()..]` are the queued ones);
     /// its bucket is set when the queue is computed.
-    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u32) {
+    fn push_logit(&mut self, image: usize, x: f64, y: f64, row: u32, class: u16) {
         debug_assert!(self.rows.is_empty());
         self.extend_run(image, 1);
         self.zs.push(if y == 1.0 { x } else { -x });
@@ -596,9 +596,10 @@ fn dense_meta<const W: usize>(
     tau: f64,
 ) {
     let c = if W > 0 { W } else { width };
+    let classes = u16::try_from(c).expect("the input checks bound the width to 65,535 classes");
     let targets = ys.chunks_exact(c).zip(p_ts.chunks_exact(c));
     for ((&row, (ys, p_ts)), ms) in rows.iter().zip(targets).zip(out.chunks_exact_mut(c)) {
-        for (((&y, &p_t), m), class) in ys.iter().zip(p_ts).zip(ms).zip(0..c as u32) {
+        for (((&y, &p_t), m), class) in ys.iter().zip(p_ts).zip(ms).zip(0..classes) {
             m.write(Meta { row, class, bucket: Bucket::of(y > 0.0, p_t, tau) });
         }
     }
@@ -655,7 +656,7 @@ fn expand<T: Copy + Into<f64>>(
                     let y = if label == c as i32 { 1.0 } else { 0.0 };
                     let d = Decision::from_prob(x.into(), y);
                     let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                    buf.push(image, d, Meta { row: row as u32, class: c as u32, bucket });
+                    buf.push(image, d, Meta { row: row as u32, class: c as u16, bucket });
                 }
             }
             (Targets::Labels(labels), Activation::Softmax) => {
@@ -673,12 +674,12 @@ fn expand<T: Copy + Into<f64>>(
                     Decision::from_softmax_probs(&buf.row, t, y)
                 };
                 let bucket = Bucket::of(y > 0.0, d.p_t, tau);
-                buf.push(image, d, Meta { row: row as u32, class: t as u32, bucket });
+                buf.push(image, d, Meta { row: row as u32, class: t as u16, bucket });
             }
             (Targets::Binary(targets), _) => {
                 let y = targets[row];
                 let x: f64 = scores[row].into();
-                let class = batch.class.as_ref().map_or(0, |c| c[row] as u32);
+                let class = batch.class.as_ref().map_or(0, |c| c[row] as u16);
                 if logits && (y == 0.0 || y == 1.0) {
                     buf.push_logit(image, x, y, row as u32, class);
                 } else {
@@ -907,7 +908,9 @@ mod tests {
             ScoreValues::from_f32(logits.clone()),
             0,
         );
-        batch.class = Some((0..n).map(|i| (i % 3) as i32).collect());
+        // Classes up to the largest the input checks let through (65,535: `Meta::class` is 16 bits).
+        let classes = [0, 1, 65_535];
+        batch.class = Some((0..n).map(|i| classes[i % 3]).collect());
         batch.weight = Some((0..n).map(|i| 0.5 + (i % 4) as f64).collect());
         let shape =
             DumpShape { layout: Layout::Binary, scores: ScoreKind::Logits, activation: Activation::Sigmoid };
@@ -919,7 +922,8 @@ mod tests {
                 let want = Decision::from_logit(f64::from(logits[k]), targets[k]);
                 assert_eq!(bits(d), bits(&want), "row {k}");
                 let weight = m.weight(batch.weight.as_deref());
-                assert_eq!((m.row as usize, m.class as usize, weight), (k, k % 3, 0.5 + (k % 4) as f64));
+                let class = classes[k % 3] as usize;
+                assert_eq!((m.row as usize, m.class as usize, weight), (k, class, 0.5 + (k % 4) as f64));
                 assert_eq!(m.bucket, Bucket::of(targets[k] > 0.0, want.p_t, 0.5));
                 assert_eq!(terms.focal[i].to_bits(), want.focal(2.0, Some(0.25)).to_bits());
                 k += 1;
