@@ -350,12 +350,7 @@ impl DecisionChunk<'_> {
         if !matches!(batch.targets, Targets::Labels(_)) || batch.rows == 0 {
             return None;
         }
-        let values = match (batch.scores.f32s(), batch.scores.f64s()) {
-            (Some(v), _) => v.len(),
-            (_, Some(v)) => v.len(),
-            (None, None) => 0,
-        };
-        let width = values / batch.rows;
+        let width = batch.width();
         let meta = self.meta;
         let n = meta.len();
         let dense = width >= 2
